@@ -1,0 +1,63 @@
+"""Every setting, read from `MFD_*` environment variables; defaults are the embedded stack under `.mfd/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def project_home() -> Path:
+    """`.mfd/` in the current directory: where the embedded defaults keep their state."""
+    return Path.cwd() / ".mfd"
+
+
+class Settings(BaseSettings):
+    """Embedded defaults need nothing running; set the production variables to use real services."""
+
+    model_config = SettingsConfigDict(env_prefix="MFD_", env_file=".env", extra="ignore")
+
+    deployment: Literal["local", "production"] = Field(
+        "local", description="`local`: embedded SQLite/dir/MLflow store; `production`: the services below."
+    )
+    home: Path = Field(default_factory=project_home, description="Directory of the embedded state.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the readings database, e.g. postgresql+psycopg://u:p@host/db."
+    )
+    s3_bucket: str | None = Field(None, description="Bucket holding incoming/, processed/, rejected/.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO), e.g. http://minio:9000.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id.")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret access key.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. csv-data/.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server, e.g. http://mlflow:5000."
+    )
+    model_name: str = Field("mfd-failure-classifier", description="Registered model name in MLflow.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def readings_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'readings.db'}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def objects_dir(self) -> Path:
+        return self.home / "objects"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment (and `.env` if present)."""
+    return Settings()

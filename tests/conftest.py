@@ -1,0 +1,70 @@
+"""Real services for the suite: PostgreSQL, a SeaweedFS S3 server and an `mlflow server`, each started
+once per session on 127.0.0.1 (lazily, only when a test asks), plus fresh per-test databases and buckets."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mfd.ephemeral import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
+from mfd.objects import LocalObjects, S3Objects
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow(postgres: Postgres, s3: S3Server) -> Iterator[MlflowServer]:
+    """An MLflow server with a PostgreSQL backend store and artifacts on the S3 server."""
+    backend = postgres.create_database("mlflow").replace("+psycopg", "+psycopg2")
+    bucket = s3.create_bucket("mlflow-artifacts")
+    with mlflow_server(backend, f"s3://{bucket}/", s3) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgres.create_database(unique("t"))
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    """A fresh, empty bucket for one test."""
+    return s3.create_bucket(unique("bucket-"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def readings_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The readings database: the embedded SQLite twin and a real PostgreSQL, same test body."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'readings.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(params=["local", "s3"])
+def objects(request: pytest.FixtureRequest, tmp_path: Path) -> LocalObjects | S3Objects:
+    """The object store: the local-directory twin and a real S3 bucket, same test body."""
+    if request.param == "local":
+        return LocalObjects(tmp_path / "objects")
+    server: S3Server = request.getfixturevalue("s3")
+    return S3Objects(server.client(), request.getfixturevalue("bucket"))
