@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-from matplotlib import pyplot as plt
+import sqlalchemy as sa
 from matplotlib.figure import Figure
+from sqlalchemy.engine import Engine
 
+from mfd import store
 from mfd.errors import MfdError
 from mfd.features import PHYSICS_COLUMNS, add_physics
 from mfd.schema import (
@@ -41,6 +43,16 @@ def _missing(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
 
 def _utc(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, utc=True).astype("datetime64[ns, UTC]")
+
+
+def read_sources(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labelled rows of `readings` and all of `peripheral_readings` (without their `source`)."""
+    readings = sa.select(*(c for c in store.readings.columns if c.name != "source")).where(
+        store.readings.c[LABEL_COLUMN].is_not(None)
+    )
+    peripheral = sa.select(*(c for c in store.peripheral_readings.columns if c.name not in ("id", "source")))
+    with engine.connect() as conn:
+        return pd.read_sql(readings.order_by(store.readings.c.id), conn), pd.read_sql(peripheral, conn)
 
 
 def build_training_set(
@@ -107,14 +119,15 @@ class OutlierReport:
 
 def iqr_bounds(df: pd.DataFrame, k: float = 1.5) -> pd.DataFrame:
     """Fences q1 - k*IQR and q3 + k*IQR per machine type and feature (index: machine_type, feature)."""
+    rank = {t: i for i, t in enumerate(MACHINE_TYPES)}
+    types = sorted(df["machine_type"].dropna().unique(), key=lambda t: (rank.get(t, len(rank)), str(t)))
     rows = []
-    for machine_type, group in df.groupby("machine_type", observed=True, sort=False):
+    for machine_type in types:
+        group = df[df["machine_type"] == machine_type]
         for feature in OUTLIER_COLUMNS:
             q1, q3 = group[feature].quantile([0.25, 0.75])
             rows.append((machine_type, feature, q1, q3, q1 - k * (q3 - q1), q3 + k * (q3 - q1)))
     bounds = pd.DataFrame(rows, columns=["machine_type", "feature", "q1", "q3", "low", "high"])
-    order = {t: i for i, t in enumerate(MACHINE_TYPES)}
-    bounds = bounds.sort_values(["machine_type", "feature"], key=lambda s: s.map(order).fillna(s.map(str)))
     return bounds.set_index(["machine_type", "feature"])
 
 
@@ -154,7 +167,8 @@ def outlier_boxplot(before: pd.DataFrame, after: pd.DataFrame) -> Figure:
     """One panel per screened feature: its distribution before and after outlier removal."""
     columns = 4
     rows = -(-len(OUTLIER_COLUMNS) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows))
+    fig = Figure(figsize=(4 * columns, 3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax, feature in zip(axes.flat, OUTLIER_COLUMNS, strict=False):
         ax.boxplot([before[feature].dropna(), after[feature].dropna()], tick_labels=["before", "after"])
         ax.set_title(feature, fontsize=9)

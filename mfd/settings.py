@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mfd.errors import MfdError
+
 
 def project_home() -> Path:
     """`.mfd/` in the current directory: where the embedded defaults keep their state."""
@@ -20,7 +22,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MFD_", env_file=".env", extra="ignore")
 
     deployment: Literal["local", "production"] = Field(
-        "local", description="`local`: embedded SQLite/dir/MLflow store; `production`: the services below."
+        "local", description="`production` requires the PostgreSQL, S3 and MLflow settings below."
     )
     home: Path = Field(default_factory=project_home, description="Directory of the embedded state.")
     database_url: str | None = Field(
@@ -36,6 +38,20 @@ class Settings(BaseSettings):
         None, description="MLflow tracking server, e.g. http://mlflow:5000."
     )
     model_name: str = Field("mfd-failure-classifier", description="Registered model name in MLflow.")
+
+    def check_deployment(self) -> None:
+        """In production every service must be configured; name the variables that are missing."""
+        if self.deployment != "production":
+            return
+        required = {
+            "MFD_DATABASE_URL": self.database_url,
+            "MFD_S3_BUCKET": self.s3_bucket,
+            "MFD_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "MFD_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+        }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            raise MfdError(f"MFD_DEPLOYMENT=production needs {', '.join(missing)} (see .env.example)")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

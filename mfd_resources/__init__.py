@@ -1,4 +1,4 @@
-"""Dagster resources, one per external system, each with a local twin; chosen by deployment."""
+"""Dagster resources, one per external system, each with a local twin; chosen from settings in one place."""
 
 from __future__ import annotations
 
@@ -13,41 +13,34 @@ from mfd_resources.tracking import Tracking
 __all__ = ["ObjectStore", "LocalObjectStore", "S3ObjectStore", "ReadingsStore", "Tracking", "resources_for"]
 
 
-def local_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """Embedded: SQLite readings, a local object directory and an MLflow SQLite store under `.mfd/`."""
-    return {
-        "readings_store": ReadingsStore(url=settings.readings_url),
-        "object_store": LocalObjectStore(root=str(settings.objects_dir)),
-        "tracking": Tracking(
-            tracking_uri=settings.tracking_uri,
-            artifact_location=settings.artifacts_dir.as_uri() if not settings.mlflow_tracking_uri else None,
-            model_name=settings.model_name,
+def _object_store(settings: Settings) -> ObjectStore:
+    if not settings.s3_bucket:
+        return LocalObjectStore(root=str(settings.objects_dir))
+    # Secrets stay in the environment (dg.EnvVar): the UI shows the variable name, never the value.
+    return S3ObjectStore(
+        s3=S3Resource(
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=dg.EnvVar("MFD_S3_ACCESS_KEY_ID") if settings.s3_access_key_id else None,
+            aws_secret_access_key=dg.EnvVar("MFD_S3_SECRET_ACCESS_KEY") if settings.s3_secret_access_key else None,
         ),
-    }
-
-
-def production_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """PostgreSQL, S3/MinIO and an MLflow server; secrets stay in env vars (dg.EnvVar), never in config."""
-    return {
-        "readings_store": ReadingsStore(url=dg.EnvVar("MFD_DATABASE_URL")),
-        "object_store": S3ObjectStore(
-            s3=S3Resource(
-                endpoint_url=settings.s3_endpoint_url,
-                region_name=settings.s3_region,
-                aws_access_key_id=dg.EnvVar("MFD_S3_ACCESS_KEY_ID"),
-                aws_secret_access_key=dg.EnvVar("MFD_S3_SECRET_ACCESS_KEY"),
-            ),
-            bucket=dg.EnvVar("MFD_S3_BUCKET"),
-            prefix=settings.s3_prefix,
-        ),
-        "tracking": Tracking(
-            tracking_uri=dg.EnvVar("MFD_MLFLOW_TRACKING_URI"), model_name=settings.model_name
-        ),
-    }
+        bucket=settings.s3_bucket,
+        prefix=settings.s3_prefix,
+    )
 
 
 def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The resource set for `MFD_DEPLOYMENT` (local or production)."""
-    return (
-        production_resources(settings) if settings.deployment == "production" else local_resources(settings)
-    )
+    """Each service's production form where its MFD_* setting is given, else its embedded twin.
+
+    `MFD_DEPLOYMENT=production` insists that every production setting is given.
+    """
+    settings.check_deployment()
+    return {
+        "readings_store": ReadingsStore(url=settings.readings_url),
+        "object_store": _object_store(settings),
+        "tracking": Tracking(
+            tracking_uri=settings.tracking_uri,
+            artifact_location=None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri(),
+            model_name=settings.model_name,
+        ),
+    }
