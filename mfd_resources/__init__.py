@@ -22,7 +22,9 @@ def _object_store(settings: Settings) -> ObjectStore:
             endpoint_url=settings.s3_endpoint_url,
             region_name=settings.s3_region,
             aws_access_key_id=dg.EnvVar("MFD_S3_ACCESS_KEY_ID") if settings.s3_access_key_id else None,
-            aws_secret_access_key=dg.EnvVar("MFD_S3_SECRET_ACCESS_KEY") if settings.s3_secret_access_key else None,
+            aws_secret_access_key=dg.EnvVar("MFD_S3_SECRET_ACCESS_KEY")
+            if settings.s3_secret_access_key
+            else None,
         ),
         bucket=settings.s3_bucket,
         prefix=settings.s3_prefix,

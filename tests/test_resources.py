@@ -35,7 +35,9 @@ def tracking(request: pytest.FixtureRequest, tmp_path: Path) -> Tracking:
         return Tracking(
             tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=(tmp_path / "art").as_uri()
         )
-    return Tracking(tracking_uri=request.getfixturevalue("mlflow").tracking_uri, experiment_name="resource-test")
+    return Tracking(
+        tracking_uri=request.getfixturevalue("mlflow").tracking_uri, experiment_name="resource-test"
+    )
 
 
 def test_object_store_resource_in_an_asset(object_store: ObjectStore) -> None:

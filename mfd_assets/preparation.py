@@ -1,0 +1,133 @@
+"""Preparation: the labelled training set, its IQR-cleaned twin and a cluster map of the machines."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfd.clusters import cluster_machines, cluster_scatter
+from mfd.plots import png_markdown, table_markdown
+from mfd.preparation import (
+    build_training_set,
+    outlier_boxplot,
+    read_sources,
+    remove_outliers_iqr,
+    rows_with_peripheral,
+)
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
+from mfd.training_expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
+from mfd_resources import ReadingsStore
+
+GROUP = "preparation"
+
+
+class TrainingSetConfig(dg.Config):
+    merge_tolerance: str = Field(
+        "5min",
+        description="How much older than a reading its peripheral reading may be (pandas Timedelta, "
+        "e.g. '30s', '5min'); readings with none that recent get NaN peripheral columns.",
+    )
+
+
+class TrainingSetExpectationsConfig(dg.Config):
+    min_failures: int = Field(MIN_FAILURES, description="Fewest failures a training set may hold.")
+    min_label_rate: float = Field(MIN_LABEL_RATE, description="Lowest allowed share of failures.")
+    max_label_rate: float = Field(MAX_LABEL_RATE, description="Highest allowed share of failures.")
+
+
+class CleanedSetConfig(dg.Config):
+    iqr_k: float = Field(1.5, description="Fence multiplier: outside q1 - k*IQR .. q3 + k*IQR is an outlier.")
+
+
+class MachineClustersConfig(dg.Config):
+    n_clusters: int = Field(4, description="KMeans cluster count.")
+    sample_size: int = Field(1500, description="Rows in the MDS map (MDS is O(n^2)).")
+    seed: int = Field(0, description="Seed of KMeans, the sample and MDS.")
+
+
+@dg.asset(group_name=GROUP, deps=["readings"], kinds={"pandas"})
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, readings_store: ReadingsStore
+) -> dg.Output[pd.DataFrame]:
+    """Labelled readings joined per machine with the nearest earlier peripheral reading, plus physics
+    features. Failure modes are kept for analysis only; models read `mfd.features.feature_matrix`."""
+    readings, peripheral = read_sources(readings_store.engine)
+    df = build_training_set(readings, peripheral, config.merge_tolerance)
+    failures = int(df[LABEL_COLUMN].sum())
+    with_peripheral = rows_with_peripheral(df)
+    context.log.info("training set: %d rows, %d failures, %d with peripheral data", len(df), failures, with_peripheral)
+    modes = df[list(FAILURE_MODE_COLUMNS)].sum().rename("rows").to_frame().rename_axis("failure mode")
+    return dg.Output(
+        df,
+        metadata={
+            "rows": len(df),
+            "failures": failures,
+            "label_rate": float(failures / len(df)) if len(df) else 0.0,
+            "rows_with_peripheral": with_peripheral,
+            "unlabelled_readings_skipped": len(readings) - len(df),
+            "merge_tolerance": config.merge_tolerance,
+            "failure_modes": dg.MetadataValue.md(table_markdown(modes)),
+            "preview": dg.MetadataValue.md(table_markdown(df.head(10))),
+        },
+    )
+
+
+@dg.asset_check(asset=training_set, blocking=True)
+def training_set_expectations(
+    training_set: pd.DataFrame, config: TrainingSetExpectationsConfig
+) -> dg.AssetCheckResult:
+    """Great Expectations: label rate and failure count, no nulls in inputs, physical ranges, unique keys."""
+    passed, summary = validate_training_set(
+        training_set, config.min_failures, config.min_label_rate, config.max_label_rate
+    )
+    failed = summary[~summary["success"]]
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "expectations": len(summary),
+            "failed": len(failed),
+            "failed_expectations": dg.MetadataValue.md(table_markdown(failed) if len(failed) else "none"),
+            "results": dg.MetadataValue.md(table_markdown(summary)),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def cleaned_set(config: CleanedSetConfig, training_set: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """The training set without non-failure rows outside the IQR fences (per feature and machine type).
+    Failures are never removed."""
+    cleaned, report = remove_outliers_iqr(training_set, config.iqr_k)
+    return dg.Output(
+        cleaned,
+        metadata={
+            "rows_before": report.rows_before,
+            "rows_after": report.rows_after,
+            "rows_removed": report.rows_removed,
+            "failures_kept": report.failures_kept,
+            "naive_iqr_failures_dropped": dg.MetadataValue.int(report.naive_failures_dropped),
+            "iqr_k": config.iqr_k,
+            "removed_by_feature": dg.MetadataValue.md(table_markdown(report.by_feature)),
+            "fences": dg.MetadataValue.md(table_markdown(report.bounds)),
+            "before_after": dg.MetadataValue.md(
+                png_markdown(outlier_boxplot(training_set, cleaned), "feature distributions before/after")
+            ),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"sklearn"})
+def machine_clusters(config: MachineClustersConfig, cleaned_set: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """KMeans clusters of the cleaned readings with their failure rates, and an MDS map of a sample."""
+    clusters = cluster_machines(cleaned_set, config.n_clusters, config.sample_size, config.seed)
+    keys = [c for c in ("id", "machine_id", "timestamp") if c in cleaned_set.columns]
+    assignments = cleaned_set[keys].assign(cluster=clusters.labels)
+    return dg.Output(
+        assignments,
+        metadata={
+            "clusters": dg.MetadataValue.md(table_markdown(clusters.table)),
+            "method": clusters.method,
+            "map": dg.MetadataValue.md(png_markdown(cluster_scatter(clusters), "MDS map by cluster")),
+        },
+    )
