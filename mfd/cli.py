@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from mfd.errors import MfdError
 
 # Modules that define `register(subparsers)`; each adds one subcommand whose handler is `args.func`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("mfd.generate_cli", "mfd.detection.events")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,9 @@ def stratified_sample(df: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_index()
 
 
-def cluster_machines(df: pd.DataFrame, n_clusters: int = 4, sample_size: int = 1500, seed: int = 0) -> Clusters:
+def cluster_machines(
+    df: pd.DataFrame, n_clusters: int = 4, sample_size: int = 1500, seed: int = 0
+) -> Clusters:
     """KMeans with `n_clusters` on every row; metric MDS (SMACOF, classical-MDS start) on a stratified
     sample of at most `sample_size` rows, because MDS costs O(n^2) memory and time."""
     if n_clusters < 2:
@@ -49,7 +51,7 @@ def cluster_machines(df: pd.DataFrame, n_clusters: int = 4, sample_size: int = 1
     if len(df) < n_clusters:
         raise MfdError(f"cannot form {n_clusters} clusters from {len(df)} rows; lower n_clusters")
     df = df.reset_index(drop=True)
-    scaled = pd.DataFrame(StandardScaler().fit_transform(feature_matrix(df)), index=df.index)
+    scaled = pd.DataFrame(StandardScaler().fit_transform(feature_matrix(df).to_numpy()), index=df.index)
     labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(scaled)
     failure = df[LABEL_COLUMN].fillna(0).astype(int).to_numpy()
     table = (

@@ -52,7 +52,9 @@ def read_sources(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     peripheral = sa.select(*(c for c in store.peripheral_readings.columns if c.name not in ("id", "source")))
     with engine.connect() as conn:
-        return pd.read_sql(readings.order_by(store.readings.c.id), conn), pd.read_sql(peripheral, conn)
+        frames = pd.read_sql(readings.order_by(store.readings.c.id), conn), pd.read_sql(peripheral, conn)
+    # SQLAlchemy labels columns with `quoted_name`; plain strings keep sklearn's feature names happy.
+    return tuple(f.rename(columns=str) for f in frames)
 
 
 def build_training_set(
@@ -72,6 +74,8 @@ def build_training_set(
             left[col] = pd.NA
     left["machine_id"] = left["machine_id"].astype(str)
     left["timestamp"] = _utc(left["timestamp"])
+    if left["timestamp"].isna().any():
+        raise MfdError(f"{int(left['timestamp'].isna().sum())} labelled readings have no timestamp; fix them")
     left["_order"] = range(len(left))
 
     right = peripheral[["machine_id", "timestamp", *PERIPHERAL_VALUE_COLUMNS]].copy()
@@ -79,8 +83,9 @@ def build_training_set(
     right["timestamp"] = _utc(right["timestamp"])
     right = right.dropna(subset=["timestamp"]).astype({c: "float64" for c in PERIPHERAL_VALUE_COLUMNS})
 
+    left = left.drop(columns=[c for c in PERIPHERAL_VALUE_COLUMNS if c in left.columns])
     merged = pd.merge_asof(
-        left.drop(columns=[c for c in PERIPHERAL_VALUE_COLUMNS if c in left.columns]).sort_values("timestamp"),
+        left.sort_values("timestamp"),
         right.sort_values("timestamp"),
         on="timestamp",
         by="machine_id",

@@ -38,6 +38,23 @@ class Settings(BaseSettings):
         None, description="MLflow tracking server, e.g. http://mlflow:5000."
     )
     model_name: str = Field("mfd-failure-classifier", description="Registered model name in MLflow.")
+    prediction_batch_rows: int = Field(
+        20_000, description="Detection: most readings one prediction_batches run scores.", gt=0
+    )
+    prediction_runs_per_tick: int = Field(
+        5, description="Detection: most runs prediction_sensor requests per tick when catching up.", gt=0
+    )
+    api_keys: str = Field(
+        "", description="Serving: comma-separated API keys; when set, every non-health route needs one."
+    )
+    reload_interval_s: float = Field(
+        30.0, description="Serving: seconds between checks of the champion alias (0 disables polling)."
+    )
+    max_request_bytes: int = Field(2_000_000, description="Serving: larger request bodies get 413.")
+    max_readings: int = Field(10_000, description="Serving: more readings in one request get 413.")
+    service_url: str | None = Field(
+        None, description="URL of the running BentoML service, e.g. http://bento:3000; the sensor reloads it."
+    )
 
     def check_deployment(self) -> None:
         """In production every service must be configured; name the variables that are missing."""

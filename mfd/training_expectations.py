@@ -37,7 +37,9 @@ def training_set_suite(
         *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in (*REQUIRED_COLUMNS, *PHYSICS_COLUMNS)),
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL_COLUMN),
         gxe.ExpectColumnValuesToBeInSet(column=LABEL_COLUMN, value_set=[0, 1]),
-        gxe.ExpectColumnMeanToBeBetween(column=LABEL_COLUMN, min_value=min_label_rate, max_value=max_label_rate),
+        gxe.ExpectColumnMeanToBeBetween(
+            column=LABEL_COLUMN, min_value=min_label_rate, max_value=max_label_rate
+        ),
         gxe.ExpectColumnSumToBeBetween(column=LABEL_COLUMN, min_value=min_failures),
         gxe.ExpectColumnValuesToBeInSet(column="machine_type", value_set=list(MACHINE_TYPES)),
         *(
@@ -69,14 +71,23 @@ def validate_training_set(
     rows = []
     for r in result.results:
         kwargs = r.expectation_config.kwargs
-        observed = r.result.get("observed_value", r.result.get("unexpected_count"))
         rows.append(
             {
                 "expectation": r.expectation_config.type,
                 "column": kwargs.get("column") or ", ".join(kwargs.get("column_list") or []),
                 "success": bool(r.success),
-                "observed": "" if observed is None else str(observed),
-                "error": (r.exception_info or {}).get("exception_message") or "",
+                "observed_value": str(r.result.get("observed_value", "")),
+                "unexpected_rows": r.result.get("unexpected_count", ""),
+                "error": _exception_message(r.exception_info),
             }
         )
     return bool(result.success), pd.DataFrame(rows)
+
+
+def _exception_message(info: dict | None) -> str:
+    """The first exception message in GX's exception info (flat, or nested per metric)."""
+    if not info:
+        return ""
+    if info.get("raised_exception"):
+        return str(info.get("exception_message", ""))
+    return next((m for v in info.values() if isinstance(v, dict) and (m := _exception_message(v))), "")

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-ASSET_MODULES: list[ModuleType] = []
+from mfd_assets import augmentation, detection, preparation, quality
+
+ASSET_MODULES: list[ModuleType] = [preparation, augmentation, quality, detection]

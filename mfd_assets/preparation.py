@@ -1,7 +1,5 @@
 """Preparation: the labelled training set, its IQR-cleaned twin and a cluster map of the machines."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -56,7 +54,9 @@ def training_set(
     df = build_training_set(readings, peripheral, config.merge_tolerance)
     failures = int(df[LABEL_COLUMN].sum())
     with_peripheral = rows_with_peripheral(df)
-    context.log.info("training set: %d rows, %d failures, %d with peripheral data", len(df), failures, with_peripheral)
+    context.log.info(
+        "training set: %d rows, %d failures, %d with peripheral data", len(df), failures, with_peripheral
+    )
     modes = df[list(FAILURE_MODE_COLUMNS)].sum().rename("rows").to_frame().rename_axis("failure mode")
     return dg.Output(
         df,

@@ -4,5 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-SENSORS: list[dg.SensorDefinition] = []
+from mfd_sensors.prediction import prediction_sensor
+
+SENSORS: list[dg.SensorDefinition] = [prediction_sensor]
 SCHEDULES: list[dg.ScheduleDefinition] = []

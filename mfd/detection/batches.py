@@ -1,0 +1,311 @@
+"""Prediction batches: readings in an id range read in one query, validated, scored in one model call and
+written once into `predictions` and `failure_events` (upserts, so a re-run writes the same rows)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+from mfd.detection.tables import ensure_detection_tables, failure_events, predictions
+from mfd.model_io import FailureModel
+from mfd.reference import load_ai4i
+from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS, SENSOR_RANGES
+from mfd.store import readings
+
+BATCH_COLUMNS: tuple[str, ...] = ("id", "machine_id", "timestamp", "machine_type", *SENSOR_COLUMNS)
+TOP_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """Readings with first_id <= id <= last_id; `rows` of them exist."""
+
+    first_id: int
+    last_id: int
+    rows: int
+
+    @property
+    def run_key(self) -> str:
+        return f"predictions-{self.first_id}-{self.last_id}"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch read, scored and wrote, and how long each step took (seconds)."""
+
+    first_id: int
+    last_id: int
+    rows_read: int
+    rows_scored: int
+    failures: int
+    invalid: dict[str, int]
+    invalid_ids: list[int]
+    model_name: str
+    model_version: str
+    seconds: dict[str, float]
+    events: pd.DataFrame = field(repr=False)
+
+    @property
+    def invalid_rows(self) -> int:
+        return sum(self.invalid.values())
+
+
+def plan_batches(engine: Engine, after_id: int, max_rows: int, max_batches: int) -> list[IdRange]:
+    """Up to `max_batches` consecutive ranges of at most `max_rows` readings each, after `after_id`."""
+    query = (
+        sa.select(readings.c.id)
+        .where(readings.c.id > after_id)
+        .order_by(readings.c.id)
+        .limit(max_rows * max_batches)
+    )
+    with engine.connect() as conn:
+        ids = conn.execute(query).scalars().all()
+    ranges, previous = [], after_id
+    for start in range(0, len(ids), max_rows):
+        chunk = ids[start : start + max_rows]
+        ranges.append(IdRange(previous + 1, chunk[-1], len(chunk)))
+        previous = chunk[-1]
+    return ranges
+
+
+def read_batch(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
+    """Readings with first_id <= id <= last_id in id order (PostgreSQL: one COPY TO)."""
+    if engine.dialect.name == "postgresql":
+        return _copy_out(engine, int(first_id), int(last_id))
+    query = (
+        sa.select(*(readings.c[c] for c in BATCH_COLUMNS))
+        .where(readings.c.id.between(first_id, last_id))
+        .order_by(readings.c.id)
+    )
+    with engine.connect() as conn:
+        df = pd.read_sql(query, conn)
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    return df.astype({c: "float64" for c in SENSOR_COLUMNS})
+
+
+def _copy_out(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
+    cols = ", ".join(
+        "to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS timestamp"
+        if c == "timestamp"
+        else c
+        for c in BATCH_COLUMNS
+    )
+    sql = (
+        f"COPY (SELECT {cols} FROM readings WHERE id BETWEEN {first_id} AND {last_id} ORDER BY id) "
+        "TO STDOUT WITH (FORMAT csv, HEADER)"
+    )
+    buf = io.BytesIO()
+    with engine.connect() as conn:
+        with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
+            for block in copy:
+                buf.write(block)
+        conn.rollback()
+    buf.seek(0)
+    df = pd.read_csv(
+        buf,
+        dtype={"id": "int64", "machine_id": "string", "machine_type": "string"}
+        | {c: "float64" for c in SENSOR_COLUMNS},
+    )
+    df["timestamp"] = pd.to_datetime(df["timestamp"], format="%Y-%m-%d %H:%M:%S.%f", utc=True)
+    return df
+
+
+def invalid_reasons(df: pd.DataFrame) -> pd.Series:
+    """Why each reading may not be scored (first failed rule), NA where it is valid."""
+    reason = pd.Series(pd.NA, index=df.index, dtype="object")
+    rules = [("machine_type not L/M/H", ~df["machine_type"].isin(MACHINE_TYPES).fillna(False))]
+    for col, rng in SENSOR_RANGES.items():
+        values = df[col]
+        rules.append((f"{col} missing", values.isna()))
+        rules.append((f"{col} out of range", values.notna() & ~values.between(rng.low, rng.high)))
+    for text, mask in rules:
+        reason = reason.mask(reason.isna() & mask.to_numpy(dtype=bool), text)
+    return reason
+
+
+@cache
+def healthy_medians() -> pd.Series:
+    """Median sensor values of AI4I readings without failure: the baseline of the attributions."""
+    ai4i = load_ai4i()
+    return ai4i.loc[ai4i[LABEL_COLUMN] == 0, list(SENSOR_COLUMNS)].median()
+
+
+def attributions(model: FailureModel, rows: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
+    """Per sensor: how much the failure probability drops when that sensor alone is set to its healthy
+    median (occlusion); one model call for all rows and sensors."""
+    if rows.empty:
+        return pd.DataFrame(columns=list(SENSOR_COLUMNS), index=rows.index, dtype="float64")
+    base = healthy_medians()
+    stacked = pd.concat([rows.assign(**{c: base[c]}) for c in SENSOR_COLUMNS], ignore_index=True)
+    occluded = model.probability(stacked).reshape(len(SENSOR_COLUMNS), len(rows)).T
+    return pd.DataFrame(probability[:, None] - occluded, index=rows.index, columns=list(SENSOR_COLUMNS))
+
+
+def top_features(rows: pd.DataFrame, attribution: pd.DataFrame, k: int = TOP_FEATURES) -> list[str]:
+    """JSON per row: the `k` sensors with the largest positive attribution, largest first."""
+    values, attr = rows[list(SENSOR_COLUMNS)].to_numpy(), attribution.to_numpy()
+    order = np.argsort(-attr, axis=1)[:, :k]
+    return [
+        json.dumps(
+            [
+                {
+                    "feature": SENSOR_COLUMNS[j],
+                    "value": float(values[i, j]),
+                    "attribution": round(float(attr[i, j]), 4),
+                }
+                for j in order[i]
+                if attr[i, j] > 0
+            ]
+        )
+        for i in range(len(rows))
+    ]
+
+
+def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int) -> BatchResult:
+    """Read, validate, score and write the readings with first_id <= id <= last_id."""
+    if first_id > last_id:
+        raise ValueError(f"first_id {first_id} is after last_id {last_id}")
+    ensure_detection_tables(engine)
+    t0 = time.perf_counter()
+    df = read_batch(engine, first_id, last_id)
+    t1 = time.perf_counter()
+    reasons = invalid_reasons(df)
+    valid = df[reasons.isna()].reset_index(drop=True)
+    probability = model.probability(valid) if len(valid) else np.empty(0)
+    label = (probability >= model.threshold).astype("int8")
+    failed = valid[label == 1]
+    events = failed[["id", "machine_id", "timestamp"]].assign(
+        probability=probability[label == 1],
+        top_features=top_features(failed, attributions(model, failed, probability[label == 1])),
+    )
+    t2 = time.perf_counter()
+    scored = pd.DataFrame({"reading_id": valid["id"].to_numpy(), "probability": probability, "label": label})
+    write_batch(engine, model, scored, events, first_id, last_id)
+    t3 = time.perf_counter()
+    return BatchResult(
+        first_id=first_id,
+        last_id=last_id,
+        rows_read=len(df),
+        rows_scored=len(valid),
+        failures=len(events),
+        invalid=reasons.dropna().value_counts().to_dict(),
+        invalid_ids=df.loc[reasons.notna(), "id"].astype(int).tolist(),
+        model_name=model.name,
+        model_version=model.version,
+        seconds={"read": t1 - t0, "score": t2 - t1, "write": t3 - t2},
+        events=events.rename(columns={"id": "reading_id"}),
+    )
+
+
+def write_batch(
+    engine: Engine,
+    model: FailureModel,
+    scored: pd.DataFrame,
+    events: pd.DataFrame,
+    first_id: int,
+    last_id: int,
+) -> None:
+    """Upsert predictions and events in one transaction; events of readings no longer predicted to fail
+    in the range are removed, so a re-run with another model leaves the same state as a first run."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            _copy_upsert(conn, model, scored, events, now)
+        else:
+            _sqlite_upsert(conn, model, scored, events, now)
+        predicted = sa.select(predictions.c.reading_id).where(
+            predictions.c.reading_id == failure_events.c.reading_id, predictions.c.label == 1
+        )
+        conn.execute(
+            failure_events.delete().where(
+                failure_events.c.reading_id.between(first_id, last_id), ~sa.exists(predicted)
+            )
+        )
+
+
+_PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
+_EVENT_UPDATE = ("probability", "model_name", "model_version", "top_features")  # detected_at: first detection
+
+
+def _copy_upsert(
+    conn: sa.Connection, model: FailureModel, scored: pd.DataFrame, events: pd.DataFrame, now: datetime
+) -> None:
+    lines = "".join(
+        f"{i}\t{p!r}\t{label}\n"
+        for i, p, label in zip(
+            scored["reading_id"].tolist(),
+            scored["probability"].tolist(),
+            scored["label"].tolist(),
+            strict=True,
+        )
+    )
+    params = {"name": model.name, "version": model.version, "now": now}
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS predictions_staging "
+            "(reading_id bigint, probability double precision, label smallint) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy("COPY predictions_staging FROM STDIN") as copy:
+            copy.write(lines)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PREDICTION_UPDATE)
+        cur.execute(
+            "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
+            "SELECT reading_id, %(name)s, %(version)s, probability, label, %(now)s FROM predictions_staging "
+            f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
+            params,
+        )
+        if events.empty:
+            return
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS failure_events_staging (reading_id bigint, machine_id text, "
+            "timestamp timestamptz, probability double precision, top_features text) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy("COPY failure_events_staging FROM STDIN") as copy:
+            for row in events[["id", "machine_id", "timestamp", "probability", "top_features"]].itertuples(
+                index=False
+            ):
+                copy.write_row((int(row[0]), row[1], row[2].to_pydatetime(), float(row[3]), row[4]))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _EVENT_UPDATE)
+        cur.execute(
+            "INSERT INTO failure_events (reading_id, machine_id, timestamp, probability, model_name, "
+            "model_version, top_features, detected_at) SELECT reading_id, machine_id, timestamp, probability, "
+            "%(name)s, %(version)s, top_features, %(now)s FROM failure_events_staging "
+            f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
+            params,
+        )
+
+
+def _sqlite_upsert(
+    conn: sa.Connection, model: FailureModel, scored: pd.DataFrame, events: pd.DataFrame, now: datetime
+) -> None:
+    if len(scored):
+        stmt = sqlite_insert(predictions)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["reading_id"], set_={c: stmt.excluded[c] for c in _PREDICTION_UPDATE}
+            ),
+            scored.assign(model_name=model.name, model_version=model.version, scored_at=now).to_dict(
+                "records"
+            ),
+        )
+    if len(events):
+        stmt = sqlite_insert(failure_events)
+        rows = events.rename(columns={"id": "reading_id"}).assign(
+            model_name=model.name, model_version=model.version, detected_at=now
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["reading_id"], set_={c: stmt.excluded[c] for c in _EVENT_UPDATE}
+            ),
+            rows.to_dict("records"),
+        )

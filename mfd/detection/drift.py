@@ -1,0 +1,83 @@
+"""Drift of recent readings against a reference (the training data): PSI and two-sample KS per feature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from scipy.stats import ks_2samp
+from sqlalchemy.engine import Engine
+
+from mfd.detection.batches import BATCH_COLUMNS, invalid_reasons, read_batch
+from mfd.features import PHYSICS_COLUMNS, add_physics
+from mfd.schema import SENSOR_COLUMNS
+from mfd.store import readings
+
+DRIFT_FEATURES: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
+_EPS = 1e-4
+
+
+def read_recent(engine: Engine, rows: int) -> pd.DataFrame:
+    """The newest `rows` readings (by id) that pass validation, oldest first."""
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(sa.select(readings.c.id).order_by(readings.c.id.desc()).limit(rows)).scalars().all()
+        )
+    if not ids:
+        return pd.DataFrame(columns=list(BATCH_COLUMNS))
+    df = read_batch(engine, min(ids), max(ids))
+    return df[invalid_reasons(df).isna()].reset_index(drop=True)
+
+
+def population_stability(reference: np.ndarray, recent: np.ndarray, bins: int = 10) -> float:
+    """PSI over the reference's quantile bins: sum((q - p) * ln(q / p)); 0.1 is a shift, 0.25 a large one."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))[1:-1])
+    edges = np.concatenate([[-np.inf], edges, [np.inf]])
+    p = np.histogram(reference, edges)[0] / len(reference) + _EPS
+    q = np.histogram(recent, edges)[0] / len(recent) + _EPS
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def drift_table(
+    reference: pd.DataFrame, recent: pd.DataFrame, psi_threshold: float, ks_threshold: float
+) -> pd.DataFrame:
+    """Per feature (sensors and physics features): PSI, KS statistic and p-value, means, and `drifted`
+    when PSI > psi_threshold or the KS statistic > ks_threshold."""
+    ref, new = add_physics(reference), add_physics(recent)
+    rows = []
+    for col in DRIFT_FEATURES:
+        a, b = ref[col].to_numpy(dtype="float64"), new[col].to_numpy(dtype="float64")
+        ks = ks_2samp(a, b)
+        psi = population_stability(a, b)
+        rows.append(
+            {
+                "feature": col,
+                "psi": psi,
+                "ks_statistic": float(ks.statistic),
+                "ks_pvalue": float(ks.pvalue),
+                "reference_mean": float(a.mean()),
+                "recent_mean": float(b.mean()),
+                "drifted": bool(psi > psi_threshold or ks.statistic > ks_threshold),
+            }
+        )
+    return pd.DataFrame(rows).set_index("feature")
+
+
+def drift_figure(reference: pd.DataFrame, recent: pd.DataFrame, table: pd.DataFrame) -> Figure:
+    """Reference vs recent histograms per feature, titled with PSI and KS."""
+    ref, new = add_physics(reference), add_physics(recent)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, col in zip(axes.flat, DRIFT_FEATURES, strict=True):
+        both = np.concatenate([ref[col].to_numpy(), new[col].to_numpy()])
+        bins = np.linspace(np.nanmin(both), np.nanmax(both), 40)
+        ax.hist(ref[col], bins=bins, density=True, alpha=0.5, label="reference")
+        ax.hist(new[col], bins=bins, density=True, alpha=0.5, label="recent")
+        row = table.loc[col]
+        ax.set_title(
+            f"{col}\nPSI {row.psi:.3f}  KS {row.ks_statistic:.3f}", color="red" if row.drifted else "black"
+        )
+    axes.flat[0].legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,113 @@
+"""ASGI middleware run before any route: API-key check (401) and request-body cap (413).
+
+Both answer on their own, so a refused request never reaches the model. Keys are compared in constant
+time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEALTH_PATHS: frozenset[str] = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+def parse_keys(setting: str) -> tuple[str, ...]:
+    """Comma-separated keys (MFD_API_KEYS) -> the non-empty ones."""
+    return tuple(k.strip() for k in setting.split(",") if k.strip())
+
+
+def key_matches(authorization: str | None, keys: Iterable[str]) -> bool:
+    """True when `authorization` is `Bearer <one of keys>`; every key is compared, in constant time."""
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    token = presented.strip().encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token, key.encode())
+    return matched
+
+
+async def _answer(send: Send, status: int, error: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ApiKeyMiddleware:
+    """401 unless `Authorization: Bearer <key>` names a configured key; health probes stay open."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str] = HEALTH_PATHS) -> None:
+        self.app, self.keys, self.open_paths = app, keys, open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+        elif key_matches(_header(scope, b"authorization"), self.keys):
+            await self.app(scope, receive, send)
+        else:
+            await _answer(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `max_bytes`, by Content-Length or by counting a chunked body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                await _answer(send, 413, f"request body over {self.max_bytes} bytes (MFD_MAX_REQUEST_BYTES)")
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read it here, bounded, then replay it to the app.
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                await _answer(send, 413, f"request body over {self.max_bytes} bytes (MFD_MAX_REQUEST_BYTES)")
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)

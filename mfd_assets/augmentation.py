@@ -1,0 +1,119 @@
+"""Augmentation group: one augmented training set per method, each built only from training-part rows."""
+
+from collections.abc import Iterator
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfd.augmentation.corruption import corruption_augment
+from mfd.augmentation.gan import GanConfig, gan_augment
+from mfd.augmentation.oversampling import smote_augment
+from mfd.holdout import holdout_ids, without_holdout
+from mfd.plots import table_markdown
+from mfd.schema import LABEL_COLUMN
+
+
+class HoldoutSettings(dg.Config):
+    """The shared holdout: augmented_sets and quality_scores must use the same values."""
+
+    holdout_fraction: float = Field(0.2, description="share of training_set rows held out for scoring")
+    holdout_seed: int = Field(0, description="seed of the stratified holdout split (by reading id)")
+
+
+class AugmentationConfig(HoldoutSettings):
+    base: Literal["cleaned", "raw"] = Field("cleaned", description="augment cleaned_set or training_set")
+    target_ratio: float = Field(0.25, description="GAN / SMOTE: failures per non-failure after augmenting")
+    gan_steps: int = Field(400, description="GAN training steps (batches)")
+    gan_seed: int = 0
+    smote_k_neighbors: int = 5
+    smote_seed: int = 0
+    corruption_kind: Literal["dropout", "mosaic", "spike", "stuck", "drift", "mixed"] = "mixed"
+    corruption_rows: int = Field(1000, description="corrupted rows added to the training data")
+    selection_strategy: Literal["random", "l1", "l2", "cosine"] = Field(
+        "cosine", description="how the corrupted rows that join are picked"
+    )
+    selection_reference: Literal["minority", "misclassified"] = Field(
+        "minority", description="distances are measured to the failures or to misclassified rows"
+    )
+    corruption_seed: int = 0
+
+
+def _summary(augmented: pd.DataFrame, base_rows: int, holdout_rows: int, **extra: object) -> dict:
+    synthetic = augmented[augmented["synthetic"]]
+    return {
+        "rows_added": dg.MetadataValue.int(len(synthetic)),
+        "synthetic_failures": dg.MetadataValue.int(int(synthetic[LABEL_COLUMN].astype("int64").sum())),
+        "real_rows": dg.MetadataValue.int(base_rows),
+        "holdout_rows_excluded": dg.MetadataValue.int(holdout_rows),
+        "failure_rate": dg.MetadataValue.float(float(augmented[LABEL_COLUMN].astype("int64").mean())),
+        "dagster/row_count": dg.MetadataValue.int(len(augmented)),
+        **extra,
+    }
+
+
+@dg.multi_asset(
+    outs={
+        "augmented_gan": dg.AssetOut(description="training rows + failures from a conditional GAN"),
+        "augmented_oversampling": dg.AssetOut(description="training rows + SMOTE failures"),
+        "augmented_corruption": dg.AssetOut(description="training rows + selected corrupted copies"),
+    },
+    group_name="augmentation",
+    can_subset=True,
+)
+def augmented_sets(
+    context: dg.AssetExecutionContext,
+    config: AugmentationConfig,
+    training_set: pd.DataFrame,
+    cleaned_set: pd.DataFrame,
+) -> Iterator[dg.Output]:
+    """Augmented training sets, one per method; the holdout rows of training_set never reach them."""
+    held = holdout_ids(training_set, config.holdout_fraction, config.holdout_seed)
+    source = cleaned_set if config.base == "cleaned" else training_set
+    train = without_holdout(source, held)
+    excluded = len(source) - len(train)
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    if "augmented_gan" in selected:
+        gan_config = GanConfig(steps=config.gan_steps, seed=config.gan_seed)
+        augmented, ks = gan_augment(train, config.target_ratio, gan_config)
+        yield dg.Output(
+            augmented,
+            output_name="augmented_gan",
+            metadata=_summary(
+                augmented,
+                len(train),
+                excluded,
+                ks_vs_real_failures=dg.MetadataValue.md(table_markdown(ks, floatfmt=".3f")),
+                max_ks_statistic=dg.MetadataValue.float(float(ks["ks_statistic"].max())),
+                seed=config.gan_seed,
+            ),
+        )
+    if "augmented_oversampling" in selected:
+        augmented = smote_augment(train, config.target_ratio, config.smote_k_neighbors, config.smote_seed)
+        yield dg.Output(
+            augmented,
+            output_name="augmented_oversampling",
+            metadata=_summary(augmented, len(train), excluded, seed=config.smote_seed),
+        )
+    if "augmented_corruption" in selected:
+        augmented = corruption_augment(
+            train,
+            config.corruption_rows,
+            config.corruption_kind,
+            config.selection_strategy,
+            config.selection_reference,
+            config.corruption_seed,
+        )
+        yield dg.Output(
+            augmented,
+            output_name="augmented_corruption",
+            metadata=_summary(
+                augmented,
+                len(train),
+                excluded,
+                corruption=config.corruption_kind,
+                selection=f"{config.selection_strategy} to {config.selection_reference}",
+                seed=config.corruption_seed,
+            ),
+        )

@@ -1,0 +1,139 @@
+"""Detection: prediction batches scored by the champion every 30 seconds, and drift of recent readings."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfd.detection.batches import score_batch
+from mfd.detection.champion import NoChampion, load_champion
+from mfd.detection.drift import drift_figure, drift_table, read_recent
+from mfd.plots import png_markdown, table_markdown
+from mfd.reference import load_ai4i
+from mfd.settings import load_settings
+from mfd_resources import ReadingsStore, Tracking
+
+GROUP = "detection"
+
+
+class PredictionBatchConfig(dg.Config):
+    first_id: int = Field(description="First reading id of the batch (inclusive).")
+    last_id: int = Field(description="Last reading id of the batch (inclusive).")
+    max_invalid_share: float = Field(0.01, description="The valid_readings check warns above this share.")
+
+
+class DriftConfig(dg.Config):
+    recent_rows: int = Field(5000, description="Newest valid readings compared with the reference.", gt=0)
+    min_rows: int = Field(200, description="Fewer valid recent readings than this fail the asset.", gt=0)
+    psi_threshold: float = Field(0.2, description="A feature drifts when its PSI exceeds this.")
+    ks_threshold: float = Field(0.1, description="A feature drifts when its KS statistic exceeds this.")
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=["readings"],
+    kinds={"sklearn"},
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    check_specs=[dg.AssetCheckSpec("valid_readings", asset="prediction_batches")],
+)
+def prediction_batches(
+    context: dg.AssetExecutionContext,
+    config: PredictionBatchConfig,
+    readings_store: ReadingsStore,
+    tracking: Tracking,
+) -> dg.MaterializeResult:
+    """The readings with first_id <= id <= last_id scored by the champion into `predictions`; predicted
+    failures also into `failure_events`. Invalid readings are counted, never scored. Re-runs upsert."""
+    if config.first_id > config.last_id:
+        raise dg.Failure(f"first_id {config.first_id} > last_id {config.last_id}", allow_retries=False)
+    start = time.perf_counter()
+    try:
+        champion = load_champion(
+            tracking.tracking_uri, tracking.model_name, tracking.client, load_settings().home
+        )
+    except NoChampion as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    if champion.fallback:
+        context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
+    result = score_batch(readings_store.engine, champion.model, config.first_id, config.last_id)
+    latency = time.perf_counter() - start
+    invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
+    invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
+    return dg.MaterializeResult(
+        metadata={
+            "first_id": config.first_id,
+            "last_id": config.last_id,
+            "rows_read": result.rows_read,
+            "rows_scored": result.rows_scored,
+            "failures": result.failures,
+            "invalid_rows": result.invalid_rows,
+            "model": f"{result.model_name} v{result.model_version}",
+            "model_version": result.model_version,
+            "model_source": champion.source,
+            "registry_fallback": champion.fallback,
+            "registry_error": champion.registry_error or "",
+            "latency_s": dg.MetadataValue.float(round(latency, 3)),
+            "rows_per_s": dg.MetadataValue.float(round(result.rows_scored / latency, 1) if latency else 0.0),
+            "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
+            "failure_events": dg.MetadataValue.md(
+                table_markdown(result.events.head(20)) if result.failures else "none"
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="valid_readings",
+                passed=invalid_share <= config.max_invalid_share,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "invalid_rows": result.invalid_rows,
+                    "invalid_share": dg.MetadataValue.float(round(invalid_share, 6)),
+                    "by_reason": dg.MetadataValue.md(table_markdown(invalid) if len(invalid) else "none"),
+                    "first_invalid_ids": dg.MetadataValue.json(result.invalid_ids[:20]),
+                },
+            )
+        ],
+    )
+
+
+@dg.asset(group_name=GROUP, deps=["readings"], kinds={"pandas"})
+def drift_report(config: DriftConfig, readings_store: ReadingsStore) -> dg.Output[pd.DataFrame]:
+    """PSI and KS statistic per feature of the newest valid readings against AI4I 2020, the data the
+    models are trained on; features past a threshold are marked drifted."""
+    recent = read_recent(readings_store.engine, config.recent_rows)
+    if len(recent) < config.min_rows:
+        raise dg.Failure(f"drift_report needs at least {config.min_rows} valid readings, found {len(recent)}")
+    reference = load_ai4i()
+    table = drift_table(reference, recent, config.psi_threshold, config.ks_threshold)
+    return dg.Output(
+        table,
+        metadata={
+            "recent_rows": len(recent),
+            "recent_ids": f"{recent['id'].min()}..{recent['id'].max()}",
+            "reference": f"AI4I 2020 ({len(reference)} rows)",
+            "drifted_features": dg.MetadataValue.json(table.index[table["drifted"]].tolist()),
+            "max_psi": dg.MetadataValue.float(round(float(table["psi"].max()), 4)),
+            "psi_threshold": config.psi_threshold,
+            "ks_threshold": config.ks_threshold,
+            "drift": dg.MetadataValue.md(table_markdown(table)),
+            "histograms": dg.MetadataValue.md(
+                png_markdown(drift_figure(reference, recent, table), "reference vs recent")
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=drift_report)
+def drift_within_thresholds(drift_report: pd.DataFrame) -> dg.AssetCheckResult:
+    """Warns when any feature's PSI or KS statistic passed its threshold."""
+    drifted = drift_report[drift_report["drifted"]]
+    return dg.AssetCheckResult(
+        passed=drifted.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"drift in {', '.join(drifted.index)}" if len(drifted) else "no feature drifted",
+        metadata={
+            "drifted_features": dg.MetadataValue.json(drifted.index.tolist()),
+            "max_psi": dg.MetadataValue.float(round(float(drift_report["psi"].max()), 4)),
+            "max_ks_statistic": dg.MetadataValue.float(round(float(drift_report["ks_statistic"].max()), 4)),
+        },
+    )

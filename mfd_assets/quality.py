@@ -1,0 +1,110 @@
+"""Quality group: the grid-searched classifier panel on raw, cleaned and each augmented training set."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfd.errors import MfdError
+from mfd.holdout import assert_disjoint, holdout_split, without_holdout
+from mfd.plots import png_markdown, table_markdown
+from mfd.quality import (
+    CLASSIFIERS,
+    DEFAULT_GRIDS,
+    DEFAULT_MAX_TRAIN_ROWS,
+    PanelConfig,
+    bar_chart,
+    lift_summary,
+    run_panel,
+)
+from mfd_assets.augmentation import HoldoutSettings
+from mfd_resources import ObjectStore
+
+REPORT_KEY = "reports/quality_scores.csv"
+
+
+class QualityConfig(HoldoutSettings):
+    classifiers: list[str] = Field(list(CLASSIFIERS), description=f"any of {list(CLASSIFIERS)}")
+    grids: dict[str, str] = Field(
+        {},
+        description='per classifier, a JSON object replacing its default grid, e.g. {"KNN": '
+        '"{\\"n_neighbors\\": [5, 9]}"}',
+    )
+    folds: int = Field(3, description="stratified CV folds of the grid search")
+    time_budget_s: float = Field(90.0, description="grid searches not started within this many s are skipped")
+    n_jobs: int = Field(2, description="parallel CV fits per grid search")
+    seed: int = Field(0, description="seed of the CV splits, subsamples and seeded classifiers")
+    max_train_rows: dict[str, int] = Field(
+        dict(DEFAULT_MAX_TRAIN_ROWS), description="slow classifiers train on a stratified subsample this big"
+    )
+
+    def panel(self) -> PanelConfig:
+        grids = {name: dict(grid) for name, grid in DEFAULT_GRIDS.items()}
+        for name, text in self.grids.items():
+            try:
+                grids[name] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise MfdError(f"grids[{name!r}] is not a JSON object of parameter lists: {exc}") from exc
+        return PanelConfig(
+            classifiers=tuple(self.classifiers),
+            grids=grids,
+            folds=self.folds,
+            time_budget_s=self.time_budget_s,
+            n_jobs=self.n_jobs,
+            seed=self.seed,
+            max_train_rows=self.max_train_rows,
+        )
+
+
+@dg.asset(group_name="quality")
+def quality_scores(
+    context: dg.AssetExecutionContext,
+    config: QualityConfig,
+    object_store: ObjectStore,
+    training_set: pd.DataFrame,
+    cleaned_set: pd.DataFrame,
+    augmented_gan: pd.DataFrame,
+    augmented_oversampling: pd.DataFrame,
+    augmented_corruption: pd.DataFrame,
+) -> dg.Output[pd.DataFrame]:
+    """Holdout ROC AUC, PR AUC and F1, fit / predict time and best params of each classifier on each
+    training set, all scored on the same untouched holdout of real rows."""
+    panel = config.panel()
+    split = holdout_split(training_set, config.holdout_fraction, config.holdout_seed)
+    held = frozenset(int(i) for i in split.holdout["id"])
+    train_sets = {
+        "raw": split.train,
+        "cleaned": without_holdout(cleaned_set, held),
+        "gan": augmented_gan,
+        "oversampling": augmented_oversampling,
+        "corruption": augmented_corruption,
+    }
+    for name in ("gan", "oversampling", "corruption"):
+        assert_disjoint(train_sets[name], held, f"augmented_{name}")
+    table = run_panel(train_sets, split.holdout, panel, log=context.log.info)
+    objects = object_store.objects()
+    objects.put(REPORT_KEY, table.to_csv(index=False).encode())
+    shown = table.drop(columns=["best_params"]).set_index(["dataset", "classifier"])
+    skipped = int(table["pr_auc"].isna().sum())
+    return dg.Output(
+        table,
+        metadata={
+            "scores": dg.MetadataValue.md(table_markdown(shown, floatfmt=".3f")),
+            "pr_auc_chart": dg.MetadataValue.md(png_markdown(bar_chart(table), "holdout PR AUC")),
+            "lift_over_raw": dg.MetadataValue.md(table_markdown(lift_summary(table), floatfmt=".3f")),
+            "best_params": dg.MetadataValue.md(
+                table_markdown(table[["dataset", "classifier", "best_params"]])
+            ),
+            "csv": dg.MetadataValue.path(f"{objects.describe()}: {REPORT_KEY}"),
+            "holdout_rows": dg.MetadataValue.int(len(split.holdout)),
+            "holdout_failures": dg.MetadataValue.int(int(split.holdout["machine_failure"].astype(int).sum())),
+            "subsampled": dg.MetadataValue.text(
+                "; ".join(f"{k}: at most {v} training rows" for k, v in panel.max_train_rows.items())
+                or "none"
+            ),
+            "skipped_for_time_budget": dg.MetadataValue.int(skipped),
+            "seed": dg.MetadataValue.int(config.seed),
+            "dagster/row_count": dg.MetadataValue.int(len(table)),
+        },
+    )

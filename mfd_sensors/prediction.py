@@ -1,0 +1,67 @@
+"""`prediction_sensor`: every 30 seconds, the readings after the cursor become prediction_batches runs."""
+
+import dagster as dg
+
+from mfd.detection.batches import plan_batches
+from mfd.detection.champion import champion_status
+from mfd.settings import load_settings
+from mfd_assets.detection import PredictionBatchConfig
+from mfd_assets.jobs import prediction_job
+from mfd_resources import ReadingsStore, Tracking
+
+
+def build_prediction_sensor(
+    max_rows_per_run: int, max_runs_per_tick: int, name: str = "prediction_sensor"
+) -> dg.SensorDefinition:
+    """The sensor; a backlog is caught up `max_rows_per_run` readings a run, `max_runs_per_tick` runs a tick."""
+
+    @dg.sensor(
+        name=name,
+        job=prediction_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a prediction_batches run per id range of new readings; cursor = last id requested.",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, readings_store: ReadingsStore, tracking: Tracking
+    ) -> dg.SensorResult | dg.SkipReason:
+        after = int(context.cursor or 0)
+        batches = plan_batches(readings_store.engine, after, max_rows_per_run, max_runs_per_tick)
+        if not batches:
+            return dg.SkipReason(f"no readings after id {after}")
+        version, source = champion_status(
+            tracking.tracking_uri, tracking.model_name, tracking.client, load_settings().home
+        )
+        if version is None:
+            return dg.SkipReason(
+                f"{sum(b.rows for b in batches)}+ new readings wait for a champion: {source}"
+            )
+        context.log.info("champion version %s from %s; %d run(s)", version, source, len(batches))
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=batch.run_key,
+                    run_config=dg.RunConfig(
+                        ops={
+                            "prediction_batches": PredictionBatchConfig(
+                                first_id=batch.first_id, last_id=batch.last_id
+                            )
+                        }
+                    ),
+                    tags={
+                        "mfd/reading_ids": f"{batch.first_id}-{batch.last_id}",
+                        "mfd/rows": str(batch.rows),
+                    },
+                )
+                for batch in batches
+            ],
+            cursor=str(batches[-1].last_id),
+        )
+
+    return _sensor
+
+
+_settings = load_settings()
+prediction_sensor = build_prediction_sensor(
+    _settings.prediction_batch_rows, _settings.prediction_runs_per_tick
+)
