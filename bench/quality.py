@@ -74,9 +74,9 @@ def main() -> None:
     sets = {
         "raw": split.train,
         "cleaned": cleaned,
-        "gan": gan_augment(cleaned)[0],
-        "oversampling": smote_augment(cleaned),
-        "corruption": corruption_augment(cleaned),
+        "gan": gan_augment(split.train)[0],
+        "oversampling": smote_augment(split.train),
+        "corruption": corruption_augment(split.train),
     }
     print(f"augmented sets built in {time.perf_counter() - started:.1f} s")
     print("training rows: " + ", ".join(f"{k} {len(v)}" for k, v in sets.items()))

@@ -185,6 +185,8 @@ def s3_server() -> Iterator[S3Server]:
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.config={config}",
+        "-s3.port.iceberg=0",  # fixed default ports (8181, 9101) collide between concurrent servers
+        "-s3.port.lance=0",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from tqdm import tqdm
 
 from mfd import store
-from mfd.connect import engine_from_settings, objects_from_settings
-from mfd.errors import MfdError
+from mfd.connect import S3_SETTINGS, engine_from_settings, objects_from_settings
+from mfd.errors import MfdError, with_retries
 from mfd.generator import (
     FILE_DEFECTS,
     ROW_DEFECTS,
@@ -26,7 +29,7 @@ from mfd.generator import (
     rechunk,
     to_csv_bytes,
 )
-from mfd.objects import INCOMING, Objects
+from mfd.objects import INCOMING, Objects, S3Objects
 from mfd.settings import load_settings
 
 SINKS: tuple[str, ...] = ("db", "files")
@@ -225,6 +228,15 @@ class FileSink:
         self.numbers[prefix] += 1
         return f"{prefix}{kind}-{self.plan.tag}-{self.numbers[prefix]:06d}.csv"
 
+    def _put(self, key: str, data: bytes) -> None:
+        """Store one file, retrying while the store is unreachable (a retry rewrites the same key)."""
+        with_retries(
+            lambda: self.objects.put(key, data),
+            what=self.objects.describe(),
+            setting=S3_SETTINGS if isinstance(self.objects, S3Objects) else "MFD_HOME",
+            retry_on=(OSError, BotoCoreError, ClientError),
+        )
+
     def _write(self, readings: pd.DataFrame) -> None:
         plan, outcome = self.plan, self.outcome
         if "files" in plan.sinks:
@@ -233,19 +245,30 @@ class FileSink:
                 rows, counts = inject_defects(readings, plan.bad_rate, int(self.defect_rng.integers(2**63)))
                 for kind, n in counts.items():
                     outcome.defects[kind] += n
-            self.objects.put(self._key(INCOMING, "readings"), to_csv_bytes(rows))
+            self._put(self._key(INCOMING, "readings"), to_csv_bytes(rows))
             outcome.files += 1
             if plan.bad_rate > 0 and self.defect_rng.random() < plan.bad_rate:
                 kind = FILE_DEFECTS[int(self.defect_rng.integers(len(FILE_DEFECTS)))]
                 data = defect_file(readings, kind, int(self.defect_rng.integers(2**63)))
-                self.objects.put(self._key(INCOMING, "readings"), data)
+                self._put(self._key(INCOMING, "readings"), data)
                 outcome.defects[kind] += 1
                 outcome.files += 1
-        if plan.peripheral:
-            devices = generate_peripheral(readings, plan.seed, reading_interval_s=plan.interval_s)
-            self.objects.put(self._key(PERIPHERAL_PREFIX, "peripheral"), to_csv_bytes(devices))
+        devices = generate_peripheral(readings, plan.seed, plan.interval_s) if plan.peripheral else None
+        if devices is not None and len(devices):
+            self._put(self._key(PERIPHERAL_PREFIX, "peripheral"), to_csv_bytes(devices))
             outcome.peripheral_rows += len(devices)
             outcome.peripheral_files += 1
+
+
+def insert(engine: Engine, chunk: pd.DataFrame, source: str, setting: str) -> int:
+    """Insert one batch, retrying while the database is unreachable: a batch is one transaction and
+    duplicates are skipped, so a retry never writes a reading twice."""
+    return with_retries(
+        lambda: store.insert_readings(engine, chunk, source),
+        what=f"readings database {store.describe(str(engine.url))}",
+        setting=setting,
+        retry_on=(OperationalError, InterfaceError),
+    )
 
 
 def execute(plan: Plan) -> tuple[Outcome, list[str]]:
@@ -254,8 +277,8 @@ def execute(plan: Plan) -> tuple[Outcome, list[str]]:
     outcome = Outcome()
     places: list[str] = []
     engine = None
+    setting = "--database-url" if plan.database_url else "MFD_DATABASE_URL"
     if "db" in plan.sinks:
-        setting = "--database-url" if plan.database_url else "MFD_DATABASE_URL"
         engine = engine_from_settings(settings, plan.database_url, setting=setting)
         places.append(f"db {store.describe(str(engine.url))}")
     files = None
@@ -279,7 +302,7 @@ def execute(plan: Plan) -> tuple[Outcome, list[str]]:
             iter_readings(plan.machines, plan.rows, plan.seed, plan.start, plan.interval_s), batch
         ):
             if engine is not None:
-                outcome.inserted += store.insert_readings(engine, chunk, source)
+                outcome.inserted += insert(engine, chunk, source, setting)
             if files is not None:
                 files.add(chunk)
             outcome.rows += len(chunk)
@@ -296,6 +319,10 @@ def execute(plan: Plan) -> tuple[Outcome, list[str]]:
     return outcome, places
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def summary(plan: Plan, outcome: Outcome, places: list[str], seconds: float) -> str:
     """The one line printed at the end."""
     parts = [
@@ -307,9 +334,11 @@ def summary(plan: Plan, outcome: Outcome, places: list[str], seconds: float) -> 
         skipped = outcome.rows - outcome.inserted
         parts.append(f"{outcome.inserted:,} new rows" + (f" ({skipped:,} already stored)" if skipped else ""))
     if "files" in plan.sinks:
-        parts.append(f"{outcome.files:,} CSV files under {INCOMING}")
+        parts.append(f"{_count(outcome.files, 'CSV file')} under {INCOMING}")
     if plan.peripheral:
-        parts.append(f"{outcome.peripheral_rows:,} peripheral rows in {outcome.peripheral_files:,} files")
+        parts.append(
+            f"{outcome.peripheral_rows:,} peripheral rows in {_count(outcome.peripheral_files, 'file')}"
+        )
     if plan.bad_rate > 0:
         parts.append("defects " + " ".join(f"{k}={v}" for k, v in outcome.defects.items()))
     return "generated " + "; ".join(parts) + " -> " + ", ".join(places)

@@ -71,8 +71,20 @@ class FailureModel:
         return (self.probability(readings) >= self.threshold).astype("int8")
 
 
-def load_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> FailureModel:
-    """Load the version that `alias` points at (raises mlflow's RestException if none)."""
-    mv = client.get_model_version_by_alias(name, alias)
+def register_logged_model(
+    model_uri: str, name: str, *, threshold: float, tags: dict[str, str] | None = None
+) -> ModelVersion:
+    """Register an already logged model as a new version of `name`, tagged with its threshold (no alias)."""
+    return mlflow.register_model(model_uri, name, tags={**(tags or {}), THRESHOLD_TAG: f"{threshold:.6f}"})
+
+
+def load_model_version(client: MlflowClient, name: str, version: str) -> FailureModel:
+    """Load version `version` of registered model `name` through mlflow.pyfunc."""
+    mv = client.get_model_version(name, str(version))
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     return FailureModel(name, str(mv.version), float(mv.tags.get(THRESHOLD_TAG, 0.5)), pyfunc)
+
+
+def load_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> FailureModel:
+    """Load the version that `alias` points at (raises mlflow's RestException if none)."""
+    return load_model_version(client, name, str(client.get_model_version_by_alias(name, alias).version))

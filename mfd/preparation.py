@@ -62,7 +62,10 @@ def build_training_set(
 ) -> pd.DataFrame:
     """Labelled readings with physics features and, per machine, the nearest earlier peripheral reading
     no older than `tolerance` (peripheral columns stay NaN where there is none). Row order is kept."""
-    tolerance = pd.Timedelta(tolerance)
+    try:
+        tolerance = pd.Timedelta(tolerance)
+    except ValueError as exc:
+        raise MfdError(f"merge tolerance {tolerance!r} is not a duration; use e.g. '30s' or '5min'") from exc
     if tolerance < pd.Timedelta(0):
         raise MfdError(f"merge tolerance must not be negative, got {tolerance}")
     _missing(readings, (*REQUIRED_COLUMNS, LABEL_COLUMN), "readings")

@@ -3,6 +3,7 @@ validation folds, and an honest score on rows the tuning never saw (a holdout, o
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,15 +12,17 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, VotingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 
 from mfd.errors import MfdError
 from mfd.features import feature_matrix
@@ -85,6 +88,40 @@ def _mlp_space(t: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def _vote_space(t: optuna.Trial) -> dict[str, Any]:
+    return {
+        "n_estimators": t.suggest_int("n_estimators", 100, 400, step=50),
+        "min_samples_leaf": t.suggest_int("min_samples_leaf", 1, 4),
+        "learning_rate": t.suggest_float("learning_rate", 0.03, 0.2, log=True),
+        "max_leaf_nodes": t.suggest_int("max_leaf_nodes", 8, 63),
+        "rf_weight": t.suggest_float("rf_weight", 0.2, 0.8),
+    }
+
+
+def _vote(p: dict[str, Any], seed: int) -> VotingClassifier:
+    return VotingClassifier(
+        [
+            (
+                "rf",
+                RandomForestClassifier(
+                    n_estimators=p["n_estimators"], min_samples_leaf=p["min_samples_leaf"], random_state=seed
+                ),
+            ),
+            (
+                "hgb",
+                HistGradientBoostingClassifier(
+                    learning_rate=p["learning_rate"],
+                    max_leaf_nodes=p["max_leaf_nodes"],
+                    early_stopping=False,
+                    random_state=seed,
+                ),
+            ),
+        ],
+        voting="soft",
+        weights=[p["rf_weight"], 1.0 - p["rf_weight"]],
+    )
+
+
 def _none(value: str) -> str | None:
     return None if value == "none" else value
 
@@ -99,8 +136,13 @@ FAMILIES: dict[str, Family] = {
         Family(
             "hgb",
             _hgb_space,
-            {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "min_samples_leaf": 20,
-             "l2_regularization": 1e-4},
+            {
+                "learning_rate": 0.1,
+                "max_iter": 100,
+                "max_leaf_nodes": 31,
+                "min_samples_leaf": 20,
+                "l2_regularization": 1e-4,
+            },
             lambda p, seed: HistGradientBoostingClassifier(**p, early_stopping=False, random_state=seed),
         ),
         Family(
@@ -112,7 +154,6 @@ FAMILIES: dict[str, Family] = {
                 max_features=_max_features(p["max_features"]),
                 min_samples_leaf=p["min_samples_leaf"],
                 class_weight=_none(p["class_weight"]),
-                n_jobs=-1,
                 random_state=seed,
             ),
         ),
@@ -134,8 +175,8 @@ FAMILIES: dict[str, Family] = {
             _logreg_space,
             {"C": 1.0, "class_weight": "none"},
             lambda p, seed: make_pipeline(
-                StandardScaler(), LogisticRegression(C=p["C"], class_weight=_none(p["class_weight"]),
-                                                     max_iter=2000)
+                StandardScaler(),
+                LogisticRegression(C=p["C"], class_weight=_none(p["class_weight"]), max_iter=2000),
             ),
         ),
         Family(
@@ -143,6 +184,18 @@ FAMILIES: dict[str, Family] = {
             _mlp_space,
             {"width": 64, "layers": 2, "learning_rate": 3e-3, "weight_decay": 1e-5, "epochs": 40},
             lambda p, seed: TorchMLPClassifier(**p, random_state=seed),
+        ),
+        Family(
+            "vote",
+            _vote_space,
+            {
+                "n_estimators": 300,
+                "min_samples_leaf": 1,
+                "learning_rate": 0.1,
+                "max_leaf_nodes": 31,
+                "rf_weight": 0.5,
+            },
+            _vote,
         ),
     )
 }
@@ -159,6 +212,12 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def data_version(df: pd.DataFrame) -> str:
+    """A short content hash of the labelled rows a model trains on: the training-set version."""
+    hashed = pd.util.hash_pandas_object(labelled(df), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
 def trainability_problem(df: pd.DataFrame, folds: int = 5) -> str | None:
     """Why `df` cannot train a classifier with `folds`-fold CV plus a holdout, or None if it can."""
     if LABEL_COLUMN not in df.columns:
@@ -166,7 +225,9 @@ def trainability_problem(df: pd.DataFrame, folds: int = 5) -> str | None:
     labels = df[LABEL_COLUMN].dropna().astype("int64")
     classes = sorted(labels.unique().tolist())
     if len(classes) < 2:
-        return f"one class only ({classes or 'no labelled rows'}): a classifier needs failures and non-failures"
+        return (
+            f"one class only ({classes or 'no labelled rows'}): a classifier needs failures and non-failures"
+        )
     failures = int(labels.sum())
     needed = MIN_FAILURES_PER_FOLD * (folds + 1)
     if failures < needed:
@@ -219,7 +280,8 @@ class Tuned:
 
 
 def _fit_pipeline(family: str, params: dict[str, Any], x: pd.DataFrame, y: np.ndarray, seed: int) -> Pipeline:
-    return build_pipeline(FAMILIES[family].make(params, seed)).fit(x, y)
+    with threadpool_limits(1):
+        return build_pipeline(FAMILIES[family].make(params, seed)).fit(x, y)
 
 
 def tune(
@@ -257,7 +319,9 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
     study.enqueue_trial(spec.reference)
-    study.optimize(objective, n_trials=trials)
+    # One thread per fit: on a small, busy machine OpenMP/BLAS threads mostly spin against each other.
+    with threadpool_limits(1):
+        study.optimize(objective, n_trials=trials)
     best = study.best_trial
     oof = oof_by_trial[best.number]
     threshold = best_threshold(y, oof)
@@ -275,18 +339,13 @@ def tune(
 def tune_families(
     family: str, df: pd.DataFrame, *, folds: int, trials: int, seed: int, metric: str = "pr_auc"
 ) -> list[Tuned]:
-    """Tuning results for `family`, or for every family when it is `auto`, best first by CV `metric`."""
+    """Tuning results for `family`, or for every family when it is `auto` (two at a time, in threads: the
+    fits release the GIL), best first by CV `metric`."""
     names = list(FAMILIES) if family == "auto" else [family]
-    results = [tune(n, df, folds=folds, trials=trials, seed=seed, metric=metric) for n in names]
+    results = Parallel(n_jobs=min(len(names), 2), prefer="threads")(
+        delayed(tune)(n, df, folds=folds, trials=trials, seed=seed, metric=metric) for n in names
+    )
     return sorted(results, key=lambda r: r.cv[metric], reverse=True)
-
-
-def serving_ready(pipeline: Pipeline) -> Pipeline:
-    """Single-threaded prediction: a batch of one is fastest without joblib's thread pool."""
-    model = pipeline.named_steps["model"]
-    if "n_jobs" in model.get_params():
-        model.set_params(n_jobs=1)
-    return pipeline
 
 
 def latency(pipeline: Pipeline, readings: pd.DataFrame, repeats: int = 50) -> dict[str, float]:
@@ -302,7 +361,10 @@ def latency(pipeline: Pipeline, readings: pd.DataFrame, repeats: int = 50) -> di
     batch = rows.sample(10_000, replace=len(rows) < 10_000, random_state=0)
     started = time.perf_counter()
     pipeline.predict_proba(batch)
-    return {"latency_row_ms": 1000 * float(np.median(single)), "latency_10k_ms": 1000 * (time.perf_counter() - started)}
+    return {
+        "latency_row_ms": 1000 * float(np.median(single)),
+        "latency_10k_ms": 1000 * (time.perf_counter() - started),
+    }
 
 
 @dataclass
@@ -361,10 +423,10 @@ def train_candidate(
     results = tune_families(family, tuning, folds=folds, trials=trials, seed=seed, metric=metric)
     best = results[0]
     fit_started = time.perf_counter()
-    pipeline = _fit_pipeline(best.family, best.params, tuning[list(MODEL_INPUT_COLUMNS)],
-                             tuning[LABEL_COLUMN].to_numpy(), seed)
+    pipeline = _fit_pipeline(
+        best.family, best.params, tuning[list(MODEL_INPUT_COLUMNS)], tuning[LABEL_COLUMN].to_numpy(), seed
+    )
     fit_seconds = time.perf_counter() - fit_started
-    pipeline = serving_ready(pipeline)
     holdout = holdout.reset_index(drop=True)
     proba = pipeline.predict_proba(holdout[list(MODEL_INPUT_COLUMNS)])[:, 1]
     return Candidate(
@@ -399,12 +461,21 @@ def nested_cv(
     rows = []
     outer = StratifiedKFold(outer_folds, shuffle=True, random_state=seed)
     for fold, (train, test) in enumerate(outer.split(x, y)):
-        best = tune_families(family, data.iloc[train], folds=inner_folds, trials=trials, seed=seed,
-                             metric=metric)[0]
+        best = tune_families(
+            family, data.iloc[train], folds=inner_folds, trials=trials, seed=seed, metric=metric
+        )[0]
         started = time.perf_counter()
         pipeline = _fit_pipeline(best.family, best.params, x.iloc[train], y[train], seed)
         fit_s = time.perf_counter() - started
         proba = pipeline.predict_proba(x.iloc[test])[:, 1]
-        rows.append({"fold": fold, "family": best.family, **scores(y[test], proba, best.threshold),
-                     "threshold": best.threshold, "fit_s": fit_s, "tune_s": best.seconds})
+        rows.append(
+            {
+                "fold": fold,
+                "family": best.family,
+                **scores(y[test], proba, best.threshold),
+                "threshold": best.threshold,
+                "fit_s": fit_s,
+                "tune_s": best.seconds,
+            }
+        )
     return pd.DataFrame(rows).set_index("fold")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from mfd.expectations import summary_table, validate
 from mfd.features import PHYSICS_COLUMNS
 from mfd.schema import (
     KEY_COLUMNS,
@@ -57,37 +57,8 @@ def validate_training_set(
     min_label_rate: float = MIN_LABEL_RATE,
     max_label_rate: float = MAX_LABEL_RATE,
 ) -> tuple[bool, pd.DataFrame]:
-    """Run the suite on `df`: (passed, one row per expectation with its column, success and observation)."""
+    """Run the suite on `df`: (passed, one row per expectation, see `mfd.expectations.validate`)."""
+    # The nullable Int8 label becomes float so GX computes its mean and sum like any numeric column.
     frame = df.astype({LABEL_COLUMN: "float64"}) if LABEL_COLUMN in df.columns else df
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
-        context.data_sources.add_pandas("training_set")
-        .add_dataframe_asset("frame")
-        .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
-    result = batch.validate(training_set_suite(min_failures, min_label_rate, max_label_rate))
-    rows = []
-    for r in result.results:
-        kwargs = r.expectation_config.kwargs
-        rows.append(
-            {
-                "expectation": r.expectation_config.type,
-                "column": kwargs.get("column") or ", ".join(kwargs.get("column_list") or []),
-                "success": bool(r.success),
-                "observed_value": str(r.result.get("observed_value", "")),
-                "unexpected_rows": r.result.get("unexpected_count", ""),
-                "error": _exception_message(r.exception_info),
-            }
-        )
-    return bool(result.success), pd.DataFrame(rows)
-
-
-def _exception_message(info: dict | None) -> str:
-    """The first exception message in GX's exception info (flat, or nested per metric)."""
-    if not info:
-        return ""
-    if info.get("raised_exception"):
-        return str(info.get("exception_message", ""))
-    return next((m for v in info.values() if isinstance(v, dict) and (m := _exception_message(v))), "")
+    passed, summary = validate(frame, training_set_suite(min_failures, min_label_rate, max_label_rate))
+    return passed, summary_table(summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mfd_assets import augmentation, detection, preparation, quality
+from mfd_assets import augmentation, detection, ingestion, preparation, quality
+from mfd_assets import serving as serving_assets
 
-ASSET_MODULES: list[ModuleType] = [preparation, augmentation, quality, detection]
+ASSET_MODULES: list[ModuleType] = [ingestion, preparation, augmentation, quality, detection, serving_assets]

@@ -23,7 +23,9 @@ class HoldoutSettings(dg.Config):
 
 
 class AugmentationConfig(HoldoutSettings):
-    base: Literal["cleaned", "raw"] = Field("cleaned", description="augment cleaned_set or training_set")
+    base: Literal["raw", "cleaned"] = Field(
+        "raw", description="augment training_set (raw, so the lift is the method's own) or cleaned_set"
+    )
     target_ratio: float = Field(0.25, description="GAN / SMOTE: failures per non-failure after augmenting")
     gan_steps: int = Field(400, description="GAN training steps (batches)")
     gan_seed: int = 0

@@ -13,4 +13,28 @@ prediction_job = dg.define_asset_job(
 )
 drift_job = dg.define_asset_job("drift_job", selection=dg.AssetSelection.assets("drift_report"))
 
-JOBS: list[dg.UnresolvedAssetJobDefinition] = [prediction_job, drift_job]
+champion_bento_job = dg.define_asset_job(
+    "champion_bento_job",
+    selection=dg.AssetSelection.assets("champion_bento"),
+    description="Build the BentoML bento for a new champion (requested by champion_changed_sensor).",
+)
+
+# One run per incoming file (a partition), requested by incoming_files_sensor.
+ingest_readings_job = dg.define_asset_job(
+    "ingest_readings_job",
+    selection=dg.AssetSelection.assets("raw_readings"),
+    description="Load one incoming readings CSV (a raw_readings partition) and run its expectations.",
+)
+ingest_peripheral_job = dg.define_asset_job(
+    "ingest_peripheral_job",
+    selection=dg.AssetSelection.assets("peripheral_readings"),
+    description="Load one incoming peripheral-device CSV (a peripheral_readings partition).",
+)
+
+JOBS: list[dg.UnresolvedAssetJobDefinition] = [
+    prediction_job,
+    drift_job,
+    ingest_readings_job,
+    ingest_peripheral_job,
+    champion_bento_job,
+]

@@ -73,7 +73,8 @@ def training_set(
     )
 
 
-@dg.asset_check(asset=training_set, blocking=True)
+# Named "expectations": its run config sits under ops.training_set_expectations.
+@dg.asset_check(asset=training_set, name="expectations", blocking=True)
 def training_set_expectations(
     training_set: pd.DataFrame, config: TrainingSetExpectationsConfig
 ) -> dg.AssetCheckResult:

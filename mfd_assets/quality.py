@@ -86,7 +86,7 @@ def quality_scores(
     objects = object_store.objects()
     objects.put(REPORT_KEY, table.to_csv(index=False).encode())
     shown = table.drop(columns=["best_params"]).set_index(["dataset", "classifier"])
-    skipped = int(table["pr_auc"].isna().sum())
+    notes = table["note"].fillna("")
     return dg.Output(
         table,
         metadata={
@@ -103,7 +103,8 @@ def quality_scores(
                 "; ".join(f"{k}: at most {v} training rows" for k, v in panel.max_train_rows.items())
                 or "none"
             ),
-            "skipped_for_time_budget": dg.MetadataValue.int(skipped),
+            "skipped_for_time_budget": dg.MetadataValue.int(int(notes.str.startswith("skipped").sum())),
+            "failed_to_fit": dg.MetadataValue.int(int(notes.str.startswith("failed").sum())),
             "seed": dg.MetadataValue.int(config.seed),
             "dagster/row_count": dg.MetadataValue.int(len(table)),
         },

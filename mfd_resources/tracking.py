@@ -5,7 +5,9 @@ from __future__ import annotations
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from mfd import tracking
+from mfd import experiment, registry, tracking
+from mfd.experiment import LoggedCandidate
+from mfd.registry import ChampionStatus, Decision, Rollback
 
 
 class Tracking(dg.ConfigurableResource):
@@ -22,3 +24,28 @@ class Tracking(dg.ConfigurableResource):
 
     def experiment_id(self) -> str:
         return tracking.experiment_id(self.client(), self.experiment_name, self.artifact_location)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """The run's page in the MLflow UI."""
+        return experiment.run_url(self.tracking_uri, experiment_id, run_id)
+
+    def promote(self, logged: LoggedCandidate, metric: str, margin: float, tags: dict[str, str]) -> Decision:
+        """Register the logged candidate and move `champion` to it only if it wins on the shared holdout."""
+        client = self.client()
+        return registry.promote_candidate(
+            client,
+            self.model_name,
+            logged.model_uri,
+            logged.candidate.holdout,
+            threshold=logged.candidate.threshold,
+            metric=metric,
+            margin=margin,
+            tags=tags,
+        )
+
+    def rollback(self) -> Rollback:
+        """Move `champion` back to the previous champion version."""
+        return registry.rollback(self.client(), self.model_name)
+
+    def champion_status(self) -> ChampionStatus:
+        return registry.champion_status(self.client(), self.model_name)

@@ -57,10 +57,15 @@ def mfd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def insert_ai4i(url: str, rows: int, start: int = 0) -> ReadingsStore:
+def insert_ai4i(url: str, rows: int) -> ReadingsStore:
     readings = ReadingsStore(url=url)
-    readings.insert(load_ai4i().iloc[start : start + rows])
+    readings.insert(load_ai4i().head(rows))
     return readings
+
+
+def reading_ids(readings: ReadingsStore) -> list[int]:
+    """Stored ids in order (PostgreSQL sequences leave gaps, so tests never assume 1..n)."""
+    return readings.read()["id"].tolist()
 
 
 def evaluate(sensor: dg.SensorDefinition, cursor: str | None, readings: ReadingsStore, tracking: Tracking):
@@ -102,36 +107,43 @@ def test_sensor_requests_one_run_for_new_readings_then_skips(pg_url: str, champi
     assert empty.run_requests == [] and "no readings after id 0" in empty.skip_message
 
     insert_ai4i(pg_url, 100)
+    last = reading_ids(readings)[-1]
     tick = evaluate(sensor, None, readings, champion)
     (request,) = tick.run_requests
-    assert request.run_key == "predictions-1-100"
+    assert request.run_key == f"predictions-1-{last}"
     assert request.run_config["ops"]["prediction_batches"]["config"] == {
         "first_id": 1,
-        "last_id": 100,
+        "last_id": last,
         "max_invalid_share": 0.01,
     }
-    assert tick.cursor == "100"
+    assert request.tags["mfd/rows"] == "100"
+    assert tick.cursor == str(last)
 
     idle = evaluate(sensor, tick.cursor, readings, champion)
-    assert idle.run_requests == [] and "no readings after id 100" in idle.skip_message
+    assert idle.run_requests == [] and f"no readings after id {last}" in idle.skip_message
 
 
 def test_sensor_catches_up_a_backlog_in_bounded_batches(pg_url: str, champion: Tracking) -> None:
     readings = insert_ai4i(pg_url, 250)
     sensor = build_prediction_sensor(max_rows_per_run=60, max_runs_per_tick=3)
+    ids = reading_ids(readings)
+    ends = [ids[59], ids[119], ids[179], ids[239], ids[249]]
 
     first = evaluate(sensor, None, readings, champion)
     assert [r.run_key for r in first.run_requests] == [
-        "predictions-1-60",
-        "predictions-61-120",
-        "predictions-121-180",
+        f"predictions-1-{ends[0]}",
+        f"predictions-{ends[0] + 1}-{ends[1]}",
+        f"predictions-{ends[1] + 1}-{ends[2]}",
     ]
-    assert first.cursor == "180"
+    assert first.cursor == str(ends[2])
 
     second = evaluate(sensor, first.cursor, readings, champion)
-    assert [r.run_key for r in second.run_requests] == ["predictions-181-240", "predictions-241-250"]
-    assert second.run_requests[-1].tags["mfd/rows"] == "10"
-    assert second.cursor == "250"
+    assert [r.run_key for r in second.run_requests] == [
+        f"predictions-{ends[2] + 1}-{ends[3]}",
+        f"predictions-{ends[3] + 1}-{ends[4]}",
+    ]
+    assert [r.tags["mfd/rows"] for r in second.run_requests] == ["60", "10"]
+    assert second.cursor == str(ends[4])
 
 
 def test_sensor_skips_with_a_reason_when_there_is_no_champion(pg_url: str, mlflow: MlflowServer) -> None:
@@ -147,9 +159,10 @@ def test_batch_rerun_writes_the_same_rows_once(
     readings_url: str, champion: Tracking, capsys, monkeypatch
 ) -> None:
     readings = insert_ai4i(readings_url, 1500)
-    first = batch_metadata(run_batch(readings, champion, 1, 1500))
+    last = reading_ids(readings)[-1]
+    first = batch_metadata(run_batch(readings, champion, 1, last))
     before = table_frame(readings, predictions), table_frame(readings, failure_events)
-    second = batch_metadata(run_batch(readings, champion, 1, 1500))
+    second = batch_metadata(run_batch(readings, champion, 1, last))
     after = table_frame(readings, predictions), table_frame(readings, failure_events)
 
     assert first["rows_scored"] == second["rows_scored"] == 1500
@@ -179,20 +192,21 @@ def test_batch_rerun_writes_the_same_rows_once(
 
 def test_invalid_readings_are_counted_and_never_scored(pg_url: str, champion: Tracking) -> None:
     readings = insert_ai4i(pg_url, 200)
+    ids = reading_ids(readings)
+    bad = [ids[2], ids[4], ids[6], ids[8]]
+    changes = ["torque_nm = 'NaN'", "torque_nm = -5", "machine_type = 'X'", "air_temperature_k = 1000"]
     with readings.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE readings SET torque_nm = 'NaN' WHERE id = 3"))
-        conn.execute(sa.text("UPDATE readings SET torque_nm = -5 WHERE id = 5"))
-        conn.execute(sa.text("UPDATE readings SET machine_type = 'X' WHERE id = 7"))
-        conn.execute(sa.text("UPDATE readings SET air_temperature_k = 1000 WHERE id = 9"))
+        for bad_id, change in zip(bad, changes, strict=True):
+            conn.execute(sa.text(f"UPDATE readings SET {change} WHERE id = {bad_id}"))
 
-    result = run_batch(readings, champion, 1, 200)
+    result = run_batch(readings, champion, ids[0], ids[-1])
     meta = batch_metadata(result)
     assert (meta["rows_read"], meta["rows_scored"], meta["invalid_rows"]) == (200, 196, 4)
     scored = set(table_frame(readings, predictions)["reading_id"])
-    assert scored.isdisjoint({3, 5, 7, 9}) and len(scored) == 196
+    assert scored.isdisjoint(bad) and len(scored) == 196
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["first_invalid_ids"].value == [3, 5, 7, 9]
+    assert check.metadata["first_invalid_ids"].value == bad
 
 
 class Forwarder:
@@ -245,18 +259,19 @@ def test_registry_down_scores_with_the_local_copy(
 ) -> None:
     readings = insert_ai4i(pg_url, 300)
     tracking = Tracking(tracking_uri=forwarder.uri, model_name=champion.model_name)
-    up = batch_metadata(run_batch(readings, tracking, 1, 150))
+    ids = reading_ids(readings)
+    up = batch_metadata(run_batch(readings, tracking, ids[0], ids[149]))
     assert (up["model_source"], up["registry_fallback"]) == ("registry", False)
 
     forwarder.close()
-    down = batch_metadata(run_batch(readings, tracking, 151, 300))
+    down = batch_metadata(run_batch(readings, tracking, ids[150], ids[299]))
     assert (down["model_source"], down["registry_fallback"]) == ("local copy", True)
     assert "ConnectionRefusedError" in down["registry_error"]
     assert down["model_version"] == up["model_version"] and down["rows_scored"] == 150
     assert len(table_frame(readings, predictions)) == 300
 
-    tick = evaluate(build_prediction_sensor(1000, 1), "150", readings, tracking)
-    assert [r.run_key for r in tick.run_requests] == ["predictions-151-300"]
+    tick = evaluate(build_prediction_sensor(1000, 1), str(ids[149]), readings, tracking)
+    assert [r.run_key for r in tick.run_requests] == [f"predictions-{ids[149] + 1}-{ids[299]}"]
 
     with pytest.raises(ServiceUnavailable, match="no local copy"):
         load_champion(forwarder.uri, champion.model_name, tracking.client, mfd_home / "elsewhere")

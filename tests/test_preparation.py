@@ -141,6 +141,8 @@ def test_bad_inputs_name_what_to_fix() -> None:
         build_training_set(readings, NO_PERIPHERAL.drop(columns=["vibration_mm_s"]), "1min")
     with pytest.raises(MfdError, match="no timestamp"):
         build_training_set(readings.assign(timestamp=pd.NaT), NO_PERIPHERAL, "1min")
+    with pytest.raises(MfdError, match="not a duration"):
+        build_training_set(readings, NO_PERIPHERAL, "five minutes")
     with pytest.raises(MfdError, match="negative"):
         build_training_set(readings, NO_PERIPHERAL, "-1min")
     with pytest.raises(MfdError, match="positive"):
@@ -227,7 +229,7 @@ def test_expectations_pass_on_ai4i_and_fail_on_one_class_or_nulls(ai4i_training_
     passed, summary = validate_training_set(with_nan)
     failed = summary[~summary["success"]]
     assert not passed
-    assert list(failed["column"]) == ["torque_nm"] and failed["unexpected_rows"].iloc[0] == 2
+    assert list(failed["column"]) == ["torque_nm"] and failed["unexpected_count"].iloc[0] == 2
 
     passed, _ = validate_training_set(ai4i_training_set, min_failures=1_000)
     assert not passed
@@ -285,16 +287,16 @@ def test_assets_materialize_over_the_readings_database(readings_url: str, ai4i: 
 
 
 def test_failing_check_blocks_downstream_assets(tmp_path: Path, ai4i: pd.DataFrame) -> None:
-    resource = load_database(
-        f"sqlite:///{tmp_path / 'readings.db'}", ai4i.head(300).assign(machine_failure=0), NO_PERIPHERAL
-    )
+    resource = load_database(f"sqlite:///{tmp_path / 'readings.db'}", ai4i.head(1000), NO_PERIPHERAL)
     result = dg.materialize(
         [training_set, training_set_expectations, cleaned_set],
         resources={"readings_store": resource},
+        run_config={"ops": {"training_set_expectations": {"config": {"min_failures": 100}}}},
         raise_on_error=False,
     )
     assert not result.success
     [check] = result.get_asset_check_evaluations()
-    assert not check.passed
+    assert not check.passed and check.check_name == "expectations"
+    assert "expect_column_sum_to_be_between" in check.metadata["failed_expectations"].value
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert materialized == {"training_set"}

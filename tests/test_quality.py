@@ -27,7 +27,7 @@ TINY_GRIDS = {
     "MLP": {"alpha": [1e-3]},
     "AdaBoost": {"n_estimators": [10]},
     "GaussianNB": {"var_smoothing": [1e-9]},
-    "QDA": {"reg_param": [0.1]},
+    "QDA": {"shrinkage": [0.1]},
 }
 
 
@@ -89,7 +89,8 @@ def test_bad_panel_config_says_what_to_fix(kwargs, message):
 
 def test_too_few_failures_for_the_folds_is_refused(rows):
     split = holdout_split(rows, 0.25, seed=0)
-    train = pd.concat([split.train[split.train[LABEL_COLUMN] == 1].iloc[:2], split.train[:100]])
+    failure = split.train[LABEL_COLUMN] == 1
+    train = pd.concat([split.train[failure].iloc[:2], split.train[~failure].iloc[:100]])
     config = PanelConfig(classifiers=("GaussianNB",), grids=TINY_GRIDS, folds=5)
     with pytest.raises(MfdError, match="5-fold CV needs at least 5 rows of each class"):
         run_panel({"raw": train}, split.holdout, config)
@@ -152,7 +153,7 @@ def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_pat
     for name in ("augmented_gan", "augmented_oversampling", "augmented_corruption"):
         augmented = result.output_for_node("augmented_sets", name)
         assert not set(augmented["id"].dropna()) & set(holdout["id"]), name
-        assert set(augmented["id"].dropna()) <= set(rows["id"].iloc[10:]), name  # built from cleaned_set
+        assert set(augmented["id"].dropna()) == set(rows["id"]) - set(holdout["id"]), name
         added = result.asset_materializations_for_node("augmented_sets")
         assert any(m.asset_key.path == [name] for m in added)
 
@@ -191,3 +192,13 @@ def test_quality_refuses_augmented_sets_built_with_another_holdout(rows, tmp_pat
     assert failure.step_key == "quality_scores"
     assert "use the same holdout_fraction and holdout_seed" in str(failure.step_failure_data.error.cause)
     assert not (tmp_path / "objects" / REPORT_KEY).exists()
+
+
+def test_a_classifier_that_cannot_fit_gets_a_row_with_its_error(rows):
+    split = holdout_split(rows, 0.25, seed=0)
+    grids = {**TINY_GRIDS, "GaussianNB": {"var_smoothing": [-1.0]}}
+    config = PanelConfig(classifiers=("GaussianNB", "DecisionTree"), grids=grids, folds=2, n_jobs=1)
+    table = run_panel({"raw": split.train}, split.holdout, config).set_index("classifier")
+    assert np.isnan(table.loc["GaussianNB", "pr_auc"])
+    assert table.loc["GaussianNB", "note"].startswith("failed: ValueError")
+    assert table.loc["DecisionTree", "pr_auc"] > 0

