@@ -6,7 +6,7 @@ Wiring only: validation, guards and champion loading live in `mfd.serving`. Sett
 
 from __future__ import annotations
 
-import logging
+import gc
 import os
 from typing import Annotated, Any
 
@@ -31,7 +31,6 @@ from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, parse_keys
 from mfd.serving.readings import Prediction, Reading, RejectedRequest, parse_readings  # noqa: E402
 from mfd.settings import load_settings  # noqa: E402
 
-log = logging.getLogger("mfd.serving")
 settings = load_settings()
 
 predictions_total = bentoml.metrics.Counter(
@@ -55,9 +54,9 @@ def _checked(value: Any, _handler: Any) -> list[Reading]:
 Readings = Annotated[list[Reading], WrapValidator(_checked)]
 
 
-async def _status(request: Request) -> JSONResponse:
-    service = bentoml.get_current_service()
-    return JSONResponse(service.champion.status())
+async def _status(_: Request) -> JSONResponse:
+    """What is served and from where: version, threshold, `registry` or `local copy`, last registry error."""
+    return JSONResponse(bentoml.get_current_service().champion.status())
 
 
 status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
@@ -69,6 +68,8 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
     traffic={"timeout": 30},
     metrics={"enabled": True},
     logging={"access": {"enabled": False}},
+    # No span per prediction: with no exporter configured they cost ~25% of single-reading throughput.
+    tracing={"excluded_urls": ["/predict"]},
 )
 @bentoml.asgi_app(status_app, path="/")
 class MachineFailureService:
@@ -79,10 +80,15 @@ class MachineFailureService:
         self.champion.start()
         self.poller = Poller(self.champion, settings.reload_interval_s)
         self.poller.start()
+        # Everything loaded so far (mlflow, sklearn, pandas, the model) lives as long as the process: keep it out
+        # of the garbage collector's full scans, which stalled requests for 100-200 ms (p99 217 ms -> 42 ms).
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.champion.ready
 
+    # Measured on 2 busy cores: a 2,000-row batch scores in ~20 ms, but queueing behind a saturated event
+    # loop reached hundreds of ms; a tighter max_latency_ms (20 ms) made BentoML answer 503s.
     @bentoml.api(batchable=True, max_batch_size=2_000, max_latency_ms=1_000)
     def predict(self, readings: Readings) -> list[Prediction]:
         """Score readings: probability, label, threshold, model name and version, one per reading."""
@@ -106,5 +112,6 @@ class MachineFailureService:
 
 # BentoML derives a list output's media type from its JSON schema on every response (~4 ms): set it once.
 MachineFailureService.apis["predict"].output_spec.media_type = "application/json"
-MachineFailureService.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+# Outermost first: an unauthenticated request gets 401 before its size is even looked at.
 MachineFailureService.add_asgi_middleware(ApiKeyMiddleware, keys=parse_keys(settings.api_keys))
+MachineFailureService.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from mfd.errors import MfdError
 
 # Modules that define `register(subparsers)`; each adds one subcommand whose handler is `args.func`.
-COMMAND_MODULES: tuple[str, ...] = ("mfd.generate_cli", "mfd.detection.events")
+COMMAND_MODULES: tuple[str, ...] = (
+    "mfd.generate_cli",
+    "mfd.ingest_cli",
+    "mfd.detection.events",
+    "mfd.train_cli",
+    "mfd.champion_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

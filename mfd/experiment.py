@@ -8,27 +8,35 @@ import mlflow
 import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
 from sklearn.metrics import precision_recall_curve
 
+from mfd import tracking
 from mfd.model import MODEL_INPUT_COLUMNS
 from mfd.model_io import log_failure_model
 from mfd.plots import table_markdown
 from mfd.schema import LABEL_COLUMN
+from mfd.settings import Settings
 from mfd.training import Candidate, confusion
-
-TRAINING_SET_TAG = "training_set_version"
 
 
 def confusion_figure(candidate: Candidate) -> Figure:
     """Confusion matrix of the candidate on its holdout at its threshold."""
-    matrix = confusion(candidate.holdout[LABEL_COLUMN].to_numpy(), candidate.holdout_proba, candidate.threshold)
+    matrix = confusion(
+        candidate.holdout[LABEL_COLUMN].to_numpy(), candidate.holdout_proba, candidate.threshold
+    )
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in pd.DataFrame(matrix).stack().items():
         ax.text(j, i, str(count), ha="center", va="center", color="black" if i != j else "white")
     ax.set(
-        xticks=[0, 1], yticks=[0, 1], xticklabels=["ok", "failure"], yticklabels=["ok", "failure"],
-        xlabel="predicted", ylabel="true", title=f"{candidate.family} @ {candidate.threshold:.3f} (holdout)",
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["ok", "failure"],
+        yticklabels=["ok", "failure"],
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{candidate.family} @ {candidate.threshold:.3f} (holdout)",
     )
     return fig
 
@@ -40,7 +48,10 @@ def pr_curve_figure(candidate: Candidate) -> Figure:
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     ax.plot(recall, precision, label=f"PR AUC {candidate.holdout_scores['pr_auc']:.3f}")
     ax.scatter(
-        [candidate.holdout_scores["recall"]], [candidate.holdout_scores["precision"]], color="red", zorder=3,
+        [candidate.holdout_scores["recall"]],
+        [candidate.holdout_scores["precision"]],
+        color="red",
+        zorder=3,
         label=f"threshold {candidate.threshold:.3f}",
     )
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01), title="PR curve (holdout)")
@@ -79,11 +90,18 @@ def log_candidate(
     run_name: str | None = None,
 ) -> LoggedCandidate:
     """Log the candidate in a new MLflow run (ended FAILED if anything raises) and return where it is."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"candidate-{candidate.family}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name or f"candidate-{candidate.family}"
+    ) as run:
         mlflow.set_tags({**tags, "family": candidate.family})
-        mlflow.log_params({**settings, "family": candidate.family, **{f"param_{k}": v for k, v in candidate.params.items()}})
+        mlflow.log_params(
+            {**settings, "family": candidate.family, **{f"param_{k}": v for k, v in candidate.params.items()}}
+        )
         mlflow.log_metrics(metrics(candidate))
-        for label, fig in (("confusion_matrix", confusion_figure(candidate)), ("pr_curve", pr_curve_figure(candidate))):
+        for label, fig in (
+            ("confusion_matrix", confusion_figure(candidate)),
+            ("pr_curve", pr_curve_figure(candidate)),
+        ):
             mlflow.log_figure(fig, f"plots/{label}.png")
             plt.close(fig)
         mlflow.log_text(table_markdown(candidate.families), "cv_by_family.md")
@@ -97,3 +115,11 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI (for a local store: the `mlflow ui` default address)."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def tracking_from_settings(settings: Settings, experiment: str = "mfd") -> tuple[MlflowClient, str]:
+    """Connected client (retries; ServiceUnavailable names MFD_MLFLOW_TRACKING_URI) and the experiment id,
+    the same place the Dagster `Tracking` resource writes to."""
+    client = tracking.connect(settings.tracking_uri)
+    location = None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri()
+    return client, tracking.experiment_id(client, experiment, location)

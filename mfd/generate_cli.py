@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -260,6 +264,20 @@ class FileSink:
             outcome.peripheral_files += 1
 
 
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C, so a batch is never half written (main thread only; elsewhere never set)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def insert(engine: Engine, chunk: pd.DataFrame, source: str, setting: str) -> int:
     """Insert one batch, retrying while the database is unreachable: a batch is one transaction and
     duplicates are skipped, so a retry never writes a reading twice."""
@@ -297,23 +315,22 @@ def execute(plan: Plan) -> tuple[Outcome, list[str]]:
         file=sys.stderr,
     )
     deadline = time.monotonic()
-    try:
-        for chunk in rechunk(
-            iter_readings(plan.machines, plan.rows, plan.seed, plan.start, plan.interval_s), batch
-        ):
+    readings = iter_readings(plan.machines, plan.rows, plan.seed, plan.start, plan.interval_s)
+    with stop_on_ctrl_c() as stop:
+        for chunk in rechunk(readings, batch):
             if engine is not None:
                 outcome.inserted += insert(engine, chunk, source, setting)
             if files is not None:
                 files.add(chunk)
             outcome.rows += len(chunk)
             bar.update(len(chunk))
-            if plan.rate:
+            if plan.rate and not stop.is_set():
                 deadline += period
-                time.sleep(max(0.0, deadline - time.monotonic()))
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-    finally:
-        bar.close()
+                stop.wait(max(0.0, deadline - time.monotonic()))
+            if stop.is_set():
+                outcome.interrupted = True
+                break
+    bar.close()
     if files is not None:
         files.flush()
     return outcome, places

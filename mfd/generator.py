@@ -374,17 +374,20 @@ def defect_file(df: pd.DataFrame, kind: str, seed: int) -> bytes:
 def to_csv_bytes(df: pd.DataFrame) -> bytes:
     """CSV with a header, timestamps as `2026-01-01 00:00:13.968Z` (UTC, milliseconds).
 
-    Written by Arrow (several times faster than pandas); frames with text in numeric columns (injected
-    defects) go through pandas with the same layout.
+    Written by Arrow (several times faster than pandas); frames Arrow cannot write unquoted (text in
+    numeric columns from injected defects, commas or quotes in values) go through pandas, same layout.
     """
-    if any(df[c].dtype == object for c in SENSOR_COLUMNS if c in df.columns):
-        out = df.copy()
-        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-        out["timestamp"] = out["timestamp"].str[:-3] + "Z"
-        return out.to_csv(index=False).encode()
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    at = table.schema.get_field_index("timestamp")
-    table = table.set_column(at, "timestamp", table.column(at).cast(pa.timestamp("ms", tz="UTC")))
-    sink = io.BytesIO()
-    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none", quoting_header="none"))
-    return sink.getvalue()
+    if not any(df[c].dtype == object for c in SENSOR_COLUMNS if c in df.columns):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        at = table.schema.get_field_index("timestamp")
+        table = table.set_column(at, "timestamp", table.column(at).cast(pa.timestamp("ms", tz="UTC")))
+        sink = io.BytesIO()
+        try:
+            pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none", quoting_header="none"))
+            return sink.getvalue()
+        except pa.ArrowInvalid:
+            pass  # a value needs quoting
+    out = df.copy()
+    stamps = pd.to_datetime(out["timestamp"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    out["timestamp"] = stamps.str[:-3] + "Z"
+    return out.to_csv(index=False).encode()

@@ -32,6 +32,8 @@ class IncomingCursor:
         if not text:
             return cls()
         data = json.loads(text)
+        if not data["last_modified"]:
+            return cls()
         return cls(
             datetime.fromisoformat(data["last_modified"]),
             {version: datetime.fromisoformat(at) for version, at in data["seen"].items()},

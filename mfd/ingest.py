@@ -18,9 +18,11 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,12 +46,13 @@ from mfd.schema import (
     Range,
 )
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 PERIPHERAL_PREFIX = f"{INCOMING}peripheral/"
 MACHINE_ID_MAX = 64
 NA_TEXT = ("", "NA", "N/A", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 PREVIEW_ROWS = 5
+CATEGORICAL = ("machine_id", "machine_type")
 # A lost or refused database connection: the run fails, nothing from the file is committed.
 DATABASE_DOWN = (
     sa.exc.OperationalError,
@@ -187,10 +190,22 @@ def ingest_object(objects: Objects, engine: Engine, key: str, chunk_bytes: int =
 def _load(
     engine: Engine, layout: Layout, key: str, blocks: _CsvBlocks, report: IngestReport, bad_rows: _BadRows
 ) -> None:
+    """Parse and validate block n+1 while block n is being written (PostgreSQL works in its own process)."""
     columns = _check_header(blocks.header(), blocks.first_line(), layout)
     preview: list[pd.DataFrame] = []
-    with engine.begin() as conn:
-        sink = _PostgresSink(conn, layout, columns, key) if conn.dialect.name == "postgresql" else None
+    pending: Future[tuple[int, int]] | None = None
+
+    def collect() -> None:
+        if pending is not None:
+            written, inserted = pending.result()
+            report.loaded += inserted
+            report.duplicate += written - inserted
+
+    with engine.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer:
+        if conn.dialect.name == "postgresql":
+            write, submit = _PostgresSink(conn, layout, columns, key).write, writer.submit
+        else:  # SQLite connections stay in the thread that made them
+            write, submit = partial(_sqlite_write, conn, layout, key), _run_now
         for block in blocks:
             chunk = _parse(block, columns, layout)
             problems = _row_problems(chunk, layout)
@@ -202,17 +217,13 @@ def _load(
             if bad.any():
                 report.rejected += int(bad.sum())
                 bad_rows.add(chunk, bad, problems, report.problems)
-            written = int(good.sum())
-            if not written:
+            if not good.any():
                 continue
-            if sink is not None:
-                inserted = sink.write(chunk, good)
-            else:
-                inserted = _sqlite_insert(conn, layout, _typed_rows(chunk, good, layout, key))
-            report.loaded += inserted
-            report.duplicate += written - inserted
             if not preview:
                 preview.append(chunk.typed(good).head(PREVIEW_ROWS))
+            collect()
+            pending = submit(write, chunk, good)
+        collect()
         report.preview = preview[0] if preview else report.preview
         if report.read == 0:
             raise FileRejected("no_rows", "the file has a header but no data rows", list(columns))
@@ -223,6 +234,16 @@ def _load(
                 sorted({p.split(":")[0] for p in report.problems}),
                 [{"problem": p, "rows": n} for p, n in report.problems.most_common(5)],
             )
+
+
+def _run_now(fn: Callable[..., tuple[int, int]], *args: Any) -> Future[tuple[int, int]]:
+    """`fn(*args)` in this thread, as a finished future."""
+    done: Future[tuple[int, int]] = Future()
+    try:
+        done.set_result(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+        done.set_exception(exc)
+    return done
 
 
 def _file_away(objects: Objects, key: str, report: IngestReport, bad_rows: _BadRows) -> None:
@@ -286,7 +307,8 @@ class _CsvBlocks:
                 continue
             block, self.pending = self.pending[:cut], self.pending[cut:]
             self.lines += block.count(b"\n") + (not block.endswith(b"\n"))
-            yield block
+            if block.strip():  # trailing blank lines carry no records
+                yield block
 
     def drain_lines(self) -> int:
         """Read the rest, counting lines: how many data lines the whole file has."""
@@ -359,6 +381,7 @@ class _Chunk:
     text: pd.DataFrame | None
     lines: list[bytes] | None
     block: bytes
+    flags: tuple[str, ...]
 
     def raw(self, good: np.ndarray) -> bytes | None:
         """The good rows' original CSV lines, or None when lines and rows do not align one to one."""
@@ -370,6 +393,8 @@ class _Chunk:
 
     def typed(self, good: np.ndarray) -> pd.DataFrame:
         out = self.frame.loc[good].copy()
+        for flag in self.flags:
+            out[flag] = out[flag].astype("Int8")
         out["timestamp"] = self.timestamps.loc[good]
         return out
 
@@ -408,11 +433,13 @@ def _read(data: bytes, columns: list[str], dtypes: dict[str, Any], numeric: tupl
 
 
 def _parse(block: bytes, columns: list[str], layout: Layout) -> _Chunk:
-    numeric = tuple(c for c in columns if c in layout.ranges)
+    numeric = tuple(c for c in columns if c in layout.ranges or c in layout.flags)
     text = None
     unparsable: dict[str, np.ndarray] = {}
+    # Numbers and 0/1 flags as float64, repeated labels as categories: few Python objects per row.
+    fast = {c: "float64" if c in numeric else "category" if c in CATEGORICAL else object for c in columns}
     try:
-        frame = _read(block, columns, {c: "float64" if c in numeric else object for c in columns}, numeric)
+        frame = _read(block, columns, fast, numeric)
     except ValueError:  # text in a numeric column: parse as text, mark what does not convert
         text = _read(block, columns, dict.fromkeys(columns, object), numeric)
         frame = text.copy()
@@ -431,7 +458,9 @@ def _parse(block: bytes, columns: list[str], layout: Layout) -> _Chunk:
     lines = block.removesuffix(b"\n").split(b"\n") if aligned else None
     if lines is not None and len(lines) != len(frame):
         lines = None
-    return _Chunk(frame, timestamps, unparsable, text, lines, block)
+    return _Chunk(
+        frame, timestamps, unparsable, text, lines, block, tuple(c for c in layout.flags if c in columns)
+    )
 
 
 def _first_lines(block: bytes, count: int = 3) -> str:
@@ -478,7 +507,9 @@ def _row_problems(chunk: _Chunk, layout: Layout) -> dict[str, np.ndarray]:
             )
     for column in layout.flags:
         if column in frame.columns:
-            add(f"{column}: not 0 or 1", (~frame[column].isin(("0", "1")) & frame[column].notna()).to_numpy())
+            values = frame[column].to_numpy(dtype=np.float64)
+            broken = chunk.unparsable.get(column, False)
+            add(f"{column}: not 0 or 1", (~np.isin(values, (0.0, 1.0)) & ~np.isnan(values)) | broken)
     return problems
 
 
@@ -539,24 +570,25 @@ class _PostgresSink:
         with self.raw_conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
 
-    def write(self, chunk: _Chunk, good: np.ndarray) -> int:
-        """Load the good rows of `chunk`; returns how many were inserted (the rest were duplicates)."""
+    def write(self, chunk: _Chunk, good: np.ndarray) -> tuple[int, int]:
+        """Load the good rows of `chunk`: (rows written, rows inserted); the difference were duplicates."""
+        written = int(good.sum())
         with self.raw_conn.cursor() as cur:
             if self._fresh(cur, chunk, good):
                 cur.execute("SAVEPOINT mfd_direct")
                 try:
-                    rows = self._copy(cur, self.table, chunk, good, with_source=True)
+                    inserted = self._copy(cur, self.table, chunk, good, with_source=True)
                     cur.execute("RELEASE SAVEPOINT mfd_direct")
-                    return rows
+                    return written, inserted
                 except psycopg.errors.UniqueViolation:  # a concurrent writer got there first
                     cur.execute("ROLLBACK TO SAVEPOINT mfd_direct")
-            return self._merge(cur, chunk, good)
+            return written, self._merge(cur, chunk, good)
 
     def _fresh(self, cur: Any, chunk: _Chunk, good: np.ndarray) -> bool:
         keys = pd.DataFrame({"machine_id": chunk.frame["machine_id"], "ts": chunk.timestamps}).loc[good]
         if keys.duplicated().any():
             return False
-        first = keys.groupby("machine_id")["ts"].min()
+        first = keys.groupby("machine_id", observed=True)["ts"].min()
         cur.execute(
             f"SELECT m, (SELECT max(timestamp) FROM {self.table} WHERE machine_id = m) "
             "FROM unnest(%s::text[]) AS m",
@@ -646,8 +678,11 @@ def _typed_rows(chunk: _Chunk, good: np.ndarray, layout: Layout, source: str) ->
     return out.astype(object).where(out.notna(), None)
 
 
-def _sqlite_insert(conn: sa.Connection, layout: Layout, rows: pd.DataFrame) -> int:
-    """The embedded twin: executemany INSERT OR IGNORE; returns rows inserted."""
+def _sqlite_write(
+    conn: sa.Connection, layout: Layout, source: str, chunk: _Chunk, good: np.ndarray
+) -> tuple[int, int]:
+    """The embedded twin: executemany INSERT OR IGNORE; (rows written, rows inserted)."""
+    rows = _typed_rows(chunk, good, layout, source)
     driver = conn.connection.driver_connection
     columns = ", ".join(f'"{c}"' for c in rows.columns)
     marks = ", ".join("?" for _ in rows.columns)
@@ -656,7 +691,7 @@ def _sqlite_insert(conn: sa.Connection, layout: Layout, rows: pd.DataFrame) -> i
         f"INSERT OR IGNORE INTO {layout.table.name} ({columns}) VALUES ({marks})",
         rows.itertuples(index=False, name=None),
     )
-    return driver.total_changes - before
+    return len(rows), driver.total_changes - before
 
 
 def read_loaded(engine: Engine, key: str, limit: int | None = None) -> pd.DataFrame:

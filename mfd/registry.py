@@ -69,7 +69,9 @@ def champion_status(client: MlflowClient, name: str) -> ChampionStatus:
     except MlflowException:
         version = None
     if version is not None and not _exists(client, name, version):
-        return ChampionStatus(None, recorded, f"alias `{CHAMPION}` points at version {version}, which was deleted")
+        return ChampionStatus(
+            None, recorded, f"alias `{CHAMPION}` points at version {version}, which was deleted"
+        )
     if version is None and recorded is not None:
         if not _exists(client, name, recorded):
             problem = f"the recorded champion, version {recorded}, was deleted (its `{CHAMPION}` alias went with it)"
@@ -79,7 +81,9 @@ def champion_status(client: MlflowClient, name: str) -> ChampionStatus:
     return ChampionStatus(version, recorded)
 
 
-def evaluate_version(client: MlflowClient, name: str, version: str, holdout: pd.DataFrame) -> dict[str, float]:
+def evaluate_version(
+    client: MlflowClient, name: str, version: str, holdout: pd.DataFrame
+) -> dict[str, float]:
     """Scores of the registered `version`, loaded through mlflow.pyfunc, on labelled `holdout` rows."""
     model = load_model_version(client, name, version)
     y = holdout[LABEL_COLUMN].astype("int64").to_numpy()
@@ -123,7 +127,9 @@ def _verdict(
     metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
 ) -> tuple[bool, str]:
     gain = challenger[metric] - champion[metric]
-    figures = f"{metric} {challenger[metric]:.4f} vs {champion[metric]:.4f} (gain {gain:+.4f}, margin {margin})"
+    figures = (
+        f"{metric} {challenger[metric]:.4f} vs {champion[metric]:.4f} (gain {gain:+.4f}, margin {margin})"
+    )
     if gain > 0 and gain >= margin:
         return True, f"challenger beats the champion: {figures}"
     return False, f"champion kept: challenger not better by the margin: {figures}"
@@ -220,7 +226,9 @@ def describe(client: MlflowClient, name: str) -> pd.DataFrame:
     try:
         aliases = client.get_registered_model(name).aliases
     except MlflowException as exc:
-        raise MfdError(f"no registered model {name!r} in the registry; train with `mfd train --register`") from exc
+        raise MfdError(
+            f"no registered model {name!r} in the registry; train with `mfd train --register`"
+        ) from exc
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
@@ -240,4 +248,15 @@ def describe(client: MlflowClient, name: str) -> pd.DataFrame:
                 "rolled_back_at": tags.get("rolled_back_at", ""),
             }
         )
-    return pd.DataFrame(rows).sort_values("version", ascending=False).reset_index(drop=True)
+    columns = [
+        "version",
+        "aliases",
+        "evaluation",
+        "pr_auc",
+        "roc_auc",
+        "threshold",
+        "promoted_at",
+        "demoted_at",
+        "rolled_back_at",
+    ]
+    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False).reset_index(drop=True)

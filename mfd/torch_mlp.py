@@ -36,7 +36,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         learning_rate: float = 3e-3,
         weight_decay: float = 1e-5,
         epochs: int = 40,
-        batch_size: int = 256,
+        batch_size: int = 512,
         max_pos_weight: float = 10.0,
         random_state: int = 0,
     ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,8 @@ from mfd.torch_mlp import TorchMLPClassifier
 
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "recall", "precision")
 MIN_FAILURES_PER_FOLD = 2
+# `auto` tunes further only the families whose reference params score within this of the best.
+SCREEN_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Family:
 def _hgb_space(t: optuna.Trial) -> dict[str, Any]:
     return {
         "learning_rate": t.suggest_float("learning_rate", 0.02, 0.3, log=True),
-        "max_iter": t.suggest_int("max_iter", 100, 500, step=50),
+        "max_iter": t.suggest_int("max_iter", 100, 300, step=50),
         "max_leaf_nodes": t.suggest_int("max_leaf_nodes", 8, 63),
         "min_samples_leaf": t.suggest_int("min_samples_leaf", 5, 60),
         "l2_regularization": t.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
@@ -56,8 +58,8 @@ def _hgb_space(t: optuna.Trial) -> dict[str, Any]:
 
 def _rf_space(t: optuna.Trial) -> dict[str, Any]:
     return {
-        "n_estimators": t.suggest_int("n_estimators", 100, 400, step=50),
-        "max_features": t.suggest_categorical("max_features", ["sqrt", "0.5", "1.0"]),
+        "n_estimators": t.suggest_int("n_estimators", 100, 300, step=50),
+        "max_features": t.suggest_categorical("max_features", ["sqrt", "0.5"]),
         "min_samples_leaf": t.suggest_int("min_samples_leaf", 1, 5),
         "class_weight": t.suggest_categorical("class_weight", ["none", "balanced_subsample"]),
     }
@@ -84,13 +86,13 @@ def _mlp_space(t: optuna.Trial) -> dict[str, Any]:
         "layers": t.suggest_int("layers", 1, 3),
         "learning_rate": t.suggest_float("learning_rate", 1e-3, 1e-2, log=True),
         "weight_decay": t.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
-        "epochs": t.suggest_int("epochs", 20, 60, step=10),
+        "epochs": t.suggest_int("epochs", 20, 50, step=10),
     }
 
 
 def _vote_space(t: optuna.Trial) -> dict[str, Any]:
     return {
-        "n_estimators": t.suggest_int("n_estimators", 100, 400, step=50),
+        "n_estimators": t.suggest_int("n_estimators", 100, 300, step=50),
         "min_samples_leaf": t.suggest_int("min_samples_leaf", 1, 4),
         "learning_rate": t.suggest_float("learning_rate", 0.03, 0.2, log=True),
         "max_leaf_nodes": t.suggest_int("max_leaf_nodes", 8, 63),
@@ -189,11 +191,11 @@ FAMILIES: dict[str, Family] = {
             "vote",
             _vote_space,
             {
-                "n_estimators": 300,
+                "n_estimators": 200,
                 "min_samples_leaf": 1,
                 "learning_rate": 0.1,
                 "max_leaf_nodes": 31,
-                "rf_weight": 0.5,
+                "rf_weight": 0.6,
             },
             _vote,
         ),
@@ -285,10 +287,17 @@ def _fit_pipeline(family: str, params: dict[str, Any], x: pd.DataFrame, y: np.nd
 
 
 def tune(
-    family: str, df: pd.DataFrame, *, folds: int = 5, trials: int = 5, seed: int = 0, metric: str = "pr_auc"
+    family: str,
+    df: pd.DataFrame,
+    *,
+    folds: int = 5,
+    trials: int = 5,
+    seed: int = 0,
+    metric: str = "pr_auc",
+    reference: bool = True,
 ) -> Tuned:
-    """`trials` optuna trials (TPE, seeded; the family's reference params first; median pruning after each
-    fold) scored by stratified `folds`-fold CV on `df` (labelled readings). Features are computed once."""
+    """`trials` optuna trials (TPE, seeded; the family's reference params first if `reference`; median
+    pruning after each fold) scored by stratified `folds`-fold CV on `df` (labelled readings)."""
     if family not in FAMILIES:
         raise MfdError(f"unknown model family {family!r}; choose one of {', '.join(FAMILY_CHOICES)}")
     started = time.perf_counter()
@@ -318,7 +327,8 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
-    study.enqueue_trial(spec.reference)
+    if reference:
+        study.enqueue_trial(spec.reference)
     # One thread per fit: on a small, busy machine OpenMP/BLAS threads mostly spin against each other.
     with threadpool_limits(1):
         study.optimize(objective, n_trials=trials)
@@ -336,15 +346,39 @@ def tune(
     )
 
 
+def _tune_all(names: list[str], df: pd.DataFrame, **kwargs: Any) -> list[Tuned]:
+    # Two families at a time, in threads: the fits release the GIL.
+    return Parallel(n_jobs=min(len(names), 2), prefer="threads")(
+        delayed(tune)(n, df, **kwargs) for n in names
+    )
+
+
 def tune_families(
     family: str, df: pd.DataFrame, *, folds: int, trials: int, seed: int, metric: str = "pr_auc"
 ) -> list[Tuned]:
-    """Tuning results for `family`, or for every family when it is `auto` (two at a time, in threads: the
-    fits release the GIL), best first by CV `metric`."""
-    names = list(FAMILIES) if family == "auto" else [family]
-    results = Parallel(n_jobs=min(len(names), 2), prefer="threads")(
-        delayed(tune)(n, df, folds=folds, trials=trials, seed=seed, metric=metric) for n in names
+    """Tuning results, best first by CV `metric`. For `auto`: every family's reference params first, then
+    the remaining `trials - 1` trials only for the families within SCREEN_MARGIN of the best."""
+    common = {"folds": folds, "seed": seed, "metric": metric}
+    if family != "auto":
+        return [tune(family, df, trials=trials, **common)]
+    screened = _tune_all(list(FAMILIES), df, trials=1, **common)
+    best = max(r.cv[metric] for r in screened)
+    contenders = [r.family for r in screened if r.cv[metric] >= best - SCREEN_MARGIN]
+    tuned = (
+        {r.family: r for r in _tune_all(contenders, df, trials=trials - 1, reference=False, **common)}
+        if trials > 1
+        else {}
     )
+    results = []
+    for first in screened:
+        more = tuned.get(first.family)
+        if more is None:
+            results.append(first)
+            continue
+        better = more if more.cv[metric] > first.cv[metric] else first
+        results.append(
+            replace(better, trials=first.trials + more.trials, seconds=first.seconds + more.seconds)
+        )
     return sorted(results, key=lambda r: r.cv[metric], reverse=True)
 
 

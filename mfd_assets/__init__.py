@@ -6,5 +6,14 @@ from types import ModuleType
 
 from mfd_assets import augmentation, detection, ingestion, preparation, quality
 from mfd_assets import serving as serving_assets
+from mfd_assets import training as training_assets
 
-ASSET_MODULES: list[ModuleType] = [ingestion, preparation, augmentation, quality, detection, serving_assets]
+ASSET_MODULES: list[ModuleType] = [
+    ingestion,
+    preparation,
+    augmentation,
+    quality,
+    detection,
+    serving_assets,
+    training_assets,
+]

@@ -57,9 +57,15 @@ def _summary(augmented: pd.DataFrame, base_rows: int, holdout_rows: int, **extra
 
 @dg.multi_asset(
     outs={
-        "augmented_gan": dg.AssetOut(description="training rows + failures from a conditional GAN"),
-        "augmented_oversampling": dg.AssetOut(description="training rows + SMOTE failures"),
-        "augmented_corruption": dg.AssetOut(description="training rows + selected corrupted copies"),
+        "augmented_gan": dg.AssetOut(
+            description="training rows + failures from a conditional GAN", is_required=False
+        ),
+        "augmented_oversampling": dg.AssetOut(
+            description="training rows + SMOTE failures", is_required=False
+        ),
+        "augmented_corruption": dg.AssetOut(
+            description="training rows + selected corrupted copies", is_required=False
+        ),
     },
     group_name="augmentation",
     can_subset=True,

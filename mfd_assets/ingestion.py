@@ -24,9 +24,16 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def _ingest(
-    context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
+    context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore, kind: str
 ) -> dg.MaterializeResult:
     key = context.partition_key
+    if ingest.layout_for(key).kind != kind:
+        asset = "peripheral_readings" if kind == "readings" else "raw_readings"
+        raise dg.Failure(
+            description=f"{key} holds {ingest.layout_for(key).kind} rows: materialize it as a partition of "
+            f"{asset} (files under {ingest.PERIPHERAL_PREFIX} are peripheral, all others readings)",
+            allow_retries=False,
+        )
     try:
         report = ingest.ingest_object(object_store.objects(), readings_store.engine, key)
     except ObjectMissing as exc:  # retrying cannot bring the file back
@@ -81,7 +88,7 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
 def raw_readings(
     context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
 ) -> dg.MaterializeResult:
-    return _ingest(context, readings_store, object_store)
+    return _ingest(context, readings_store, object_store, ingest.READINGS.kind)
 
 
 @dg.asset(
@@ -95,7 +102,7 @@ def raw_readings(
 def peripheral_readings(
     context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
 ) -> dg.MaterializeResult:
-    return _ingest(context, readings_store, object_store)
+    return _ingest(context, readings_store, object_store, ingest.PERIPHERAL.kind)
 
 
 @dg.observable_source_asset(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mfd_assets.training import rollback_champion
+
 # Detection runs every 30 s: one process per run, no subprocess per step.
 prediction_job = dg.define_asset_job(
     "prediction_job",
@@ -31,10 +33,19 @@ ingest_peripheral_job = dg.define_asset_job(
     description="Load one incoming peripheral-device CSV (a peripheral_readings partition).",
 )
 
+# Training: a tuned candidate from the chosen training set, then the gated champion promotion.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets("candidate_model", "champion_model"),
+    description="Train a candidate model, log it to MLflow, and promote it to champion if it is better.",
+)
+
 JOBS: list[dg.UnresolvedAssetJobDefinition] = [
     prediction_job,
     drift_job,
     ingest_readings_job,
     ingest_peripheral_job,
     champion_bento_job,
+    training_job,
+    rollback_champion,
 ]

@@ -7,7 +7,7 @@ import pytest
 
 from mfd.augmentation import corruption as cor
 from mfd.augmentation.frames import AUGMENTED_COLUMNS
-from mfd.augmentation.gan import GanConfig, gan_augment
+from mfd.augmentation.gan import GanConfig, conditions, gan_augment
 from mfd.augmentation.oversampling import smote_augment
 from mfd.augmentation.selection import closeness, select_rows
 from mfd.errors import MfdError
@@ -247,3 +247,15 @@ def test_bad_input_is_refused_with_the_column_to_fix(rows):
         holdout_ids(pd.concat([rows, rows.iloc[:1]]))
     with pytest.raises(MfdError, match="at least 2 real failures"):
         gan_augment(rows[rows[LABEL_COLUMN] == 0].iloc[:50].assign(**{LABEL_COLUMN: 0}), 0.5)
+
+
+def test_gan_conditions_on_machine_type_and_failure_modes(rows):
+    failures = rows[rows[LABEL_COLUMN] == 1]
+    cond = conditions(failures)
+    assert cond.shape == (len(failures), 3 + 5)
+    assert (cond[:, :3].sum(axis=1) == 1).all()
+    assert np.array_equal(cond[:, 3 + 1], failures["hdf"].astype(float).to_numpy())  # twf, hdf, ...
+    without_modes = failures.drop(columns=["twf", "hdf", "pwf", "osf", "rnf"])
+    assert conditions(without_modes).shape == (len(failures), 3)
+    out, _ = gan_augment(rows.drop(columns=["twf", "hdf", "pwf", "osf", "rnf"]), 0.1, GanConfig(steps=10))
+    assert out["synthetic"].sum() > 0

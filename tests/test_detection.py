@@ -242,6 +242,10 @@ class Forwarder:
             dst.close()
 
     def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread; the port stops listening
+        except OSError:
+            pass
         self.listener.close()
         for s in self.sockets:
             s.close()

@@ -4,9 +4,12 @@ writing to SQLite + a local directory and to a real PostgreSQL + a real S3 serve
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -267,24 +270,31 @@ def test_cli_bad_arguments_are_one_line_exit_2(
     assert len(err) == 1 and err[0].startswith("mfd: error:") and names in err[0]
 
 
-def test_cli_unreachable_services_name_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_unreachable_services_name_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MFD_HOME", str(tmp_path))
     monkeypatch.setenv("MFD_S3_BUCKET", "nowhere")
     monkeypatch.setenv("MFD_S3_ENDPOINT_URL", "http://127.0.0.1:1")
-    mfd = Path(sys.executable).with_name("mfd")
-    db = subprocess.run(
-        [mfd, "generate", "--rows", "10", "--database-url", "postgresql://mfd@127.0.0.1:1/none"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert db.returncode == 2 and db.stderr.splitlines()[-1].startswith("mfd: error: cannot reach readings")
-    assert "--database-url" in db.stderr.splitlines()[-1] and "Traceback" not in db.stderr
-    files = subprocess.run(
-        [mfd, "generate", "--rows", "10", "--sink", "files"], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert files.returncode == 2 and "MFD_S3_ENDPOINT_URL" in files.stderr.splitlines()[-1]
-    assert "Traceback" not in files.stderr
+    assert main(["generate", "--rows", "10", "--database-url", "postgresql://mfd@127.0.0.1:1/none"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("mfd: error: cannot reach readings database") and "check --database-url" in line
+    for name in (
+        "MFD_S3_ACCESS_KEY_ID",
+        "MFD_S3_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    assert main(["generate", "--rows", "10", "--sink", "files"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "Unable to locate credentials" in line and "MFD_S3_ACCESS_KEY_ID" in line
+    monkeypatch.setenv("MFD_S3_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("MFD_S3_SECRET_ACCESS_KEY", "secret")
+    assert main(["generate", "--rows", "10", "--sink", "files"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("mfd: error: cannot reach S3 endpoint") and "MFD_S3_ENDPOINT_URL" in line
 
 
 def test_cli_rate_and_duration_set_the_clock(
@@ -304,3 +314,31 @@ def test_cli_rate_and_duration_set_the_clock(
     # --interval defaults to machines / rate, so the timestamps follow the wall clock
     assert len(paced) == 300 and np.allclose(gaps, 2 / 150, atol=1e-6)
     assert (stored["timestamp"] >= pd.Timestamp("2026-04-01", tz="UTC")).sum() == 30
+
+
+def test_ctrl_c_stops_between_batches_and_keeps_sinks_equal(tmp_path: Path) -> None:
+    env = {**os.environ, "MFD_HOME": str(tmp_path / "home")}
+    for name in ("MFD_DATABASE_URL", "MFD_S3_BUCKET"):
+        env.pop(name, None)
+    argv = [Path(sys.executable).with_name("mfd"), "generate", "--machines", "3", "--rate", "50"]
+    proc = subprocess.Popen(
+        [*argv, "--sink", "db", "--sink", "files", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "home" / "readings.db"
+    objects = LocalObjects(tmp_path / "home" / "objects")
+    try:
+        for _ in range(300):  # until the first batch is stored
+            if db.exists() and store.count_readings(store.create_engine(f"sqlite:///{db}")) > 0:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "(interrupted)" in out
+    generated = int(re.search(r"generated ([\d,]+) readings", out).group(1).replace(",", ""))
+    assert generated > 0 and store.count_readings(store.create_engine(f"sqlite:///{db}")) == generated
+    assert len(_csv_rows(objects, "incoming/")) == generated

@@ -202,3 +202,26 @@ def test_a_classifier_that_cannot_fit_gets_a_row_with_its_error(rows):
     assert np.isnan(table.loc["GaussianNB", "pr_auc"])
     assert table.loc["GaussianNB", "note"].startswith("failed: ValueError")
     assert table.loc["DecisionTree", "pr_auc"] > 0
+
+
+def test_one_augmented_set_materializes_on_its_own(rows, tmp_path):
+    @dg.asset(name="training_set")
+    def small_training_set() -> pd.DataFrame:
+        return rows
+
+    @dg.asset(name="cleaned_set")
+    def small_cleaned_set() -> pd.DataFrame:
+        return rows
+
+    result = dg.materialize(
+        [small_training_set, small_cleaned_set, augmented_sets],
+        selection=["training_set", "cleaned_set", "augmented_corruption"],
+        instance=dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")),
+        run_config={
+            "ops": {"augmented_sets": {"config": {"corruption_kind": "spike", "corruption_rows": 25}}}
+        },
+    )
+    assert result.success
+    keys = {m.asset_key.path[0] for m in result.asset_materializations_for_node("augmented_sets")}
+    assert keys == {"augmented_corruption"}
+    assert result.output_for_node("augmented_sets", "augmented_corruption")["synthetic"].sum() == 25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import unique
+from mlflow import set_experiment, start_run
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
@@ -74,6 +76,7 @@ def bentoml_home() -> Iterator[Path]:
         os.environ.pop("BENTOML_HOME", None)
     else:
         os.environ["BENTOML_HOME"] = previous
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +88,9 @@ def registered(mlflow: MlflowServer) -> Registered:
     pipeline.fit(df[list(MODEL_INPUT_COLUMNS)], df[LABEL_COLUMN].astype(int))
     name = unique("serving-")
     versions = []
-    mlflow.set_experiment(unique("serving-"))
+    set_experiment(unique("serving-"))
     for _ in range(2):
-        with mlflow.start_run():
+        with start_run():
             _, mv = log_failure_model(pipeline, df, registered_name=name, threshold=THRESHOLD)
         versions.append(str(mv.version))
     client.set_registered_model_alias(name, CHAMPION, versions[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from mfd.errors import MfdError
@@ -67,9 +66,3 @@ def combine(real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
     for col in SENSOR_COLUMNS:
         out[col] = out[col].astype("float64")
     return out
-
-
-def type_draws(types: pd.Series, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` machine types drawn with the frequencies seen in `types`."""
-    freq = types.value_counts(normalize=True)
-    return rng.choice(freq.index.to_numpy(dtype=object), size=n, p=freq.to_numpy())

@@ -1,7 +1,10 @@
 """A small conditional GAN (torch, CPU) that learns the failures and generates synthetic ones.
 
-The generator produces the five sensors conditioned on machine type; physics features are derived from
-them afterwards (never generated), and values are clipped to the range the real failures span, itself
+The generator produces the five sensors conditioned on machine type and, when the training rows carry
+them, the failure modes (twf..rnf: never model inputs, but they tell the GAN which kind of failure to
+draw, so heat-dissipation, power and overstrain failures keep their own physics). Conditions are drawn
+from the real failures' joint (type, modes) combinations. Physics features are derived from the generated
+sensors afterwards (never generated), and values are clipped to the range the real failures span, itself
 inside the physical ranges of mfd.schema. `ks_table` says how close each feature is to the real failures.
 """
 
@@ -17,10 +20,10 @@ import torch
 from scipy.stats import ks_2samp
 from torch import nn
 
-from mfd.augmentation.frames import clip_sensors, combine, require_inputs, rows_to_add, type_draws
+from mfd.augmentation.frames import clip_sensors, combine, require_inputs, rows_to_add
 from mfd.errors import MfdError
 from mfd.features import PHYSICS_COLUMNS, add_physics
-from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,15 @@ class FailureGan:
     std: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    types: pd.Series
+    conditions: np.ndarray
     noise_dim: int
 
     def generate(self, n: int, seed: int = 0) -> pd.DataFrame:
         """`n` synthetic failures: machine_type, the sensor columns and machine_failure = 1."""
         rng = np.random.default_rng(seed)
-        machine_types = type_draws(self.types, n, rng)
-        cond = torch.tensor(_one_hot(machine_types), dtype=torch.float32)
+        drawn = self.conditions[rng.integers(0, len(self.conditions), size=n)]
+        machine_types = np.array(MACHINE_TYPES, dtype=object)[drawn[:, : len(MACHINE_TYPES)].argmax(axis=1)]
+        cond = torch.tensor(drawn, dtype=torch.float32)
         noise = torch.tensor(rng.standard_normal((n, self.noise_dim)), dtype=torch.float32)
         with torch.no_grad():
             scaled = self.generator(torch.cat([noise, cond], dim=1)).numpy().astype("float64")
@@ -61,8 +65,14 @@ class FailureGan:
         return clip_sensors(out)
 
 
-def _one_hot(types: np.ndarray) -> np.ndarray:
-    return np.stack([(types == t).astype("float32") for t in MACHINE_TYPES], axis=1)
+def conditions(failures: pd.DataFrame) -> np.ndarray:
+    """Per failure: one-hot machine type, then a 0/1 flag per failure mode column present."""
+    types = failures["machine_type"].to_numpy(dtype=object)
+    one_hot = [(types == t).astype("float32") for t in MACHINE_TYPES]
+    modes = [
+        failures[c].fillna(0).astype("float32").to_numpy() for c in FAILURE_MODE_COLUMNS if c in failures
+    ]
+    return np.stack([*one_hot, *modes], axis=1)
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Module:
@@ -94,7 +104,8 @@ def train_gan(failures: pd.DataFrame, config: GanConfig = GanConfig()) -> Failur
     x = failures[list(SENSOR_COLUMNS)].to_numpy("float64")
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     real = torch.tensor((x - mean) / std, dtype=torch.float32)
-    cond = torch.tensor(_one_hot(failures["machine_type"].to_numpy(dtype=object)), dtype=torch.float32)
+    cond_rows = conditions(failures)
+    cond = torch.tensor(cond_rows, dtype=torch.float32)
     n_features, n_cond = real.shape[1], cond.shape[1]
     with _torch_threads(config.threads):
         generator = _mlp(config.noise_dim + n_cond, config.hidden, n_features)
@@ -125,7 +136,7 @@ def train_gan(failures: pd.DataFrame, config: GanConfig = GanConfig()) -> Failur
         std=std,
         low=x.min(axis=0),
         high=x.max(axis=0),
-        types=failures["machine_type"].astype("string").reset_index(drop=True),
+        conditions=cond_rows,
         noise_dim=config.noise_dim,
     )
 

@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 
 from mfd.detection.tables import ensure_detection_tables, failure_events, predictions
 from mfd.model_io import FailureModel
@@ -181,13 +182,17 @@ def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int
     t1 = time.perf_counter()
     reasons = invalid_reasons(df)
     valid = df[reasons.isna()].reset_index(drop=True)
-    probability = model.probability(valid) if len(valid) else np.empty(0)
-    label = (probability >= model.threshold).astype("int8")
-    failed = valid[label == 1]
-    events = failed[["id", "machine_id", "timestamp"]].assign(
-        probability=probability[label == 1],
-        top_features=top_features(failed, attributions(model, failed, probability[label == 1])),
-    )
+    # One thread: runs go side by side (max_concurrent_runs 4) and OpenMP threads across processes
+    # oversubscribe the cores; a 100-tree HistGradientBoosting on 100k readings took 3.0 s with two
+    # threads against 1.1 s with one on the shared 2-core host.
+    with threadpool_limits(1):
+        probability = model.probability(valid) if len(valid) else np.empty(0)
+        label = (probability >= model.threshold).astype("int8")
+        failed = valid[label == 1]
+        events = failed[["id", "machine_id", "timestamp"]].assign(
+            probability=probability[label == 1],
+            top_features=top_features(failed, attributions(model, failed, probability[label == 1])),
+        )
     t2 = time.perf_counter()
     scored = pd.DataFrame({"reading_id": valid["id"].to_numpy(), "probability": probability, "label": label})
     write_batch(engine, model, scored, events, first_id, last_id)
@@ -220,7 +225,7 @@ def write_batch(
     now = datetime.now(UTC)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            _copy_upsert(conn, model, scored, events, now)
+            _copy_upsert(conn, model, scored, events, now, first_id, last_id)
         else:
             _sqlite_upsert(conn, model, scored, events, now)
         predicted = sa.select(predictions.c.reading_id).where(
@@ -237,33 +242,47 @@ _PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "sc
 _EVENT_UPDATE = ("probability", "model_name", "model_version", "top_features")  # detected_at: first detection
 
 
+def _copy_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _copy_upsert(
-    conn: sa.Connection, model: FailureModel, scored: pd.DataFrame, events: pd.DataFrame, now: datetime
+    conn: sa.Connection,
+    model: FailureModel,
+    scored: pd.DataFrame,
+    events: pd.DataFrame,
+    now: datetime,
+    first_id: int,
+    last_id: int,
 ) -> None:
-    lines = "".join(
-        f"{i}\t{p!r}\t{label}\n"
-        for i, p, label in zip(
-            scored["reading_id"].tolist(),
-            scored["probability"].tolist(),
-            scored["label"].tolist(),
-            strict=True,
-        )
-    )
+    columns = zip(*(scored[c].tolist() for c in ("reading_id", "probability", "label")), strict=True)
     params = {"name": model.name, "version": model.version, "now": now}
     with conn.connection.driver_connection.cursor() as cur:
         cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS predictions_staging "
-            "(reading_id bigint, probability double precision, label smallint) ON COMMIT DELETE ROWS"
+            "SELECT EXISTS (SELECT 1 FROM predictions WHERE reading_id BETWEEN %s AND %s)",
+            (first_id, last_id),
         )
-        with cur.copy("COPY predictions_staging FROM STDIN") as copy:
-            copy.write(lines)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PREDICTION_UPDATE)
-        cur.execute(
-            "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
-            "SELECT reading_id, %(name)s, %(version)s, probability, label, %(now)s FROM predictions_staging "
-            f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
-            params,
-        )
+        if not cur.fetchone()[0]:
+            # First write of the range, the usual case: one COPY straight into the table.
+            tail = f"\t{_copy_text(model.name)}\t{_copy_text(model.version)}\t{now.isoformat()}\n"
+            with cur.copy(
+                "COPY predictions (reading_id, probability, label, model_name, model_version, scored_at) FROM STDIN"
+            ) as copy:
+                copy.write("".join(f"{i}\t{p!r}\t{label}{tail}" for i, p, label in columns))
+        else:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS predictions_staging "
+                "(reading_id bigint, probability double precision, label smallint) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy("COPY predictions_staging FROM STDIN") as copy:
+                copy.write("".join(f"{i}\t{p!r}\t{label}\n" for i, p, label in columns))
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PREDICTION_UPDATE)
+            cur.execute(
+                "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
+                "SELECT reading_id, %(name)s, %(version)s, probability, label, %(now)s FROM predictions_staging "
+                f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
+                params,
+            )
         if events.empty:
             return
         cur.execute(

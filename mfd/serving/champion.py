@@ -61,6 +61,11 @@ class ServedModel:
         ]
 
 
+def _one_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
 class Champion:
     """Holds the served model; `refresh()` follows the registry alias (thread-safe, readers never block)."""
 
@@ -130,9 +135,7 @@ class Champion:
                     self._served = ServedModel.from_copy(copy, "registry")
                     log.info("serving %s version %s (%s)", self.model_name, version, self.alias)
             except Exception as exc:  # noqa: BLE001 - any registry failure keeps the current model
-                self.registry_error = (
-                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                )
+                self.registry_error = _one_line(exc)
                 log.warning("champion check failed, keeping the current model: %s", self.registry_error)
                 return False
             self.registry_error = None

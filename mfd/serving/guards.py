@@ -98,8 +98,7 @@ class BodyLimitMiddleware:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
+            if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])

@@ -1,0 +1,295 @@
+"""Detection benchmark on a real PostgreSQL (`.venv/bin/python bench/detection.py`).
+
+(a) Throughput: one prediction batch of --rows readings (COPY out, one model call, COPY + upsert in) against
+    the seeds-style loop: one HTTP request to a per-row prediction endpoint and one INSERT per reading,
+    measured on --http-rows of the same readings in the same run.
+(b) Freshness (--freshness-minutes N): readings written continuously by the generator while the Dagster
+    daemon runs prediction_sensor; p50/p95/max of (prediction stored - reading written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+from mfd import store
+from mfd.detection.batches import read_batch, score_batch
+from mfd.detection.champion import load_champion
+from mfd.detection.tables import ensure_detection_tables
+from mfd.ephemeral import free_port, postgres_server
+from mfd.generator import generate_readings, iter_readings, rechunk
+from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.model_io import CHAMPION, FailureModel, log_failure_model
+from mfd.reference import load_ai4i
+from mfd.schema import LABEL_COLUMN
+from mfd.settings import Settings
+from mfd.tracking import connect, experiment_id
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_NAME = "bench-detection"
+
+
+def register_champion(settings: Settings) -> None:
+    """A HistGradientBoosting champion on AI4I in the embedded MLflow store under MFD_HOME."""
+    client = connect(settings.tracking_uri)
+    ai4i = load_ai4i()
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=100, random_state=0))
+    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
+    with mlflow.start_run(experiment_id=experiment_id(client, "bench", settings.artifacts_dir.as_uri())):
+        _, version = log_failure_model(pipeline, ai4i, registered_name=MODEL_NAME, threshold=0.5)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version.version)
+
+
+def champion_model(settings: Settings) -> FailureModel:
+    return load_champion(
+        settings.tracking_uri, MODEL_NAME, lambda: connect(settings.tracking_uri), settings.home
+    ).model
+
+
+@contextmanager
+def prediction_endpoint(model: FailureModel):
+    """POST /predict with one reading as JSON -> {"probability", "label"}: the seeds' inference service."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            reading = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with threadpool_limits(1):  # one row: thread start-up would dominate
+                p = float(model.probability(pd.DataFrame([reading]))[0])
+            body = json.dumps({"probability": p, "label": int(p >= model.threshold)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/predict"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def seeds_loop(engine: sa.Engine, url: str, first_id: int, last_id: int) -> int:
+    """Per reading: one HTTP call and one INSERT of its prediction (the seeds' scheduler)."""
+    df = read_batch(engine, first_id, last_id)
+    insert = sa.text(
+        "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
+        "VALUES (:i, 'seeds', '0', :p, :l, now()) ON CONFLICT (reading_id) DO NOTHING"
+    )
+    with engine.connect() as conn:
+        for row in df[["id", *MODEL_INPUT_COLUMNS]].to_dict("records"):
+            reading = {c: row[c] for c in MODEL_INPUT_COLUMNS}
+            request = urllib.request.Request(
+                url, json.dumps(reading).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read())
+            conn.execute(insert, {"i": int(row["id"]), "p": answer["probability"], "l": answer["label"]})
+            conn.commit()
+    return len(df)
+
+
+def throughput(pg_url: str, settings: Settings, rows: int, http_rows: int) -> None:
+    engine = store.create_engine(pg_url)
+    store.ensure_tables(engine)
+    ensure_detection_tables(engine)
+    store.insert_readings(engine, generate_readings(machines=100, rows=rows, seed=0))
+    ids = store.read_readings(engine)["id"].to_numpy()
+    model = champion_model(settings)
+    print(f"(a) throughput: {len(ids):,} readings in PostgreSQL, champion {model.name} v{model.version}")
+
+    rates = {}
+    for attempt in ("first write", "re-run (upsert)"):
+        t0 = time.perf_counter()
+        result = score_batch(engine, model, int(ids[0]), int(ids[-1]))
+        elapsed = time.perf_counter() - t0
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items())
+        print(
+            f"  batch, {attempt}: {result.rows_scored:,} scored, {result.failures:,} failures in {elapsed:.2f}s "
+            f"= {result.rows_scored / elapsed:,.0f} rows/s ({steps})"
+        )
+        rates[attempt] = result.rows_scored / elapsed
+    batch_rate = rates["first write"]
+
+    sample = ids[-http_rows:]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM predictions WHERE reading_id >= :a"), {"a": int(sample[0])})
+    with prediction_endpoint(model) as url:
+        t0 = time.perf_counter()
+        done = seeds_loop(engine, url, int(sample[0]), int(sample[-1]))
+        elapsed = time.perf_counter() - t0
+    seeds_rate = done / elapsed
+    print(
+        f"  seeds loop (HTTP call + INSERT per reading): {done:,} rows in {elapsed:.2f}s = {seeds_rate:,.0f} rows/s"
+    )
+    print(
+        f"  ratio batch / seeds loop: {batch_rate / seeds_rate:,.0f}x; target >= 50,000 rows/s: "
+        f"{'met' if batch_rate >= 50_000 else 'NOT met'}"
+    )
+
+
+def instance_yaml(home: Path) -> None:
+    """The production dagster.yaml (PostgreSQL storage, QueuedRunCoordinator) in a temp DAGSTER_HOME."""
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+
+
+def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
+    url = pg.create_database("freshness")
+    dagster_db = pg.create_database("dagster")
+    engine = store.create_engine(url)
+    store.ensure_tables(engine)
+    ensure_detection_tables(engine)
+    dagster_home = settings.home / "dagster"
+    instance_yaml(dagster_home)
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(dagster_home),
+        MFD_HOME=str(settings.home),
+        MFD_DATABASE_URL=url,
+        MFD_MODEL_NAME=MODEL_NAME,
+        MFD_DAGSTER_PG_HOST=pg.host,
+        MFD_DAGSTER_PG_PORT=str(pg.port),
+        MFD_DAGSTER_PG_USER=pg.user,
+        MFD_DAGSTER_PG_PASSWORD="",
+        MFD_DAGSTER_PG_DB=dagster_db.rsplit("/", 1)[1],
+    )
+    log = (settings.home / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    written: list[tuple[list[int], float]] = []  # (ids, commit time) per insert
+    blocks = rechunk(
+        iter_readings(machines=20, rows=None, seed=1, start=datetime.now(UTC), interval_s=1.0),
+        max(1, round(rate)),
+    )
+    last_id = 0
+
+    def write_block() -> None:
+        nonlocal last_id
+        store.insert_readings(engine, next(blocks))
+        committed = time.time()
+        with engine.connect() as conn:
+            ids = conn.execute(sa.text("SELECT id FROM readings WHERE id > :a ORDER BY id"), {"a": last_id})
+            ids = ids.scalars().all()
+        written.append((ids, committed))
+        last_id = ids[-1]
+
+    def scored_count() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
+
+    try:
+        print(f"(b) freshness: dagster-daemon pid {daemon.pid}; warming up until the first batch is scored")
+        write_block()
+        t0 = time.time()
+        while scored_count() == 0:
+            if daemon.poll() is not None or time.time() - t0 > 300:
+                raise SystemExit(f"no prediction within 300 s; see {settings.home / 'daemon.log'}")
+            time.sleep(1)
+        print(
+            f"  first batch scored {time.time() - t0:.0f}s after the daemon started; measuring {minutes} min"
+        )
+        warm = len(written)
+        end = time.time() + minutes * 60
+        while time.time() < end:
+            tick = time.time()
+            write_block()
+            time.sleep(max(0.0, 1.0 - (time.time() - tick)))
+        deadline = time.time() + 180
+        while time.time() < deadline and scored_count() < sum(len(ids) for ids, _ in written):
+            time.sleep(2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGINT)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+
+    with engine.connect() as conn:
+        stored = pd.read_sql(sa.text("SELECT reading_id, scored_at FROM predictions"), conn)
+    stored["scored_at"] = pd.to_datetime(stored["scored_at"], utc=True).astype("int64") / 1e9
+    written_at = pd.concat([pd.DataFrame({"reading_id": ids, "written_at": t}) for ids, t in written[warm:]])
+    joined = written_at.merge(stored, on="reading_id", how="left")
+    lag = (joined["scored_at"] - joined["written_at"]).dropna()
+    runs = joined["scored_at"].nunique()
+    print(
+        f"  {len(joined):,} readings written over {minutes} min ({rate:g}/s), {len(lag):,} scored in {runs} runs, "
+        f"{joined['scored_at'].isna().sum()} never scored"
+    )
+    p50, p95 = np.percentile(lag, [50, 95])
+    print(
+        f"  prediction stored - reading written: p50 {p50:.1f}s  p95 {p95:.1f}s  max {lag.max():.1f}s; "
+        f"target p95 <= 40 s: {'met' if p95 <= 40 else 'NOT met'}"
+    )
+    with sa.create_engine(dagster_db).connect() as conn:
+        runs = pd.read_sql(
+            sa.text(
+                "SELECT start_time - extract(epoch FROM create_timestamp AT TIME ZONE 'UTC') AS launch, "
+                "end_time - start_time AS execution FROM runs "
+                "WHERE pipeline_name = 'prediction_job' AND end_time IS NOT NULL"
+            ),
+            conn,
+        )
+    print(
+        f"  prediction_job runs: {len(runs)}; requested -> started (queue, process, imports) median "
+        f"{runs['launch'].median():.1f}s max {runs['launch'].max():.1f}s; started -> finished median "
+        f"{runs['execution'].median():.1f}s max {runs['execution'].max():.1f}s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000, help="readings in the throughput batch")
+    parser.add_argument("--http-rows", type=int, default=2_000, help="readings through the seeds-style loop")
+    parser.add_argument("--freshness-minutes", type=float, default=0, help="run (b) for this long (>= 5)")
+    parser.add_argument("--rate", type=float, default=20, help="(b) readings written per second")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mfd-bench-detection-"))
+    settings = Settings(home=root / "home")
+    try:
+        with postgres_server() as pg:
+            register_champion(settings)
+            throughput(pg.create_database("throughput"), settings, args.rows, args.http_rows)
+            if args.freshness_minutes > 0:
+                freshness(pg, settings, args.freshness_minutes, args.rate)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

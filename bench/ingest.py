@@ -1,0 +1,168 @@
+"""Ingestion benchmark: a generated CSV on a real S3 server into a real PostgreSQL, end to end.
+
+Measured in one run on the same 1,000,000-row file:
+  - mfd.ingest (read from S3, validate every row, COPY, dedup, move to processed/),
+  - the seeds-style loader (pandas read_csv + DataFrame.to_sql) on a 100,000-row slice of it,
+  - a bare psycopg COPY FROM STDIN of the file into an unindexed table (the ceiling),
+then the peak memory (RSS) of loading a 5,000,000-row file, in a subprocess.
+
+Run: .venv/bin/python bench/ingest.py [--rows 1000000] [--big-rows 5000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+
+from mfd import ingest, store
+from mfd.ephemeral import S3Server, postgres_server, s3_server
+from mfd.generator import iter_readings, to_csv_bytes
+from mfd.objects import S3Objects
+
+MACHINES = 100
+BASELINE_ROWS = 100_000
+
+
+def write_csv(path: Path, rows: int, seed: int) -> Path:
+    """The generator's CSV, written block by block."""
+    with path.open("wb") as out:
+        for i, block in enumerate(iter_readings(MACHINES, rows, seed)):
+            data = to_csv_bytes(block)
+            out.write(data if i == 0 else data.split(b"\n", 1)[1])
+    return path
+
+
+def fresh_engine(server, name: str):  # noqa: ANN001, ANN201 - bench helper
+    engine = store.create_engine(server.create_database(name))
+    store.ensure_tables(engine)
+    return engine
+
+
+def run_ingest(s3: S3Server, bucket: str, key: str, url: str) -> dict[str, float]:
+    engine = store.create_engine(url)
+    store.ensure_tables(engine)
+    report = ingest.ingest_object(S3Objects(s3.client(), bucket), engine, key)
+    assert report.status == "processed" and report.read == report.loaded, report
+    return {"rows": report.read, "seconds": report.seconds, "rows_per_second": report.rows_per_second}
+
+
+def seeds_to_sql(s3: S3Server, bucket: str, key: str, engine, rows: int) -> float:  # noqa: ANN001
+    """The seeds' loader: pandas read_csv of the object, then DataFrame.to_sql into the readings table."""
+    started = time.perf_counter()
+    body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+    df = pd.read_csv(body, nrows=rows)
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    df.to_sql("readings", engine, if_exists="append", index=False)
+    return rows / (time.perf_counter() - started)
+
+
+def bare_copy(s3: S3Server, bucket: str, key: str, server, indexed: bool) -> float:  # noqa: ANN001
+    """psycopg COPY FROM STDIN of the object as it streams from S3: into a table with no index (the
+    ceiling), or straight into the empty readings table with its primary key and unique key."""
+    name = "indexed" if indexed else "ceiling"
+    store.ensure_tables(store.create_engine(server.create_database(name)))
+    columns = [c.name for c in store.readings.columns if c.name not in ("id", "source")]
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    table = "readings" if indexed else "bare"
+    with psycopg.connect(host=server.host, port=server.port, user=server.user, dbname=name) as conn:
+        if not indexed:
+            conn.execute(f"CREATE TABLE bare AS SELECT {quoted} FROM readings WITH NO DATA")
+            conn.commit()
+        started = time.perf_counter()
+        body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+        blocks = iter(lambda: body.read(1 << 20), b"")
+        header, first = next(blocks).split(b"\n", 1)
+        names = ", ".join(f'"{c}"' for c in header.decode().strip().split(","))
+        with conn.cursor().copy(f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(first)
+            for block in blocks:
+                copy.write(block)
+        conn.commit()
+        rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return rows / (time.perf_counter() - started)
+
+
+def child(args: argparse.Namespace) -> None:
+    """The 5M-row load, alone in this process so that its peak RSS is the load's."""
+    s3 = S3Server(args.endpoint, args.access_key, args.secret_key)
+    result = run_ingest(s3, args.bucket, args.key, args.url)
+    result["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+def main(args: argparse.Namespace) -> None:
+    with s3_server() as s3, postgres_server() as pg, tempfile.TemporaryDirectory(prefix="mfd-bench-") as tmp:
+        bucket = s3.create_bucket("bench")
+        objects = S3Objects(s3.client(), bucket)
+        started = time.perf_counter()
+        path = write_csv(Path(tmp) / "readings.csv", args.rows, seed=1)
+        print(
+            f"generated {args.rows:,} rows ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - started:.1f}s"
+        )
+        key = "incoming/readings.csv"
+        objects.upload(key, path)
+
+        ceiling = bare_copy(s3, bucket, key, pg, indexed=False)
+        indexed = bare_copy(s3, bucket, key, pg, indexed=True)
+        baseline_rows = min(BASELINE_ROWS, args.rows)
+        baseline = seeds_to_sql(s3, bucket, key, fresh_engine(pg, "seeds"), baseline_rows)
+        ours = run_ingest(s3, bucket, key, pg.create_database("ours"))
+
+        rate = ours["rows_per_second"]
+        print(f"\n{args.rows:,} rows, S3 -> PostgreSQL, end to end")
+        print(
+            f"  mfd.ingest (read, validate, COPY, dedup, move) {rate:>10,.0f} rows/s  ({ours['seconds']:.1f}s)"
+        )
+        print(f"  seeds pandas read_csv + to_sql ({baseline_rows:,}-row slice) {baseline:>10,.0f} rows/s")
+        print(f"  bare psycopg COPY FROM STDIN, no index (ceiling) {ceiling:>10,.0f} rows/s")
+        print(f"  bare COPY into the indexed readings table (no checks, no dedup) {indexed:>10,.0f} rows/s")
+        print(f"  ratio mfd.ingest / to_sql: {rate / baseline:.1f}x (target >= 12x)")
+        print(
+            f"  ratio mfd.ingest / bare COPY: {rate / ceiling:.2f}; / COPY into indexed readings: {rate / indexed:.2f}"
+        )
+        print(f"  target >= 250,000 rows/s: {'met' if rate >= 250_000 else 'NOT met'}")
+
+        big = write_csv(Path(tmp) / "big.csv", args.big_rows, seed=2)
+        objects.upload("incoming/big.csv", big)
+        big.unlink()
+        path.unlink()
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--endpoint",
+            s3.endpoint_url,
+            "--access-key",
+            s3.access_key,
+        ]
+        cmd += ["--secret-key", s3.secret_key, "--bucket", bucket, "--key", "incoming/big.csv"]
+        cmd += ["--url", pg.create_database("big")]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        peak = result["max_rss_bytes"] / 2**20
+        print(f"\n{args.big_rows:,} rows: {result['rows_per_second']:,.0f} rows/s ({result['seconds']:.1f}s)")
+        print(
+            f"  peak RSS of the loading process {peak:,.0f} MiB (target <= 1024 MiB: {'met' if peak <= 1024 else 'NOT met'})"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=5_000_000)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("endpoint", "access-key", "secret-key", "bucket", "key", "url"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    child(parsed) if parsed.child else main(parsed)

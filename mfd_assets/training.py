@@ -1,0 +1,170 @@
+"""Training: a tuned candidate logged to MLflow, and the gated champion in the model registry."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mfd.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
+from mfd.plots import png_markdown, table_markdown
+from mfd.schema import LABEL_COLUMN
+from mfd.training import FAMILY_CHOICES, METRICS, data_version, train_candidate, trainability_problem
+from mfd_resources import Tracking
+
+GROUP = "training"
+TRAINING_DATA = ("training_set", "cleaned_set")
+
+
+class CandidateModelConfig(dg.Config):
+    family: str = Field("auto", description=f"Model family: one of {', '.join(FAMILY_CHOICES)}.")
+    folds: int = Field(5, description="Stratified k-fold CV folds per optuna trial.")
+    trials: int = Field(5, description="Optuna trials per family (the family's reference params first).")
+    seed: int = Field(0, description="Seed of the folds, the holdout split, optuna and the estimators.")
+    training_data: str = Field(
+        "training_set", description=f"Which set to train on: {' or '.join(TRAINING_DATA)}."
+    )
+    holdout_fraction: float = Field(0.2, description="Share of rows held out from tuning and fitting.")
+
+
+class ChampionModelConfig(dg.Config):
+    metric: str = Field(
+        "pr_auc", description=f"Metric the challenger must win on: one of {', '.join(METRICS)}."
+    )
+    margin: float = Field(0.005, description="How much better than the champion the challenger must score.")
+
+
+def _trainable_check(df: pd.DataFrame) -> dg.AssetCheckResult:
+    problem = trainability_problem(df)
+    labels = df[LABEL_COLUMN].dropna() if LABEL_COLUMN in df.columns else pd.Series(dtype="int64")
+    return dg.AssetCheckResult(
+        passed=problem is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=problem or "two classes and enough failures for 5-fold CV plus a holdout",
+        metadata={"labelled_rows": len(labels), "failures": int(labels.astype("int64").sum())},
+    )
+
+
+@dg.asset_check(asset="training_set", name="trainable", blocking=True)
+def training_set_trainable(training_set: pd.DataFrame) -> dg.AssetCheckResult:
+    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
+    return _trainable_check(training_set)
+
+
+@dg.asset_check(asset="cleaned_set", name="trainable", blocking=True)
+def cleaned_set_trainable(cleaned_set: pd.DataFrame) -> dg.AssetCheckResult:
+    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
+    return _trainable_check(cleaned_set)
+
+
+def _source_run(context: dg.AssetExecutionContext, name: str) -> str:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+    return event.run_id if event is not None else ""
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"})
+def candidate_model(
+    context: dg.AssetExecutionContext,
+    config: CandidateModelConfig,
+    tracking: Tracking,
+    training_set: pd.DataFrame,
+    cleaned_set: pd.DataFrame,
+) -> dg.Output[LoggedCandidate]:
+    """The configured model family (or the best of all, `auto`), tuned with optuna on stratified k-fold CV,
+    its threshold chosen on the validation folds, scored on a holdout no trial saw, logged to MLflow."""
+    if config.training_data not in TRAINING_DATA:
+        raise dg.Failure(
+            f"training_data must be one of {', '.join(TRAINING_DATA)}, not {config.training_data!r}"
+        )
+    df = training_set if config.training_data == "training_set" else cleaned_set
+    experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
+    candidate = train_candidate(
+        df,
+        family=config.family,
+        folds=config.folds,
+        trials=config.trials,
+        seed=config.seed,
+        holdout_fraction=config.holdout_fraction,
+    )
+    version = data_version(df)
+    logged = log_candidate(
+        candidate,
+        experiment_id=experiment_id,
+        settings=config.model_dump(),
+        tags={
+            "dagster_run_id": context.run_id,
+            "training_set": config.training_data,
+            "training_set_run_id": _source_run(context, config.training_data),
+            "training_set_version": version,
+        },
+    )
+    context.log.info("candidate %s logged in MLflow run %s", candidate.family, logged.run_id)
+    holdout = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
+    return dg.Output(
+        logged,
+        metadata={
+            "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.run_id)),
+            "family": candidate.family,
+            "threshold": candidate.threshold,
+            "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
+            "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
+            "holdout_scores": dg.MetadataValue.md(table_markdown(holdout)),
+            "cv_by_family": dg.MetadataValue.md(table_markdown(candidate.families)),
+            "latency_row_ms": candidate.latency["latency_row_ms"],
+            "latency_10k_ms": candidate.latency["latency_10k_ms"],
+            "train_seconds": candidate.seconds,
+            "training_set_version": version,
+            "confusion_matrix": dg.MetadataValue.md(
+                png_markdown(confusion_figure(candidate), "confusion matrix")
+            ),
+            "pr_curve": dg.MetadataValue.md(png_markdown(pr_curve_figure(candidate), "PR curve")),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow"})
+def champion_model(
+    context: dg.AssetExecutionContext,
+    config: ChampionModelConfig,
+    tracking: Tracking,
+    candidate_model: LoggedCandidate,
+) -> dg.MaterializeResult:
+    """The candidate registered as a new version (alias `challenger` once evaluated); `champion` moves to it
+    only if it beats the current champion on the same holdout by the configured margin."""
+    decision = tracking.promote(
+        candidate_model,
+        metric=config.metric,
+        margin=config.margin,
+        tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
+    )
+    context.log.info(decision.reason)
+    return dg.MaterializeResult(
+        metadata={
+            "promoted": decision.promoted,
+            "reason": decision.reason,
+            "challenger_version": decision.challenger,
+            "champion_version": decision.champion_after or "",
+            "previous_champion_version": decision.champion_before or "",
+            "metric": decision.metric,
+            "margin": decision.margin,
+            "scores": dg.MetadataValue.md(table_markdown(decision.table())),
+            "mlflow_run": dg.MetadataValue.url(
+                tracking.run_url(candidate_model.experiment_id, candidate_model.run_id)
+            ),
+        }
+    )
+
+
+@dg.op(description="Move the `champion` alias back to the previous champion version.")
+def move_champion_back(context: dg.OpExecutionContext, tracking: Tracking) -> str:
+    result = tracking.rollback()
+    context.log.info(
+        "champion rolled back from version %s to %s%s",
+        result.from_version,
+        result.to_version,
+        f" (skipped deleted {', '.join(result.skipped)})" if result.skipped else "",
+    )
+    return result.to_version
+
+
+@dg.job(description="Roll the champion back to the previous champion version in the MLflow registry.")
+def rollback_champion() -> None:
+    move_champion_back()
