@@ -24,8 +24,11 @@ deps:
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi
 
-run: install
+$(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
+	printf '# Embedded Dagster instance (SQLite storage in this directory).\ntelemetry:\n  enabled: false\n' > $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m mfd_assets.main
 	@echo
 	@echo "Next: DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev   # UI at http://127.0.0.1:3000"
@@ -36,8 +39,7 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
-dev: install
-	mkdir -p $(DAGSTER_HOME)
+dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 lint: install

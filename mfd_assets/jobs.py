@@ -40,6 +40,13 @@ training_job = dg.define_asset_job(
     description="Train a candidate model, log it to MLflow, and promote it to champion if it is better.",
 )
 
+# `make run`: everything between ingestion and detection, in dependency order.
+main_job = dg.define_asset_job(
+    "main_job",
+    selection=dg.AssetSelection.groups("preparation", "augmentation", "quality", "training", "serving"),
+    description="Prepare, augment, score the classifier panel, train, promote and package the champion.",
+)
+
 JOBS: list[dg.UnresolvedAssetJobDefinition] = [
     prediction_job,
     drift_job,
@@ -48,4 +55,5 @@ JOBS: list[dg.UnresolvedAssetJobDefinition] = [
     champion_bento_job,
     training_job,
     rollback_champion,
+    main_job,
 ]
