@@ -697,10 +697,4 @@ def _sqlite_write(
 def read_loaded(engine: Engine, key: str, limit: int | None = None) -> pd.DataFrame:
     """Rows loaded from the object `key`, in load order (at most `limit`)."""
     table = layout_for(key).table
-    query = sa.select(table).where(table.c.source == key).order_by(table.c.id)
-    if limit is not None:
-        query = query.limit(limit)
-    with engine.connect() as conn:
-        df = pd.read_sql(query, conn)
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-    return df
+    return store.read_frame(engine, sa.select(table).where(table.c.source == key).order_by(table.c.id), limit)

@@ -147,7 +147,13 @@ def _copy_insert(conn: sa.Connection, rows: pd.DataFrame) -> int:
 
 def read_readings(engine: Engine, after_id: int = 0, limit: int | None = None) -> pd.DataFrame:
     """Readings with id > `after_id`, in id order, at most `limit` rows."""
-    query = sa.select(readings).where(readings.c.id > after_id).order_by(readings.c.id)
+    return read_frame(
+        engine, sa.select(readings).where(readings.c.id > after_id).order_by(readings.c.id), limit
+    )
+
+
+def read_frame(engine: Engine, query: sa.Select, limit: int | None = None) -> pd.DataFrame:
+    """Rows of a select over a readings-like table (at most `limit`), timestamps as UTC."""
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:
