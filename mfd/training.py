@@ -28,7 +28,6 @@ from mfd.errors import MfdError
 from mfd.features import feature_matrix
 from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.schema import LABEL_COLUMN
-from mfd.torch_mlp import TorchMLPClassifier
 
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "f1", "recall", "precision")
 MIN_FAILURES_PER_FOLD = 2
@@ -44,6 +43,13 @@ class Family:
     space: Callable[[optuna.Trial], dict[str, Any]]
     reference: dict[str, Any]
     make: Callable[[dict[str, Any], int], BaseEstimator]
+
+
+def _torch_mlp(params: dict[str, Any], seed: int) -> BaseEstimator:
+    """The torch MLP, imported on first use so loading the code location does not pay for torch."""
+    from mfd.torch_mlp import TorchMLPClassifier
+
+    return TorchMLPClassifier(**params, random_state=seed)
 
 
 def _hgb_space(t: optuna.Trial) -> dict[str, Any]:
@@ -185,7 +191,7 @@ FAMILIES: dict[str, Family] = {
             "mlp",
             _mlp_space,
             {"width": 64, "layers": 2, "learning_rate": 3e-3, "weight_decay": 1e-5, "epochs": 40},
-            lambda p, seed: TorchMLPClassifier(**p, random_state=seed),
+            lambda p, seed: _torch_mlp(p, seed),
         ),
         Family(
             "vote",

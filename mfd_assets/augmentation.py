@@ -8,7 +8,6 @@ import pandas as pd
 from pydantic import Field
 
 from mfd.augmentation.corruption import corruption_augment
-from mfd.augmentation.gan import GanConfig, gan_augment
 from mfd.augmentation.oversampling import smote_augment
 from mfd.holdout import holdout_ids, without_holdout
 from mfd.plots import table_markdown
@@ -83,6 +82,8 @@ def augmented_sets(
     excluded = len(source) - len(train)
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     if "augmented_gan" in selected:
+        from mfd.augmentation.gan import GanConfig, gan_augment  # torch: imported only when a GAN runs
+
         gan_config = GanConfig(steps=config.gan_steps, seed=config.gan_seed)
         augmented, ks = gan_augment(train, config.target_ratio, gan_config)
         yield dg.Output(
