@@ -21,6 +21,8 @@ from mfd_assets.definitions import defs
 from mfd_assets.ingestion import incoming_files, peripheral_files
 
 PERIPHERAL = f"{INCOMING}peripheral/"
+# Step events at INFO: the full DEBUG event stream stays in the Dagster UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _step(title: str) -> float:
@@ -45,7 +47,9 @@ def ingest_incoming(instance: dg.DagsterInstance) -> tuple[int, int]:
         instance.add_dynamic_partitions(partitions.name, files)
         job = defs.resolve_job_def(job_name)
         for key in files:
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=True)
+            result = job.execute_in_process(
+                partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True
+            )
             print(f"   {key}: {'ok' if result.success else 'FAILED'}", flush=True)
     return len(readings), len(peripheral)
 
@@ -73,17 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _done(started, f"{n_readings} reading files, {n_peripheral} peripheral files")
 
     started = _step("preparation, augmentation, quality, training, serving")
-    defs.resolve_job_def("main_job").execute_in_process(instance=instance, raise_on_error=True)
+    defs.resolve_job_def("main_job").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=True
+    )
     _done(started, "materialized")
 
     started = _step("detection: score every stored reading, drift report")
     last_id = store.max_reading_id(defs.resources["readings_store"].engine)
     defs.resolve_job_def("prediction_job").execute_in_process(
         instance=instance,
-        run_config={"ops": {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}},
+        run_config={**QUIET, "ops": {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}},
         raise_on_error=True,
     )
-    defs.resolve_job_def("drift_job").execute_in_process(instance=instance, raise_on_error=True)
+    defs.resolve_job_def("drift_job").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=True
+    )
     _done(started, f"readings 1..{last_id} scored")
 
     print(
