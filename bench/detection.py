@@ -36,7 +36,7 @@ from mfd import store
 from mfd.detection.batches import read_batch, score_batch
 from mfd.detection.champion import load_champion
 from mfd.detection.tables import ensure_detection_tables
-from mfd.ephemeral import free_port, postgres_server
+from mfd.ephemeral import free_port, postgres_server, stop_process_group
 from mfd.generator import generate_readings, iter_readings, rechunk
 from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.model_io import CHAMPION, FailureModel, log_failure_model
@@ -230,12 +230,7 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         while time.time() < deadline and scored_count() < sum(len(ids) for ids, _ in written):
             time.sleep(2)
     finally:
-        os.killpg(daemon.pid, signal.SIGINT)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon, signal.SIGINT, timeout=60)  # dagster stops cleanly on SIGINT
         log.close()
 
     with engine.connect() as conn:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import mlflow
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mfd.ephemeral import free_port, wait_until
+from mfd.ephemeral import free_port, stop_process_group, wait_until
 from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.model_io import CHAMPION, log_failure_model
 from mfd.reference import load_ai4i
@@ -94,11 +93,7 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> It
         wait_until(lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200, cmd[0], 120, log)
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
 
 
 def wrk(url: str, body: str, connections: int, seconds: int, rows: int, workdir: Path) -> Load:

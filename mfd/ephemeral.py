@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,19 @@ def _pg_binary(name: str) -> str | None:
         return found
     candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     return str(candidates[-1]) if candidates else None
+
+
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Send `sig` to the process group of `proc` (started with start_new_session=True); SIGKILL the group
+    if it outlives `timeout` seconds."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        proc.wait()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _as_postgres_user(cmd: list[str]) -> list[str]:
@@ -203,11 +217,7 @@ def s3_server() -> Iterator[S3Server]:
         wait_until(ready, "SeaweedFS S3 server", timeout=90, log=log)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process_group(proc, timeout=15)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -260,9 +270,5 @@ def mlflow_server(
         )
         yield MlflowServer(uri, proc)
     finally:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, 9)
+        stop_process_group(proc)
         shutil.rmtree(root, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
-from mfd.ephemeral import MlflowServer, free_port, wait_until
+from mfd.ephemeral import MlflowServer, free_port, stop_process_group, wait_until
 from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.model_io import CHAMPION, log_failure_model
 from mfd.reference import load_ai4i
@@ -116,20 +115,9 @@ def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
             lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, "bentoml serve", 180, log
         )
     except BaseException:
-        stop(proc)
+        stop_process_group(proc, timeout=30)
         raise
     return proc, url
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def service_env(registered: Registered, bentoml_home: Path, tmp: Path, tracking_uri: str) -> dict[str, str]:
@@ -150,7 +138,7 @@ def service(
     tmp = tmp_path_factory.mktemp("serve")
     proc, url = serve(service_env(registered, bentoml_home, tmp, registered.tracking_uri), tmp / "serve.log")
     yield Service(url, tmp / "serve.log")
-    stop(proc)
+    stop_process_group(proc, timeout=30)
 
 
 def predict(service: Service, payload: object, **kwargs: object) -> httpx.Response:
@@ -303,7 +291,7 @@ def fallback_service(
     dead_registry = f"http://127.0.0.1:{free_port()}"
     proc, url = serve(service_env(registered, bentoml_home, tmp, dead_registry), tmp / "serve.log")
     yield Service(url, tmp / "serve.log")
-    stop(proc)
+    stop_process_group(proc, timeout=30)
 
 
 def test_registry_down_at_start_serves_the_local_copy(
