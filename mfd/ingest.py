@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -379,9 +381,14 @@ class _Chunk:
     timestamps: pd.Series
     unparsable: dict[str, np.ndarray]
     text: pd.DataFrame | None
-    lines: list[bytes] | None
+    aligned: bool
     block: bytes
     flags: tuple[str, ...]
+
+    @cached_property
+    def lines(self) -> list[bytes] | None:
+        """The block's lines, one per row, or None when rows and lines do not align."""
+        return self.block.removesuffix(b"\n").split(b"\n") if self.aligned else None
 
     def raw(self, good: np.ndarray) -> bytes | None:
         """The good rows' original CSV lines, or None when lines and rows do not align one to one."""
@@ -436,17 +443,21 @@ def _parse(block: bytes, columns: list[str], layout: Layout) -> _Chunk:
     numeric = tuple(c for c in columns if c in layout.ranges or c in layout.flags)
     text = None
     unparsable: dict[str, np.ndarray] = {}
-    # Numbers and 0/1 flags as float64, repeated labels as categories: few Python objects per row.
-    fast = {c: "float64" if c in numeric else "category" if c in CATEGORICAL else object for c in columns}
-    try:
-        frame = _read(block, columns, fast, numeric)
-    except ValueError:  # text in a numeric column: parse as text, mark what does not convert
-        text = _read(block, columns, dict.fromkeys(columns, object), numeric)
-        frame = text.copy()
-        for c in numeric:
-            frame[c] = pd.to_numeric(text[c], errors="coerce")
-            unparsable[c] = (frame[c].isna() & text[c].notna()).to_numpy()
-    timestamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True, errors="coerce")
+    frame = _read_clean(block, columns, numeric)
+    if frame is not None:
+        timestamps = frame["timestamp"]
+    else:
+        # Numbers and 0/1 flags as float64, repeated labels as categories: few Python objects per row.
+        fast = {c: "float64" if c in numeric else "category" if c in CATEGORICAL else object for c in columns}
+        try:
+            frame = _read(block, columns, fast, numeric)
+        except ValueError:  # text in a numeric column: parse as text, mark what does not convert
+            text = _read(block, columns, dict.fromkeys(columns, object), numeric)
+            frame = text.copy()
+            for c in numeric:
+                frame[c] = pd.to_numeric(text[c], errors="coerce")
+                unparsable[c] = (frame[c].isna() & text[c].notna()).to_numpy()
+        timestamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True, errors="coerce")
     # Rows map one to one onto lines unless quotes, blank lines or bare CRs are involved.
     aligned = (
         b'"' not in block
@@ -454,13 +465,32 @@ def _parse(block: bytes, columns: list[str], layout: Layout) -> _Chunk:
         and b"\n\r\n" not in block
         and not block.startswith((b"\n", b"\r"))
         and block.count(b"\r") == block.count(b"\r\n")
+        and block.count(b"\n") + (not block.endswith(b"\n")) == len(frame)
     )
-    lines = block.removesuffix(b"\n").split(b"\n") if aligned else None
-    if lines is not None and len(lines) != len(frame):
-        lines = None
     return _Chunk(
-        frame, timestamps, unparsable, text, lines, block, tuple(c for c in layout.flags if c in columns)
+        frame, timestamps, unparsable, text, aligned, block, tuple(c for c in layout.flags if c in columns)
     )
+
+
+def _read_clean(block: bytes, columns: list[str], numeric: tuple[str, ...]) -> pd.DataFrame | None:
+    """Arrow's multi-threaded reader for the common case: no quoting, every number parses and every
+    timestamp carries its UTC offset. None for anything else (text in a number, a zoneless or odd
+    timestamp, a quote, a structural error), which then goes through pandas and the full diagnosis."""
+    if b'"' in block:
+        return None
+    types = {c: pa.float64() if c in numeric else pa.dictionary(pa.int32(), pa.string()) for c in columns}
+    types["timestamp"] = pa.timestamp("us", tz="UTC")
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(block),
+            read_options=pa_csv.ReadOptions(column_names=columns, block_size=len(block) // 2 + 1),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types, null_values=[""], strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    return table.to_pandas()
 
 
 def _first_lines(block: bytes, count: int = 3) -> str:
@@ -551,10 +581,9 @@ class _BadRows:
 class _PostgresSink:
     """Bulk load into PostgreSQL inside the caller's transaction, each chunk under a savepoint.
 
-    Fast path: when no key repeats within the chunk and every machine's first timestamp is later than
-    the latest one stored, COPY the rows straight into the table. Otherwise, or when a concurrent writer
-    stored one of the keys meanwhile, COPY into a temporary staging table and merge with
-    INSERT ... ON CONFLICT DO NOTHING, which skips keys already stored or repeated.
+    Fast path: COPY the rows straight into the table. When a key is already stored or repeats within the
+    chunk, the unique key stops that COPY; the chunk, and every later chunk of the file, then goes through
+    a temporary staging table merged with INSERT ... ON CONFLICT DO NOTHING, which skips those keys.
     """
 
     def __init__(self, conn: sa.Connection, layout: Layout, columns: list[str], source: str) -> None:
@@ -567,6 +596,7 @@ class _PostgresSink:
         )
         self.source_field = _csv_field(source)
         self.staged = False
+        self.direct = True
         with self.raw_conn.cursor() as cur:
             cur.execute("SET LOCAL TIME ZONE 'UTC'")
 
@@ -574,28 +604,16 @@ class _PostgresSink:
         """Load the good rows of `chunk`: (rows written, rows inserted); the difference were duplicates."""
         written = int(good.sum())
         with self.raw_conn.cursor() as cur:
-            if self._fresh(cur, chunk, good):
+            if self.direct:
                 cur.execute("SAVEPOINT mfd_direct")
                 try:
                     inserted = self._copy(cur, self.table, chunk, good, with_source=True)
                     cur.execute("RELEASE SAVEPOINT mfd_direct")
                     return written, inserted
-                except psycopg.errors.UniqueViolation:  # a concurrent writer got there first
+                except psycopg.errors.UniqueViolation:  # a key stored before, or twice in this file
                     cur.execute("ROLLBACK TO SAVEPOINT mfd_direct")
+                    self.direct = False
             return written, self._merge(cur, chunk, good)
-
-    def _fresh(self, cur: Any, chunk: _Chunk, good: np.ndarray) -> bool:
-        keys = pd.DataFrame({"machine_id": chunk.frame["machine_id"], "ts": chunk.timestamps}).loc[good]
-        if keys.duplicated().any():
-            return False
-        first = keys.groupby("machine_id", observed=True)["ts"].min()
-        cur.execute(
-            f"SELECT m, (SELECT max(timestamp) FROM {self.table} WHERE machine_id = m) "
-            "FROM unnest(%s::text[]) AS m",
-            (list(first.index),),
-        )
-        latest = {m: ts for m, ts in cur.fetchall() if ts is not None}
-        return all(first[m] > pd.Timestamp(ts) for m, ts in latest.items())
 
     def _merge(self, cur: Any, chunk: _Chunk, good: np.ndarray) -> int:
         if not self.staged:
