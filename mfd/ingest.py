@@ -138,6 +138,7 @@ class IngestReport:
     rejected: int = 0
     seconds: float = 0.0
     filed_as: str = ""
+    after_id: int = 0  # every row this file loaded has a larger id (read_loaded starts there)
     bad_rows_key: str | None = None
     reason: dict[str, Any] | None = None
     problems: Counter = field(default_factory=Counter)
@@ -204,6 +205,10 @@ def _load(
             report.duplicate += written - inserted
 
     with engine.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer:
+        # Ids come from a sequence: whatever this transaction inserts lands above the largest id stored now.
+        report.after_id = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(layout.table.c.id), 0))
+        ).scalar_one()
         if conn.dialect.name == "postgresql":
             write, submit = _PostgresSink(conn, layout, columns, key).write, writer.submit
         else:  # SQLite connections stay in the thread that made them
@@ -712,7 +717,9 @@ def _sqlite_write(
     return len(rows), driver.total_changes - before
 
 
-def read_loaded(engine: Engine, key: str, limit: int | None = None) -> pd.DataFrame:
-    """Rows loaded from the object `key`, in load order (at most `limit`)."""
+def read_loaded(engine: Engine, key: str, limit: int | None = None, after_id: int = 0) -> pd.DataFrame:
+    """Rows loaded from the object `key`, in load order (at most `limit`); `after_id` (the report's) lets the
+    database start from the primary key instead of scanning the whole table."""
     table = layout_for(key).table
-    return store.read_frame(engine, sa.select(table).where(table.c.source == key).order_by(table.c.id), limit)
+    query = sa.select(table).where(table.c.id > after_id, table.c.source == key).order_by(table.c.id)
+    return store.read_frame(engine, query, limit)

@@ -64,6 +64,7 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
         "seconds": round(report.seconds, 3),
         "rows_per_second": round(report.rows_per_second),
         "filed_as": report.filed_as,
+        "after_id": report.after_id,
     }
     if report.bad_rows_key:
         metadata["bad_rows"] = report.bad_rows_key
@@ -134,7 +135,8 @@ def _expectations(
             description=f"{key} was rejected whole, nothing loaded",
         )
     layout = ingest.layout_for(key)
-    rows = ingest.read_loaded(readings_store.engine, key, limit=CHECK_MAX_ROWS)
+    after_id = int(status.get("after_id", 0))
+    rows = ingest.read_loaded(readings_store.engine, key, limit=CHECK_MAX_ROWS, after_id=after_id)
     frame = expectations.with_time_steps(rows.drop(columns=["id", "source"]))
     passed, summary = expectations.validate(frame, expectations.loaded_rows_suite(layout))
     table = expectations.summary_table(summary)

@@ -210,11 +210,18 @@ def test_changed_file_under_the_same_name_adds_only_new_rows(
     s3_objects: S3Objects, pg: Engine, clean: pd.DataFrame
 ) -> None:
     s3_objects.put(KEY, to_csv_bytes(clean.iloc[:1000]))
-    ingest.ingest_object(s3_objects, pg, KEY)
+    first = ingest.ingest_object(s3_objects, pg, KEY)
     s3_objects.put(KEY, to_csv_bytes(clean.iloc[:1500]))
-    again = ingest.ingest_object(s3_objects, pg, KEY)
+    # Small chunks: the early ones hit stored keys (COPY stopped, merged), the later ones are all new.
+    again = ingest.ingest_object(s3_objects, pg, KEY, chunk_bytes=16 << 10)
     assert (again.loaded, again.duplicate) == (500, 1000) and _count(pg) == 1500
     assert s3_objects.get("processed/batch.csv") == to_csv_bytes(clean.iloc[:1500])
+    assert (first.after_id, again.after_id) == (0, 1000)  # the first load's ids are 1..1000
+    # From the report's after_id, read_loaded returns exactly the rows the second load added.
+    added = ingest.read_loaded(pg, KEY, after_id=again.after_id)
+    assert len(added) == 500 and set(added["timestamp"]) == set(
+        clean["timestamp"].iloc[1000:1500].dt.floor("us")
+    )
 
 
 def test_quoted_fields_crlf_and_bom_load_through_the_normalised_path(
