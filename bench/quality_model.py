@@ -2,7 +2,8 @@
 
 1. `candidate_model` with `auto` and the default trials on all 10,000 rows: wall and CPU time (target
    <= 120 s on 2 cores), the family it keeps, and its in-process latency (targets: <= 1 ms for a batch of
-   one, <= 50 ms for 10,000 rows).
+   one, <= 50 ms for 10,000 rows), the flat tree walk against scikit-learn by batch size (where the
+   FlatTreeClassifier cutoff sits), and the same latency for every family's reference configuration.
 2. Stratified 5-fold nested CV of `auto`: every outer fold picks the family, tunes it (optuna, inner 3-fold)
    and picks its threshold on its own training rows only, then scores the rows no trial saw. `--family F`
    nested-CVs one family instead.
@@ -17,19 +18,23 @@ temporary directory unless --tracking-uri is given).
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from mfd.features import feature_matrix
+from mfd.features import feature_array, feature_matrix
+from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
-from mfd.training import nested_cv, scores, train_candidate
+from mfd.training import FAMILIES, latency, nested_cv, scores, train_candidate
+from mfd.tree_predictor import MAX_FLAT_ROWS, FlatTreeClassifier
 
 # ../shared/data/README.md: stratified 5-fold, 2 cores, sensors + physics features, no mode columns.
 REFERENCE = pd.DataFrame(
@@ -53,6 +58,41 @@ def baseline(df: pd.DataFrame, seed: int) -> dict[str, float]:
     return pd.DataFrame(rows).mean().to_dict()
 
 
+def family_latency(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """In-process latency (medians, ms) of each family's reference configuration fit on all rows."""
+    x, y = df[list(MODEL_INPUT_COLUMNS)], df[LABEL_COLUMN].astype("int64").to_numpy()
+    rows = {
+        f: latency(build_pipeline(FAMILIES[f].make(FAMILIES[f].reference, seed)).fit(x, y), df)
+        for f in FAMILIES
+    }
+    return pd.DataFrame(rows).T
+
+
+def median_ms(predict: object, x: np.ndarray, repeats: int = 20) -> float:
+    """Median ms of `predict(x)` over `repeats` calls after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times[1:]))
+
+
+def flat_crossover(model: FlatTreeClassifier, df: pd.DataFrame) -> pd.DataFrame:
+    """Median ms of the flat walk and of scikit-learn (as the wrapper calls it) per batch size."""
+    x = feature_array(df)
+    sklearn_only = copy.copy(model).set_params(max_flat_rows=0)
+    return pd.DataFrame(
+        {
+            f"{n} rows": {
+                "flat walk": median_ms(model.flat_.predict_proba, x[:n]),
+                "scikit-learn": median_ms(sklearn_only.predict_proba, x[:n]),
+            }
+            for n in (1, 16, 64, 256, 1024)
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5, help="optuna trials per family in the auto run")
@@ -74,14 +114,21 @@ def main() -> None:
     )
     print(candidate.families.round(4).to_markdown())
     print(
-        f"kept: {candidate.family}; holdout (20 %, never tuned on): "
+        f"kept: {candidate.family} {candidate.params}; holdout (20 %, never tuned on): "
         + ", ".join(f"{k} {v:.4f}" for k, v in candidate.holdout_scores.items())
     )
     lat = candidate.latency
     print(
         f"latency in-process: {lat['latency_row_ms']:.3f} ms batch-of-one (target <= 1 ms), "
-        f"{lat['latency_10k_ms']:.1f} ms per 10k rows (target <= 50 ms)\n"
+        f"{lat['latency_10k_ms']:.1f} ms per 10k rows (target <= 50 ms)"
     )
+    model = candidate.pipeline.named_steps["model"]
+    if isinstance(model, FlatTreeClassifier):
+        print(f"flat walk vs scikit-learn by batch size, ms (cutoff: flat up to {MAX_FLAT_ROWS} rows):")
+        print(flat_crossover(model, df).round(3).to_markdown())
+    per_family = family_latency(df, args.seed)
+    print("latency of each family's reference configuration (medians, ms):")
+    print(per_family.round(3).to_markdown() + "\n")
 
     family = args.family or "auto"
     started = time.perf_counter()

@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from mfd import training
 from mfd.errors import MfdError
+from mfd.features import FEATURE_COLUMNS, feature_array
 from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
@@ -100,3 +101,24 @@ def test_torch_mlp_fits_in_the_pipeline_and_pickles(small: pd.DataFrame) -> None
     np.testing.assert_allclose(restored.predict_proba(small.head(50)), proba)
     again = build_pipeline(TorchMLPClassifier(epochs=5, random_state=3)).fit(small, y)
     np.testing.assert_allclose(again.predict_proba(small.head(50)), proba, rtol=1e-5)
+
+
+def test_feature_array_is_the_model_input_matrix(small: pd.DataFrame) -> None:
+    readings = small[list(MODEL_INPUT_COLUMNS)].head(50).copy()
+    readings.loc[3, "machine_type"] = pd.NA
+    x = pd.DataFrame(feature_array(readings), columns=list(FEATURE_COLUMNS))
+    np.testing.assert_array_equal(x["torque_nm"], readings["torque_nm"])
+    np.testing.assert_allclose(
+        x["power_w"], readings["torque_nm"] * readings["rotational_speed_rpm"] * 2 * np.pi / 60, rtol=1e-12
+    )
+    np.testing.assert_array_equal(
+        x["temperature_difference_k"], readings["process_temperature_k"] - readings["air_temperature_k"]
+    )
+    types = x[["type_L", "type_M", "type_H"]]
+    assert types.iloc[3].isna().all()
+    known = readings["machine_type"].notna().to_numpy()
+    assert (types[known].sum(axis=1) == 1).all()
+    assert (types[known].idxmax(axis=1).str[-1] == readings["machine_type"][known].to_numpy()).all()
+    # a frame built the way the service builds one (object columns from JSON values) gives the same matrix
+    served = pd.DataFrame({c: readings[c].head(3).tolist() for c in MODEL_INPUT_COLUMNS})
+    np.testing.assert_array_equal(feature_array(served), x.head(3).to_numpy())
