@@ -488,7 +488,7 @@ def _read_clean(block: bytes, columns: list[str], numeric: tuple[str, ...]) -> p
     try:
         table = pa_csv.read_csv(
             io.BytesIO(block),
-            read_options=pa_csv.ReadOptions(column_names=columns, block_size=len(block) // 2 + 1),
+            read_options=pa_csv.ReadOptions(column_names=columns, use_threads=False),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types, null_values=[""], strings_can_be_null=True
             ),
