@@ -9,12 +9,11 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import precision_recall_curve
 
 from mfd import tracking
 from mfd.model import MODEL_INPUT_COLUMNS
 from mfd.model_io import log_failure_model
-from mfd.plots import table_markdown
+from mfd.plots import draw_pr_curve, table_markdown
 from mfd.schema import LABEL_COLUMN
 from mfd.settings import Settings
 from mfd.training import Candidate, confusion
@@ -43,18 +42,16 @@ def confusion_figure(candidate: Candidate) -> Figure:
 
 def pr_curve_figure(candidate: Candidate) -> Figure:
     """Precision-recall curve on the holdout, with the chosen threshold marked."""
-    y = candidate.holdout[LABEL_COLUMN].to_numpy()
-    precision, recall, _ = precision_recall_curve(y, candidate.holdout_proba)
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    ax.plot(recall, precision, label=f"PR AUC {candidate.holdout_scores['pr_auc']:.3f}")
-    ax.scatter(
-        [candidate.holdout_scores["recall"]],
-        [candidate.holdout_scores["precision"]],
-        color="red",
-        zorder=3,
-        label=f"threshold {candidate.threshold:.3f}",
+    scores = candidate.holdout_scores
+    draw_pr_curve(
+        ax,
+        candidate.holdout[LABEL_COLUMN].to_numpy(),
+        candidate.holdout_proba,
+        f"PR AUC {scores['pr_auc']:.3f}",
+        (scores["recall"], scores["precision"], f"threshold {candidate.threshold:.3f}"),
     )
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01), title="PR curve (holdout)")
+    ax.set_title("PR curve (holdout)")
     ax.legend(loc="lower left")
     return fig
 

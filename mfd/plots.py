@@ -9,9 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 
 def png_markdown(fig: Figure, alt: str) -> str:
@@ -23,6 +26,18 @@ def png_markdown(fig: Figure, alt: str) -> str:
         plt.close(fig)
     encoded = base64.b64encode(buf.getvalue()).decode("ascii")
     return f"![{alt}](data:image/png;base64,{encoded})"
+
+
+def draw_pr_curve(
+    ax: Axes, y: np.ndarray, score: np.ndarray, label: str, point: tuple[float, float, str] | None = None
+) -> None:
+    """The precision-recall curve of `score` on `ax`, with an optional (recall, precision, label) point
+    marked in red (the chosen threshold)."""
+    precision, recall, _ = precision_recall_curve(y, score)
+    ax.plot(recall, precision, label=label)
+    if point is not None:
+        ax.scatter([point[0]], [point[1]], color="red", zorder=3, label=point[2])
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01))
 
 
 def table_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:

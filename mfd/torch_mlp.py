@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    # Small matrices: torch's intra-op threads only contend (10x slower on a busy 2-core machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from mfd.torch_threads import torch_threads
 
 
 class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
@@ -66,7 +54,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         self.mean_ = x.mean(axis=0)
         self.scale_ = x.std(axis=0) + 1e-6
         generator = torch.Generator().manual_seed(self.random_state)
-        with _one_thread(), torch.random.fork_rng():
+        with torch_threads(1), torch.random.fork_rng():
             torch.manual_seed(self.random_state)
             self.network_ = self._train(x, target, generator)
         return self
@@ -92,7 +80,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: object) -> np.ndarray:  # noqa: N803 - sklearn API
         x = (np.asarray(X, dtype="float32") - self.mean_) / self.scale_
-        with _one_thread(), torch.inference_mode():
+        with torch_threads(1), torch.inference_mode():
             p = torch.sigmoid(self.network_(torch.from_numpy(x)).squeeze(1)).numpy().astype("float64")
         return np.column_stack([1.0 - p, p])
 

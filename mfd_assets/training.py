@@ -1,4 +1,5 @@
-"""Training: a tuned candidate logged to MLflow, and the gated champion in the model registry."""
+"""Training: a tuned candidate logged to MLflow, the gated champion in the model registry, and sequence
+models on per-machine windows (logged for comparison only: the champion stays a one-reading model)."""
 
 import dagster as dg
 import pandas as pd
@@ -7,6 +8,15 @@ from pydantic import Field
 from mfd.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
 from mfd.plots import png_markdown, table_markdown
 from mfd.schema import LABEL_COLUMN
+from mfd.sequence_experiment import log_sequence_models, pr_curves_figure
+from mfd.sequence_models import (
+    ARCHITECTURES,
+    SequenceSettings,
+    check_architectures,
+    comparison_table,
+    train_sequence_model,
+)
+from mfd.sequence_windows import split_windows
 from mfd.training import FAMILY_CHOICES, METRICS, data_version, train_candidate, trainability_problem
 from mfd_resources import Tracking
 
@@ -23,6 +33,38 @@ class CandidateModelConfig(dg.Config):
         "training_set", description=f"Which set to train on: {' or '.join(TRAINING_DATA)}."
     )
     holdout_fraction: float = Field(0.2, description="Share of rows held out from tuning and fitting.")
+
+
+class SequenceModelsConfig(dg.Config):
+    architectures: list[str] = Field(
+        list(ARCHITECTURES), description=f"Architectures to train: any of {', '.join(ARCHITECTURES)}."
+    )
+    window: int = Field(20, description="Readings per window (consecutive readings of one machine).")
+    stride: int = Field(2, description="Readings between the starts of two training windows.")
+    horizon: int = Field(
+        0, description="A window is a failure if its last reading or one of the next `horizon` readings is."
+    )
+    validation_fraction: float = Field(0.2, description="Share of each machine's readings that validates.")
+    test_fraction: float = Field(0.2, description="Share of each machine's latest readings held out.")
+    hidden: int = Field(SequenceSettings.hidden, description="Hidden units per recurrent layer.")
+    epochs: int = Field(SequenceSettings.epochs, description="Most training epochs per architecture.")
+    patience: int = Field(SequenceSettings.patience, description="Epochs without a better validation loss.")
+    threads: int = Field(SequenceSettings.threads, description="torch threads while training and scoring.")
+    seed: int = Field(0, description="Seed of the weights and of the batch order.")
+
+    def window_options(self) -> dict[str, int | float]:
+        return self.model_dump(
+            include={"window", "stride", "horizon", "validation_fraction", "test_fraction"}
+        )
+
+    def settings(self) -> SequenceSettings:
+        return SequenceSettings(
+            hidden=self.hidden,
+            epochs=self.epochs,
+            patience=self.patience,
+            threads=self.threads,
+            seed=self.seed,
+        )
 
 
 class ChampionModelConfig(dg.Config):
@@ -117,6 +159,65 @@ def candidate_model(
             ),
             "pr_curve": dg.MetadataValue.md(png_markdown(pr_curve_figure(candidate), "PR curve")),
         },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow", "pytorch"})
+def sequence_models(
+    context: dg.AssetExecutionContext,
+    config: SequenceModelsConfig,
+    tracking: Tracking,
+    training_set: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The configured sequence architectures on windows of each machine's readings in time order, split in
+    time per machine (train, validation, test), one nested MLflow run each. Only rows with a per-machine
+    series count; without any (e.g. AI4I, one reading per product), nothing is trained and the metadata
+    says why. No registry change: the champion stays the tabular model."""
+    check_architectures(config.architectures)
+    _, split = split_windows(training_set, **config.window_options())
+    windows = {
+        "machines": split.machines,
+        "rows_used": split.rows_used,
+        "rows_left_out": split.rows_left_out,
+        "windows": dg.MetadataValue.md(table_markdown(split.summary())),
+    }
+    problem = split.problem()
+    if problem:
+        context.log.warning("sequence models not trained: %s", problem)
+        return dg.MaterializeResult(metadata={"trained": False, "reason": problem, **windows})
+    experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
+    settings = config.settings()
+    results = []
+    for architecture in config.architectures:
+        results.append(train_sequence_model(architecture, split, settings))
+        context.log.info("%s: %s", architecture, results[-1].scores)
+    logged = log_sequence_models(
+        results,
+        split,
+        experiment_id=experiment_id,
+        settings=settings,
+        params=config.model_dump(),
+        tags={
+            "dagster_run_id": context.run_id,
+            "training_set_run_id": _source_run(context, "training_set"),
+            "training_set_version": data_version(training_set),
+        },
+    )
+    table = comparison_table(results)
+    table["mlflow_run"] = [
+        f"[run]({tracking.run_url(experiment_id, logged.run_ids[a])})" for a in table.index
+    ]
+    best = table.index[0]
+    return dg.MaterializeResult(
+        metadata={
+            "trained": True,
+            "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.parent_run_id)),
+            "comparison": dg.MetadataValue.md(table_markdown(table)),
+            "best_architecture": best,
+            "best_test_pr_auc": float(table.loc[best, "pr_auc"]),
+            **windows,
+            "pr_curves": dg.MetadataValue.md(png_markdown(pr_curves_figure(results), "PR curves")),
+        }
     )
 
 

@@ -10,8 +10,6 @@ inside the physical ranges of mfd.schema. `ks_table` says how close each feature
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +22,7 @@ from mfd.augmentation.frames import clip_sensors, combine, require_inputs, rows_
 from mfd.errors import MfdError
 from mfd.features import PHYSICS_COLUMNS, add_physics
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS
+from mfd.torch_threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -85,16 +84,6 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Module:
     )
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_gan(failures: pd.DataFrame, config: GanConfig = GanConfig()) -> FailureGan:
     """Train the conditional GAN on `failures` (rows with machine_type and the sensor columns)."""
     if len(failures) < 2:
@@ -107,7 +96,7 @@ def train_gan(failures: pd.DataFrame, config: GanConfig = GanConfig()) -> Failur
     cond_rows = conditions(failures)
     cond = torch.tensor(cond_rows, dtype=torch.float32)
     n_features, n_cond = real.shape[1], cond.shape[1]
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         generator = _mlp(config.noise_dim + n_cond, config.hidden, n_features)
         discriminator = _mlp(n_features + n_cond, config.hidden, 1)
         g_opt = torch.optim.Adam(generator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
