@@ -138,6 +138,7 @@ def line(name: str, load: Load) -> str:
 def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install -y wrk (make bench does)")
+    load_at_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mfd-bench-serve-"))
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
     env = {
@@ -202,7 +203,8 @@ def main() -> None:
         print(
             "targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in targets.items())
         )
-        print("load average (1, 5, 15 min) at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+        print("load average (1, 5, 15 min) at the start: {:.1f} {:.1f} {:.1f}".format(*load_at_start))
+        print("load average (1, 5, 15 min) at the end:   {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("key-one-7f3a", "key-two-91bc")
 AUTH = {"Authorization": f"Bearer {KEYS[1]}"}
 THRESHOLD = 0.35
+WORKERS = 2  # bento/service.py
 READING = {
     "machine_type": "L",
     "air_temperature_k": 298.1,
@@ -120,14 +121,16 @@ def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def service_env(registered: Registered, bentoml_home: Path, tmp: Path, tracking_uri: str) -> dict[str, str]:
+def service_env(
+    registered: Registered, bentoml_home: Path, tmp: Path, tracking_uri: str, reload_interval_s: str = "0"
+) -> dict[str, str]:
     return {
         "BENTOML_HOME": str(bentoml_home),
         "MFD_HOME": str(tmp / "mfd-home"),
         "MFD_MLFLOW_TRACKING_URI": tracking_uri,
         "MFD_MODEL_NAME": registered.name,
         "MFD_API_KEYS": ",".join(KEYS),
-        "MFD_RELOAD_INTERVAL_S": "1",
+        "MFD_RELOAD_INTERVAL_S": reload_interval_s,
     }
 
 
@@ -135,10 +138,27 @@ def service_env(registered: Registered, bentoml_home: Path, tmp: Path, tracking_
 def service(
     registered: Registered, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
+    """The service with polling off: only `POST /reload` moves its workers to a new champion."""
     tmp = tmp_path_factory.mktemp("serve")
     proc, url = serve(service_env(registered, bentoml_home, tmp, registered.tracking_uri), tmp / "serve.log")
     yield Service(url, tmp / "serve.log")
     stop_process_group(proc, timeout=30)
+
+
+def every_worker(service: Service) -> dict[int, dict[str, object]]:
+    """`/status` of each worker, by pid: one new connection per request, so the kernel picks the worker."""
+    statuses: dict[int, dict[str, object]] = {}
+    for _ in range(50):
+        with service.client() as client:
+            status = client.get("/status", headers=AUTH).json()
+        statuses[status["worker_pid"]] = status
+        if len(statuses) == WORKERS:
+            return statuses
+    raise AssertionError(f"only workers {sorted(statuses)} answered")
+
+
+def served_versions(service: Service) -> set[object]:
+    return {status["model_version"] for status in every_worker(service).values()}
 
 
 def predict(service: Service, payload: object, **kwargs: object) -> httpx.Response:
@@ -167,11 +187,12 @@ def test_predicts_each_reading_with_the_champion(service: Service, registered: R
         assert (p["threshold"], p["model_name"], p["model_version"]) == (THRESHOLD, registered.name, "1")
 
 
-def test_status_says_the_model_came_from_the_registry(service: Service, registered: Registered) -> None:
-    status = httpx.get(f"{service.url}/status", headers=AUTH).json()
-    assert status["source"] == "registry"
-    assert status["model_name"] == registered.name
-    assert status["registry_error"] is None
+def test_every_worker_loaded_the_model_from_the_registry(service: Service, registered: Registered) -> None:
+    # The workers start together on an empty model store: both copy the version, one after the other.
+    for status in every_worker(service).values():
+        assert status["source"] == "registry"
+        assert status["model_name"] == registered.name
+        assert status["registry_error"] is None
 
 
 def bad(reading_change: dict[str, object], drop: tuple[str, ...] = ()) -> dict[str, object]:
@@ -327,6 +348,8 @@ def test_champion_changed_under_load_swaps_without_errors(service: Service, regi
         MlflowClient(registered.tracking_uri).set_registered_model_alias(registered.name, CHAMPION, new)
         reloaded = httpx.post(f"{service.url}/reload", json={}, headers=AUTH, timeout=60).json()
         assert reloaded["model_version"] == new
+        # Polling is off: the worker that answered the reload tells the others.
+        wait_until(lambda: served_versions(service) == {new}, "every worker on the new champion", 30)
         seen = versions[new]
         wait_until(lambda: versions[new] >= seen + 50, "load on the new champion", 60)
     finally:
@@ -337,13 +360,27 @@ def test_champion_changed_under_load_swaps_without_errors(service: Service, regi
     assert versions[old] >= 50 and versions[new] >= 50
 
 
-def test_polling_follows_the_alias_without_a_reload_call(service: Service, registered: Registered) -> None:
-    old, _ = registered.versions
-    MlflowClient(registered.tracking_uri).set_registered_model_alias(registered.name, CHAMPION, old)
-    wait_until(
-        lambda: httpx.get(f"{service.url}/status", headers=AUTH).json()["model_version"] == old, "poll", 30
-    )
-    assert predict(service, {"readings": [READING]}).json()[0]["model_version"] == old
+@pytest.fixture(scope="module")
+def polling_service(
+    registered: Registered, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """A second server that checks the alias every second."""
+    tmp = tmp_path_factory.mktemp("polling")
+    env = service_env(registered, bentoml_home, tmp, registered.tracking_uri, reload_interval_s="1")
+    proc, url = serve(env, tmp / "serve.log")
+    yield Service(url, tmp / "serve.log")
+    stop_process_group(proc, timeout=30)
+
+
+def test_polling_follows_the_alias_without_a_reload_call(
+    polling_service: Service, registered: Registered
+) -> None:
+    (serving,) = served_versions(polling_service)
+    other = next(v for v in registered.versions if v != serving)
+    MlflowClient(registered.tracking_uri).set_registered_model_alias(registered.name, CHAMPION, other)
+    wait_until(lambda: served_versions(polling_service) == {other}, "every worker polling the alias", 30)
+    for _ in range(2 * WORKERS):
+        assert predict(polling_service, {"readings": [READING]}).json()[0]["model_version"] == other
 
 
 def test_champion_bento_builds_a_bento_for_the_champion(registered: Registered, bentoml_home: Path) -> None:

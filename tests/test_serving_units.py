@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import threading
 from collections.abc import Iterator
@@ -9,8 +11,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bentoml
 import dagster as dg
+import httpx
 import pytest
+from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from mlflow.tracking import MlflowClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,10 +23,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from mfd.ephemeral import wait_until
 from mfd.model_io import CHAMPION
+from mfd.serving.bentoml_tuning import cancel_request_timers, json_output
+from mfd.serving.champion import Poller
 from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, key_matches, parse_keys
 from mfd.serving.local_copies import local_tag, store_name
-from mfd.serving.readings import RejectedRequest, parse_readings
+from mfd.serving.readings import Prediction, RejectedRequest, parse_readings
 from mfd.settings import Settings
 from mfd_resources import Tracking
 from mfd_sensors.champion import build_champion_changed_sensor
@@ -110,6 +118,91 @@ def test_guards_refuse_without_key_and_over_size_even_when_chunked() -> None:
 
 def test_no_keys_configured_means_open() -> None:
     assert guarded_app((), max_bytes=100).post("/predict", content=b"abc").text == "3"
+
+
+async def _ok(scope: dict, receive: object, send: object) -> None:
+    await PlainTextResponse("ok")(scope, receive, send)
+
+
+async def _never(scope: dict, receive: object, send: object) -> None:
+    await asyncio.sleep(3600)
+
+
+def _live_timers() -> int:
+    return sum(isinstance(o, asyncio.TimerHandle) and not o.cancelled() for o in gc.get_objects())
+
+
+def test_request_timeout_leaves_no_timer_behind_and_still_answers_504() -> None:
+    cancel_request_timers()
+
+    async def scenario() -> tuple[list[str], int, httpx.Response]:
+        fast = httpx.AsyncClient(
+            transport=httpx.ASGITransport(TimeoutMiddleware(_ok, timeout=60)), base_url="http://t"
+        )
+        slow = httpx.AsyncClient(
+            transport=httpx.ASGITransport(TimeoutMiddleware(_never, timeout=0.05)), base_url="http://t"
+        )
+        async with fast, slow:
+            answers = [(await fast.get("/")).text for _ in range(20)]
+            timers = _live_timers()
+            return answers, timers, await slow.get("/")
+
+    answers, timers, timed_out = asyncio.run(scenario())
+    assert answers == ["ok"] * 20
+    assert timers == 0
+    assert timed_out.status_code == 504
+    assert "Not able to process the request in 0.05 seconds" in timed_out.text
+
+
+def test_json_output_keeps_the_schema_and_the_answer() -> None:
+    @bentoml.service
+    class Scores:
+        @bentoml.api
+        def predict(self, n: int) -> list[Prediction]:
+            return []
+
+    spec = Scores.apis["predict"].output_spec
+    fast = json_output(spec)
+    prediction = {"probability": 0.25, "label": 0, "threshold": 0.5, "model_name": "m", "model_version": "3"}
+    response = asyncio.run(fast.to_http_response([prediction], serde=None))
+    assert fast.model_json_schema() == spec.model_json_schema()
+    assert response.media_type == "application/json"
+    assert json.loads(response.body) == [prediction]
+
+
+class _CountingChampion:
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def refresh(self) -> bool:
+        self.refreshes += 1
+        return True
+
+
+def test_a_reload_in_one_worker_makes_the_other_workers_recheck(tmp_path: Path) -> None:
+    here, there = _CountingChampion(), _CountingChampion()
+    pollers = [Poller(c, 0, tmp_path / "signal", check_s=0.01) for c in (here, there)]  # type: ignore[arg-type]
+    for poller in pollers:
+        poller.start()
+    try:
+        pollers[0].nudge()
+        wait_until(lambda: there.refreshes == 1, "the other worker's check", 10)
+        pollers[1].nudge()
+        wait_until(lambda: here.refreshes == 1, "the first worker's check", 10)
+        assert there.refreshes == 1  # its own nudge is no reason to check again
+    finally:
+        for poller in pollers:
+            poller.stop()
+
+
+def test_polling_checks_every_interval(tmp_path: Path) -> None:
+    champion = _CountingChampion()
+    poller = Poller(champion, 0.05, tmp_path / "signal", check_s=0.01)  # type: ignore[arg-type]
+    poller.start()
+    try:
+        wait_until(lambda: champion.refreshes >= 3, "three polls", 10)
+    finally:
+        poller.stop()
 
 
 class _ReloadRecorder(BaseHTTPRequestHandler):

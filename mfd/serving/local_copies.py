@@ -6,7 +6,12 @@ copy is a complete served model without the registry.
 
 from __future__ import annotations
 
+import fcntl
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import bentoml
 from bentoml.exceptions import NotFound
@@ -30,17 +35,26 @@ def find_copy(model_name: str, version: str) -> bentoml.Model | None:
         return None
 
 
+@contextmanager
+def _one_process_at_a_time() -> Iterator[None]:
+    """Serialise copying models across processes: the workers of a service start and reload together."""
+    with (Path(tempfile.gettempdir()) / "mfd-model-copies.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def keep_copy(model_name: str, version: str, threshold: float) -> bentoml.Model:
     """The store copy of registry version `version`, downloading it once (registry URI must be set)."""
-    found = find_copy(model_name, version)
-    if found is not None:
-        return found
-    return bentoml.mlflow.import_model(
-        local_tag(model_name, version),
-        f"models:/{model_name}/{version}",
-        labels={"mlflow_name": store_name(model_name), "mlflow_version": version},
-        metadata={"mlflow_name": model_name, "mlflow_version": version, "threshold": threshold},
-    )
+    with _one_process_at_a_time():
+        found = find_copy(model_name, version)
+        if found is not None:
+            return found
+        return bentoml.mlflow.import_model(
+            local_tag(model_name, version),
+            f"models:/{model_name}/{version}",
+            labels={"mlflow_name": store_name(model_name), "mlflow_version": version},
+            metadata={"mlflow_name": model_name, "mlflow_version": version, "threshold": threshold},
+        )
 
 
 def newest_copy(model_name: str) -> bentoml.Model | None:
