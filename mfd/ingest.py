@@ -206,9 +206,7 @@ def _load(
 
     with engine.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer:
         # Ids come from a sequence: whatever this transaction inserts lands above the largest id stored now.
-        report.after_id = conn.execute(
-            sa.select(sa.func.coalesce(sa.func.max(layout.table.c.id), 0))
-        ).scalar_one()
+        report.after_id = store.max_id(conn, layout.table)
         if conn.dialect.name == "postgresql":
             write, submit = _PostgresSink(conn, layout, columns, key).write, writer.submit
         else:  # SQLite connections stay in the thread that made them
@@ -478,9 +476,10 @@ def _parse(block: bytes, columns: list[str], layout: Layout) -> _Chunk:
 
 
 def _read_clean(block: bytes, columns: list[str], numeric: tuple[str, ...]) -> pd.DataFrame | None:
-    """Arrow's multi-threaded reader for the common case: no quoting, every number parses and every
-    timestamp carries its UTC offset. None for anything else (text in a number, a zoneless or odd
-    timestamp, a quote, a structural error), which then goes through pandas and the full diagnosis."""
+    """Arrow's CSV reader, on this thread (the other core is PostgreSQL's), for the common case: no quoting,
+    every number parses and every timestamp carries its UTC offset. None for anything else (text in a
+    number, a zoneless or odd timestamp, a quote, a structural error), which then goes through pandas and
+    the full diagnosis."""
     if b'"' in block:
         return None
     types = {c: pa.float64() if c in numeric else pa.dictionary(pa.int32(), pa.string()) for c in columns}

@@ -173,7 +173,12 @@ def count_readings(engine: Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(readings)).scalar_one())
 
 
+def max_id(conn: sa.Connection, table: sa.Table = readings) -> int:
+    """Highest id stored in `table` (0 when empty), as `conn` sees it."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one())
+
+
 def max_reading_id(engine: Engine) -> int:
     """Highest reading id stored (0 when empty)."""
     with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(readings.c.id), 0))).scalar_one())
+        return max_id(conn)
