@@ -32,18 +32,18 @@ import sqlalchemy as sa
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from mfd import store
 from mfd.detection.batches import read_batch, score_batch
 from mfd.detection.champion import load_champion
-from mfd.detection.tables import ensure_detection_tables
-from mfd.ephemeral import free_port, postgres_server, stop_process_group
-from mfd.generator import generate_readings, iter_readings, rechunk
-from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.model_io import CHAMPION, FailureModel, log_failure_model
+from mfd.generator.fleet import generate_readings, iter_readings, rechunk
+from mfd.modeling.model_io import CHAMPION, FailureModel, log_failure_model
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
+from mfd.services.processes import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings
-from mfd.tracking import connect, experiment_id
+from mfd.storage import readings as store
+from mfd.storage.detection_tables import ensure_detection_tables
+from mfd.storage.tracking import connect, experiment_id
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "bench-detection"

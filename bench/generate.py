@@ -16,11 +16,11 @@ from pathlib import Path
 
 import psycopg
 
-from mfd import store
-from mfd.cli import build_parser
-from mfd.cli import main as mfd_main
-from mfd.ephemeral import postgres_server
-from mfd.generator import generate_readings, to_csv_bytes
+from mfd.cli.main import build_parser
+from mfd.cli.main import main as mfd_main
+from mfd.generator.fleet import generate_readings, to_csv_bytes
+from mfd.services.processes import postgres_server
+from mfd.storage import readings as store
 
 BASELINE_ROWS = 2_000
 

@@ -1,7 +1,7 @@
 """Ingestion benchmark: a generated CSV on a real S3 server into a real PostgreSQL, end to end.
 
 Measured in one run on the same 1,000,000-row file:
-  - mfd.ingest (read from S3, validate every row, COPY, dedup, move to processed/),
+  - mfd.ingestion.load (read from S3, validate every row, COPY, dedup, move to processed/),
   - the seeds-style loader (pandas read_csv + DataFrame.to_sql) on a 100,000-row slice of it,
   - a bare psycopg COPY FROM STDIN of the file into an unindexed table (the ceiling),
 then the peak memory (RSS) of loading a 5,000,000-row file, in a subprocess.
@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from mfd import ingest, store
-from mfd.ephemeral import S3Server, postgres_server, s3_server
-from mfd.generator import iter_readings, to_csv_bytes
-from mfd.objects import S3Objects
+from mfd.generator.fleet import iter_readings, to_csv_bytes
+from mfd.ingestion import load as ingest
+from mfd.services.processes import S3Server, postgres_server, s3_server
+from mfd.storage import readings as store
+from mfd.storage.objects import S3Objects
 
 MACHINES = 100
 BASELINE_ROWS = 100_000
@@ -120,18 +121,18 @@ def main(args: argparse.Namespace) -> None:
         rate = ours["rows_per_second"]
         print(f"\n{args.rows:,} rows, S3 -> PostgreSQL, end to end")
         print(
-            f"  mfd.ingest (read, validate, COPY, dedup, move) {rate:>10,.0f} rows/s  ({ours['seconds']:.1f}s)"
+            f"  mfd.ingestion.load (read, validate, COPY, dedup, move) {rate:>10,.0f} rows/s  ({ours['seconds']:.1f}s)"
         )
         print(f"  seeds pandas read_csv + to_sql ({baseline_rows:,}-row slice) {baseline:>10,.0f} rows/s")
         print(f"  bare psycopg COPY FROM STDIN, no index (ceiling) {ceiling:>10,.0f} rows/s")
         print(f"  bare COPY into the indexed readings table (no checks, no dedup) {indexed:>10,.0f} rows/s")
-        print(f"  ratio mfd.ingest / to_sql: {rate / baseline:.1f}x (target >= 12x)")
+        print(f"  ratio mfd.ingestion.load / to_sql: {rate / baseline:.1f}x (target >= 12x)")
         print(
             f"  12x to_sql would be {12 * baseline:,.0f} rows/s; a bare COPY into the same indexed table "
             f"(no reading, checks or dedup) is {indexed / baseline:.1f}x"
         )
         print(
-            f"  ratio mfd.ingest / bare COPY: {rate / ceiling:.2f}; / COPY into indexed readings: {rate / indexed:.2f}"
+            f"  ratio mfd.ingestion.load / bare COPY: {rate / ceiling:.2f}; / COPY into indexed readings: {rate / indexed:.2f}"
         )
         print(f"  target >= 250,000 rows/s: {'met' if rate >= 250_000 else 'NOT met'}")
 

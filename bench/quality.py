@@ -1,7 +1,7 @@
 """Benchmark: the whole quality_scores computation on the 10,000 AI4I rows with the default grids.
 
 Builds raw / cleaned / GAN / SMOTE / corruption training sets (outside the timed part), then times
-`mfd.quality.run_panel` (parallel CV fits, subsampled SVC and KNN) against a seeds-style naive loop that
+`mfd.quality.panel.run_panel` (parallel CV fits, subsampled SVC and KNN) against a seeds-style naive loop that
 refits every grid point on every fold one after another, on the full training set, without parallelism.
 Both score on the same holdout. Run: .venv/bin/python bench/quality.py [--naive-sets raw,cleaned,...]
 """
@@ -22,9 +22,9 @@ from mfd.augmentation.corruption import corruption_augment
 from mfd.augmentation.gan import gan_augment
 from mfd.augmentation.oversampling import smote_augment
 from mfd.features import add_physics
-from mfd.holdout import holdout_split, without_holdout
-from mfd.preparation import remove_outliers_iqr
-from mfd.quality import PanelConfig, pipeline, run_panel, scores_of, xy
+from mfd.modeling.holdout import holdout_split, without_holdout
+from mfd.preparation.training_set import remove_outliers_iqr
+from mfd.quality.panel import PanelConfig, pipeline, run_panel, scores_of, xy
 from mfd.reference import load_ai4i
 
 BUDGET_S = 90.0

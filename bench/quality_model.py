@@ -30,11 +30,11 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from mfd.features import feature_array, feature_matrix
-from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.modeling.training import FAMILIES, latency, nested_cv, scores, train_candidate
+from mfd.modeling.tree_predictor import MAX_FLAT_ROWS, FlatTreeClassifier
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
-from mfd.training import FAMILIES, latency, nested_cv, scores, train_candidate
-from mfd.tree_predictor import MAX_FLAT_ROWS, FlatTreeClassifier
 
 # ../shared/data/README.md: stratified 5-fold, 2 cores, sensors + physics features, no mode columns.
 REFERENCE = pd.DataFrame(

@@ -23,12 +23,12 @@ from pathlib import Path
 import mlflow
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mfd.ephemeral import free_port, stop_process_group, wait_until
-from mfd.model import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.model_io import CHAMPION, log_failure_model
+from mfd.modeling.model_io import CHAMPION, log_failure_model
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
-from mfd.tracking import connect, experiment_id
+from mfd.services.processes import free_port, stop_process_group, wait_until
+from mfd.storage.tracking import connect, experiment_id
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mfd.augmentation.corruption import corruption_augment
 from mfd.augmentation.oversampling import smote_augment
-from mfd.holdout import holdout_ids, without_holdout
+from mfd.modeling.holdout import holdout_ids, without_holdout
 from mfd.plots import table_markdown
 from mfd.schema import LABEL_COLUMN
 

@@ -2,7 +2,7 @@
 
 `raw_readings` and `peripheral_readings` have one dynamic partition per incoming object key (added by
 `incoming_files_sensor`); `readings` is the table itself, also written directly by the generator.
-The computation is `mfd.ingest`; the Great Expectations suites are `mfd.expectations`.
+The computation is `mfd.ingestion.load`; the Great Expectations suites are `mfd.ingestion.expectations`.
 """
 
 import json
@@ -10,8 +10,9 @@ import json
 import dagster as dg
 import pandas as pd
 
-from mfd import ingest, store
-from mfd.objects import ObjectMissing
+from mfd.ingestion import load as ingest
+from mfd.storage import readings as store
+from mfd.storage.objects import ObjectMissing
 from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "ingestion"
@@ -124,7 +125,9 @@ def readings(readings_store: ReadingsStore) -> dg.ObserveResult:
 def _expectations(
     context: dg.AssetCheckExecutionContext, readings_store: ReadingsStore, asset: dg.AssetKey
 ) -> dg.AssetCheckResult:
-    from mfd import expectations  # Great Expectations takes seconds to import: only when a check runs
+    from mfd.ingestion import (
+        expectations,  # Great Expectations takes seconds to import: only when a check runs
+    )
 
     key = context.partition_key
     status = _latest_metadata(context.instance, asset, key)

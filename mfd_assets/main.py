@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from mfd import cli, store
-from mfd.objects import INCOMING
+from mfd.cli import main as cli
 from mfd.settings import load_settings
+from mfd.storage import readings as store
+from mfd.storage.objects import INCOMING
 from mfd_assets.definitions import defs
 from mfd_assets.ingestion import incoming_files, peripheral_files
 

@@ -4,9 +4,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfd.clusters import cluster_machines, cluster_scatter
 from mfd.plots import png_markdown, table_markdown
-from mfd.preparation import (
+from mfd.preparation.clusters import cluster_machines, cluster_scatter
+from mfd.preparation.expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
+from mfd.preparation.training_set import (
     build_training_set,
     outlier_boxplot,
     read_sources,
@@ -14,7 +15,6 @@ from mfd.preparation import (
     rows_with_peripheral,
 )
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
-from mfd.training_expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
 from mfd_resources import ReadingsStore
 
 GROUP = "preparation"

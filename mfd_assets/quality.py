@@ -7,9 +7,9 @@ import pandas as pd
 from pydantic import Field
 
 from mfd.errors import MfdError
-from mfd.holdout import assert_disjoint, holdout_split, without_holdout
+from mfd.modeling.holdout import assert_disjoint, holdout_split, without_holdout
 from mfd.plots import png_markdown, table_markdown
-from mfd.quality import (
+from mfd.quality.panel import (
     CLASSIFIERS,
     DEFAULT_GRIDS,
     DEFAULT_MAX_TRAIN_ROWS,

@@ -5,19 +5,19 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mfd.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
-from mfd.plots import png_markdown, table_markdown
-from mfd.schema import LABEL_COLUMN
-from mfd.sequence_experiment import log_sequence_models, pr_curves_figure
-from mfd.sequence_models import (
+from mfd.modeling.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
+from mfd.modeling.sequence.experiment import log_sequence_models, pr_curves_figure
+from mfd.modeling.sequence.models import (
     ARCHITECTURES,
     SequenceSettings,
     check_architectures,
     comparison_table,
     train_sequence_model,
 )
-from mfd.sequence_windows import split_windows
-from mfd.training import FAMILY_CHOICES, METRICS, data_version, train_candidate, trainability_problem
+from mfd.modeling.sequence.windows import split_windows
+from mfd.modeling.training import FAMILY_CHOICES, METRICS, data_version, train_candidate, trainability_problem
+from mfd.plots import png_markdown, table_markdown
+from mfd.schema import LABEL_COLUMN
 from mfd_resources import Tracking
 
 GROUP = "training"

@@ -7,11 +7,11 @@ from functools import cache
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from mfd.objects import LocalObjects, Objects, S3Objects
+from mfd.storage.objects import LocalObjects, Objects, S3Objects
 
 
 class ObjectStore(dg.ConfigurableResource):
-    """Base type assets ask for; `objects()` gives the mfd.objects implementation."""
+    """Base type assets ask for; `objects()` gives the mfd.storage.objects implementation."""
 
     def objects(self) -> Objects:
         raise NotImplementedError

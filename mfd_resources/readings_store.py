@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from mfd import store
+from mfd.storage import readings as store
 
 
 @cache

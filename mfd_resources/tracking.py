@@ -5,9 +5,11 @@ from __future__ import annotations
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from mfd import experiment, registry, tracking
-from mfd.experiment import LoggedCandidate
-from mfd.registry import ChampionStatus, Decision, Rollback
+from mfd.modeling import experiment
+from mfd.modeling.experiment import LoggedCandidate
+from mfd.registry import promotion as registry
+from mfd.registry.promotion import ChampionStatus, Decision, Rollback
+from mfd.storage import tracking
 
 
 class Tracking(dg.ConfigurableResource):

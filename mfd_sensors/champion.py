@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mfd.errors import MfdError
-from mfd.model_io import CHAMPION
+from mfd.modeling.model_io import CHAMPION
 from mfd.serving.client import request_reload
 from mfd.serving.guards import parse_keys
 from mfd.settings import Settings, load_settings

@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
 
-from mfd.incoming import MAX_PER_TICK, IncomingCursor, is_peripheral, new_objects, version
+from mfd.ingestion.incoming import MAX_PER_TICK, IncomingCursor, is_peripheral, new_objects, version
 from mfd_assets.ingestion import incoming_files, peripheral_files
 from mfd_assets.jobs import ingest_peripheral_job, ingest_readings_job
 from mfd_resources import ObjectStore

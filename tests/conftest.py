@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mfd.ephemeral import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
-from mfd.objects import LocalObjects, S3Objects
+from mfd.services.processes import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
+from mfd.storage.objects import LocalObjects, S3Objects
 
 _names = itertools.count()
 

@@ -17,11 +17,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
-from mfd.detection.tables import ensure_detection_tables, failure_events, predictions
-from mfd.model_io import FailureModel
+from mfd.modeling.model_io import FailureModel
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS, SENSOR_RANGES
-from mfd.store import readings
+from mfd.storage.detection_tables import ensure_detection_tables, failure_events, predictions
+from mfd.storage.readings import readings
 
 BATCH_COLUMNS: tuple[str, ...] = ("id", "machine_id", "timestamp", "machine_type", *SENSOR_COLUMNS)
 TOP_FEATURES = 3

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mfd.errors import MfdError, ServiceUnavailable
-from mfd.model_io import CHAMPION, FailureModel, load_version
+from mfd.modeling.model_io import CHAMPION, FailureModel, load_version
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from mfd.detection.batches import BATCH_COLUMNS, invalid_reasons, read_batch
 from mfd.features import PHYSICS_COLUMNS, add_physics
 from mfd.schema import SENSOR_COLUMNS
-from mfd.store import readings
+from mfd.storage.readings import readings
 
 DRIFT_FEATURES: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
 _EPS = 1e-4

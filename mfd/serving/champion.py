@@ -19,12 +19,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from mfd import tracking
 from mfd.errors import MfdError
-from mfd.model import MODEL_INPUT_COLUMNS, failure_probability
-from mfd.model_io import CHAMPION, THRESHOLD_TAG, FailureModel
+from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG, FailureModel
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.serving import local_copies
 from mfd.serving.readings import Prediction, Reading
+from mfd.storage import tracking
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from mfd import tracking
 from mfd.errors import MfdError
-from mfd.model_io import CHAMPION, THRESHOLD_TAG
+from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG
 from mfd.serving import local_copies
+from mfd.storage import tracking
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"

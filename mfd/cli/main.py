@@ -1,0 +1,61 @@
+"""`mfd`: the platform's command line. Each subcommand lives beside the code it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from mfd.errors import MfdError
+
+# Subcommand -> (module defining `register(subparsers)`, one-line help). Only the module of the command
+# being run is imported, so `mfd --help` and light commands do not pay for torch or scikit-learn.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": (
+        "mfd.cli.generate",
+        "simulate a fleet of machines: readings into the database and/or CSV files under incoming/",
+    ),
+    "ingest": ("mfd.cli.ingest", "load the CSV files under incoming/ into the readings database"),
+    "events": ("mfd.cli.events", "print the latest predicted failure events"),
+    "train": ("mfd.cli.train", "train a candidate model, log it to MLflow, optionally register it"),
+    "champion": ("mfd.cli.champion", "show or roll back the champion model in the MLflow registry"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full options of `command` (every command's when None)."""
+    parser = argparse.ArgumentParser(
+        prog="mfd",
+        description="mfd: machine-failure detection. Settings come from MFD_* environment variables "
+        "(see .env.example); with none set, everything runs embedded under .mfd/.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, summary) in COMMANDS.items():
+        if command in (None, name):
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: runs the subcommand; an MfdError becomes one line on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MfdError as exc:
+        print(f"mfd: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

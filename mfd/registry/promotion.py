@@ -1,0 +1,262 @@
+"""The champion in the MLflow model registry: gated promotion of a challenger, rollback, and its history.
+
+Aliases: `challenger` marks the newest version that passed evaluation; `champion` the version to serve.
+A registered version gets an alias only after a successful evaluation on the holdout. The history lives
+in registry tags: the registered model's `champion_history` (versions, oldest first) and `champion_version`,
+and on each version `promoted_at` / `promotion_reason` / `demoted_at` / `rolled_back_at` / `holdout_*`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mfd.errors import MfdError
+from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
+from mfd.modeling.training import METRICS, scores
+from mfd.schema import LABEL_COLUMN
+
+HISTORY_TAG = "champion_history"
+CHAMPION_TAG = "champion_version"
+EVALUATION_TAG = "evaluation"
+HISTORY_LIMIT = 50
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _exists(client: MlflowClient, name: str, version: str) -> bool:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        return False
+    return True
+
+
+def _registered_tags(client: MlflowClient, name: str) -> dict[str, str]:
+    try:
+        return dict(client.get_registered_model(name).tags)
+    except MlflowException:
+        return {}
+
+
+def history(client: MlflowClient, name: str) -> list[str]:
+    """Versions that were champion, oldest first (the current champion last)."""
+    raw = _registered_tags(client, name).get(HISTORY_TAG, "")
+    return [v for v in raw.split(",") if v]
+
+
+@dataclass(frozen=True)
+class ChampionStatus:
+    """Where `champion` points; `problem` says why there is no usable champion when the record has one."""
+
+    version: str | None
+    recorded: str | None
+    problem: str | None = None
+
+
+def champion_status(client: MlflowClient, name: str) -> ChampionStatus:
+    """The champion version, checked against the recorded one; detects an alias whose version is gone."""
+    recorded = _registered_tags(client, name).get(CHAMPION_TAG)
+    try:
+        version = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        version = None
+    if version is not None and not _exists(client, name, version):
+        return ChampionStatus(
+            None, recorded, f"alias `{CHAMPION}` points at version {version}, which was deleted"
+        )
+    if version is None and recorded is not None:
+        if not _exists(client, name, recorded):
+            problem = f"the recorded champion, version {recorded}, was deleted (its `{CHAMPION}` alias went with it)"
+        else:
+            problem = f"alias `{CHAMPION}` is missing; the recorded champion is version {recorded}"
+        return ChampionStatus(None, recorded, problem)
+    return ChampionStatus(version, recorded)
+
+
+def evaluate_version(
+    client: MlflowClient, name: str, version: str, holdout: pd.DataFrame
+) -> dict[str, float]:
+    """Scores of the registered `version`, loaded through mlflow.pyfunc, on labelled `holdout` rows."""
+    model = load_model_version(client, name, version)
+    y = holdout[LABEL_COLUMN].astype("int64").to_numpy()
+    return scores(y, model.probability(holdout), model.threshold)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of a promotion attempt, with the scores it was based on."""
+
+    promoted: bool
+    challenger: str
+    champion_before: str | None
+    champion_after: str | None
+    metric: str
+    margin: float
+    challenger_scores: dict[str, float]
+    champion_scores: dict[str, float] | None
+    reason: str
+
+    def table(self) -> pd.DataFrame:
+        """Challenger vs champion scores on the shared holdout, one row per model."""
+        rows = {f"challenger v{self.challenger}": self.challenger_scores}
+        if self.champion_scores is not None:
+            rows[f"champion v{self.champion_before}"] = self.champion_scores
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _set_champion(client: MlflowClient, name: str, version: str, previous: str | None, reason: str) -> None:
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promoted_at", _now())
+    client.set_model_version_tag(name, version, "promotion_reason", reason[:4000])
+    if previous is not None and _exists(client, name, previous):
+        client.set_model_version_tag(name, previous, "demoted_at", _now())
+    past = [v for v in history(client, name) if v != version] + [version]
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(past[-HISTORY_LIMIT:]))
+    client.set_registered_model_tag(name, CHAMPION_TAG, version)
+
+
+def _verdict(
+    metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
+) -> tuple[bool, str]:
+    gain = challenger[metric] - champion[metric]
+    figures = (
+        f"{metric} {challenger[metric]:.4f} vs {champion[metric]:.4f} (gain {gain:+.4f}, margin {margin})"
+    )
+    if gain > 0 and gain >= margin:
+        return True, f"challenger beats the champion: {figures}"
+    return False, f"champion kept: challenger not better by the margin: {figures}"
+
+
+def promote_candidate(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    holdout: pd.DataFrame,
+    *,
+    threshold: float,
+    metric: str = "pr_auc",
+    margin: float = 0.005,
+    tags: dict[str, str] | None = None,
+) -> Decision:
+    """Register `model_uri` as a new version, evaluate it and the champion on the same `holdout`, and move
+    `champion` only when the challenger wins on `metric` by at least `margin`.
+
+    A version whose evaluation fails is tagged `evaluation=failed` and gets no alias.
+    """
+    if metric not in METRICS:
+        raise MfdError(f"unknown promotion metric {metric!r}; choose one of {', '.join(METRICS)}")
+    mv: ModelVersion = register_logged_model(model_uri, name, threshold=threshold, tags=tags)
+    version = str(mv.version)
+    try:
+        challenger_scores = evaluate_version(client, name, version, holdout)
+    except Exception:
+        client.set_model_version_tag(name, version, EVALUATION_TAG, "failed")
+        raise
+    client.set_model_version_tag(name, version, EVALUATION_TAG, "passed")
+    for key, value in challenger_scores.items():
+        client.set_model_version_tag(name, version, f"holdout_{key}", f"{value:.6f}")
+    client.set_registered_model_alias(name, CHALLENGER, version)
+
+    status = champion_status(client, name)
+    if status.version is None:
+        reason = f"first champion ({status.problem})" if status.problem else "first champion: none existed"
+        _set_champion(client, name, version, None, reason)
+        return Decision(True, version, None, version, metric, margin, challenger_scores, None, reason)
+    champion_scores = evaluate_version(client, name, status.version, holdout)
+    promoted, reason = _verdict(metric, margin, challenger_scores, champion_scores)
+    if promoted:
+        _set_champion(client, name, version, status.version, reason)
+    return Decision(
+        promoted,
+        version,
+        status.version,
+        version if promoted else status.version,
+        metric,
+        margin,
+        challenger_scores,
+        champion_scores,
+        reason,
+    )
+
+
+@dataclass(frozen=True)
+class Rollback:
+    from_version: str | None
+    to_version: str
+    skipped: tuple[str, ...]
+
+
+def rollback(client: MlflowClient, name: str) -> Rollback:
+    """Move `champion` back to the previous champion still in the registry (deleted ones are skipped)."""
+    past = history(client, name)
+    current = champion_status(client, name)
+    if current.version is not None and past and past[-1] == current.version:
+        past = past[:-1]
+    elif current.version is None and current.recorded and past and past[-1] == current.recorded:
+        past = past[:-1]
+    skipped = []
+    while past and not _exists(client, name, past[-1]):
+        skipped.append(past.pop())
+    if not past:
+        raise MfdError(
+            f"no previous champion of {name!r} to roll back to"
+            + (f" (deleted: {', '.join(skipped)})" if skipped else "")
+        )
+    target = past[-1]
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(past))
+    client.set_registered_model_tag(name, CHAMPION_TAG, target)
+    client.set_model_version_tag(name, target, "promoted_at", _now())
+    client.set_model_version_tag(name, target, "promotion_reason", f"rollback from version {current.version}")
+    if current.version is not None:
+        client.set_model_version_tag(name, current.version, "rolled_back_at", _now())
+    return Rollback(current.version, target, tuple(skipped))
+
+
+def describe(client: MlflowClient, name: str) -> pd.DataFrame:
+    """Every version of `name`: aliases, evaluation, holdout scores and promotion tags, newest first."""
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        raise MfdError(
+            f"no registered model {name!r} in the registry; train with `mfd train --register`"
+        ) from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        tags = mv.tags
+        rows.append(
+            {
+                "version": int(mv.version),
+                "aliases": ",".join(sorted(by_version.get(str(mv.version), []))),
+                "evaluation": tags.get(EVALUATION_TAG, ""),
+                "pr_auc": tags.get("holdout_pr_auc", ""),
+                "roc_auc": tags.get("holdout_roc_auc", ""),
+                "threshold": tags.get("threshold", ""),
+                "promoted_at": tags.get("promoted_at", ""),
+                "demoted_at": tags.get("demoted_at", ""),
+                "rolled_back_at": tags.get("rolled_back_at", ""),
+            }
+        )
+    columns = [
+        "version",
+        "aliases",
+        "evaluation",
+        "pr_auc",
+        "roc_auc",
+        "threshold",
+        "promoted_at",
+        "demoted_at",
+        "rolled_back_at",
+    ]
+    return pd.DataFrame(rows, columns=columns).sort_values("version", ascending=False).reset_index(drop=True)

@@ -1,0 +1,124 @@
+"""Training without services: families, tuning, thresholds, the holdout, nested CV, the torch MLP."""
+
+from __future__ import annotations
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
+
+from mfd.errors import MfdError
+from mfd.features import FEATURE_COLUMNS, feature_array
+from mfd.modeling import training
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.modeling.torch_mlp import TorchMLPClassifier
+from mfd.reference import load_ai4i
+from mfd.schema import LABEL_COLUMN
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    """2,000 AI4I readings, stratified: about 68 failures."""
+    df = load_ai4i()
+    part, _ = train_test_split(df, train_size=2000, stratify=df[LABEL_COLUMN], random_state=1)
+    return part.reset_index(drop=True)
+
+
+def test_trainability_problem_names_the_reason(small: pd.DataFrame) -> None:
+    assert training.trainability_problem(small) is None
+    healthy = small[small[LABEL_COLUMN] == 0]
+    assert "one class" in training.trainability_problem(healthy)
+    few = pd.concat([healthy, small[small[LABEL_COLUMN] == 1].head(5)])
+    assert "5 failures" in training.trainability_problem(few, folds=5)
+    with pytest.raises(MfdError, match="one class"):
+        training.train_candidate(healthy, family="logreg", folds=2, trials=1)
+
+
+def test_unknown_family_lists_the_choices(small: pd.DataFrame) -> None:
+    with pytest.raises(MfdError, match="hgb"):
+        training.train_candidate(small, family="xgboost")
+
+
+def test_best_threshold_maximizes_f1() -> None:
+    y = np.array([0, 0, 0, 1, 1, 0, 1])
+    proba = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.65, 0.9])
+    threshold = training.best_threshold(y, proba)
+    assert threshold == pytest.approx(0.6)
+    assert training.scores(y, proba, threshold)["f1"] == pytest.approx(2 * 0.75 * 1.0 / 1.75)
+
+
+def test_tune_reports_cv_scores_at_a_validation_threshold(small: pd.DataFrame) -> None:
+    tuned = training.tune("hgb", small, folds=3, trials=2, seed=0)
+    assert tuned.trials == 2
+    assert tuned.cv["roc_auc"] > 0.9 and tuned.cv["pr_auc"] > 0.5
+    assert 0.0 < tuned.threshold < 1.0
+    assert tuned.oof.shape == (len(small),)
+    # the first trial is the family's reference configuration
+    assert set(tuned.params) == set(training.FAMILIES["hgb"].reference)
+
+
+def test_candidate_is_scored_on_a_holdout_it_never_saw(small: pd.DataFrame) -> None:
+    candidate = training.train_candidate(small, family="logreg", folds=3, trials=2, holdout_fraction=0.25)
+    assert len(candidate.holdout) == 500
+    assert candidate.holdout[LABEL_COLUMN].sum() == pytest.approx(0.25 * small[LABEL_COLUMN].sum(), abs=1)
+    # the pipeline was fit on the other 1,500 rows: their count is what the model's scaler saw
+    scaler = candidate.pipeline.named_steps["model"].steps[0][1]
+    assert scaler.n_samples_seen_ == 1500
+    proba = candidate.pipeline.predict_proba(small[list(MODEL_INPUT_COLUMNS)])[:, 1]
+    assert ((proba >= 0) & (proba <= 1)).all()
+    assert set(candidate.holdout_scores) == set(training.METRICS)
+    assert candidate.latency["latency_row_ms"] > 0 and candidate.latency["latency_10k_ms"] > 0
+    assert list(candidate.families.index) == ["logreg"]
+
+
+def test_auto_screens_every_family_and_keeps_the_best(small: pd.DataFrame) -> None:
+    candidate = training.train_candidate(small, family="auto", folds=2, trials=2, seed=0)
+    table = candidate.families
+    assert set(table.index) == set(training.FAMILIES)
+    assert table["pr_auc"].is_monotonic_decreasing
+    assert candidate.family == table.index[0]
+    # only contenders within the screen margin got more than their reference trial
+    best = table["pr_auc"].max()
+    assert (table.loc[table["pr_auc"] < best - training.SCREEN_MARGIN - 0.05, "trials"] == 1).all()
+    assert table["trials"].max() == 2
+
+
+def test_nested_cv_tunes_inside_each_outer_fold(small: pd.DataFrame) -> None:
+    folds = training.nested_cv(small, family="hgb", outer_folds=2, inner_folds=2, trials=1)
+    assert list(folds.index) == [0, 1]
+    assert (folds["family"] == "hgb").all()
+    assert folds["roc_auc"].between(0.8, 1.0).all()
+
+
+def test_torch_mlp_fits_in_the_pipeline_and_pickles(small: pd.DataFrame) -> None:
+    y = small[LABEL_COLUMN].astype("int64").to_numpy()
+    pipeline = build_pipeline(TorchMLPClassifier(epochs=5, random_state=3)).fit(small, y)
+    proba = pipeline.predict_proba(small.head(50))
+    assert proba.shape == (50, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    restored = cloudpickle.loads(cloudpickle.dumps(pipeline))
+    np.testing.assert_allclose(restored.predict_proba(small.head(50)), proba)
+    again = build_pipeline(TorchMLPClassifier(epochs=5, random_state=3)).fit(small, y)
+    np.testing.assert_allclose(again.predict_proba(small.head(50)), proba, rtol=1e-5)
+
+
+def test_feature_array_is_the_model_input_matrix(small: pd.DataFrame) -> None:
+    readings = small[list(MODEL_INPUT_COLUMNS)].head(50).copy()
+    readings.loc[3, "machine_type"] = pd.NA
+    x = pd.DataFrame(feature_array(readings), columns=list(FEATURE_COLUMNS))
+    np.testing.assert_array_equal(x["torque_nm"], readings["torque_nm"])
+    np.testing.assert_allclose(
+        x["power_w"], readings["torque_nm"] * readings["rotational_speed_rpm"] * 2 * np.pi / 60, rtol=1e-12
+    )
+    np.testing.assert_array_equal(
+        x["temperature_difference_k"], readings["process_temperature_k"] - readings["air_temperature_k"]
+    )
+    types = x[["type_L", "type_M", "type_H"]]
+    assert types.iloc[3].isna().all()
+    known = readings["machine_type"].notna().to_numpy()
+    assert (types[known].sum(axis=1) == 1).all()
+    assert (types[known].idxmax(axis=1).str[-1] == readings["machine_type"][known].to_numpy()).all()
+    # a frame built the way the service builds one (object columns from JSON values) gives the same matrix
+    served = pd.DataFrame({c: readings[c].head(3).tolist() for c in MODEL_INPUT_COLUMNS})
+    np.testing.assert_array_equal(feature_array(served), x.head(3).to_numpy())
