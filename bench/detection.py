@@ -39,7 +39,7 @@ from mfd.modeling.model_io import CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
-from mfd.services.processes import free_port, postgres_server, stop_process_group
+from mfd.services import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.detection_tables import ensure_detection_tables

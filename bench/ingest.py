@@ -25,7 +25,7 @@ import psycopg
 
 from mfd.generator.fleet import iter_readings, to_csv_bytes
 from mfd.ingestion import load as ingest
-from mfd.services.processes import S3Server, postgres_server, s3_server
+from mfd.services import S3Server, postgres_server, s3_server
 from mfd.storage import readings as store
 from mfd.storage.objects import S3Objects
 

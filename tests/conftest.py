@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mfd.services.processes import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
+from mfd.services import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
 from mfd.storage.objects import LocalObjects, S3Objects
 
 _names = itertools.count()
