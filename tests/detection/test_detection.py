@@ -25,7 +25,7 @@ from mfd.modeling.model_io import load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
-from mfd.services.processes import MlflowServer
+from mfd.services import MlflowServer
 from mfd.storage import readings as store
 from mfd.storage.detection_tables import failure_events, predictions
 from mfd_assets.detection import drift_report, drift_within_thresholds, prediction_batches

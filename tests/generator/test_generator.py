@@ -37,7 +37,7 @@ from mfd.generator.fleet import (
 )
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, REQUIRED_COLUMNS, SENSOR_COLUMNS, SENSOR_RANGES
-from mfd.services.processes import S3Server
+from mfd.services import S3Server
 from mfd.storage import readings as store
 from mfd.storage.objects import LocalObjects, S3Objects
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from mfd.errors import ServiceUnavailable
 from mfd.generator.fleet import generate_peripheral, generate_readings, inject_defects, to_csv_bytes
 from mfd.ingestion import load as ingest
-from mfd.services.processes import S3Server, _as_postgres_user, _pg_binary, postgres_server
+from mfd.services import S3Server, as_postgres_user, pg_binary, postgres_server
 from mfd.storage import readings as store
 from mfd.storage.objects import LocalObjects, ObjectMissing, Objects, S3Objects
 
@@ -300,11 +300,11 @@ def test_postgres_down_mid_load_fails_cleanly_and_retry_loads_exactly_once(
     with postgres_server() as server:
         with psycopg.connect(host=server.host, port=server.port, user=server.user, dbname="mfd") as conn:
             data_dir = Path(conn.execute("SHOW data_directory").fetchone()[0])
-        pg_ctl = _pg_binary("pg_ctl")
+        pg_ctl = pg_binary("pg_ctl")
 
         def stop() -> None:
             subprocess.run(
-                _as_postgres_user([pg_ctl, "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
+                as_postgres_user([pg_ctl, "-D", str(data_dir), "-m", "fast", "-w", "stop"]),
                 check=True,
                 capture_output=True,
             )
@@ -316,7 +316,7 @@ def test_postgres_down_mid_load_fails_cleanly_and_retry_loads_exactly_once(
         assert s3_objects.exists(KEY) and not s3_objects.exists("processed/batch.csv")
         log = data_dir.parent / "postgres.log"
         subprocess.run(
-            _as_postgres_user([pg_ctl, "-D", str(data_dir), "-l", str(log), "-w", "restart"]),
+            as_postgres_user([pg_ctl, "-D", str(data_dir), "-l", str(log), "-w", "restart"]),
             check=True,
             capture_output=True,
         )

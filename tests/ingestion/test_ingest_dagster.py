@@ -12,7 +12,7 @@ from dagster_aws.s3 import S3Resource
 
 from mfd.generator.fleet import generate_peripheral, generate_readings, to_csv_bytes
 from mfd.ingestion.incoming import IncomingCursor, new_objects
-from mfd.services.processes import S3Server
+from mfd.services import S3Server
 from mfd.storage import readings as store
 from mfd.storage.objects import Objects
 from mfd_assets.ingestion import (

@@ -25,7 +25,7 @@ from mfd.modeling.sequence.models import (
 from mfd.modeling.sequence.windows import WindowSplit, split_windows
 from mfd.reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
-from mfd.services.processes import MlflowServer
+from mfd.services import MlflowServer
 from mfd_assets.training import SequenceModelsConfig, sequence_models
 from mfd_resources import Tracking
 

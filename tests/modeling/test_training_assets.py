@@ -13,7 +13,7 @@ from mfd.modeling.model_io import CHAMPION
 from mfd.reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
-from mfd.services.processes import MlflowServer
+from mfd.services import MlflowServer
 from mfd_assets.training import (
     CandidateModelConfig,
     ChampionModelConfig,

@@ -21,7 +21,7 @@ from mfd.modeling.training import train_candidate
 from mfd.reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
-from mfd.services.processes import MlflowServer, free_port
+from mfd.services import MlflowServer, free_port
 from mfd.storage import tracking
 from mfd_resources import Tracking
 

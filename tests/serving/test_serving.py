@@ -28,7 +28,7 @@ from mfd.modeling.model_io import CHAMPION, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
-from mfd.services.processes import MlflowServer, free_port, stop_process_group, wait_until
+from mfd.services import MlflowServer, free_port, stop_process_group, wait_until
 from mfd.storage.tracking import connect
 
 pytestmark = pytest.mark.integration

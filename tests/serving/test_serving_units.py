@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from mfd.modeling.model_io import CHAMPION
-from mfd.services.processes import wait_until
+from mfd.services import wait_until
 from mfd.serving.bentoml_tuning import cancel_request_timers, json_output
 from mfd.serving.champion import Poller
 from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, key_matches, parse_keys

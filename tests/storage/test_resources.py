@@ -10,7 +10,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from mfd.errors import MfdError
-from mfd.services.processes import S3Server
+from mfd.services import S3Server
 from mfd.settings import Settings
 from mfd_resources import LocalObjectStore, ObjectStore, S3ObjectStore, Tracking, resources_for
 
