@@ -37,6 +37,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
