@@ -29,12 +29,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from mfd.storage.detection_tables import ensure_detection_tables
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from mfd.detection.batches import read_batch, score_batch
 from mfd.detection.champion import load_champion
-from mfd.generator.fleet import generate_readings, iter_readings, rechunk
+from mfd.generator import generate_readings, iter_readings, rechunk
 from mfd.modeling.model_io import CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
@@ -42,7 +43,6 @@ from mfd.schema import LABEL_COLUMN
 from mfd.services import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings
 from mfd.storage import readings as store
-from mfd.storage.detection_tables import ensure_detection_tables
 from mfd.storage.tracking import connect, experiment_id
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import psycopg
 
 from mfd.cli.main import build_parser
 from mfd.cli.main import main as mfd_main
-from mfd.generator.fleet import generate_readings, to_csv_bytes
+from mfd.generator import generate_readings, to_csv_bytes
 from mfd.services import postgres_server
 from mfd.storage import readings as store
 

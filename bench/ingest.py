@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from mfd.generator.fleet import iter_readings, to_csv_bytes
+from mfd.generator import iter_readings, to_csv_bytes
 from mfd.ingestion import load as ingest
 from mfd.services import S3Server, postgres_server, s3_server
 from mfd.storage import readings as store

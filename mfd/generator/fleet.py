@@ -1,32 +1,25 @@
-"""A simulated fleet emitting readings with the AI4I 2020 physics, its peripheral devices, and bad input.
+"""A simulated fleet emitting readings with the AI4I 2020 physics.
 
 Every machine is its own time series: a fixed type, its own air/process temperature walk, its own tool
 (wear grows 2/3/5 min per reading for L/M/H and the tool is changed at 198-253 min) and its own clock.
-Failure modes follow the rules the AI4I file obeys exactly (see /work/shared/data/README.md); all of it is
+Failure modes follow the rules the AI4I file obeys exactly (see mfd/data/README.md); all of it is
 vectorised numpy over (time step, machine) blocks and deterministic for a given seed.
 """
 
 from __future__ import annotations
 
-import io
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from mfd.features import angular_speed
 from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,
     MACHINE_TYPES,
-    PERIPHERAL_COLUMNS,
     READING_COLUMNS,
-    SENSOR_COLUMNS,
-    SENSOR_RANGES,
 )
 
 GENERATED_COLUMNS: tuple[str, ...] = (*READING_COLUMNS, *FAILURE_MODE_COLUMNS)
@@ -50,14 +43,6 @@ HDF_DIFF_K, HDF_SPEED_RPM = 8.6, 1380.0
 PWF_LOW_W, PWF_HIGH_W = 3500.0, 9000.0
 
 BLOCK_ROWS = 65536  # rows drawn per vectorised block; fixed so that output never depends on chunking
-
-PERIPHERAL_PERIOD_S = 120.0
-PERIPHERAL_JITTER_S = 5.0
-
-ROW_DEFECTS: tuple[str, ...] = ("nan", "out_of_range", "text", "bad_type", "duplicate")
-FILE_DEFECTS: tuple[str, ...] = ("missing_columns", "empty")
-DEFECT_TEXT = "sensor-error"
-DEFECT_TYPE = "X"
 
 
 def machine_ids(machines: int) -> list[str]:
@@ -241,153 +226,3 @@ def rechunk(blocks: Iterator[pd.DataFrame], size: int) -> Iterator[pd.DataFrame]
             pending, held = [joined.iloc[size:]], held - size
     if held:
         yield pd.concat(pending) if len(pending) > 1 else pending[0]
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """A counter-based hash: the same key always gives the same 64 random bits, in any chunking."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _uniform(key: np.ndarray, salt: int) -> np.ndarray:
-    bits = _splitmix64(key ^ _splitmix64(np.full(key.shape, salt, dtype=np.uint64)))
-    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def _normal(key: np.ndarray, salt: int) -> np.ndarray:
-    u1, u2 = _uniform(key, 2 * salt), _uniform(key, 2 * salt + 1)
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
-
-
-def generate_peripheral(
-    readings: pd.DataFrame,
-    seed: int,
-    reading_interval_s: float = 60.0,
-    period_s: float = PERIPHERAL_PERIOD_S,
-) -> pd.DataFrame:
-    """Peripheral rows (power meter, vibration, ambient temperature) for the time the readings cover.
-
-    Each machine's devices report every `period_s` on their own clock (a per-machine phase plus up to
-    5 s jitter), so joining them to readings needs a merge_asof on the nearest earlier timestamp. A
-    machine's readings at t0..t1 cover [t0, t1 + reading_interval_s): consecutive chunks of one run
-    give every device tick exactly once, whatever the chunking.
-    """
-    if readings.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in PERIPHERAL_COLUMNS}).astype(
-            {"machine_id": "object", "timestamp": "datetime64[ns, UTC]"}
-        )
-    codes, ids = pd.factorize(readings["machine_id"].astype(str), sort=True)
-    ns_read = pd.to_datetime(readings["timestamp"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
-    span = pd.DataFrame({"code": codes, "ns": ns_read}).groupby("code")["ns"].agg(["min", "max"])
-    first, last = span["min"].to_numpy(), span["max"].to_numpy()
-    keys = np.array([zlib.crc32(m.encode()) for m in ids], dtype=np.uint64) + (
-        np.uint64(seed & 0xFFFFFFFF) << np.uint64(32)
-    )
-    ms = 1_000_000
-    period_ns, jitter_ms = round(period_s * 1000) * ms, round(PERIPHERAL_JITTER_S * 1000)
-    phase = np.floor(_uniform(keys, 1) * (period_ns // ms)).astype(np.int64) * ms
-    end = last + round(reading_interval_s * 1000) * ms
-    first_k = (first - phase - jitter_ms * ms) // period_ns
-    counts = (end - phase) // period_ns - first_k + 1
-    machine = np.repeat(np.arange(len(ids)), counts)
-    k = np.repeat(first_k, counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    tick_key = keys[machine] ^ _splitmix64(k.astype(np.uint64))
-    ns = k * period_ns + phase[machine] + np.floor(_uniform(tick_key, 2) * jitter_ms).astype(np.int64) * ms
-    keep = (ns >= first[machine]) & (ns < end[machine])
-    ticks = pd.DataFrame(
-        {"code": machine[keep], "timestamp": pd.DatetimeIndex(ns[keep], tz="UTC"), "key": tick_key[keep]}
-    ).sort_values("timestamp", kind="stable")
-    source = pd.DataFrame(
-        {
-            "code": codes,
-            "timestamp": pd.DatetimeIndex(ns_read, tz="UTC"),
-            "power_w": (readings["torque_nm"] * angular_speed(readings["rotational_speed_rpm"])).to_numpy(),
-            "wear": readings["tool_wear_min"].to_numpy(),
-            "air": readings["air_temperature_k"].to_numpy(),
-        }
-    ).sort_values("timestamp", kind="stable")
-    joined = pd.merge_asof(ticks, source, on="timestamp", by="code", direction="backward")
-    key = joined["key"].to_numpy()
-    power = joined["power_w"].to_numpy() * (1.0 + 0.02 * _normal(key, 3)) + 40.0 * _normal(key, 4)
-    vibration = 1.2 + 0.012 * joined["wear"].to_numpy() + 0.15 * _normal(key, 5)
-    ambient = joined["air"].to_numpy() - 3.0 + 0.5 * _normal(key, 6)
-    out = pd.DataFrame(
-        {
-            "machine_id": ids.to_numpy()[joined["code"].to_numpy()],
-            "timestamp": joined["timestamp"],
-            "power_meter_w": np.round(np.clip(power, 0.0, None), 1),
-            "vibration_mm_s": np.round(np.clip(vibration, 0.0, None), 2),
-            "ambient_temperature_k": np.round(ambient, 1),
-        }
-    )
-    return out.sort_values(["timestamp", "machine_id"], kind="stable").reset_index(drop=True)[
-        list(PERIPHERAL_COLUMNS)
-    ]
-
-
-def inject_defects(df: pd.DataFrame, rate: float, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Copy of `df` where a `rate` share of rows carries exactly one defect; returns it and counts per kind.
-
-    Kinds (each detectable from the content alone): `nan` (one sensor empty), `out_of_range` (one sensor
-    at twice its schema maximum), `text` (one sensor reads "sensor-error"), `bad_type` (machine_type "X"),
-    `duplicate` (an extra exact copy of a good row, right after it: its (machine_id, timestamp) repeats).
-    """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"rate must be within [0, 1], got {rate}")
-    rng = np.random.default_rng(seed)
-    n = len(df)
-    hit = rng.random(n) < rate
-    kind = np.where(hit, rng.integers(0, len(ROW_DEFECTS), n), -1)
-    column = rng.integers(0, len(SENSOR_COLUMNS), n)
-    out = df.copy()
-    text_rows = kind == ROW_DEFECTS.index("text")
-    if text_rows.any():
-        out = out.astype({c: object for c in SENSOR_COLUMNS})
-    for i, name in enumerate(SENSOR_COLUMNS):
-        col = out.columns.get_loc(name)
-        out.iloc[np.flatnonzero((kind == ROW_DEFECTS.index("nan")) & (column == i)), col] = np.nan
-        out.iloc[np.flatnonzero((kind == ROW_DEFECTS.index("out_of_range")) & (column == i)), col] = (
-            2.0 * SENSOR_RANGES[name].high
-        )
-        out.iloc[np.flatnonzero(text_rows & (column == i)), col] = DEFECT_TEXT
-    out.loc[kind == ROW_DEFECTS.index("bad_type"), "machine_type"] = DEFECT_TYPE
-    dup = kind == ROW_DEFECTS.index("duplicate")
-    if dup.any():
-        order = np.concatenate([np.arange(n), np.flatnonzero(dup)])
-        out = out.iloc[np.sort(order)]
-    counts = {name: int((kind == i).sum()) for i, name in enumerate(ROW_DEFECTS)}
-    return out.reset_index(drop=True), counts
-
-
-def defect_file(df: pd.DataFrame, kind: str, seed: int) -> bytes:
-    """A whole bad CSV: `missing_columns` (the rows without one required sensor column) or `empty` (0 bytes)."""
-    if kind == "empty":
-        return b""
-    if kind != "missing_columns":
-        raise ValueError(f"unknown file defect {kind!r}; expected one of {FILE_DEFECTS}")
-    dropped = SENSOR_COLUMNS[np.random.default_rng(seed).integers(0, len(SENSOR_COLUMNS))]
-    return to_csv_bytes(df.drop(columns=[dropped]))
-
-
-def to_csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV with a header, timestamps as `2026-01-01 00:00:13.968Z` (UTC, milliseconds).
-
-    Written by Arrow (several times faster than pandas); frames Arrow cannot write unquoted (text in
-    numeric columns from injected defects, commas or quotes in values) go through pandas, same layout.
-    """
-    if not any(df[c].dtype == object for c in SENSOR_COLUMNS if c in df.columns):
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        at = table.schema.get_field_index("timestamp")
-        table = table.set_column(at, "timestamp", table.column(at).cast(pa.timestamp("ms", tz="UTC")))
-        sink = io.BytesIO()
-        try:
-            pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none", quoting_header="none"))
-            return sink.getvalue()
-        except pa.ArrowInvalid:
-            pass  # a value needs quoting
-    out = df.copy()
-    stamps = pd.to_datetime(out["timestamp"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-    out["timestamp"] = stamps.str[:-3] + "Z"
-    return out.to_csv(index=False).encode()

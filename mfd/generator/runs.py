@@ -23,7 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from tqdm import tqdm
 
 from mfd.errors import with_retries
-from mfd.generator.fleet import (
+from mfd.generator import (
     FILE_DEFECTS,
     ROW_DEFECTS,
     defect_file,

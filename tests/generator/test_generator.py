@@ -21,10 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from mfd.cli.main import main
 from mfd.features import feature_matrix
-from mfd.generator.fleet import (
-    BLOCK_ROWS,
-    DEFECT_TEXT,
-    DEFECT_TYPE,
+from mfd.generator import (
     GENERATED_COLUMNS,
     ROW_DEFECTS,
     defect_file,
@@ -35,11 +32,14 @@ from mfd.generator.fleet import (
     rechunk,
     to_csv_bytes,
 )
+from mfd.generator.defects import DEFECT_TEXT, DEFECT_TYPE
+from mfd.generator.fleet import BLOCK_ROWS
 from mfd.reference import load_ai4i
-from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, REQUIRED_COLUMNS, SENSOR_COLUMNS, SENSOR_RANGES
+from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, REQUIRED_COLUMNS, SENSOR_COLUMNS
 from mfd.services import S3Server
 from mfd.storage import readings as store
 from mfd.storage.objects import LocalObjects, S3Objects
+from mfd.validation import SENSOR_RANGES
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 WEAR_STEP = {"L": 2, "M": 3, "H": 5}

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mfd.errors import ServiceUnavailable
-from mfd.generator.fleet import generate_peripheral, generate_readings, inject_defects, to_csv_bytes
+from mfd.generator import generate_peripheral, generate_readings, inject_defects, to_csv_bytes
 from mfd.ingestion import load as ingest
 from mfd.services import S3Server, as_postgres_user, pg_binary, postgres_server
 from mfd.storage import readings as store

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from mfd.generator.fleet import generate_peripheral, generate_readings, to_csv_bytes
+from mfd.generator import generate_peripheral, generate_readings, to_csv_bytes
 from mfd.ingestion.incoming import IncomingCursor, new_objects
 from mfd.services import S3Server
 from mfd.storage import readings as store

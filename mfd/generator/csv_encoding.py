@@ -1,0 +1,33 @@
+"""Readings as CSV bytes in the layout `incoming/` expects."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from mfd.schema import SENSOR_COLUMNS
+
+
+def to_csv_bytes(df: pd.DataFrame) -> bytes:
+    """CSV with a header, timestamps as `2026-01-01 00:00:13.968Z` (UTC, milliseconds).
+
+    Written by Arrow (several times faster than pandas); frames Arrow cannot write unquoted (text in
+    numeric columns from injected defects, commas or quotes in values) go through pandas, same layout.
+    """
+    if not any(df[c].dtype == object for c in SENSOR_COLUMNS if c in df.columns):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        at = table.schema.get_field_index("timestamp")
+        table = table.set_column(at, "timestamp", table.column(at).cast(pa.timestamp("ms", tz="UTC")))
+        sink = io.BytesIO()
+        try:
+            pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none", quoting_header="none"))
+            return sink.getvalue()
+        except pa.ArrowInvalid:
+            pass  # a value needs quoting
+    out = df.copy()
+    stamps = pd.to_datetime(out["timestamp"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    out["timestamp"] = stamps.str[:-3] + "Z"
+    return out.to_csv(index=False).encode()
