@@ -34,11 +34,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from mfd.detection.batches import read_batch, score_batch
-from mfd.detection.champion import load_champion
 from mfd.generator import generate_readings, iter_readings, rechunk
 from mfd.modeling.model_io import CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
+from mfd.registry.champion import load_champion
 from mfd.schema import LABEL_COLUMN
 from mfd.services import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings

@@ -1,13 +1,15 @@
 """The champion as a BentoML service: `bentoml serve bento.service:MachineFailureService` from the repo root.
 
-Wiring only: validation, guards and champion loading live in `mfd.serving`. Settings are MFD_* variables
-(see docs/serving.md).
+Wiring only: validation, guards and champion loading live in `mfd.serving` and `mfd.registry`. Settings are
+MFD_* variables (see docs/serving.md), read once per worker when the app and the service are built, never at
+import.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from functools import cache
 from typing import Annotated, Any
 
 # One OpenMP thread per worker: on small adaptive batches, waking a thread team costs more than the trees
@@ -26,13 +28,19 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from mfd.serving.bentoml_tuning import bind_apis, cancel_request_timers, json_output  # noqa: E402
+from mfd.serving.bentoml_tuning import bind_apis, json_output  # noqa: E402
 from mfd.serving.champion import Champion, Poller, sibling_signal_file  # noqa: E402
+from mfd.serving.compat import cancel_request_timers  # noqa: E402
 from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, parse_keys  # noqa: E402
 from mfd.serving.readings import Prediction, Reading, RejectedRequest, parse_readings  # noqa: E402
-from mfd.settings import load_settings  # noqa: E402
+from mfd.settings import Settings, load_settings  # noqa: E402
 
-settings = load_settings()
+
+@cache
+def service_settings() -> Settings:
+    """The MFD_* settings, read on first use: when the worker builds its app, before the service."""
+    return load_settings()
+
 
 predictions_total = bentoml.metrics.Counter(
     name="mfd_predictions", documentation="Readings scored", labelnames=["model_name", "model_version"]
@@ -47,7 +55,7 @@ failures_total = bentoml.metrics.Counter(
 def _checked(value: Any, _handler: Any) -> list[Reading]:
     """Validate before batching, so one bad request never fails the batch it would have joined."""
     try:
-        return parse_readings(value, settings.max_readings)
+        return parse_readings(value, service_settings().max_readings)
     except RejectedRequest as exc:
         raise BentoMLException(str(exc), error_code=exc.status) from None
 
@@ -80,7 +88,8 @@ class MachineFailureService:
     """Failure probability for machine readings from the registry's champion model."""
 
     def __init__(self) -> None:
-        self.champion = Champion(settings.tracking_uri, settings.model_name)
+        settings = service_settings()
+        self.champion = Champion(settings.tracking_uri, settings.model_name, settings.home)
         self.champion.start()
         self.poller = Poller(self.champion, settings.reload_interval_s, sibling_signal_file())
         self.poller.start()
@@ -117,10 +126,17 @@ class MachineFailureService:
         self.poller.stop()
 
 
-# BentoML's per-request timers and list serialisation cost more than the model (mfd/serving/bentoml_tuning.py).
+def guarded(app: Any) -> ApiKeyMiddleware:
+    """`app` behind the API-key check and, inside it, the body cap: an unauthenticated request gets 401
+    before its size is even looked at. Built with the app, so the settings are read then."""
+    settings = service_settings()
+    limited = BodyLimitMiddleware(app, max_bytes=settings.max_request_bytes)
+    return ApiKeyMiddleware(limited, keys=parse_keys(settings.api_keys))
+
+
+# BentoML's per-request timers and list serialisation cost more than the model (mfd/serving/compat.py,
+# mfd/serving/bentoml_tuning.py).
 cancel_request_timers()
 predict_api = MachineFailureService.apis["predict"]
 predict_api.output_spec = json_output(predict_api.output_spec)
-# Outermost first: an unauthenticated request gets 401 before its size is even looked at.
-MachineFailureService.add_asgi_middleware(ApiKeyMiddleware, keys=parse_keys(settings.api_keys))
-MachineFailureService.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+MachineFailureService.add_asgi_middleware(guarded)

@@ -7,10 +7,10 @@ import pandas as pd
 from pydantic import Field
 
 from mfd.detection.batches import score_batch
-from mfd.detection.champion import NoChampion, load_champion
 from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
+from mfd.registry.champion import NoChampion, load_champion
 from mfd.settings import load_settings
 from mfd_resources import ReadingsStore, Tracking
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mfd.detection.batches import plan_batches
-from mfd.detection.champion import champion_status
+from mfd.registry.champion import champion_version
 from mfd.settings import load_settings
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
@@ -29,7 +29,7 @@ def build_prediction_sensor(
         batches = plan_batches(readings_store.engine, after, max_rows_per_run, max_runs_per_tick)
         if not batches:
             return dg.SkipReason(f"no readings after id {after}")
-        version, source = champion_status(
+        version, source = champion_version(
             tracking.tracking_uri, tracking.model_name, tracking.client, load_settings().home
         )
         if version is None:

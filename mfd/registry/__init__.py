@@ -1,4 +1,5 @@
-"""Registry: the gated promotion of a candidate to `@champion` in the MLflow model registry, and rollback.
+"""Registry: the gated promotion of a candidate to `@champion` in the MLflow model registry, and rollback
+(`promotion`); the one champion loader with its local copy, used by detection and serving (`champion`).
 
 In: a registered candidate version and the holdout. Out: the `champion` / `challenger` aliases moved (or not)
-with the decision and its reasons."""
+with the decision and its reasons; the champion as a FailureModel, from the registry or its local copy."""

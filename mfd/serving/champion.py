@@ -1,5 +1,6 @@
-"""The champion the service answers with: loaded from the MLflow registry alias, or from the newest local
-copy when the registry is down; re-checked on demand and swapped atomically when the alias moves."""
+"""The champion the service answers with, from the shared loader (`mfd.registry.champion`: the registry
+alias, or the local copy when the registry is down); re-checked on demand and swapped atomically when the
+alias moves. `Poller` re-checks on a timer and when another worker of the server reloaded."""
 
 from __future__ import annotations
 
@@ -14,15 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import bentoml
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from mfd.errors import MfdError
-from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG, FailureModel
+from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
-from mfd.serving import local_copies
+from mfd.registry.champion import LoadedChampion, load_champion
 from mfd.serving.readings import Prediction, Reading
 from mfd.storage import tracking
 
@@ -41,13 +41,10 @@ class ServedModel:
     loaded_at: str
 
     @classmethod
-    def from_copy(cls, copy: bentoml.Model, source: Source) -> ServedModel:
-        meta = copy.info.metadata
-        pyfunc = bentoml.mlflow.load_model(copy)
-        model = FailureModel(
-            str(meta["mlflow_name"]), str(meta["mlflow_version"]), float(meta["threshold"]), pyfunc
-        )
-        return cls(model, pyfunc.get_raw_model(), source, datetime.now(UTC).isoformat(timespec="seconds"))
+    def of(cls, loaded: LoadedChampion) -> ServedModel:
+        source: Source = "local copy" if loaded.fallback else "registry"
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(loaded.model, loaded.model.pyfunc.get_raw_model(), source, now)
 
     def predict(self, readings: list[Reading]) -> list[Prediction]:
         """Probability, label, threshold, model name and version for each reading, one model call."""
@@ -75,77 +72,67 @@ def _one_line(exc: BaseException) -> str:
 class Champion:
     """Holds the served model; `refresh()` follows the registry alias (thread-safe, readers never block)."""
 
-    def __init__(self, tracking_uri: str, model_name: str, alias: str = CHAMPION) -> None:
-        self.tracking_uri, self.model_name, self.alias = tracking_uri, model_name, alias
+    def __init__(self, tracking_uri: str, model_name: str, home: Path) -> None:
+        self.tracking_uri, self.model_name, self.home = tracking_uri, model_name, home
         self.registry_error: str | None = None
-        self._client: MlflowClient | None = None
         self._served: ServedModel | None = None
         self._lock = threading.Lock()
+
+    def _connect(self) -> MlflowClient:
+        return tracking.connect(self.tracking_uri)
 
     @property
     def served(self) -> ServedModel:
         if self._served is None:
-            raise MfdError(f"no model loaded for {self.model_name}@{self.alias}")
+            raise MfdError(f"no model loaded for {self.model_name}@{CHAMPION}")
         return self._served
 
     @property
     def ready(self) -> bool:
         return self._served is not None
 
-    def _alias_version(self) -> tuple[str, float]:
-        if self._client is None:
-            self._client = tracking.connect(self.tracking_uri)
-        try:
-            mv = self._client.get_model_version_by_alias(self.model_name, self.alias)
-        except Exception:
-            self._client = None  # reconnect next time
-            raise
-        return str(mv.version), float(mv.tags.get(THRESHOLD_TAG, 0.5))
-
     def start(self) -> ServedModel:
-        """Load the alias from the registry; if that fails, the newest local copy (MfdError if none)."""
-        if self.refresh():
-            return self.served
-        copy = local_copies.newest_copy(self.model_name)
-        if copy is None:
-            raise MfdError(
-                f"cannot load {self.model_name}@{self.alias}: registry failed ({self.registry_error}) and the "
-                "BentoML model store holds no local copy; check MFD_MLFLOW_TRACKING_URI and MFD_MODEL_NAME"
-            )
-        self._served = ServedModel.from_copy(copy, "local copy")
-        log.warning(
-            "registry unavailable (%s); serving local copy %s version %s",
-            self.registry_error,
-            self.model_name,
-            self._served.model.version,
-        )
+        """Load the champion: from the registry, else its local copy (MfdError if neither)."""
+        self.refresh()
+        if self._served is None:
+            raise MfdError(f"cannot load {self.model_name}@{CHAMPION}: {self.registry_error}")
         return self._served
 
     def refresh(self) -> bool:
-        """Follow the alias: load and swap in a new version; True when the registry answered."""
+        """Follow the alias: load and swap in a new version; True when the registry answered.
+
+        With the registry down, a model already served stays; a first load takes the local copy."""
         with self._lock:
             try:
-                version, threshold = self._alias_version()
-                current = self._served
-                if current is not None and current.model.version == version:
-                    if current.source != "registry":
-                        self._served = replace(current, source="registry")
-                        log.info(
-                            "registry back; %s version %s is still the %s",
-                            self.model_name,
-                            version,
-                            self.alias,
-                        )
-                else:
-                    copy = local_copies.keep_copy(self.model_name, version, threshold)
-                    self._served = ServedModel.from_copy(copy, "registry")
-                    log.info("serving %s version %s (%s)", self.model_name, version, self.alias)
-            except Exception as exc:  # noqa: BLE001 - any registry failure keeps the current model
+                loaded = load_champion(self.tracking_uri, self.model_name, self._connect, self.home)
+            except Exception as exc:  # noqa: BLE001 - no champion or no copy: keep the current model
                 self.registry_error = _one_line(exc)
                 log.warning("champion check failed, keeping the current model: %s", self.registry_error)
                 return False
-            self.registry_error = None
-            return True
+            self.registry_error = loaded.registry_error
+            current = self._served
+            if loaded.fallback and current is not None:
+                log.warning("champion check failed, keeping the current model: %s", self.registry_error)
+            elif current is None or current.model.version != loaded.model.version:
+                self._served = ServedModel.of(loaded)
+                if loaded.fallback:
+                    log.warning(
+                        "registry unavailable (%s); serving local copy %s version %s",
+                        self.registry_error,
+                        self.model_name,
+                        loaded.model.version,
+                    )
+                else:
+                    log.info("serving %s version %s (%s)", self.model_name, loaded.model.version, CHAMPION)
+            elif current.source != "registry":
+                self._served = replace(current, source="registry")
+                log.info(
+                    "registry back; %s version %s is still the %s",
+                    self.model_name,
+                    current.model.version,
+                    CHAMPION,
+                )
+            return not loaded.fallback
 
     def status(self) -> dict[str, Any]:
         """What is served and from where, for the status route."""
@@ -153,7 +140,7 @@ class Champion:
         return {
             "ready": served is not None,
             "model_name": self.model_name,
-            "alias": self.alias,
+            "alias": CHAMPION,
             "model_version": served.model.version if served else None,
             "threshold": served.model.threshold if served else None,
             "source": served.source if served else None,

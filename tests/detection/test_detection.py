@@ -4,8 +4,6 @@ PostgreSQL (and the SQLite twin), the champion from a real MLflow server, drift 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +13,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import unique
+from forwarder import Forwarder
 from mlflow import start_run
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.cli.main import main
-from mfd.detection.champion import load_champion
 from mfd.errors import ServiceUnavailable
 from mfd.modeling.model_io import load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
+from mfd.registry.champion import load_champion
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 from mfd.services import MlflowServer
 from mfd.storage import readings as store
@@ -207,48 +206,6 @@ def test_invalid_readings_are_counted_and_never_scored(pg_url: str, champion: Tr
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["first_invalid_ids"].value == bad
-
-
-class Forwarder:
-    """A TCP forwarder to the MLflow server: closing it takes the registry down for its clients."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            dst.close()
-
-    def close(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread; the port stops listening
-        except OSError:
-            pass
-        self.listener.close()
-        for s in self.sockets:
-            s.close()
 
 
 @pytest.fixture

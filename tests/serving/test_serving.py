@@ -19,6 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import unique
+from forwarder import Forwarder
 from mlflow import set_experiment, start_run
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -135,13 +136,28 @@ def service_env(
 
 
 @pytest.fixture(scope="module")
+def registry(registered: Registered) -> Iterator[Forwarder]:
+    """The registry as `service` sees it: closing this forwarder takes it down, `open()` brings it back."""
+    forwarder = Forwarder(registered.tracking_uri)
+    yield forwarder
+    forwarder.close()
+
+
+@pytest.fixture(scope="module")
+def service_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp directory whose `mfd-home/` holds `service`'s local model copies."""
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
 def service(
-    registered: Registered, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+    registered: Registered, registry: Forwarder, bentoml_home: Path, service_home: Path
 ) -> Iterator[Service]:
     """The service with polling off: only `POST /reload` moves its workers to a new champion."""
-    tmp = tmp_path_factory.mktemp("serve")
-    proc, url = serve(service_env(registered, bentoml_home, tmp, registered.tracking_uri), tmp / "serve.log")
-    yield Service(url, tmp / "serve.log")
+    proc, url = serve(
+        service_env(registered, bentoml_home, service_home, registry.uri), service_home / "serve.log"
+    )
+    yield Service(url, service_home / "serve.log")
     stop_process_group(proc, timeout=30)
 
 
@@ -188,7 +204,7 @@ def test_predicts_each_reading_with_the_champion(service: Service, registered: R
 
 
 def test_every_worker_loaded_the_model_from_the_registry(service: Service, registered: Registered) -> None:
-    # The workers start together on an empty model store: both copy the version, one after the other.
+    # The workers start together with no local copy: one copies the version while the other waits for it.
     for status in every_worker(service).values():
         assert status["source"] == "registry"
         assert status["model_name"] == registered.name
@@ -305,13 +321,22 @@ def test_metrics_count_predictions_and_failures_by_version(service: Service) -> 
 
 @pytest.fixture(scope="module")
 def fallback_service(
-    service: Service, registered: Registered, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+    service: Service,
+    registered: Registered,
+    registry: Forwarder,
+    bentoml_home: Path,
+    service_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
-    """A second server whose registry URI answers nothing; `service` already left a local copy."""
-    tmp = tmp_path_factory.mktemp("fallback")
-    dead_registry = f"http://127.0.0.1:{free_port()}"
-    proc, url = serve(service_env(registered, bentoml_home, tmp, dead_registry), tmp / "serve.log")
-    yield Service(url, tmp / "serve.log")
+    """A second server on `service`'s MFD_HOME, started while the registry answers nothing: `service`
+    already left a local copy there. The registry is back once it has started (its polling is off)."""
+    log = tmp_path_factory.mktemp("fallback") / "serve.log"
+    registry.close()
+    try:
+        proc, url = serve(service_env(registered, bentoml_home, service_home, registry.uri), log)
+    finally:
+        registry.open()
+    yield Service(url, log)
     stop_process_group(proc, timeout=30)
 
 

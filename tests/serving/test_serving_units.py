@@ -25,10 +25,11 @@ from starlette.testclient import TestClient
 
 from mfd.modeling.model_io import CHAMPION
 from mfd.services import wait_until
-from mfd.serving.bentoml_tuning import cancel_request_timers, json_output
+from mfd.serving.bentoml_tuning import json_output
 from mfd.serving.champion import Poller
+from mfd.serving.compat import cancel_request_timers
 from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, key_matches, parse_keys
-from mfd.serving.local_copies import local_tag, store_name
+from mfd.serving.packaging import local_tag, store_name
 from mfd.serving.readings import Prediction, RejectedRequest, parse_readings
 from mfd.settings import Settings
 from mfd_resources import Tracking
