@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from mfd.errors import MfdError
 from mfd.ingestion import load as ingest
 from mfd.settings import load_settings
 from mfd.storage.connect import engine_from_settings, objects_from_settings
-from mfd.storage.objects import INCOMING
+from mfd.storage.objects import INCOMING, Objects
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Validate and bulk-load CSV objects from the object store's incoming/ prefix (S3 when "
         "MFD_S3_BUCKET is set, else the local directory under MFD_HOME) into the readings database; files "
         "under incoming/peripheral/ go to peripheral_readings. Each file then moves to processed/, or to "
-        "rejected/ with <name>.reason.json; bad rows go to rejected/<name>.bad_rows.csv. Exit status 1 "
-        "when a file was rejected whole. See docs/ingestion.md.",
+        "rejected/ with <name>.reason.json; bad rows go to rejected/<name>.bad_rows.csv. Every file is tried and reported; a failing one "
+        "does not stop the rest. Exit status: 0 every file loaded, 1 a file was rejected whole (fix the file), "
+        "3 a file could not be loaded because a service, the disk or the object store failed (it stays in "
+        "incoming/: run again once fixed), 2 bad options or settings. See docs/ingestion.md.",
     )
     parser.add_argument(
         "keys",
@@ -37,6 +46,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+EXIT_REJECTED = 1  # a file's content was refused: fix the file (the reason is beside it under rejected/)
+EXIT_FAILED = 3  # a service, the disk or the object store failed: fix that and run again; the file waits
+
+
+@dataclass
+class Tally:
+    """Per-file outcomes of one `mfd ingest` run."""
+
+    loaded: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return EXIT_FAILED if self.failed else EXIT_REJECTED if self.rejected else 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} loaded", f"{len(self.rejected)} rejected", f"{len(self.failed)} failed"]
+        line = f"{sum(map(len, (self.loaded, self.rejected, self.failed)))} files: " + ", ".join(parts)
+        if self.failed:
+            line += f"; still in {INCOMING}, run again once fixed: " + ", ".join(self.failed)
+        return line
+
+
+def failure_line(exc: BaseException) -> str:
+    """One line saying what went wrong; an MfdError's message already names what to fix."""
+    if isinstance(exc, MfdError):
+        return str(exc).strip().splitlines()[0]
+    if isinstance(exc, OSError):
+        return (
+            f"{exc.strerror or type(exc).__name__} ({exc.filename or 'disk'}): free space or fix permissions"
+        )
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else exc!r}"
+
+
+def ingest_one(objects: Objects, engine: Engine, key: str, chunk_bytes: int, tally: Tally) -> None:
+    """Ingest `key`, print its line(s) and count it; a failure is reported and the run goes on."""
+    try:
+        report = ingest.ingest_object(objects, engine, key, chunk_bytes=chunk_bytes)
+    except (MfdError, OSError, SQLAlchemyError) as exc:
+        log.debug("ingesting %s failed", key, exc_info=True)
+        print(f"{key}: failed: {failure_line(exc)}")
+        tally.failed.append(key)
+        return
+    print(
+        f"{key}: {report.status}, read {report.read:,} = loaded {report.loaded:,} + duplicate "
+        f"{report.duplicate:,} + rejected {report.rejected:,} in {report.seconds:.2f}s "
+        f"({report.rows_per_second:,.0f} rows/s) -> {report.filed_as}"
+    )
+    if report.reason:
+        print(f"  rejected whole: {report.reason['rule']}: {report.reason['message']}")
+        tally.rejected.append(key)
+        return
+    if report.bad_rows_key:
+        print(f"  bad rows with reasons: {report.bad_rows_key}")
+    tally.loaded.append(key)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.chunk_mb < 1:
         raise MfdError(f"--chunk-mb must be at least 1, got {args.chunk_mb}")
@@ -50,17 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if not keys:
         print(f"nothing under {INCOMING} in {objects.describe()}")
         return 0
-    status = 0
+    tally = Tally()
     for key in keys:
-        report = ingest.ingest_object(objects, engine, key, chunk_bytes=args.chunk_mb << 20)
-        print(
-            f"{key}: {report.status}, read {report.read:,} = loaded {report.loaded:,} + duplicate "
-            f"{report.duplicate:,} + rejected {report.rejected:,} in {report.seconds:.2f}s "
-            f"({report.rows_per_second:,.0f} rows/s) -> {report.filed_as}"
-        )
-        if report.reason:
-            print(f"  rejected whole: {report.reason['rule']}: {report.reason['message']}")
-            status = 1
-        elif report.bad_rows_key:
-            print(f"  bad rows with reasons: {report.bad_rows_key}")
-    return status
+        ingest_one(objects, engine, key, args.chunk_mb << 20, tally)
+    print(tally.summary())
+    return tally.status

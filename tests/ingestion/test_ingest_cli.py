@@ -1,0 +1,57 @@
+"""`mfd ingest` tries every file, reports each on its own line, and says with its exit status whether a
+file was refused (fix the file) or could not be loaded (fix the service and run again)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mfd.cli.ingest import EXIT_FAILED, EXIT_REJECTED
+from mfd.cli.main import main
+from mfd.generator import generate_readings, to_csv_bytes
+from mfd.storage.objects import LocalObjects
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in [n for n in os.environ if n.startswith("MFD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MFD_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _loaded(home: Path) -> int:
+    engine = sa.create_engine(f"sqlite:///{home / 'readings.db'}")
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM readings")).scalar_one()
+
+
+def test_a_failing_file_does_not_stop_the_rest(home: Path, capsys: pytest.CaptureFixture) -> None:
+    objects = LocalObjects(home / "objects")
+    objects.put("incoming/good.csv", to_csv_bytes(generate_readings(4, 200, seed=3)))
+    objects.put("incoming/empty.csv", b"")
+    status = main(["ingest", "incoming/gone.csv", "incoming/good.csv", "incoming/empty.csv"])
+    out = capsys.readouterr().out
+    assert status == EXIT_FAILED
+    lines = out.splitlines()
+    assert lines[0].startswith("incoming/gone.csv: failed: incoming/gone.csv was deleted before it could be read")
+    assert "incoming/good.csv: processed, read 200 = loaded 200" in out
+    assert "incoming/empty.csv: rejected" in out and "rejected whole: empty_file" in out
+    assert lines[-1] == (
+        "3 files: 1 loaded, 1 rejected, 1 failed; still in incoming/, run again once fixed: incoming/gone.csv"
+    )
+    assert _loaded(home) == 200
+
+
+def test_only_a_refused_file_exits_with_the_rejected_status(home: Path, capsys: pytest.CaptureFixture) -> None:
+    objects = LocalObjects(home / "objects")
+    objects.put("incoming/good.csv", to_csv_bytes(generate_readings(2, 50, seed=1)))
+    objects.put("incoming/header-only.csv", b"machine_id,timestamp\n")
+    assert main(["ingest"]) == EXIT_REJECTED
+    assert capsys.readouterr().out.splitlines()[-1] == "2 files: 1 loaded, 1 rejected, 0 failed"
+    assert main(["ingest"]) == 0
+    assert "nothing under incoming/" in capsys.readouterr().out
