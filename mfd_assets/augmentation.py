@@ -9,19 +9,12 @@ from pydantic import Field
 
 from mfd.augmentation.corruption import corruption_augment
 from mfd.augmentation.oversampling import smote_augment
-from mfd.modeling.holdout import holdout_ids, without_holdout
+from mfd.modeling.holdout import without_holdout
 from mfd.plots import table_markdown
 from mfd.schema import LABEL_COLUMN
 
 
-class HoldoutSettings(dg.Config):
-    """The shared holdout: augmented_sets and quality_scores must use the same values."""
-
-    holdout_fraction: float = Field(0.2, description="share of training_set rows held out for scoring")
-    holdout_seed: int = Field(0, description="seed of the stratified holdout split (by reading id)")
-
-
-class AugmentationConfig(HoldoutSettings):
+class AugmentationConfig(dg.Config):
     base: Literal["raw", "cleaned"] = Field(
         "raw", description="augment training_set (raw, so the lift is the method's own) or cleaned_set"
     )
@@ -74,9 +67,10 @@ def augmented_sets(
     config: AugmentationConfig,
     training_set: pd.DataFrame,
     cleaned_set: pd.DataFrame,
+    holdout: pd.DataFrame,
 ) -> Iterator[dg.Output]:
-    """Augmented training sets, one per method; the holdout rows of training_set never reach them."""
-    held = holdout_ids(training_set, config.holdout_fraction, config.holdout_seed)
+    """Augmented training sets, one per method; the `holdout` rows never reach them."""
+    held = frozenset(int(i) for i in holdout["id"])
     source = cleaned_set if config.base == "cleaned" else training_set
     train = without_holdout(source, held)
     excluded = len(source) - len(train)

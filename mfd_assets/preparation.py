@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.modeling.training_data import trainability_problem
 from mfd.plots import png_markdown, table_markdown
 from mfd.preparation.clusters import cluster_machines, cluster_scatter
 from mfd.preparation.expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
@@ -95,6 +96,23 @@ def training_set_expectations(
     )
 
 
+def _trainable_check(df: pd.DataFrame) -> dg.AssetCheckResult:
+    problem = trainability_problem(df)
+    labels = df[LABEL_COLUMN].dropna() if LABEL_COLUMN in df.columns else pd.Series(dtype="int64")
+    return dg.AssetCheckResult(
+        passed=problem is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=problem or "two classes and enough failures for 5-fold CV plus a holdout",
+        metadata={"labelled_rows": len(labels), "failures": int(labels.astype("int64").sum())},
+    )
+
+
+@dg.asset_check(asset=training_set, name="trainable", blocking=True)
+def training_set_trainable(training_set: pd.DataFrame) -> dg.AssetCheckResult:
+    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
+    return _trainable_check(training_set)
+
+
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def cleaned_set(config: CleanedSetConfig, training_set: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """The training set without non-failure rows outside the IQR fences (per feature and machine type).
@@ -116,6 +134,12 @@ def cleaned_set(config: CleanedSetConfig, training_set: pd.DataFrame) -> dg.Outp
             ),
         },
     )
+
+
+@dg.asset_check(asset=cleaned_set, name="trainable", blocking=True)
+def cleaned_set_trainable(cleaned_set: pd.DataFrame) -> dg.AssetCheckResult:
+    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
+    return _trainable_check(cleaned_set)
 
 
 @dg.asset(group_name=GROUP, kinds={"sklearn"})

@@ -7,7 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from mfd.errors import MfdError
-from mfd.modeling.holdout import assert_disjoint, holdout_split, without_holdout
+from mfd.modeling.holdout import assert_disjoint, without_holdout
 from mfd.plots import png_markdown, table_markdown
 from mfd.quality.panel import (
     CLASSIFIERS,
@@ -18,13 +18,12 @@ from mfd.quality.panel import (
     lift_summary,
     run_panel,
 )
-from mfd_assets.augmentation import HoldoutSettings
 from mfd_resources import ObjectStore
 
 REPORT_KEY = "reports/quality_scores.csv"
 
 
-class QualityConfig(HoldoutSettings):
+class QualityConfig(dg.Config):
     classifiers: list[str] = Field(list(CLASSIFIERS), description=f"any of {list(CLASSIFIERS)}")
     grids: dict[str, str] = Field(
         {},
@@ -64,6 +63,7 @@ def quality_scores(
     object_store: ObjectStore,
     training_set: pd.DataFrame,
     cleaned_set: pd.DataFrame,
+    holdout: pd.DataFrame,
     augmented_gan: pd.DataFrame,
     augmented_oversampling: pd.DataFrame,
     augmented_corruption: pd.DataFrame,
@@ -71,10 +71,9 @@ def quality_scores(
     """Holdout ROC AUC, PR AUC and F1, fit / predict time and best params of each classifier on each
     training set, all scored on the same untouched holdout of real rows."""
     panel = config.panel()
-    split = holdout_split(training_set, config.holdout_fraction, config.holdout_seed)
-    held = frozenset(int(i) for i in split.holdout["id"])
+    held = frozenset(int(i) for i in holdout["id"])
     train_sets = {
-        "raw": split.train,
+        "raw": without_holdout(training_set, held),
         "cleaned": without_holdout(cleaned_set, held),
         "gan": augmented_gan,
         "oversampling": augmented_oversampling,
@@ -82,7 +81,7 @@ def quality_scores(
     }
     for name in ("gan", "oversampling", "corruption"):
         assert_disjoint(train_sets[name], held, f"augmented_{name}")
-    table = run_panel(train_sets, split.holdout, panel, log=context.log.info)
+    table = run_panel(train_sets, holdout, panel, log=context.log.info)
     objects = object_store.objects()
     objects.put(REPORT_KEY, table.to_csv(index=False).encode())
     shown = table.drop(columns=["best_params"]).set_index(["dataset", "classifier"])
@@ -97,8 +96,8 @@ def quality_scores(
                 table_markdown(table[["dataset", "classifier", "best_params"]])
             ),
             "csv": dg.MetadataValue.path(f"{objects.describe()}: {REPORT_KEY}"),
-            "holdout_rows": dg.MetadataValue.int(len(split.holdout)),
-            "holdout_failures": dg.MetadataValue.int(int(split.holdout["machine_failure"].astype(int).sum())),
+            "holdout_rows": dg.MetadataValue.int(len(holdout)),
+            "holdout_failures": dg.MetadataValue.int(int(holdout["machine_failure"].astype(int).sum())),
             "subsampled": dg.MetadataValue.text(
                 "; ".join(f"{k}: at most {v} training rows" for k, v in panel.max_train_rows.items())
                 or "none"

@@ -1,38 +1,43 @@
-"""Training: a tuned candidate logged to MLflow, the gated champion in the model registry, and sequence
-models on per-machine windows (logged for comparison only: the champion stays a one-reading model)."""
+"""Training: the shared holdout, a tuned candidate logged to MLflow, the gated champion in the model
+registry, and sequence models on per-machine windows (logged for comparison only: the champion stays a
+one-reading model)."""
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
+from mfd.modeling.families import FAMILY_CHOICES
+from mfd.modeling.holdout import holdout_split, without_holdout
+from mfd.modeling.metrics import METRICS
+from mfd.modeling.sequence.architectures import ARCHITECTURES
 from mfd.modeling.sequence.experiment import log_sequence_models, pr_curves_figure
 from mfd.modeling.sequence.models import (
-    ARCHITECTURES,
     SequenceSettings,
     check_architectures,
     comparison_table,
     train_sequence_model,
 )
 from mfd.modeling.sequence.windows import split_windows
-from mfd.modeling.training import FAMILY_CHOICES, METRICS, data_version, train_candidate, trainability_problem
+from mfd.modeling.training_data import data_version
 from mfd.plots import png_markdown, table_markdown
 from mfd.schema import LABEL_COLUMN
 from mfd_resources import Tracking
 
 GROUP = "training"
-TRAINING_DATA = ("training_set", "cleaned_set")
+
+
+class HoldoutConfig(dg.Config):
+    fraction: float = Field(0.2, description="Share of training_set rows held out for scoring.")
+    seed: int = Field(0, description="Seed of the stratified split (by reading id).")
 
 
 class CandidateModelConfig(dg.Config):
     family: str = Field("auto", description=f"Model family: one of {', '.join(FAMILY_CHOICES)}.")
     folds: int = Field(5, description="Stratified k-fold CV folds per optuna trial.")
     trials: int = Field(5, description="Optuna trials per family (the family's reference params first).")
-    seed: int = Field(0, description="Seed of the folds, the holdout split, optuna and the estimators.")
-    training_data: str = Field(
-        "training_set", description=f"Which set to train on: {' or '.join(TRAINING_DATA)}."
-    )
-    holdout_fraction: float = Field(0.2, description="Share of rows held out from tuning and fitting.")
+    seed: int = Field(0, description="Seed of the folds, optuna and the estimators.")
 
 
 class SequenceModelsConfig(dg.Config):
@@ -74,32 +79,27 @@ class ChampionModelConfig(dg.Config):
     margin: float = Field(0.005, description="How much better than the champion the challenger must score.")
 
 
-def _trainable_check(df: pd.DataFrame) -> dg.AssetCheckResult:
-    problem = trainability_problem(df)
-    labels = df[LABEL_COLUMN].dropna() if LABEL_COLUMN in df.columns else pd.Series(dtype="int64")
-    return dg.AssetCheckResult(
-        passed=problem is None,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=problem or "two classes and enough failures for 5-fold CV plus a holdout",
-        metadata={"labelled_rows": len(labels), "failures": int(labels.astype("int64").sum())},
-    )
-
-
-@dg.asset_check(asset="training_set", name="trainable", blocking=True)
-def training_set_trainable(training_set: pd.DataFrame) -> dg.AssetCheckResult:
-    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
-    return _trainable_check(training_set)
-
-
-@dg.asset_check(asset="cleaned_set", name="trainable", blocking=True)
-def cleaned_set_trainable(cleaned_set: pd.DataFrame) -> dg.AssetCheckResult:
-    """Both classes present and enough failures for stratified 5-fold CV plus a holdout."""
-    return _trainable_check(cleaned_set)
-
-
 def _source_run(context: dg.AssetExecutionContext, name: str) -> str:
     event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
     return event.run_id if event is not None else ""
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def holdout(config: HoldoutConfig, training_set: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """The shared holdout: a seeded, label-stratified share of training_set's real rows, chosen by reading
+    id. Augmentation, the quality panel and the candidate model never train on these rows; all score on them."""
+    rows = holdout_split(training_set, config.fraction, config.seed).holdout
+    failures = int(rows[LABEL_COLUMN].astype("int64").sum())
+    return dg.Output(
+        rows,
+        metadata={
+            "dagster/row_count": len(rows),
+            "failures": failures,
+            "training_set_rows": len(training_set),
+            "fraction": config.fraction,
+            "seed": config.seed,
+        },
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"})
@@ -107,39 +107,37 @@ def candidate_model(
     context: dg.AssetExecutionContext,
     config: CandidateModelConfig,
     tracking: Tracking,
-    training_set: pd.DataFrame,
     cleaned_set: pd.DataFrame,
+    holdout: pd.DataFrame,
 ) -> dg.Output[LoggedCandidate]:
-    """The configured model family (or the best of all, `auto`), tuned with optuna on stratified k-fold CV,
-    its threshold chosen on the validation folds, scored on a holdout no trial saw, logged to MLflow."""
-    if config.training_data not in TRAINING_DATA:
-        raise dg.Failure(
-            f"training_data must be one of {', '.join(TRAINING_DATA)}, not {config.training_data!r}"
-        )
-    df = training_set if config.training_data == "training_set" else cleaned_set
+    """The configured model family (or the best of all, `auto`), tuned with optuna on stratified k-fold CV
+    of cleaned_set without the holdout rows, its threshold chosen on the validation folds, scored on the
+    shared holdout, logged to MLflow."""
+    train = without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
     candidate = train_candidate(
-        df,
+        train,
+        holdout=holdout,
         family=config.family,
         folds=config.folds,
         trials=config.trials,
         seed=config.seed,
-        holdout_fraction=config.holdout_fraction,
     )
-    version = data_version(df)
+    version = data_version(train)
     logged = log_candidate(
         candidate,
         experiment_id=experiment_id,
         settings=config.model_dump(),
         tags={
             "dagster_run_id": context.run_id,
-            "training_set": config.training_data,
-            "training_set_run_id": _source_run(context, config.training_data),
+            "training_set": "cleaned_set",
+            "training_set_run_id": _source_run(context, "cleaned_set"),
+            "holdout_run_id": _source_run(context, "holdout"),
             "training_set_version": version,
         },
     )
     context.log.info("candidate %s logged in MLflow run %s", candidate.family, logged.run_id)
-    holdout = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
+    scored = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
     return dg.Output(
         logged,
         metadata={
@@ -148,7 +146,7 @@ def candidate_model(
             "threshold": candidate.threshold,
             "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
             "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
-            "holdout_scores": dg.MetadataValue.md(table_markdown(holdout)),
+            "holdout_scores": dg.MetadataValue.md(table_markdown(scored)),
             "cv_by_family": dg.MetadataValue.md(table_markdown(candidate.families)),
             "latency_row_ms": candidate.latency["latency_row_ms"],
             "latency_10k_ms": candidate.latency["latency_10k_ms"],

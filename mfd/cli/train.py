@@ -7,8 +7,11 @@ import argparse
 import pandas as pd
 
 from mfd.errors import MfdError
+from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import log_candidate, run_url, tracking_from_settings
-from mfd.modeling.training import FAMILY_CHOICES, METRICS, data_version, train_candidate
+from mfd.modeling.families import FAMILY_CHOICES
+from mfd.modeling.metrics import METRICS
+from mfd.modeling.training_data import data_version
 from mfd.plots import table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.promotion import promote_candidate

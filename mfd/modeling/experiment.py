@@ -10,9 +10,10 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from mfd.modeling.candidate import Candidate
+from mfd.modeling.metrics import confusion
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
-from mfd.modeling.training import Candidate, confusion
 from mfd.plots import draw_pr_curve, table_markdown
 from mfd.schema import LABEL_COLUMN
 from mfd.settings import Settings

@@ -1,7 +1,8 @@
 """The one untouched holdout of real rows: chosen by reading `id`, seeded and stratified on the label.
 
-Augmentation and the quality panel both call `holdout_ids` with the same seed, so the rows a model is
-scored on are never seen by an augmentation method nor copied into an augmented set.
+The `holdout` asset is this split of `training_set`; augmentation, the quality panel and the candidate
+model all read it, so the rows a model is scored on are never seen by an augmentation method, copied into
+an augmented set, tuned on or fitted on.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ def assert_disjoint(df: pd.DataFrame, held: frozenset[int], name: str) -> None:
     leaked = ids[ids.isin(held)]
     if len(leaked):
         raise MfdError(
-            f"{len(leaked)} holdout row(s) found in {name} (e.g. id {int(leaked.iloc[0])}): the augmented "
-            "sets were built with another holdout; use the same holdout_fraction and holdout_seed in the "
-            "augmented_sets and quality_scores configs and rematerialize augmented_sets"
+            f"{len(leaked)} holdout row(s) found in {name} (e.g. id {int(leaked.iloc[0])}): it was built "
+            "with another holdout; rematerialize it from the current `holdout` asset"
         )

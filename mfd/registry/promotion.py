@@ -17,8 +17,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mfd.errors import MfdError
+from mfd.modeling.metrics import METRICS, scores
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
-from mfd.modeling.training import METRICS, scores
 from mfd.schema import LABEL_COLUMN
 
 HISTORY_TAG = "champion_history"

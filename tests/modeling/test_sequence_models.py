@@ -15,13 +15,8 @@ from sklearn.metrics import roc_auc_score
 
 from mfd.errors import MfdError
 from mfd.features import FEATURE_COLUMNS, add_physics, feature_array
-from mfd.modeling.sequence.models import (
-    AUTOENCODER,
-    CLASSIFIERS,
-    SequenceSettings,
-    check_architectures,
-    train_sequence_model,
-)
+from mfd.modeling.sequence.architectures import AUTOENCODER, CLASSIFIERS
+from mfd.modeling.sequence.models import SequenceSettings, check_architectures, train_sequence_model
 from mfd.modeling.sequence.windows import WindowSplit, split_windows
 from mfd.reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN

@@ -10,9 +10,14 @@ from sklearn.model_selection import train_test_split
 
 from mfd.errors import MfdError
 from mfd.features import FEATURE_COLUMNS, feature_array
-from mfd.modeling import training
+from mfd.modeling.candidate import train_candidate
+from mfd.modeling.families import FAMILIES
+from mfd.modeling.holdout import holdout_split
+from mfd.modeling.metrics import METRICS, best_threshold, scores
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.modeling.torch_mlp import TorchMLPClassifier
+from mfd.modeling.training_data import trainability_problem
+from mfd.modeling.tuning import SCREEN_MARGIN, nested_cv, tune
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
@@ -26,40 +31,40 @@ def small() -> pd.DataFrame:
 
 
 def test_trainability_problem_names_the_reason(small: pd.DataFrame) -> None:
-    assert training.trainability_problem(small) is None
+    assert trainability_problem(small) is None
     healthy = small[small[LABEL_COLUMN] == 0]
-    assert "one class" in training.trainability_problem(healthy)
+    assert "one class" in trainability_problem(healthy)
     few = pd.concat([healthy, small[small[LABEL_COLUMN] == 1].head(5)])
-    assert "5 failures" in training.trainability_problem(few, folds=5)
+    assert "5 failures" in trainability_problem(few, folds=5)
     with pytest.raises(MfdError, match="one class"):
-        training.train_candidate(healthy, family="logreg", folds=2, trials=1)
+        train_candidate(healthy, family="logreg", folds=2, trials=1)
 
 
 def test_unknown_family_lists_the_choices(small: pd.DataFrame) -> None:
     with pytest.raises(MfdError, match="hgb"):
-        training.train_candidate(small, family="xgboost")
+        train_candidate(small, family="xgboost")
 
 
 def test_best_threshold_maximizes_f1() -> None:
     y = np.array([0, 0, 0, 1, 1, 0, 1])
     proba = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.65, 0.9])
-    threshold = training.best_threshold(y, proba)
+    threshold = best_threshold(y, proba)
     assert threshold == pytest.approx(0.6)
-    assert training.scores(y, proba, threshold)["f1"] == pytest.approx(2 * 0.75 * 1.0 / 1.75)
+    assert scores(y, proba, threshold)["f1"] == pytest.approx(2 * 0.75 * 1.0 / 1.75)
 
 
 def test_tune_reports_cv_scores_at_a_validation_threshold(small: pd.DataFrame) -> None:
-    tuned = training.tune("hgb", small, folds=3, trials=2, seed=0)
+    tuned = tune("hgb", small, folds=3, trials=2, seed=0)
     assert tuned.trials == 2
     assert tuned.cv["roc_auc"] > 0.9 and tuned.cv["pr_auc"] > 0.5
     assert 0.0 < tuned.threshold < 1.0
     assert tuned.oof.shape == (len(small),)
     # the first trial is the family's reference configuration
-    assert set(tuned.params) == set(training.FAMILIES["hgb"].reference)
+    assert set(tuned.params) == set(FAMILIES["hgb"].reference)
 
 
 def test_candidate_is_scored_on_a_holdout_it_never_saw(small: pd.DataFrame) -> None:
-    candidate = training.train_candidate(small, family="logreg", folds=3, trials=2, holdout_fraction=0.25)
+    candidate = train_candidate(small, family="logreg", folds=3, trials=2, holdout_fraction=0.25)
     assert len(candidate.holdout) == 500
     assert candidate.holdout[LABEL_COLUMN].sum() == pytest.approx(0.25 * small[LABEL_COLUMN].sum(), abs=1)
     # the pipeline was fit on the other 1,500 rows: their count is what the model's scaler saw
@@ -67,25 +72,38 @@ def test_candidate_is_scored_on_a_holdout_it_never_saw(small: pd.DataFrame) -> N
     assert scaler.n_samples_seen_ == 1500
     proba = candidate.pipeline.predict_proba(small[list(MODEL_INPUT_COLUMNS)])[:, 1]
     assert ((proba >= 0) & (proba <= 1)).all()
-    assert set(candidate.holdout_scores) == set(training.METRICS)
+    assert set(candidate.holdout_scores) == set(METRICS)
     assert candidate.latency["latency_row_ms"] > 0 and candidate.latency["latency_10k_ms"] > 0
     assert list(candidate.families.index) == ["logreg"]
 
 
+def test_candidate_is_scored_on_the_given_holdout_and_refuses_an_overlapping_one(
+    small: pd.DataFrame,
+) -> None:
+    split = holdout_split(small.assign(id=range(1, len(small) + 1)), fraction=0.3, seed=4)
+    candidate = train_candidate(split.train, holdout=split.holdout, family="logreg", folds=2, trials=1)
+    pd.testing.assert_frame_equal(
+        candidate.holdout, split.holdout[candidate.holdout.columns], check_dtype=False
+    )
+    assert candidate.pipeline.named_steps["model"].steps[0][1].n_samples_seen_ == len(split.train)
+    with pytest.raises(MfdError, match="holdout row"):
+        train_candidate(split.train, holdout=split.train.head(40), family="logreg", folds=2, trials=1)
+
+
 def test_auto_screens_every_family_and_keeps_the_best(small: pd.DataFrame) -> None:
-    candidate = training.train_candidate(small, family="auto", folds=2, trials=2, seed=0)
+    candidate = train_candidate(small, family="auto", folds=2, trials=2, seed=0)
     table = candidate.families
-    assert set(table.index) == set(training.FAMILIES)
+    assert set(table.index) == set(FAMILIES)
     assert table["pr_auc"].is_monotonic_decreasing
     assert candidate.family == table.index[0]
     # only contenders within the screen margin got more than their reference trial
     best = table["pr_auc"].max()
-    assert (table.loc[table["pr_auc"] < best - training.SCREEN_MARGIN - 0.05, "trials"] == 1).all()
+    assert (table.loc[table["pr_auc"] < best - SCREEN_MARGIN - 0.05, "trials"] == 1).all()
     assert table["trials"].max() == 2
 
 
 def test_nested_cv_tunes_inside_each_outer_fold(small: pd.DataFrame) -> None:
-    folds = training.nested_cv(small, family="hgb", outer_folds=2, inner_folds=2, trials=1)
+    folds = nested_cv(small, family="hgb", outer_folds=2, inner_folds=2, trials=1)
     assert list(folds.index) == [0, 1]
     assert (folds["family"] == "hgb").all()
     assert folds["roc_auc"].between(0.8, 1.0).all()

@@ -1,27 +1,29 @@
-"""The training assets in Dagster against the real MLflow server: candidate, gated champion, the blocking
-trainability check, and the rollback job."""
+"""The training assets in Dagster against the real MLflow server: the shared holdout, candidate, gated
+champion, the blocking trainability check, and the rollback job."""
 
 from __future__ import annotations
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import unique
 from sklearn.model_selection import train_test_split
 
+from mfd.modeling.holdout import without_holdout
 from mfd.modeling.model_io import CHAMPION
 from mfd.reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer
+from mfd_assets.preparation import cleaned_set_trainable, training_set_trainable
 from mfd_assets.training import (
     CandidateModelConfig,
     ChampionModelConfig,
     candidate_model,
     champion_model,
-    cleaned_set_trainable,
+    holdout,
     rollback_champion,
-    training_set_trainable,
 )
 from mfd_resources import Tracking
 
@@ -30,12 +32,13 @@ pytestmark = pytest.mark.integration
 
 def _sample(rows: int) -> pd.DataFrame:
     df = load_ai4i()
+    df.insert(0, "id", np.arange(1, len(df) + 1, dtype="int64"))
     part, _ = train_test_split(df, train_size=rows, stratify=df[LABEL_COLUMN], random_state=3)
     return part.reset_index(drop=True)
 
 
 def _sets(frame: pd.DataFrame) -> list[dg.AssetsDefinition]:
-    """Stand-ins for the preparation assets, returning `frame`."""
+    """Stand-ins for the preparation assets: `frame`, and `frame` without its first 100 rows."""
 
     @dg.asset(name="training_set")
     def training_set() -> pd.DataFrame:
@@ -43,7 +46,7 @@ def _sets(frame: pd.DataFrame) -> list[dg.AssetsDefinition]:
 
     @dg.asset(name="cleaned_set", deps=[training_set])
     def cleaned_set() -> pd.DataFrame:
-        return frame
+        return frame.iloc[100:]
 
     return [training_set, cleaned_set]
 
@@ -52,13 +55,18 @@ def _train(
     tracking: Tracking, frame: pd.DataFrame, family: str, margin: float = 0.0
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*_sets(frame), candidate_model, champion_model, training_set_trainable, cleaned_set_trainable],
+        [
+            *_sets(frame),
+            holdout,
+            candidate_model,
+            champion_model,
+            training_set_trainable,
+            cleaned_set_trainable,
+        ],
         resources={"tracking": tracking},
         run_config=dg.RunConfig(
             {
-                "candidate_model": CandidateModelConfig(
-                    family=family, folds=2, trials=1, training_data="cleaned_set"
-                ),
+                "candidate_model": CandidateModelConfig(family=family, folds=2, trials=1),
                 "champion_model": ChampionModelConfig(margin=margin),
             }
         ),
@@ -88,6 +96,13 @@ def test_candidate_and_champion_then_rollback_job(mlflow: MlflowServer, tmp_path
     assert run.data.tags["dagster_run_id"] == first.run_id
     assert run.data.tags["training_set"] == "cleaned_set"
     assert run.data.tags["training_set_version"] == candidate["training_set_version"]
+    # trained on cleaned_set without the holdout rows, scored on the holdout asset's rows
+    held = first.output_for_node("holdout")
+    logged = first.output_for_node("candidate_model")
+    assert len(held) == len(logged.candidate.holdout) == 400
+    train = without_holdout(frame.iloc[100:], frozenset(held["id"]))
+    scaler = logged.candidate.pipeline.named_steps["model"].steps[0][1]
+    assert scaler.n_samples_seen_ == len(train) < 1600
     champion = _metadata(first, "champion_model")
     assert champion["promoted"] is True and champion["champion_version"] == "1"
 

@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from mfd.features import feature_array
+from mfd.modeling.families import FAMILIES
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.modeling.training import FAMILIES
 from mfd.modeling.tree_predictor import (
     MAX_FLAT_ROWS,
     MIN_THREADED_ROWS,

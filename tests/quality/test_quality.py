@@ -17,6 +17,7 @@ from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd_assets.augmentation import augmented_sets
 from mfd_assets.quality import REPORT_KEY, quality_scores
+from mfd_assets.training import holdout as holdout_asset
 from mfd_resources import LocalObjectStore, S3ObjectStore
 
 TINY_GRIDS = {
@@ -137,7 +138,7 @@ def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_pat
 
     instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
     result = dg.materialize(
-        [small_training_set, small_cleaned_set, augmented_sets, quality_scores],
+        [small_training_set, small_cleaned_set, holdout_asset, augmented_sets, quality_scores],
         instance=instance,
         resources={"object_store": object_store},
         run_config=_run_config(),
@@ -178,19 +179,40 @@ def test_quality_refuses_augmented_sets_built_with_another_holdout(rows, tmp_pat
     def small_cleaned_set() -> pd.DataFrame:
         return rows
 
-    run_config = _run_config()
-    run_config["ops"]["augmented_sets"]["config"]["holdout_seed"] = 1
+    assets = [small_training_set, small_cleaned_set, holdout_asset, augmented_sets, quality_scores]
+    instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
+    resources = {"object_store": LocalObjectStore(root=str(tmp_path / "objects"))}
+    stale = {
+        "ops": {"augmented_sets": _run_config()["ops"]["augmented_sets"], "holdout": {"config": {"seed": 1}}}
+    }
+    built = dg.materialize(
+        assets,
+        selection=[
+            "training_set",
+            "cleaned_set",
+            "holdout",
+            "augmented_gan",
+            "augmented_oversampling",
+            "augmented_corruption",
+        ],
+        instance=instance,
+        resources=resources,
+        run_config=stale,
+    )
+    assert built.success
+    # the holdout changes afterwards; the stored augmented sets still hold some of its rows
     result = dg.materialize(
-        [small_training_set, small_cleaned_set, augmented_sets, quality_scores],
-        instance=dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")),
-        resources={"object_store": LocalObjectStore(root=str(tmp_path / "objects"))},
-        run_config=run_config,
+        assets,
+        selection=["holdout", "quality_scores"],
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"quality_scores": _run_config()["ops"]["quality_scores"]}},
         raise_on_error=False,
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "quality_scores"
-    assert "use the same holdout_fraction and holdout_seed" in str(failure.step_failure_data.error.cause)
+    assert "built with another holdout" in str(failure.step_failure_data.error.cause)
     assert not (tmp_path / "objects" / REPORT_KEY).exists()
 
 
@@ -214,8 +236,8 @@ def test_one_augmented_set_materializes_on_its_own(rows, tmp_path):
         return rows
 
     result = dg.materialize(
-        [small_training_set, small_cleaned_set, augmented_sets],
-        selection=["training_set", "cleaned_set", "augmented_corruption"],
+        [small_training_set, small_cleaned_set, holdout_asset, augmented_sets],
+        selection=["training_set", "cleaned_set", "holdout", "augmented_corruption"],
         instance=dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")),
         run_config={
             "ops": {"augmented_sets": {"config": {"corruption_kind": "spike", "corruption_rows": 25}}}

@@ -14,10 +14,10 @@ from sklearn.model_selection import train_test_split
 
 from mfd.cli import main as cli
 from mfd.errors import MfdError, ServiceUnavailable
+from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import LoggedCandidate, log_candidate
 from mfd.modeling.model_io import CHALLENGER, CHAMPION
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
-from mfd.modeling.training import train_candidate
 from mfd.reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN

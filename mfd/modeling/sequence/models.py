@@ -15,15 +15,12 @@ import numpy as np
 import pandas as pd
 
 from mfd.errors import MfdError
+from mfd.modeling.metrics import best_threshold, scores
+from mfd.modeling.sequence.architectures import ARCHITECTURES, AUTOENCODER
 from mfd.modeling.sequence.windows import WindowSplit
-from mfd.modeling.training import best_threshold, scores
 
 if TYPE_CHECKING:
     from torch import nn
-
-AUTOENCODER = "lstm_autoencoder"
-CLASSIFIERS: tuple[str, ...] = ("lstm", "gru", "bilstm", "conv1d_bilstm")
-ARCHITECTURES: tuple[str, ...] = (AUTOENCODER, *CLASSIFIERS)
 
 
 @dataclass(frozen=True)

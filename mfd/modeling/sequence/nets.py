@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mfd.modeling.sequence.models import AUTOENCODER, CLASSIFIERS
+from mfd.modeling.sequence.architectures import AUTOENCODER, CLASSIFIERS
 from mfd.modeling.sequence.windows import Windows
 
 
