@@ -1,37 +1,19 @@
-"""The reading record: column names, dtypes and physical ranges shared by every stage."""
+"""The reading record: column names and dtypes shared by every stage (the rules per column are
+`mfd.validation`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 MACHINE_TYPES: tuple[str, ...] = ("L", "M", "H")
 
 KEY_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp")
 
-
-@dataclass(frozen=True)
-class Range:
-    """Inclusive physical range of a sensor value."""
-
-    low: float
-    high: float
-    unit: str
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-
-# Physical limits a real sensor can report; AI4I itself spans a narrower band
-# (air 295-305 K, speed 1168-2886 rpm, torque 3.8-76.6 Nm, wear 0-253 min).
-SENSOR_RANGES: dict[str, Range] = {
-    "air_temperature_k": Range(250.0, 350.0, "K"),
-    "process_temperature_k": Range(250.0, 370.0, "K"),
-    "rotational_speed_rpm": Range(0.0, 6000.0, "rpm"),
-    "torque_nm": Range(0.0, 200.0, "Nm"),
-    "tool_wear_min": Range(0.0, 500.0, "min"),
-}
-
-SENSOR_COLUMNS: tuple[str, ...] = tuple(SENSOR_RANGES)
+SENSOR_COLUMNS: tuple[str, ...] = (
+    "air_temperature_k",
+    "process_temperature_k",
+    "rotational_speed_rpm",
+    "torque_nm",
+    "tool_wear_min",
+)
 LABEL_COLUMN = "machine_failure"
 # Failure modes are consequences of a failure, not readings: never model inputs (they leak the label).
 FAILURE_MODE_COLUMNS: tuple[str, ...] = ("twf", "hdf", "pwf", "osf", "rnf")
@@ -45,7 +27,6 @@ READING_COLUMNS: tuple[str, ...] = (
     LABEL_COLUMN,
 )
 REQUIRED_COLUMNS: tuple[str, ...] = READING_COLUMNS[:-1]
-OPTIONAL_COLUMNS: tuple[str, ...] = (LABEL_COLUMN, *FAILURE_MODE_COLUMNS)
 
 PANDAS_DTYPES: dict[str, str] = {
     "machine_id": "string",
@@ -57,9 +38,5 @@ PANDAS_DTYPES: dict[str, str] = {
 
 # Peripheral devices per machine (a power meter and an ambient sensor) report on their own clock;
 # their CSVs land under incoming/peripheral/ and join readings by nearest earlier timestamp.
-PERIPHERAL_RANGES: dict[str, Range] = {
-    "power_meter_w": Range(0.0, 50000.0, "W"),
-    "vibration_mm_s": Range(0.0, 100.0, "mm/s"),
-    "ambient_temperature_k": Range(250.0, 350.0, "K"),
-}
-PERIPHERAL_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", *PERIPHERAL_RANGES)
+PERIPHERAL_VALUE_COLUMNS: tuple[str, ...] = ("power_meter_w", "vibration_mm_s", "ambient_temperature_k")
+PERIPHERAL_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", *PERIPHERAL_VALUE_COLUMNS)

@@ -8,7 +8,8 @@ import pandas as pd
 
 from mfd.errors import MfdError
 from mfd.features import PHYSICS_COLUMNS, add_physics
-from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS, SENSOR_RANGES
+from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS
+from mfd.validation import SENSOR_RANGES
 
 AUGMENTED_COLUMNS: tuple[str, ...] = (
     "id",

@@ -15,11 +15,11 @@ from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,
     MACHINE_TYPES,
-    PERIPHERAL_RANGES,
     REQUIRED_COLUMNS,
     SENSOR_COLUMNS,
 )
 from mfd.storage import readings as store
+from mfd.validation import PERIPHERAL_RANGES
 
 PERIPHERAL_VALUE_COLUMNS: tuple[str, ...] = tuple(PERIPHERAL_RANGES)
 # Layout of the training set; `id` is the readings row id (kept when the input has it).

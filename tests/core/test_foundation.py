@@ -10,7 +10,8 @@ import pytest
 from mfd.errors import ServiceUnavailable, with_retries
 from mfd.features import FEATURE_COLUMNS, feature_matrix
 from mfd.reference import AI4I_SHA256, ai4i_path, load_ai4i
-from mfd.schema import FAILURE_MODE_COLUMNS, READING_COLUMNS, SENSOR_RANGES
+from mfd.schema import FAILURE_MODE_COLUMNS, READING_COLUMNS
+from mfd.validation import SENSOR_RANGES
 
 
 def test_vendored_ai4i_is_the_reference_file() -> None:
