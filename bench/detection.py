@@ -29,7 +29,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from mfd.storage.detection_tables import ensure_detection_tables
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
@@ -43,6 +42,7 @@ from mfd.schema import LABEL_COLUMN
 from mfd.services import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings
 from mfd.storage import readings as store
+from mfd.storage.tables import ensure_detection_tables
 from mfd.storage.tracking import connect, experiment_id
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from tabulate import tabulate
 from mfd.errors import MfdError
 from mfd.settings import load_settings
 from mfd.storage.connect import engine_from_settings
-from mfd.storage.detection_tables import ensure_detection_tables, failure_events
+from mfd.storage.tables import ensure_detection_tables, failure_events
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from mfd.errors import MfdError
-from mfd.generator.runs import PERIPHERAL_PREFIX, Outcome, Plan, execute
+from mfd.generator.runs import Outcome, Plan, execute
 from mfd.settings import load_settings
-from mfd.storage.objects import INCOMING
+from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
 
 SINKS: tuple[str, ...] = ("db", "files")
 DEFAULT_ROWS = 10_000

@@ -13,15 +13,16 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
+from mfd import validation
 from mfd.modeling.model_io import FailureModel
 from mfd.reference import load_ai4i
-from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, SENSOR_COLUMNS, SENSOR_RANGES
-from mfd.storage.detection_tables import ensure_detection_tables, failure_events, predictions
-from mfd.storage.readings import readings
+from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.storage.bulk import BulkWriter
+from mfd.storage.tables import ensure_detection_tables, failure_events, predictions, readings
+from mfd.validation import READING_RULES
 
 BATCH_COLUMNS: tuple[str, ...] = ("id", "machine_id", "timestamp", "machine_type", *SENSOR_COLUMNS)
 TOP_FEATURES = 3
@@ -122,10 +123,13 @@ def _copy_out(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
 
 
 def invalid_reasons(df: pd.DataFrame) -> pd.Series:
-    """Why each reading may not be scored (first failed rule), NA where it is valid."""
+    """Why each reading may not be scored (first failed rule of `mfd.validation`), NA where it is valid."""
     reason = pd.Series(pd.NA, index=df.index, dtype="object")
-    rules = [("machine_type not L/M/H", ~df["machine_type"].isin(MACHINE_TYPES).fillna(False))]
-    for col, rng in SENSOR_RANGES.items():
+    rules = []
+    for col, allowed in validation.categories(READING_RULES).items():
+        rules.append((f"{col} not {'/'.join(allowed)}", ~df[col].isin(allowed).fillna(False)))
+    for col in SENSOR_COLUMNS:
+        rng = READING_RULES[col].range
         values = df[col]
         rules.append((f"{col} missing", values.isna()))
         rules.append((f"{col} out of range", values.notna() & ~values.between(rng.low, rng.high)))
@@ -212,6 +216,10 @@ def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int
     )
 
 
+_PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
+_EVENT_UPDATE = ("probability", "model_name", "model_version", "top_features")  # detected_at: first detection
+
+
 def write_batch(
     engine: Engine,
     model: FailureModel,
@@ -220,14 +228,29 @@ def write_batch(
     first_id: int,
     last_id: int,
 ) -> None:
-    """Upsert predictions and events in one transaction; events of readings no longer predicted to fail
-    in the range are removed, so a re-run with another model leaves the same state as a first run."""
+    """Upsert predictions and events in one transaction (`mfd.storage.bulk`); events of readings no longer
+    predicted to fail in the range are removed, so a re-run with another model leaves the same state as a
+    first run."""
     now = datetime.now(UTC)
+    by = {"model_name": model.name, "model_version": model.version}
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            _copy_upsert(conn, model, scored, events, now, first_id, last_id)
-        else:
-            _sqlite_upsert(conn, model, scored, events, now)
+        BulkWriter(
+            conn,
+            predictions,
+            ("reading_id", "probability", "label"),
+            conflict=("reading_id",),
+            update=("model_name", "model_version", "probability", "label", "scored_at"),
+            constants={**by, "scored_at": now},
+        ).write_frame(scored)
+        if len(events):
+            BulkWriter(
+                conn,
+                failure_events,
+                ("reading_id", "machine_id", "timestamp", "probability", "top_features"),
+                conflict=("reading_id",),
+                update=_EVENT_UPDATE,
+                constants={**by, "detected_at": now},
+            ).write_frame(events.rename(columns={"id": "reading_id"}))
         predicted = sa.select(predictions.c.reading_id).where(
             predictions.c.reading_id == failure_events.c.reading_id, predictions.c.label == 1
         )
@@ -235,96 +258,4 @@ def write_batch(
             failure_events.delete().where(
                 failure_events.c.reading_id.between(first_id, last_id), ~sa.exists(predicted)
             )
-        )
-
-
-_PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
-_EVENT_UPDATE = ("probability", "model_name", "model_version", "top_features")  # detected_at: first detection
-
-
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _copy_upsert(
-    conn: sa.Connection,
-    model: FailureModel,
-    scored: pd.DataFrame,
-    events: pd.DataFrame,
-    now: datetime,
-    first_id: int,
-    last_id: int,
-) -> None:
-    columns = zip(*(scored[c].tolist() for c in ("reading_id", "probability", "label")), strict=True)
-    params = {"name": model.name, "version": model.version, "now": now}
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM predictions WHERE reading_id BETWEEN %s AND %s)",
-            (first_id, last_id),
-        )
-        if not cur.fetchone()[0]:
-            # First write of the range, the usual case: one COPY straight into the table.
-            tail = f"\t{_copy_text(model.name)}\t{_copy_text(model.version)}\t{now.isoformat()}\n"
-            with cur.copy(
-                "COPY predictions (reading_id, probability, label, model_name, model_version, scored_at) FROM STDIN"
-            ) as copy:
-                copy.write("".join(f"{i}\t{p!r}\t{label}{tail}" for i, p, label in columns))
-        else:
-            cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS predictions_staging "
-                "(reading_id bigint, probability double precision, label smallint) ON COMMIT DELETE ROWS"
-            )
-            with cur.copy("COPY predictions_staging FROM STDIN") as copy:
-                copy.write("".join(f"{i}\t{p!r}\t{label}\n" for i, p, label in columns))
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PREDICTION_UPDATE)
-            cur.execute(
-                "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
-                "SELECT reading_id, %(name)s, %(version)s, probability, label, %(now)s FROM predictions_staging "
-                f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
-                params,
-            )
-        if events.empty:
-            return
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS failure_events_staging (reading_id bigint, machine_id text, "
-            "timestamp timestamptz, probability double precision, top_features text) ON COMMIT DELETE ROWS"
-        )
-        with cur.copy("COPY failure_events_staging FROM STDIN") as copy:
-            for row in events[["id", "machine_id", "timestamp", "probability", "top_features"]].itertuples(
-                index=False
-            ):
-                copy.write_row((int(row[0]), row[1], row[2].to_pydatetime(), float(row[3]), row[4]))
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _EVENT_UPDATE)
-        cur.execute(
-            "INSERT INTO failure_events (reading_id, machine_id, timestamp, probability, model_name, "
-            "model_version, top_features, detected_at) SELECT reading_id, machine_id, timestamp, probability, "
-            "%(name)s, %(version)s, top_features, %(now)s FROM failure_events_staging "
-            f"ON CONFLICT (reading_id) DO UPDATE SET {updates}",
-            params,
-        )
-
-
-def _sqlite_upsert(
-    conn: sa.Connection, model: FailureModel, scored: pd.DataFrame, events: pd.DataFrame, now: datetime
-) -> None:
-    if len(scored):
-        stmt = sqlite_insert(predictions)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["reading_id"], set_={c: stmt.excluded[c] for c in _PREDICTION_UPDATE}
-            ),
-            scored.assign(model_name=model.name, model_version=model.version, scored_at=now).to_dict(
-                "records"
-            ),
-        )
-    if len(events):
-        stmt = sqlite_insert(failure_events)
-        rows = events.rename(columns={"id": "reading_id"}).assign(
-            model_name=model.name, model_version=model.version, detected_at=now
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["reading_id"], set_={c: stmt.excluded[c] for c in _EVENT_UPDATE}
-            ),
-            rows.to_dict("records"),
         )

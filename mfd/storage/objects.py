@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,10 @@ from typing import IO, Any, Protocol
 
 from mfd.errors import MfdError, with_retries
 
+# The bucket's layout: new files arrive under incoming/ (peripheral-device files under
+# incoming/peripheral/), and are filed under processed/ or rejected/ once ingested.
 INCOMING = "incoming/"
+PERIPHERAL_PREFIX = f"{INCOMING}peripheral/"
 PROCESSED = "processed/"
 REJECTED = "rejected/"
 
@@ -220,8 +222,3 @@ class S3Objects:
             if self._not_found(exc):
                 return False
             raise
-
-
-def iter_chunks(fh: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
-    """Read a stream in blocks."""
-    yield from iter(lambda: fh.read(size), b"")

@@ -1,47 +1,18 @@
-"""The readings database (PostgreSQL in production, SQLite embedded): tables and bulk paths."""
+"""The readings database (PostgreSQL in production, SQLite embedded): engine, table creation, queries and
+the readings bulk insert (tables: `mfd.storage.tables`)."""
 
 from __future__ import annotations
-
-import io
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from mfd.errors import with_retries
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, PERIPHERAL_RANGES, SENSOR_COLUMNS
+from mfd.schema import KEY_COLUMNS
+from mfd.storage.bulk import BulkWriter
 
-metadata = sa.MetaData()
-
-# Byte-order comparisons for machine ids on PostgreSQL: the unique key is maintained on every loaded row,
-# and locale-aware collations cost several times more per comparison.
-MachineId = sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql")
-
-readings = sa.Table(
-    "readings",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("machine_id", MachineId, nullable=False),
-    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("machine_type", sa.String(1), nullable=False),
-    *(sa.Column(c, sa.Float, nullable=False) for c in SENSOR_COLUMNS),
-    sa.Column(LABEL_COLUMN, sa.SmallInteger, nullable=True),
-    *(sa.Column(c, sa.SmallInteger, nullable=True) for c in FAILURE_MODE_COLUMNS),
-    sa.Column("source", sa.String(512), nullable=True),
-    # Time first: readings arrive roughly in time order, so new keys land at the right edge of the index.
-    sa.UniqueConstraint("timestamp", "machine_id", name="readings_time_machine_key"),
-)
-
-peripheral_readings = sa.Table(
-    "peripheral_readings",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("machine_id", MachineId, nullable=False),
-    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    *(sa.Column(c, sa.Float, nullable=False) for c in PERIPHERAL_RANGES),
-    sa.Column("source", sa.String(512), nullable=True),
-    sa.UniqueConstraint("timestamp", "machine_id", name="peripheral_time_machine_key"),
-)
+# The tables, beside the queries that read them (`store.readings`, `store.peripheral_readings`).
+from mfd.storage.tables import metadata, peripheral_readings, readings  # noqa: F401
 
 INSERT_COLUMNS: tuple[str, ...] = tuple(c.name for c in readings.columns if c.name != "id")
 
@@ -103,51 +74,13 @@ def _rows_frame(df: pd.DataFrame, source: str | None) -> pd.DataFrame:
 
 
 def insert_readings(engine: Engine, df: pd.DataFrame, source: str | None = None) -> int:
-    """Insert readings, skipping any (machine_id, timestamp) already stored; returns rows inserted.
-
-    PostgreSQL: COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING, in one
-    transaction. SQLite: executemany INSERT OR IGNORE.
-    """
+    """Insert readings in one transaction, skipping any (machine_id, timestamp) already stored; returns
+    rows inserted (`mfd.storage.bulk`: COPY, staging merge on PostgreSQL; executemany on SQLite)."""
     if df.empty:
         return 0
     rows = _rows_frame(df, source)
     with engine.begin() as conn:
-        return insert_readings_in(conn, rows)
-
-
-def insert_readings_in(conn: sa.Connection, rows: pd.DataFrame) -> int:
-    """Insert prepared rows inside the caller's transaction (see `insert_readings`)."""
-    if conn.dialect.name == "postgresql":
-        return _copy_insert(conn, rows)
-    cols = ", ".join(f'"{c}"' for c in INSERT_COLUMNS)
-    marks = ", ".join("?" for _ in INSERT_COLUMNS)
-    values = rows.astype(object).where(rows.notna(), None)
-    values["timestamp"] = rows["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-    cursor = conn.connection.driver_connection.cursor()
-    before = conn.connection.driver_connection.total_changes
-    cursor.executemany(
-        f"INSERT OR IGNORE INTO readings ({cols}) VALUES ({marks})", values.itertuples(index=False)
-    )
-    return conn.connection.driver_connection.total_changes - before
-
-
-def _copy_insert(conn: sa.Connection, rows: pd.DataFrame) -> int:
-    cols = ", ".join(f'"{c}"' for c in INSERT_COLUMNS)
-    buf = io.StringIO()
-    rows.to_csv(buf, index=False, header=False, date_format="%Y-%m-%d %H:%M:%S.%f+00")
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS readings_staging "
-            "(LIKE readings INCLUDING DEFAULTS EXCLUDING CONSTRAINTS) ON COMMIT DELETE ROWS"
-        )
-        with cur.copy(f"COPY readings_staging ({cols}) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(buf.getvalue())
-        cur.execute(
-            f"INSERT INTO readings ({cols}) SELECT {cols} FROM readings_staging "
-            "ON CONFLICT (machine_id, timestamp) DO NOTHING"
-        )
-        return cur.rowcount
+        return BulkWriter(conn, readings, INSERT_COLUMNS, conflict=KEY_COLUMNS).write_frame(rows)
 
 
 def read_readings(engine: Engine, after_id: int = 0, limit: int | None = None) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from mfd.registry.champion import load_champion
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 from mfd.services import MlflowServer
 from mfd.storage import readings as store
-from mfd.storage.detection_tables import failure_events, predictions
+from mfd.storage.tables import failure_events, predictions
 from mfd_assets.detection import drift_report, drift_within_thresholds, prediction_batches
 from mfd_resources import ReadingsStore, Tracking
 from mfd_sensors.prediction import build_prediction_sensor

@@ -1,0 +1,169 @@
+"""The one bulk writer: rows upserted into a table inside the caller's transaction.
+
+PostgreSQL: optimistically one `COPY` straight into the table under a savepoint; when a key is stored
+already (or repeats) the unique key stops that COPY, the savepoint is rolled back and this write and every
+later one go through a temporary staging table merged with `INSERT ... ON CONFLICT`. SQLite, the embedded
+twin: `executemany` of the same `INSERT ... ON CONFLICT`. A conflicting row is skipped (`update` empty)
+or has its `update` columns overwritten. `constants` are columns with one value for every row (the file a
+row came from, the model that scored it), sent once instead of per row.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import sqlalchemy as sa
+
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class BulkWriter:
+    """Upsert rows of `columns` (plus `constants`) into `table` on `conn`'s transaction.
+
+    `conflict` is the unique key an existing row is found by; `update` the columns a conflicting row gets
+    from the new one (empty: the new row is skipped). `direct` turns False once a COPY met a stored key.
+    """
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        conflict: Sequence[str],
+        update: Sequence[str] = (),
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.conn, self.table = conn, table
+        self.columns = tuple(columns)
+        self.constants = dict(constants or {})
+        self.postgres = conn.dialect.name == "postgresql"
+        self.direct = self.postgres
+        target = ", ".join(_quote(c) for c in (*self.columns, *self.constants))
+        if update:
+            action = "DO UPDATE SET " + ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in update)
+        else:
+            action = "DO NOTHING"
+        self._on_conflict = f"ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) {action}"
+        self._into = f"{table.name} ({target})"
+        self._staging: str | None = None
+        if self.postgres:
+            self._raw = conn.connection.driver_connection
+            suffix = b"," + b",".join(_csv_field(v) for v in self.constants.values())
+            self._suffix = suffix if self.constants else b""
+
+    def write_frame(self, rows: pd.DataFrame) -> int:
+        """Upsert `rows` (its `columns`): the rows inserted or updated."""
+        if self.postgres:
+            return self.write_csv(_csv_bytes(rows[list(self.columns)]))
+        return self._executemany(rows)
+
+    def write_csv(self, data: bytes) -> int:
+        """PostgreSQL: upsert CSV lines holding `columns` in order: the rows inserted or updated.
+
+        A psycopg error (a value the column refuses) rolls this write back and is raised; the transaction
+        stays usable."""
+        with self._raw.cursor() as cur:
+            if self.direct:
+                try:
+                    return self._in_savepoint(cur, self._copy_direct, data)
+                except psycopg.errors.UniqueViolation:  # a key stored before, or twice in the data
+                    self.direct = False
+            if self._staging is None:
+                self._staging = self._create_staging(cur)
+            return self._in_savepoint(cur, self._merge, data)
+
+    def _in_savepoint(self, cur: psycopg.Cursor, step: Any, data: bytes) -> int:
+        cur.execute("SAVEPOINT mfd_bulk")
+        try:
+            written = step(cur, data)
+        except psycopg.Error:
+            cur.execute("ROLLBACK TO SAVEPOINT mfd_bulk")
+            raise
+        cur.execute("RELEASE SAVEPOINT mfd_bulk")
+        return written
+
+    def _copy_direct(self, cur: psycopg.Cursor, data: bytes) -> int:
+        with cur.copy(f"COPY {self._into} FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(_append_suffix(data, self._suffix) if self._suffix else data)
+        return cur.rowcount
+
+    def _create_staging(self, cur: psycopg.Cursor) -> str:
+        # One staging table per column set; dropped with the transaction.
+        columns = ", ".join(_quote(c) for c in self.columns)
+        name = f"mfd_staging_{self.table.name}_{zlib.crc32(columns.encode()):08x}"
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {self.table.name} WITH NO DATA"
+        )
+        return name
+
+    def _merge(self, cur: psycopg.Cursor, data: bytes) -> int:
+        columns = ", ".join(_quote(c) for c in self.columns)
+        with cur.copy(f"COPY {self._staging} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(data)
+        values = "".join(", %s" for _ in self.constants)
+        cur.execute(
+            f"INSERT INTO {self._into} SELECT {columns}{values} FROM {self._staging} {self._on_conflict}",
+            tuple(self.constants.values()),
+        )
+        written = cur.rowcount
+        cur.execute(f"TRUNCATE {self._staging}")
+        return written
+
+    def _executemany(self, rows: pd.DataFrame) -> int:
+        """SQLite: one executemany; timestamps stored as text the way SQLAlchemy writes them."""
+        values = rows[list(self.columns)].assign(**self.constants)
+        for column in values.columns:
+            if isinstance(values[column].dtype, pd.DatetimeTZDtype) or values[column].dtype.kind == "M":
+                values[column] = values[column].dt.strftime(TIMESTAMP_FORMAT)
+        values = values.astype(object).where(values.notna(), None)
+        marks = ", ".join("?" for _ in values.columns)
+        driver = self.conn.connection.driver_connection
+        before = driver.total_changes
+        driver.cursor().executemany(
+            f"INSERT INTO {self._into} VALUES ({marks}) {self._on_conflict}",
+            values.itertuples(index=False, name=None),
+        )
+        return driver.total_changes - before
+
+
+def _csv_bytes(rows: pd.DataFrame) -> bytes:
+    """`rows` as CSV lines for COPY, written by Arrow (several times faster than pandas' writer); numbers
+    round-trip, timestamps are cut to microseconds, NA is an empty field (NULL)."""
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    for i, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type):
+            micro = pa.timestamp("us", tz=column.type.tz)
+            table = table.set_column(i, column.name, table.column(i).cast(micro, safe=False))
+    out = io.BytesIO()
+    pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return out.getvalue()
+
+
+def _quote(column: str) -> str:
+    return f'"{column}"'
+
+
+def _csv_field(value: Any) -> bytes:
+    """`value` as one CSV field, quoted when it needs to be (None: empty, i.e. NULL)."""
+    if value is None:
+        return b""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    if any(ch in text for ch in ',"\r\n'):
+        text = '"' + text.replace('"', '""') + '"'
+    return text.encode()
+
+
+def _append_suffix(lines: bytes, suffix: bytes) -> bytes:
+    """Every CSV line of `lines` with `suffix` (more fields) at its end (CRLF or LF line ends)."""
+    end = b"\r\n" if b"\r\n" in lines else b"\n"
+    out = lines.replace(end, suffix + end)
+    return out if out.endswith(end) else out + suffix
