@@ -28,6 +28,7 @@ from mfd.ingestion import load as ingest
 from mfd.services import S3Server, postgres_server, s3_server
 from mfd.storage import readings as store
 from mfd.storage.objects import S3Objects
+from mfd.storage.tables import readings
 
 MACHINES = 100
 BASELINE_ROWS = 100_000
@@ -71,7 +72,7 @@ def bare_copy(s3: S3Server, bucket: str, key: str, server, indexed: bool) -> flo
     ceiling), or straight into the empty readings table with its primary key and unique key."""
     name = "indexed" if indexed else "ceiling"
     store.ensure_tables(store.create_engine(server.create_database(name)))
-    columns = [c.name for c in store.readings.columns if c.name not in ("id", "source")]
+    columns = [c.name for c in readings.columns if c.name not in ("id", "source")]
     quoted = ", ".join(f'"{c}"' for c in columns)
     table = "readings" if indexed else "bare"
     with psycopg.connect(host=server.host, port=server.port, user=server.user, dbname=name) as conn:

@@ -11,8 +11,9 @@ import dagster as dg
 import pandas as pd
 
 from mfd.ingestion import load as ingest
+from mfd.ingestion.layouts import PERIPHERAL, READINGS
 from mfd.storage import readings as store
-from mfd.storage.objects import ObjectMissing
+from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
 from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "ingestion"
@@ -32,7 +33,7 @@ def _ingest(
         asset = "peripheral_readings" if kind == "readings" else "raw_readings"
         raise dg.Failure(
             description=f"{key} holds {ingest.layout_for(key).kind} rows: materialize it as a partition of "
-            f"{asset} (files under {ingest.PERIPHERAL_PREFIX} are peripheral, all others readings)",
+            f"{asset} (files under {PERIPHERAL_PREFIX} are peripheral, all others readings)",
             allow_retries=False,
         )
     try:
@@ -90,7 +91,7 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
 def raw_readings(
     context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
 ) -> dg.MaterializeResult:
-    return _ingest(context, readings_store, object_store, ingest.READINGS.kind)
+    return _ingest(context, readings_store, object_store, READINGS.kind)
 
 
 @dg.asset(
@@ -104,7 +105,7 @@ def raw_readings(
 def peripheral_readings(
     context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
 ) -> dg.MaterializeResult:
-    return _ingest(context, readings_store, object_store, ingest.PERIPHERAL.kind)
+    return _ingest(context, readings_store, object_store, PERIPHERAL.kind)
 
 
 @dg.observable_source_asset(
@@ -125,9 +126,9 @@ def readings(readings_store: ReadingsStore) -> dg.ObserveResult:
 def _expectations(
     context: dg.AssetCheckExecutionContext, readings_store: ReadingsStore, asset: dg.AssetKey
 ) -> dg.AssetCheckResult:
-    from mfd.ingestion import (
-        expectations,  # Great Expectations takes seconds to import: only when a check runs
-    )
+    # Great Expectations takes seconds to import: only when a check runs.
+    from mfd import expectations as checks
+    from mfd.ingestion import expectations
 
     key = context.partition_key
     status = _latest_metadata(context.instance, asset, key)
@@ -141,8 +142,8 @@ def _expectations(
     after_id = int(status.get("after_id", 0))
     rows = ingest.read_loaded(readings_store.engine, key, limit=CHECK_MAX_ROWS, after_id=after_id)
     frame = expectations.with_time_steps(rows.drop(columns=["id", "source"]))
-    passed, summary = expectations.validate(frame, expectations.loaded_rows_suite(layout))
-    table = expectations.summary_table(summary)
+    passed, summary = checks.validate(frame, expectations.loaded_rows_suite(layout))
+    table = checks.summary_table(summary)
     return dg.AssetCheckResult(
         passed=passed,
         metadata={

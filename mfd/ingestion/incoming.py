@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mfd.ingestion.load import PERIPHERAL_PREFIX
-from mfd.storage.objects import INCOMING, ObjectInfo, Objects
+from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX, ObjectInfo, Objects
 
 LOOKBACK = timedelta(minutes=5)
 MAX_PER_TICK = 50

@@ -22,6 +22,7 @@ from mfd.ingestion import load as ingest
 from mfd.services import S3Server, as_postgres_user, pg_binary, postgres_server
 from mfd.storage import readings as store
 from mfd.storage.objects import LocalObjects, ObjectMissing, Objects, S3Objects
+from mfd.storage.tables import peripheral_readings, readings
 
 KEY = "incoming/batch.csv"
 
@@ -49,7 +50,7 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-def _count(engine: Engine, table: sa.Table = store.readings) -> int:
+def _count(engine: Engine, table: sa.Table = readings) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
@@ -252,7 +253,7 @@ def test_peripheral_file_goes_to_its_own_table(
     s3_objects.put(key, to_csv_bytes(pd.concat([peripheral, peripheral.iloc[:5]])))
     report = ingest.ingest_object(s3_objects, pg, key)
     assert report.kind == "peripheral" and (report.loaded, report.duplicate) == (len(peripheral), 5)
-    assert _count(pg, store.peripheral_readings) == len(peripheral) and _count(pg) == 0
+    assert _count(pg, peripheral_readings) == len(peripheral) and _count(pg) == 0
     assert s3_objects.exists("processed/peripheral/devices.csv")
     s3_objects.put(key, to_csv_bytes(peripheral.drop(columns=["vibration_mm_s"])))
     assert ingest.ingest_object(s3_objects, pg, key).reason["columns"] == ["vibration_mm_s"]

@@ -1,0 +1,63 @@
+"""The two kinds of incoming file (readings, peripheral-device readings): their rules, their table, and
+where a file of each kind lives in the bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from mfd import validation
+from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
+from mfd.storage.tables import peripheral_readings, readings
+from mfd.validation import PERIPHERAL_RULES, READING_RULES, Range, Rule
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one kind of incoming file must look like (its rules in `mfd.validation`, read when a file is
+    checked), and the table its rows go to."""
+
+    kind: str
+    table: sa.Table
+    rules: Mapping[str, Rule]
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return validation.required(self.rules)
+
+    @property
+    def optional(self) -> tuple[str, ...]:
+        return validation.optional(self.rules)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        return validation.ranges(self.rules)
+
+    @property
+    def categories(self) -> dict[str, tuple[str, ...]]:
+        return validation.categories(self.rules)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return validation.flags(self.rules)
+
+
+READINGS = Layout(kind="readings", table=readings, rules=READING_RULES)
+PERIPHERAL = Layout(kind="peripheral", table=peripheral_readings, rules=PERIPHERAL_RULES)
+
+
+def layout_for(key: str) -> Layout:
+    """Peripheral-device files live under `incoming/peripheral/`; every other file holds readings."""
+    return PERIPHERAL if key.startswith(PERIPHERAL_PREFIX) else READINGS
+
+
+def filed_key(key: str, folder: str) -> str:
+    """Where `incoming/<name>` goes: `processed/<name>` or `rejected/<name>`."""
+    name = key[len(INCOMING) :] if key.startswith(INCOMING) else key
+    return f"{folder}{name}"

@@ -1,0 +1,56 @@
+"""The row rules of an incoming file (from `mfd.validation`, via its layout) as one boolean mask per problem."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mfd.ingestion.layouts import Layout
+from mfd.ingestion.parsing import Chunk
+
+
+def row_problems(chunk: Chunk, layout: Layout) -> dict[str, np.ndarray]:
+    """One boolean mask per problem (`column: what is wrong`); a row is bad when any mask is set."""
+    frame = chunk.frame
+    problems: dict[str, np.ndarray] = {}
+
+    def add(label: str, mask: np.ndarray) -> None:
+        if mask.any():
+            problems[label] = mask
+
+    ranges = layout.ranges
+    for column in layout.required:
+        if column not in ranges:
+            add(f"{column}: missing", frame[column].isna().to_numpy())
+    for column, rule in layout.rules.items():
+        if rule.max_length is not None and frame[column].notna().any():
+            add(
+                f"{column}: longer than {rule.max_length} characters",
+                (frame[column].str.len() > rule.max_length).fillna(False).to_numpy(dtype=bool),
+            )
+    add(
+        "timestamp: not an ISO 8601 timestamp",
+        (chunk.timestamps.isna() & frame["timestamp"].notna()).to_numpy(),
+    )
+    for column, allowed in layout.categories.items():
+        add(
+            f"{column}: not one of {', '.join(allowed)}",
+            (~frame[column].isin(allowed) & frame[column].notna()).to_numpy(),
+        )
+    for column, bounds in ranges.items():
+        values = frame[column].to_numpy(dtype=np.float64)
+        broken = chunk.unparsable.get(column)
+        if broken is not None:
+            add(f"{column}: not a number", broken)
+        missing = np.isnan(values) if broken is None else np.isnan(values) & ~broken
+        add(f"{column}: missing or NaN", missing)
+        with np.errstate(invalid="ignore"):
+            add(
+                f"{column}: outside [{bounds.low:g}, {bounds.high:g}] {bounds.unit}",
+                (values < bounds.low) | (values > bounds.high),
+            )
+    for column in layout.flags:
+        if column in frame.columns:
+            values = frame[column].to_numpy(dtype=np.float64)
+            broken = chunk.unparsable.get(column, False)
+            add(f"{column}: not 0 or 1", (~np.isin(values, (0.0, 1.0)) & ~np.isnan(values)) | broken)
+    return problems
