@@ -11,7 +11,6 @@ from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
-from mfd.settings import load_settings
 from mfd_resources import ReadingsStore, Tracking
 
 GROUP = "detection"
@@ -50,7 +49,7 @@ def prediction_batches(
     start = time.perf_counter()
     try:
         champion = load_champion(
-            tracking.tracking_uri, tracking.model_name, tracking.client, load_settings().home
+            tracking.tracking_uri, tracking.model_name, tracking.client, tracking.local_home
         )
     except NoChampion as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc

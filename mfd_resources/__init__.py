@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from mfd.settings import Settings
+from mfd.storage.connect import S3_SECRET_VARIABLES, s3_target
 from mfd_resources.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
 from mfd_resources.readings_store import ReadingsStore
 from mfd_resources.tracking import Tracking
@@ -14,20 +15,19 @@ __all__ = ["ObjectStore", "LocalObjectStore", "S3ObjectStore", "ReadingsStore", 
 
 
 def _object_store(settings: Settings) -> ObjectStore:
-    if not settings.s3_bucket:
+    target = s3_target(settings)
+    if target is None:
         return LocalObjectStore(root=str(settings.objects_dir))
     # Secrets stay in the environment (dg.EnvVar): the UI shows the variable name, never the value.
     return S3ObjectStore(
         s3=S3Resource(
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=dg.EnvVar("MFD_S3_ACCESS_KEY_ID") if settings.s3_access_key_id else None,
-            aws_secret_access_key=dg.EnvVar("MFD_S3_SECRET_ACCESS_KEY")
-            if settings.s3_secret_access_key
-            else None,
+            endpoint_url=target.endpoint_url,
+            region_name=target.region_name,
+            max_attempts=target.max_attempts,
+            **{key: dg.EnvVar(S3_SECRET_VARIABLES[key]) for key in target.secrets},
         ),
-        bucket=settings.s3_bucket,
-        prefix=settings.s3_prefix,
+        bucket=target.bucket,
+        prefix=target.prefix,
     )
 
 
@@ -44,5 +44,6 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tracking_uri=settings.tracking_uri,
             artifact_location=None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri(),
             model_name=settings.model_name,
+            home=str(settings.home),
         ),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
@@ -9,6 +11,7 @@ from mfd.modeling import experiment
 from mfd.modeling.experiment import LoggedCandidate
 from mfd.registry import promotion as registry
 from mfd.registry.promotion import ChampionStatus, Decision, Rollback
+from mfd.settings import project_home
 from mfd.storage import tracking
 
 
@@ -19,6 +22,12 @@ class Tracking(dg.ConfigurableResource):
     artifact_location: str | None = None
     experiment_name: str = "mfd"
     model_name: str = "mfd-failure-classifier"
+    home: str | None = None  # MFD_HOME: keeps the last champion loaded for scoring; None: ./.mfd
+
+    @property
+    def local_home(self) -> Path:
+        """Where the last champion loaded is kept, to score with when the registry is down."""
+        return Path(self.home) if self.home else project_home()
 
     def client(self) -> MlflowClient:
         """Connected client; also sets the process-wide MLflow tracking and registry URI."""

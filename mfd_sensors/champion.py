@@ -6,7 +6,7 @@ from mfd.errors import MfdError
 from mfd.modeling.model_io import CHAMPION
 from mfd.serving.client import request_reload
 from mfd.serving.guards import parse_keys
-from mfd.settings import Settings, load_settings
+from mfd.settings import Settings
 from mfd_assets.jobs import champion_bento_job
 from mfd_resources import Tracking
 
@@ -45,6 +45,3 @@ def build_champion_changed_sensor(settings: Settings) -> dg.SensorDefinition:
         )
 
     return _sensor
-
-
-champion_changed_sensor = build_champion_changed_sensor(load_settings())

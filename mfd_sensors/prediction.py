@@ -4,7 +4,6 @@ import dagster as dg
 
 from mfd.detection.batches import plan_batches
 from mfd.registry.champion import champion_version
-from mfd.settings import load_settings
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
 from mfd_resources import ReadingsStore, Tracking
@@ -30,7 +29,7 @@ def build_prediction_sensor(
         if not batches:
             return dg.SkipReason(f"no readings after id {after}")
         version, source = champion_version(
-            tracking.tracking_uri, tracking.model_name, tracking.client, load_settings().home
+            tracking.tracking_uri, tracking.model_name, tracking.client, tracking.local_home
         )
         if version is None:
             return dg.SkipReason(
@@ -59,9 +58,3 @@ def build_prediction_sensor(
         )
 
     return _sensor
-
-
-_settings = load_settings()
-prediction_sensor = build_prediction_sensor(
-    _settings.prediction_batch_rows, _settings.prediction_runs_per_tick
-)
