@@ -15,13 +15,11 @@ from collections.abc import Sequence
 import dagster as dg
 
 from mfd.cli import main as cli
-from mfd.settings import load_settings
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
-from mfd_assets.definitions import defs
-from mfd_assets.ingestion import incoming_files, peripheral_files
+from mfd_assets.definitions import defs, settings
+from mfd_sensors.incoming import PERIPHERAL_ROUTE, READINGS_ROUTE, Route, route
 
-PERIPHERAL = f"{INCOMING}peripheral/"
 # Step events at INFO: the full DEBUG event stream stays in the Dagster UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -36,23 +34,25 @@ def _done(started: float, what: str) -> None:
 
 
 def ingest_incoming(instance: dg.DagsterInstance) -> tuple[int, int]:
-    """Add a partition per incoming file and run its ingestion job; returns (reading, peripheral) files."""
+    """Add a partition per incoming file and run its ingestion job, routed as incoming_files_sensor routes
+    it; returns (reading, peripheral) files."""
     objects = defs.resources["object_store"].objects()
-    keys = [o.key for o in objects.list(INCOMING)]
-    peripheral = [k for k in keys if k.startswith(PERIPHERAL)]
-    readings = [k for k in keys if not k.startswith(PERIPHERAL)]
-    for job_name, partitions, files in (
-        ("ingest_readings_job", incoming_files, readings),
-        ("ingest_peripheral_job", peripheral_files, peripheral),
-    ):
-        instance.add_dynamic_partitions(partitions.name, files)
-        job = defs.resolve_job_def(job_name)
-        for key in files:
+    files: dict[Route, list[str]] = {READINGS_ROUTE: [], PERIPHERAL_ROUTE: []}
+    for obj in objects.list(INCOMING):
+        target = route(obj.key)
+        if target is None:
+            print(f"   {obj.key}: skipped, not a valid partition key", flush=True)
+            continue
+        files[target].append(obj.key)
+    for target, keys in files.items():
+        instance.add_dynamic_partitions(target.partitions.name, keys)
+        job = defs.resolve_job_def(target.job.name)
+        for key in keys:
             result = job.execute_in_process(
                 partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True
             )
             print(f"   {key}: {'ok' if result.success else 'FAILED'}", flush=True)
-    return len(readings), len(peripheral)
+    return len(files[READINGS_ROUTE]), len(files[PERIPHERAL_ROUTE])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="readings to generate (default 20,000)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     args = parser.parse_args(argv)
-    settings = load_settings()
     instance = dg.DagsterInstance.get()
 
     started = _step(f"generate {args.rows:,} readings from {args.machines} machines into incoming/")

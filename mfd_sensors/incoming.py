@@ -1,12 +1,39 @@
-"""`incoming_files_sensor`: every 30 s, each new object version under `incoming/` becomes one run."""
+"""`incoming_files_sensor`: every 30 s, each new object version under `incoming/` becomes one run.
+
+`route` says which partition set and job a key belongs to; `mfd_assets.main` routes files with it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
 
 from mfd.ingestion.incoming import MAX_PER_TICK, IncomingCursor, is_peripheral, new_objects, version
 from mfd_assets.ingestion import incoming_files, peripheral_files
 from mfd_assets.jobs import ingest_peripheral_job, ingest_readings_job
 from mfd_resources import ObjectStore
+from mfd_sensors.compat import INVALID_PARTITION_SUBSTRINGS, valid_partition_key
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: there are two, READINGS and PERIPHERAL
+class Route:
+    """Where an incoming file goes: its dynamic partition set and the job that ingests it."""
+
+    partitions: dg.DynamicPartitionsDefinition
+    job: dg.UnresolvedAssetJobDefinition
+
+
+READINGS_ROUTE = Route(incoming_files, ingest_readings_job)
+PERIPHERAL_ROUTE = Route(peripheral_files, ingest_peripheral_job)
+
+
+def route(key: str) -> Route | None:
+    """The route of object `key`: peripheral files under incoming/peripheral/, readings otherwise; None
+    when Dagster cannot take the key as a partition key."""
+    if not valid_partition_key(key):
+        return None
+    return PERIPHERAL_ROUTE if is_peripheral(key) else READINGS_ROUTE
 
 
 @dg.sensor(
@@ -26,18 +53,18 @@ def incoming_files_sensor(
     requests: list[dg.RunRequest] = []
     partitions: dict[str, list[str]] = {incoming_files.name: [], peripheral_files.name: []}
     for obj in found:
-        if any(s in obj.key for s in INVALID_PARTITION_SUBSTRINGS):
+        target = route(obj.key)
+        if target is None:
             context.log.warning(
                 "skipping %s: a partition key cannot contain %s", obj.key, INVALID_PARTITION_SUBSTRINGS
             )
             continue
-        peripheral = is_peripheral(obj.key)
-        partitions[(peripheral_files if peripheral else incoming_files).name].append(obj.key)
+        partitions[target.partitions.name].append(obj.key)
         requests.append(
             dg.RunRequest(
                 run_key=version(obj),
                 partition_key=obj.key,
-                job_name=(ingest_peripheral_job if peripheral else ingest_readings_job).name,
+                job_name=target.job.name,
                 tags={"mfd/etag": obj.etag, "mfd/bytes": str(obj.size)},
             )
         )

@@ -25,7 +25,8 @@ from mfd_assets.ingestion import (
     readings,
 )
 from mfd_resources import ReadingsStore, S3ObjectStore
-from mfd_sensors.incoming import incoming_files_sensor
+from mfd_sensors.compat import INVALID_PARTITION_SUBSTRINGS
+from mfd_sensors.incoming import incoming_files_sensor, route
 
 
 @pytest.fixture
@@ -239,3 +240,16 @@ def test_peripheral_readings_partition(
     meta = result.asset_materializations_for_node("peripheral_readings")[0].metadata
     assert meta["rows_loaded"].value == len(devices)
     assert result.get_asset_check_evaluations()[0].passed
+
+
+def test_route_sends_files_where_the_sensor_does_and_skips_keys_dagster_refuses() -> None:
+    assert route("incoming/a.csv").job.name == "ingest_readings_job"
+    assert route("incoming/a.csv").partitions.name == incoming_files.name
+    assert route("incoming/peripheral/p.csv").job.name == "ingest_peripheral_job"
+    assert route("incoming/peripheral/p.csv").partitions.name == peripheral_files.name
+    for bad in INVALID_PARTITION_SUBSTRINGS:
+        key = f"incoming/a{bad}b.csv"
+        assert route(key) is None
+        with pytest.raises(dg.DagsterInvalidDefinitionError):  # the compat list is Dagster's own rule
+            dg.StaticPartitionsDefinition([key])
+    dg.StaticPartitionsDefinition(["incoming/a.csv", "incoming/peripheral/p.csv"])
