@@ -75,9 +75,9 @@ def train_candidate(
 ) -> Candidate:
     """Tune `family` (or all, for `auto`) on `df`, refit the best on `df`, and score it on `holdout`.
 
-    `holdout` is the shared holdout (the `holdout` asset) and must share no reading with `df`; without it,
-    the shared holdout mechanism splits `holdout_fraction` of `df` off first (seeded with `seed`).
-    """
+    `holdout` is the shared holdout (the `holdout` asset); when both frames carry reading ids, a reading in
+    both raises MfdError. Without it, the shared holdout mechanism splits `holdout_fraction` of `df` off
+    first (seeded with `seed`)."""
     started = time.perf_counter()
     check_family(family)
     problem = trainability_problem(df if holdout is None else pd.concat([df, holdout]), folds)
