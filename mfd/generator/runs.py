@@ -36,9 +36,7 @@ from mfd.generator import (
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.connect import S3_SETTINGS, engine_from_settings, objects_from_settings
-from mfd.storage.objects import INCOMING, Objects, S3Objects
-
-PERIPHERAL_PREFIX = f"{INCOMING}peripheral/"
+from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX, Objects, S3Objects
 
 
 @dataclass(frozen=True)
