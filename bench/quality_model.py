@@ -30,9 +30,12 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold
 
 from mfd.features import feature_array, feature_matrix
+from mfd.modeling.candidate import train_candidate
+from mfd.modeling.families import FAMILIES
+from mfd.modeling.metrics import latency, scores
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.modeling.training import FAMILIES, latency, nested_cv, scores, train_candidate
 from mfd.modeling.tree_predictor import MAX_FLAT_ROWS, FlatTreeClassifier
+from mfd.modeling.tuning import nested_cv
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
