@@ -2,12 +2,20 @@
 
 A registered version is a cloudpickled sklearn Pipeline (readings -> probability) logged with
 `pyfunc_predict_fn="predict_proba"`, its decision threshold in the version tag `threshold`.
+
+Unpickling runs code, so every version is registered with the sha256 of the files that decide what loading
+runs (`model.pkl`, the pickle, and `MLmodel`, which names the loader module and any code path) in the tags
+of DIGEST_TAGS, and nothing is unpickled before the files on disk match them (`verify_artifact`). A
+version without the tags (registered before them) is refused like a changed one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,11 +25,65 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from mfd.errors import MfdError
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 
 THRESHOLD_TAG = "threshold"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# model-version tag -> the file of the MLflow model directory whose sha256 it holds
+DIGEST_TAGS = {"model_sha256": "model.pkl", "mlmodel_sha256": "MLmodel"}
+RETAG = ".venv/bin/python -m mfd.registry.retag"
+
+
+class UntrustedModel(MfdError):
+    """A model version whose files do not match the sha256 tags recorded at registration, or has none."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_digests(model_dir: Path) -> dict[str, str]:
+    """The DIGEST_TAGS of the MLflow model in `model_dir` (UntrustedModel if a file is missing)."""
+    missing = [file for file in DIGEST_TAGS.values() if not (model_dir / file).is_file()]
+    if missing:
+        raise UntrustedModel(f"{model_dir} is not a pickled MLflow model: no {', '.join(missing)}")
+    return {tag: file_sha256(model_dir / file) for tag, file in DIGEST_TAGS.items()}
+
+
+def expected_digests(mv: ModelVersion) -> dict[str, str]:
+    """The digests version `mv` was registered with; UntrustedModel when it has none."""
+    tags = dict(mv.tags or {})
+    missing = [tag for tag in DIGEST_TAGS if not tags.get(tag)]
+    if missing:
+        raise UntrustedModel(
+            f"model {mv.name!r} version {mv.version} has no {', '.join(missing)} tag (registered before "
+            "artifact digests): refusing to unpickle it. Re-register it from a trusted run, or, once you "
+            f"have checked its artifact, record its digests with `{RETAG} {mv.name} {mv.version}`"
+        )
+    return {tag: tags[tag] for tag in DIGEST_TAGS}
+
+
+def verify_artifact(model_dir: Path, expected: dict[str, str], name: str, version: str) -> None:
+    """Raise UntrustedModel unless the files in `model_dir` have the `expected` digests."""
+    actual = artifact_digests(model_dir)
+    changed = [DIGEST_TAGS[tag] for tag in DIGEST_TAGS if actual[tag] != expected.get(tag)]
+    if changed:
+        raise UntrustedModel(
+            f"model {name!r} version {version}: {', '.join(changed)} in {model_dir} does not match the "
+            "sha256 recorded at registration (changed since): refusing to unpickle it. Re-register the "
+            "model from a trusted run and promote that version"
+        )
+
+
+def download_model(model_uri: str, dst: Path) -> Path:
+    """The MLflow model at `model_uri` copied into directory `dst`; returns the model directory."""
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
 
 
 def _requirements() -> list[str]:
@@ -34,7 +96,7 @@ def log_failure_model(
 ) -> tuple[str, ModelVersion | None]:
     """Log `pipeline` in the active run; register it under `registered_name` if given.
 
-    Returns the model URI and the registered version (tagged with its threshold).
+    Returns the model URI and the registered version (tagged with its threshold and digests).
     """
     inputs = sample[list(MODEL_INPUT_COLUMNS)].head(5)
     info = mlflow.sklearn.log_model(
@@ -45,14 +107,10 @@ def log_failure_model(
         signature=infer_signature(inputs, pipeline.predict_proba(inputs)),
         input_example=inputs,
         pip_requirements=_requirements(),
-        registered_model_name=registered_name,
     )
     if registered_name is None:
         return info.model_uri, None
-    client = MlflowClient()
-    mv = client.get_model_version(registered_name, str(info.registered_model_version))
-    client.set_model_version_tag(registered_name, mv.version, THRESHOLD_TAG, f"{threshold:.6f}")
-    return info.model_uri, mv
+    return info.model_uri, register_logged_model(info.model_uri, registered_name, threshold=threshold)
 
 
 @dataclass(frozen=True)
@@ -74,14 +132,29 @@ class FailureModel:
 def register_logged_model(
     model_uri: str, name: str, *, threshold: float, tags: dict[str, str] | None = None
 ) -> ModelVersion:
-    """Register an already logged model as a new version of `name`, tagged with its threshold (no alias)."""
-    return mlflow.register_model(model_uri, name, tags={**(tags or {}), THRESHOLD_TAG: f"{threshold:.6f}"})
+    """Register an already logged model as a new version of `name` (no alias), created with its threshold
+    and the digests of its files as they are in the artifact store now."""
+    with tempfile.TemporaryDirectory(prefix="mfd-register-") as tmp:
+        digests = artifact_digests(download_model(model_uri, Path(tmp)))
+    version_tags = {**(tags or {}), THRESHOLD_TAG: f"{threshold:.6f}", **digests}
+    return mlflow.register_model(model_uri, name, tags=version_tags)
+
+
+def load_verified(
+    model_dir: Path, expected: dict[str, str], name: str, version: str
+) -> mlflow.pyfunc.PyFuncModel:
+    """`mlflow.pyfunc.load_model(model_dir)` once its files match `expected` (else UntrustedModel)."""
+    verify_artifact(model_dir, expected, name, version)
+    return mlflow.pyfunc.load_model(str(model_dir))
 
 
 def load_model_version(client: MlflowClient, name: str, version: str) -> FailureModel:
-    """Load version `version` of registered model `name` through mlflow.pyfunc."""
+    """Load version `version` of registered model `name` through mlflow.pyfunc, after checking its digests."""
     mv = client.get_model_version(name, str(version))
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    expected = expected_digests(mv)
+    with tempfile.TemporaryDirectory(prefix="mfd-model-") as tmp:
+        model_dir = download_model(f"models:/{name}/{mv.version}", Path(tmp))
+        pyfunc = load_verified(model_dir, expected, name, str(mv.version))
     return FailureModel(name, str(mv.version), float(mv.tags.get(THRESHOLD_TAG, 0.5)), pyfunc)
 
 

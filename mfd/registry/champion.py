@@ -3,10 +3,12 @@ local copy under MFD_HOME that scores when the registry is unreachable.
 
 The copies of one registered model from one registry live in `<home>/champions/<name>-<registry digest>/`
 (mode 0700): `v<version>/` is the MLflow model directory as downloaded plus `copy.json` (name, version,
-threshold); `champion.json` names the version the registry last called champion; `lock` is held shared to
+threshold, the registry's digests); `champion.json` names the version the registry last called champion; `lock` is held shared to
 read a copy and exclusively to write one, so the workers of a service and concurrent batch runs download a
 version once and never read half of one. The newest `KEEP_VERSIONS` copies are kept (current and previous).
-Within a process the loaded model is also kept in memory per version.
+Within a process the loaded model is also kept in memory per version. A copy is checked against the
+version's sha256 tags (from the registry, or as recorded in `copy.json` when it is down) before it is
+unpickled: a changed or untagged one raises UntrustedModel and is never a fallback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,12 +30,21 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mfd.errors import MfdError, ServiceUnavailable
-from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG, FailureModel
+from mfd.modeling.model_io import (
+    CHAMPION,
+    THRESHOLD_TAG,
+    FailureModel,
+    UntrustedModel,
+    download_model,
+    expected_digests,
+    load_verified,
+    verify_artifact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +78,25 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can enter (0700), created if missing; MfdError when something
+    else (a symlink, a file, another user's directory) is there."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        st, error = None, _one_line(exc)
+    else:
+        error = "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a directory of this user"
+    if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise MfdError(f"{path}: {error}; refusing to keep private files there (remove it)")
     os.chmod(path, 0o700)
     return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """os.open of `path` (mode 0600 if created) that never follows a symlink at `path`."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 class LocalCopies:
@@ -82,10 +109,9 @@ class LocalCopies:
 
     @contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:
-        _private_dir(self.root.parent)
-        _private_dir(self.root)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.root / "lock", flags, 0o600)
+        private_dir(self.root.parent)
+        private_dir(self.root)
+        fd = open_private(self.root / "lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -102,34 +128,46 @@ class LocalCopies:
             log.warning("ignoring unreadable %s: %s", self.root / "champion.json", exc)
             return None
 
-    def load(self, version: str) -> FailureModel | None:
-        """The copy of `version` (hold the lock), or None if there is none or it cannot be read."""
+    def load(self, version: str, digests: dict[str, str] | None = None) -> FailureModel | None:
+        """The copy of `version` (hold the lock), or None if there is none or it cannot be read.
+
+        Its files must match `digests` (the registry's tags), or without them the digests in `copy.json`:
+        UntrustedModel otherwise."""
         directory = self.root / f"v{version}"
         try:
             meta = json.loads((directory / "copy.json").read_text())
-            pyfunc = mlflow.pyfunc.load_model(str(directory))
+            expected = digests or meta.get("digests")
+            if not expected:
+                raise UntrustedModel(
+                    f"the local copy of {meta['name']!r} version {version} in {directory} records no sha256 "
+                    "digests (copied before they existed): refusing to unpickle it. Delete the directory; "
+                    "the next load with the registry up copies the version again"
+                )
+            pyfunc = load_verified(directory, expected, str(meta["name"]), version)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, MlflowException) as exc:
+        except UntrustedModel as exc:
+            raise UntrustedModel(f"{exc} (local copy: delete {directory} to copy it again)") from None
+        except (OSError, ValueError, KeyError, MlflowException) as exc:
             log.warning("ignoring unreadable local model copy %s: %s", directory, exc)
             return None
         return FailureModel(str(meta["name"]), str(meta["version"]), float(meta["threshold"]), pyfunc)
 
-    def download(self, name: str, version: str, threshold: float) -> FailureModel:
-        """Copy registry version `version` here and load it (hold the lock exclusively)."""
+    def download(self, name: str, version: str, threshold: float, digests: dict[str, str]) -> FailureModel:
+        """Copy registry version `version` here and load it once its files match `digests` (hold the lock
+        exclusively)."""
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.root))
         try:
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging)
-            )
-            meta = {"name": name, "version": version, "threshold": threshold}
+            download_model(f"models:/{name}/{version}", staging)
+            verify_artifact(staging, digests, name, version)  # a changed artifact never becomes a copy
+            meta = {"name": name, "version": version, "threshold": threshold, "digests": digests}
             (staging / "copy.json").write_text(json.dumps(meta))
             target = self.root / f"v{version}"
             shutil.rmtree(target, ignore_errors=True)  # an unreadable earlier copy
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        model = self.load(version)
+        model = self.load(version, digests)
         if model is None:
             raise MfdError(f"the copy of {name} version {version} just written to {target} does not load")
         return model
@@ -164,8 +202,8 @@ def _probe(tracking_uri: str, timeout: float = 3.0) -> None:
 Connect = Callable[[], MlflowClient]
 
 
-def _champion_alias(tracking_uri: str, name: str, connect: Connect) -> tuple[str, float]:
-    """(version, threshold) of `name@champion` from the registry; NoChampion when there is none."""
+def _champion_alias(tracking_uri: str, name: str, connect: Connect) -> ModelVersion:
+    """The version `name@champion` names in the registry; NoChampion when there is none."""
     _probe(tracking_uri)
     client = connect()
     try:
@@ -177,22 +215,27 @@ def _champion_alias(tracking_uri: str, name: str, connect: Connect) -> tuple[str
                 "train and promote one (champion_model asset)"
             ) from exc
         raise
-    return str(mv.version), float(mv.tags.get(THRESHOLD_TAG, 0.5))
+    return mv
 
 
 def _from_registry(
-    copies: LocalCopies, key: tuple[str, str], version: str, threshold: float
+    copies: LocalCopies, key: tuple[str, str], mv: ModelVersion
 ) -> tuple[FailureModel, Source]:
+    version, threshold, digests = (
+        str(mv.version),
+        float(mv.tags.get(THRESHOLD_TAG, 0.5)),
+        expected_digests(mv),
+    )
     cached = _memory.get(key)
     if cached is not None and cached.version == version and copies.champion_version() == version:
         return cached, "memory cache"
     with copies.locked(exclusive=True):
         if cached is not None and cached.version == version:
             model, source = cached, "memory cache"
-        elif (found := copies.load(version)) is not None:
+        elif (found := copies.load(version, digests)) is not None:
             model, source = found, "disk cache"
         else:
-            model, source = copies.download(key[1], version, threshold), "registry"
+            model, source = copies.download(key[1], version, threshold, digests), "registry"
         copies.set_champion(version)
     _memory[key] = model
     return model, source
@@ -200,13 +243,13 @@ def _from_registry(
 
 def load_champion(tracking_uri: str, name: str, connect: Connect, home: Path) -> LoadedChampion:
     """The champion of `name`, its copy kept under `home`; `connect` gives a registry client (e.g.
-    `Tracking.client`). Raises NoChampion when none is promoted and ServiceUnavailable when the registry
-    fails and there is no local copy."""
+    `Tracking.client`). Raises NoChampion when none is promoted, UntrustedModel when the champion's files
+    do not match its sha256 tags, and ServiceUnavailable when the registry fails and there is no local copy."""
     copies, key = LocalCopies(home, tracking_uri, name), (tracking_uri, name)
     try:
-        version, threshold = _champion_alias(tracking_uri, name, connect)
-        return LoadedChampion(*_from_registry(copies, key, version, threshold))
-    except NoChampion:
+        mv = _champion_alias(tracking_uri, name, connect)
+        return LoadedChampion(*_from_registry(copies, key, mv))
+    except (NoChampion, UntrustedModel):
         raise
     except Exception as exc:  # noqa: BLE001 - any registry or artifact-store failure falls back to the copy
         error = _one_line(exc)
@@ -232,7 +275,7 @@ def champion_version(tracking_uri: str, name: str, connect: Connect, home: Path)
     """Without loading the model: (champion version, where from), or (None, why there is none)."""
     copies = LocalCopies(home, tracking_uri, name)
     try:
-        return _champion_alias(tracking_uri, name, connect)[0], "registry"
+        return str(_champion_alias(tracking_uri, name, connect).version), "registry"
     except NoChampion as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - as in load_champion

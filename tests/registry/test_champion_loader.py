@@ -140,9 +140,9 @@ def test_concurrent_loaders_download_a_version_once(
     downloads: list[str] = []
     download = LocalCopies.download
 
-    def counted(self: LocalCopies, name: str, version: str, threshold: float):  # type: ignore[no-untyped-def]
+    def counted(self: LocalCopies, name: str, version: str, *args: object):  # type: ignore[no-untyped-def]
         downloads.append(version)
-        return download(self, name, version, threshold)
+        return download(self, name, version, *args)
 
     monkeypatch.setattr(LocalCopies, "download", counted)
     sources: list[str] = []
