@@ -1,12 +1,14 @@
 """Detection: prediction batches scored by the champion every 30 seconds, and drift of recent readings."""
 
 import time
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from mfd.detection.batches import score_batch
+from mfd.detection.coverage import unscored_readings
 from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
@@ -20,6 +22,14 @@ class PredictionBatchConfig(dg.Config):
     first_id: int = Field(description="First reading id of the batch (inclusive).")
     last_id: int = Field(description="Last reading id of the batch (inclusive).")
     max_invalid_share: float = Field(0.01, description="The valid_readings check warns above this share.")
+    unscored_after_minutes: float = Field(
+        10.0,
+        description="every_reading_scored fails on valid readings older than this with no prediction.",
+        gt=0,
+    )
+    unscored_lookback_hours: float = Field(
+        24.0, description="How far back (before unscored_after_minutes) every_reading_scored looks.", gt=0
+    )
 
 
 class DriftConfig(dg.Config):
@@ -34,7 +44,14 @@ class DriftConfig(dg.Config):
     deps=["readings"],
     kinds={"sklearn"},
     retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
-    check_specs=[dg.AssetCheckSpec("valid_readings", asset="prediction_batches")],
+    check_specs=[
+        dg.AssetCheckSpec("valid_readings", asset="prediction_batches"),
+        dg.AssetCheckSpec(
+            "every_reading_scored",
+            asset="prediction_batches",
+            description="No valid reading older than unscored_after_minutes is left without a prediction.",
+        ),
+    ],
 )
 def prediction_batches(
     context: dg.AssetExecutionContext,
@@ -57,6 +74,11 @@ def prediction_batches(
         context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
     result = score_batch(readings_store.engine, champion.model, config.first_id, config.last_id)
     latency = time.perf_counter() - start
+    unscored = unscored_readings(
+        readings_store.engine,
+        timedelta(minutes=config.unscored_after_minutes),
+        timedelta(hours=config.unscored_lookback_hours),
+    )
     invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
     invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
     return dg.MaterializeResult(
@@ -90,7 +112,19 @@ def prediction_batches(
                     "by_reason": dg.MetadataValue.md(table_markdown(invalid) if len(invalid) else "none"),
                     "first_invalid_ids": dg.MetadataValue.json(result.invalid_ids[:20]),
                 },
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name="every_reading_scored",
+                passed=unscored.count == 0,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{unscored.count} valid readings from {unscored.since:%Y-%m-%d %H:%M} to "
+                f"{unscored.until:%Y-%m-%d %H:%M} UTC have no prediction",
+                metadata={
+                    "unscored_readings": unscored.count,
+                    "first_unscored_ids": dg.MetadataValue.json(unscored.first_ids),
+                    "older_than_minutes": config.unscored_after_minutes,
+                },
+            ),
         ],
     )
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mfd.detection.batches import plan_batches
+from mfd.detection.planning import DetectionCursor, plan_batches
 from mfd.registry.champion import champion_version
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
@@ -19,15 +19,20 @@ def build_prediction_sensor(
         job=prediction_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a prediction_batches run per id range of new readings; cursor = last id requested.",
+        description="Requests a prediction_batches run per id range of readings not requested before; the "
+        "cursor holds the settled frontier, so a reading whose id commits late is still scored once.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext, readings_store: ReadingsStore, tracking: Tracking
     ) -> dg.SensorResult | dg.SkipReason:
-        after = int(context.cursor or 0)
-        batches = plan_batches(readings_store.engine, after, max_rows_per_run, max_runs_per_tick)
+        cursor = DetectionCursor.parse(context.cursor)
+        batches, after = plan_batches(readings_store.engine, cursor, max_rows_per_run, max_runs_per_tick)
         if not batches:
-            return dg.SkipReason(f"no readings after id {after}")
+            if after != cursor:
+                context.update_cursor(after.dumps())
+            return dg.SkipReason(
+                f"no readings to score after id {cursor.settled} (settled up to {after.settled})"
+            )
         version, source = champion_version(
             tracking.tracking_uri, tracking.model_name, tracking.client, tracking.local_home
         )
@@ -54,7 +59,7 @@ def build_prediction_sensor(
                 )
                 for batch in batches
             ],
-            cursor=str(batches[-1].last_id),
+            cursor=after.dumps(),
         )
 
     return _sensor

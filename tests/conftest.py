@@ -9,9 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow import start_run
+from sklearn.ensemble import HistGradientBoostingClassifier
 
+from mfd.modeling.model_io import log_failure_model
+from mfd.modeling.pipeline import build_pipeline
+from mfd.reference import load_ai4i
+from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
 from mfd.storage.objects import LocalObjects, S3Objects
+from mfd_resources import Tracking
 
 _names = itertools.count()
 
@@ -68,3 +75,22 @@ def objects(request: pytest.FixtureRequest, tmp_path: Path) -> LocalObjects | S3
         return LocalObjects(tmp_path / "objects")
     server: S3Server = request.getfixturevalue("s3")
     return S3Objects(server.client(), request.getfixturevalue("bucket"))
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Tracking:
+    """A small HistGradientBoosting champion registered on the real MLflow server; local model copies go
+    to a temporary MFD_HOME, never the repository's .mfd/."""
+    tracking = Tracking(
+        tracking_uri=mlflow.tracking_uri,
+        experiment_name="detection-test",
+        model_name=unique("m-"),
+        home=str(tmp_path_factory.mktemp("home")),
+    )
+    ai4i = load_ai4i()
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=60, random_state=0))
+    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
+    with start_run(experiment_id=tracking.experiment_id()):
+        _, version = log_failure_model(pipeline, ai4i, registered_name=tracking.model_name, threshold=0.5)
+    tracking.client().set_registered_model_alias(tracking.model_name, "champion", version.version)
+    return tracking

@@ -29,19 +29,6 @@ TOP_FEATURES = 3
 
 
 @dataclass(frozen=True)
-class IdRange:
-    """Readings with first_id <= id <= last_id; `rows` of them exist."""
-
-    first_id: int
-    last_id: int
-    rows: int
-
-    @property
-    def run_key(self) -> str:
-        return f"predictions-{self.first_id}-{self.last_id}"
-
-
-@dataclass(frozen=True)
 class BatchResult:
     """What one batch read, scored and wrote, and how long each step took (seconds)."""
 
@@ -60,24 +47,6 @@ class BatchResult:
     @property
     def invalid_rows(self) -> int:
         return sum(self.invalid.values())
-
-
-def plan_batches(engine: Engine, after_id: int, max_rows: int, max_batches: int) -> list[IdRange]:
-    """Up to `max_batches` consecutive ranges of at most `max_rows` readings each, after `after_id`."""
-    query = (
-        sa.select(readings.c.id)
-        .where(readings.c.id > after_id)
-        .order_by(readings.c.id)
-        .limit(max_rows * max_batches)
-    )
-    with engine.connect() as conn:
-        ids = conn.execute(query).scalars().all()
-    ranges, previous = [], after_id
-    for start in range(0, len(ids), max_rows):
-        chunk = ids[start : start + max_rows]
-        ranges.append(IdRange(previous + 1, chunk[-1], len(chunk)))
-        previous = chunk[-1]
-    return ranges
 
 
 def read_batch(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:

@@ -14,16 +14,14 @@ import pytest
 import sqlalchemy as sa
 from conftest import unique
 from forwarder import Forwarder
-from mlflow import start_run
-from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.cli.main import main
+from mfd.detection.planning import DetectionCursor
 from mfd.errors import ServiceUnavailable
-from mfd.modeling.model_io import load_version, log_failure_model
-from mfd.modeling.pipeline import build_pipeline
+from mfd.modeling.model_io import load_version
 from mfd.reference import load_ai4i
 from mfd.registry.champion import load_champion
-from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.schema import SENSOR_COLUMNS
 from mfd.services import MlflowServer
 from mfd.storage import readings as store
 from mfd.storage.tables import failure_events, predictions
@@ -32,21 +30,6 @@ from mfd_resources import ReadingsStore, Tracking
 from mfd_sensors.prediction import build_prediction_sensor
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def champion(mlflow: MlflowServer) -> Tracking:
-    """A small HistGradientBoosting champion registered on the real MLflow server."""
-    tracking = Tracking(
-        tracking_uri=mlflow.tracking_uri, experiment_name="detection-test", model_name=unique("m-")
-    )
-    ai4i = load_ai4i()
-    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=60, random_state=0))
-    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
-    with start_run(experiment_id=tracking.experiment_id()):
-        _, version = log_failure_model(pipeline, ai4i, registered_name=tracking.model_name, threshold=0.5)
-    tracking.client().set_registered_model_alias(tracking.model_name, "champion", version.version)
-    return tracking
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +86,7 @@ def test_sensor_requests_one_run_for_new_readings_then_skips(pg_url: str, champi
     sensor = build_prediction_sensor(max_rows_per_run=1000, max_runs_per_tick=3)
 
     empty = evaluate(sensor, None, readings, champion)
-    assert empty.run_requests == [] and "no readings after id 0" in empty.skip_message
+    assert empty.run_requests == [] and "no readings to score after id 0" in empty.skip_message
 
     insert_ai4i(pg_url, 100)
     last = reading_ids(readings)[-1]
@@ -114,12 +97,14 @@ def test_sensor_requests_one_run_for_new_readings_then_skips(pg_url: str, champi
         "first_id": 1,
         "last_id": last,
         "max_invalid_share": 0.01,
+        "unscored_after_minutes": 10.0,
+        "unscored_lookback_hours": 24.0,
     }
     assert request.tags["mfd/rows"] == "100"
-    assert tick.cursor == str(last)
+    assert DetectionCursor.parse(tick.cursor) == DetectionCursor(settled=last)
 
     idle = evaluate(sensor, tick.cursor, readings, champion)
-    assert idle.run_requests == [] and f"no readings after id {last}" in idle.skip_message
+    assert idle.run_requests == [] and f"no readings to score after id {last}" in idle.skip_message
 
 
 def test_sensor_catches_up_a_backlog_in_bounded_batches(pg_url: str, champion: Tracking) -> None:
@@ -134,7 +119,7 @@ def test_sensor_catches_up_a_backlog_in_bounded_batches(pg_url: str, champion: T
         f"predictions-{ends[0] + 1}-{ends[1]}",
         f"predictions-{ends[1] + 1}-{ends[2]}",
     ]
-    assert first.cursor == str(ends[2])
+    assert DetectionCursor.parse(first.cursor).settled == ends[2]
 
     second = evaluate(sensor, first.cursor, readings, champion)
     assert [r.run_key for r in second.run_requests] == [
@@ -142,7 +127,7 @@ def test_sensor_catches_up_a_backlog_in_bounded_batches(pg_url: str, champion: T
         f"predictions-{ends[3] + 1}-{ends[4]}",
     ]
     assert [r.tags["mfd/rows"] for r in second.run_requests] == ["60", "10"]
-    assert second.cursor == str(ends[4])
+    assert DetectionCursor.parse(second.cursor).settled == ends[4]
 
 
 def test_sensor_skips_with_a_reason_when_there_is_no_champion(pg_url: str, mlflow: MlflowServer) -> None:
@@ -203,7 +188,7 @@ def test_invalid_readings_are_counted_and_never_scored(pg_url: str, champion: Tr
     assert (meta["rows_read"], meta["rows_scored"], meta["invalid_rows"]) == (200, 196, 4)
     scored = set(table_frame(readings, predictions)["reading_id"])
     assert scored.isdisjoint(bad) and len(scored) == 196
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "valid_readings"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["first_invalid_ids"].value == bad
 
