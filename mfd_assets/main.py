@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from mfd.cli import main as cli
+from mfd.ingestion.incoming import partition_key
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
 from mfd_assets.definitions import defs, settings
@@ -39,17 +40,13 @@ def ingest_incoming(instance: dg.DagsterInstance) -> tuple[int, int]:
     objects = defs.resources["object_store"].objects()
     files: dict[Route, list[str]] = {READINGS_ROUTE: [], PERIPHERAL_ROUTE: []}
     for obj in objects.list(INCOMING):
-        target = route(obj.key)
-        if target is None:
-            print(f"   {obj.key}: skipped, not a valid partition key", flush=True)
-            continue
-        files[target].append(obj.key)
+        files[route(obj.key)].append(obj.key)
     for target, keys in files.items():
-        instance.add_dynamic_partitions(target.partitions.name, keys)
+        instance.add_dynamic_partitions(target.partitions.name, [partition_key(k) for k in keys])
         job = defs.resolve_job_def(target.job.name)
         for key in keys:
             result = job.execute_in_process(
-                partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True
+                partition_key=partition_key(key), instance=instance, run_config=QUIET, raise_on_error=True
             )
             print(f"   {key}: {'ok' if result.success else 'FAILED'}", flush=True)
     return len(files[READINGS_ROUTE]), len(files[PERIPHERAL_ROUTE])

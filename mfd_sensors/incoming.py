@@ -1,4 +1,5 @@
-"""`incoming_files_sensor`: every 30 s, each new object version under `incoming/` becomes one run.
+"""`incoming_files_sensor`: every 30 s, each new object version under `incoming/` becomes one run, and a
+version that stays there after its run is requested again or reported.
 
 `route` says which partition set and job a key belongs to; `mfd_assets.main` routes files with it too.
 """
@@ -6,14 +7,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
+from dagster import DagsterRunStatus
 
-from mfd.ingestion.incoming import MAX_PER_TICK, IncomingCursor, is_peripheral, new_objects, version
+from mfd.ingestion.incoming import (
+    MAX_ATTEMPTS,
+    MAX_PER_TICK,
+    STUCK_AFTER,
+    IncomingCursor,
+    is_peripheral,
+    look,
+    object_key,
+    partition_key,
+    version,
+)
+from mfd.storage.objects import ObjectInfo
 from mfd_assets.ingestion import incoming_files, peripheral_files
 from mfd_assets.jobs import ingest_peripheral_job, ingest_readings_job
 from mfd_resources import ObjectStore
-from mfd_sensors.compat import INVALID_PARTITION_SUBSTRINGS, valid_partition_key
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: there are two, READINGS and PERIPHERAL
@@ -24,16 +37,33 @@ class Route:
     job: dg.UnresolvedAssetJobDefinition
 
 
+IN_PROGRESS = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+)
 READINGS_ROUTE = Route(incoming_files, ingest_readings_job)
 PERIPHERAL_ROUTE = Route(peripheral_files, ingest_peripheral_job)
 
 
-def route(key: str) -> Route | None:
-    """The route of object `key`: peripheral files under incoming/peripheral/, readings otherwise; None
-    when Dagster cannot take the key as a partition key."""
-    if not valid_partition_key(key):
-        return None
+def route(key: str) -> Route:
+    """The route of object `key`: peripheral files under incoming/peripheral/, readings otherwise."""
     return PERIPHERAL_ROUTE if is_peripheral(key) else READINGS_ROUTE
+
+
+def _request(obj: ObjectInfo, run_key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=partition_key(obj.key),
+        job_name=route(obj.key).job.name,
+        tags={"mfd/version": version(obj), "mfd/etag": obj.etag, "mfd/bytes": str(obj.size)},
+    )
+
+
+def _in_progress(instance: dg.DagsterInstance, obj: ObjectInfo) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"mfd/version": version(obj)}), limit=1)
+    return bool(runs) and runs[0].status in IN_PROGRESS
 
 
 @dg.sensor(
@@ -41,37 +71,48 @@ def route(key: str) -> Route | None:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Lists incoming/ in the object store; one run per new object version (run key = key@ETag), "
-    "adding the key as a partition of raw_readings (or peripheral_readings for incoming/peripheral/).",
+    "adding the key as a partition of raw_readings (or peripheral_readings for incoming/peripheral/). A "
+    f"version still waiting {STUCK_AFTER} after its run is requested again (up to {MAX_ATTEMPTS} runs), "
+    "then reported.",
 )
 def incoming_files_sensor(
     context: dg.SensorEvaluationContext, object_store: ObjectStore
 ) -> dg.SensorResult | dg.SkipReason:
-    cursor = IncomingCursor.parse(context.cursor)
-    found, cursor = new_objects(object_store.objects(), cursor, MAX_PER_TICK)
-    if not found:
-        return dg.SkipReason(f"no new objects under incoming/ in {object_store.objects().describe()}")
-    requests: list[dg.RunRequest] = []
-    partitions: dict[str, list[str]] = {incoming_files.name: [], peripheral_files.name: []}
-    for obj in found:
-        target = route(obj.key)
-        if target is None:
-            context.log.warning(
-                "skipping %s: a partition key cannot contain %s", obj.key, INVALID_PARTITION_SUBSTRINGS
-            )
+    objects = object_store.objects()
+    now = datetime.now(UTC)
+    tick = look(objects, IncomingCursor.parse(context.cursor), now, MAX_PER_TICK)
+    requests = [_request(obj, version(obj)) for obj in tick.new]
+    cursor = tick.cursor
+    for obj, attempts in tick.stuck:
+        if _in_progress(context.instance, obj):
             continue
-        partitions[target.partitions.name].append(obj.key)
-        requests.append(
-            dg.RunRequest(
-                run_key=version(obj),
-                partition_key=obj.key,
-                job_name=target.job.name,
-                tags={"mfd/etag": obj.etag, "mfd/bytes": str(obj.size)},
-            )
+        context.log.warning(
+            "%s is still in incoming/ after %d run(s): requesting it again", obj.key, attempts
         )
+        requests.append(_request(obj, f"{version(obj)}#attempt-{attempts + 1}"))
+        cursor = cursor.retried(obj, now)
+    for obj in tick.given_up:
+        context.log.error(
+            "%s is still in incoming/ after %d runs: see the failed runs tagged mfd/version=%s; fix the "
+            "cause, then upload the file again (a new ETag starts over)",
+            obj.key,
+            MAX_ATTEMPTS,
+            version(obj),
+        )
+    if not requests:
+        if cursor != IncomingCursor.parse(context.cursor):
+            context.update_cursor(cursor.dumps())
+        stuck = f"; {len(tick.given_up)} stuck after {MAX_ATTEMPTS} runs" if tick.given_up else ""
+        return dg.SkipReason(f"no new objects under incoming/ in {objects.describe()}{stuck}")
+    partitions: dict[str, list[str]] = {incoming_files.name: [], peripheral_files.name: []}
+    for request in requests:
+        partitions[route(object_key(request.partition_key)).partitions.name].append(request.partition_key)
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[
-            dg.AddDynamicPartitionsRequest(name, keys) for name, keys in partitions.items() if keys
+            dg.AddDynamicPartitionsRequest(name, sorted(set(keys)))
+            for name, keys in partitions.items()
+            if keys
         ],
         cursor=cursor.dumps(),
     )

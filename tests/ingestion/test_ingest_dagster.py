@@ -3,7 +3,7 @@ materialized per partition with their blocking expectations, and the observed re
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -11,7 +11,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from mfd.generator import generate_peripheral, generate_readings, to_csv_bytes
-from mfd.ingestion.incoming import IncomingCursor, new_objects
+from mfd.ingestion.incoming import IncomingCursor, look, object_key, partition_key
 from mfd.services import S3Server
 from mfd.storage import readings as store
 from mfd.storage.objects import Objects
@@ -95,18 +95,17 @@ def test_sensor_new_file_then_nothing_then_changed_file(
 def test_cursor_handles_timestamp_ties_and_caps_each_tick(objects: Objects) -> None:
     for name in "abcde":  # uploaded within a second or two: S3 last-modified times tie
         objects.put(f"incoming/{name}.csv", name.encode())
-    cursor = IncomingCursor()
+    cursor, now = IncomingCursor(), datetime.now(UTC)
     seen: list[str] = []
     for _ in range(3):
-        found, cursor = new_objects(objects, IncomingCursor.parse(cursor.dumps()), limit=2)
-        assert len(found) <= 2
-        seen += [o.key for o in found]
+        tick = look(objects, IncomingCursor.parse(cursor.dumps()), now, limit=2)
+        assert len(tick.new) <= 2
+        seen += [o.key for o in tick.new]
+        cursor = tick.cursor
     assert seen == [f"incoming/{n}.csv" for n in "abcde"]
-    assert new_objects(objects, cursor, limit=2)[0] == []
-    time.sleep(1.1)
+    assert look(objects, cursor, now, limit=2).new == []
     objects.put("incoming/c.csv", b"changed")
-    found, _ = new_objects(objects, cursor, limit=2)
-    assert [o.key for o in found] == ["incoming/c.csv"]
+    assert [o.key for o in look(objects, cursor, now, limit=2).new] == ["incoming/c.csv"]
 
 
 def _resources(pg_url: str, object_store: S3ObjectStore) -> dict[str, dg.ConfigurableResource]:
@@ -139,7 +138,7 @@ def test_raw_readings_partition_loads_file_and_passes_expectations(
         10,
         0,
     )
-    assert meta["status"] == "processed" and meta["filed_as"] == "processed/fleet.csv"
+    assert meta["status"] == "processed" and meta["filed_as"].startswith("processed/fleet@")
     assert "machine_id" in meta["preview"] and meta["rows_per_second"] > 0
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == 600
@@ -198,7 +197,8 @@ def test_rejected_file_fails_the_check_with_its_reason(
     assert meta["status"].value == "rejected" and meta["reason"].value["rule"] == "missing_columns"
     [check] = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["reason"].value["columns"] == ["torque_nm"]
-    assert objects.exists("rejected/broken.csv.reason.json")
+    assert meta["filed_as"].value.startswith("rejected/broken@")
+    assert objects.exists(f"{meta['filed_as'].value}.reason.json")
 
 
 def test_deleted_file_fails_the_run_with_a_clear_error(pg_url: str, object_store: S3ObjectStore) -> None:
@@ -242,14 +242,16 @@ def test_peripheral_readings_partition(
     assert result.get_asset_check_evaluations()[0].passed
 
 
-def test_route_sends_files_where_the_sensor_does_and_skips_keys_dagster_refuses() -> None:
+def test_route_sends_files_where_the_sensor_does_and_every_key_gets_a_partition() -> None:
     assert route("incoming/a.csv").job.name == "ingest_readings_job"
     assert route("incoming/a.csv").partitions.name == incoming_files.name
     assert route("incoming/peripheral/p.csv").job.name == "ingest_peripheral_job"
     assert route("incoming/peripheral/p.csv").partitions.name == peripheral_files.name
     for bad in INVALID_PARTITION_SUBSTRINGS:
         key = f"incoming/a{bad}b.csv"
-        assert route(key) is None
         with pytest.raises(dg.DagsterInvalidDefinitionError):  # the compat list is Dagster's own rule
             dg.StaticPartitionsDefinition([key])
+        dg.StaticPartitionsDefinition([partition_key(key)])  # the escaped key is one Dagster takes
+        assert object_key(partition_key(key)) == key
     dg.StaticPartitionsDefinition(["incoming/a.csv", "incoming/peripheral/p.csv"])
+    assert partition_key("incoming/a.csv") == "incoming/a.csv"  # ordinary keys are their own partition
