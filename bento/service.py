@@ -28,10 +28,11 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from mfd.errors import MfdError  # noqa: E402
 from mfd.serving.bentoml_tuning import bind_apis, json_output  # noqa: E402
 from mfd.serving.champion import Champion, Poller, sibling_signal_file  # noqa: E402
 from mfd.serving.compat import cancel_request_timers  # noqa: E402
-from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, parse_keys  # noqa: E402
+from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, required_keys  # noqa: E402
 from mfd.serving.readings import Prediction, Reading, RejectedRequest, parse_readings  # noqa: E402
 from mfd.settings import Settings, load_settings  # noqa: E402
 
@@ -87,11 +88,21 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 class MachineFailureService:
     """Failure probability for machine readings from the registry's champion model."""
 
+    @bentoml.on_deployment
+    def refuse_an_open_production_service() -> None:
+        """Once, in `bentoml serve` before any worker starts: production without MFD_API_KEYS exits with a
+        one-line error instead of serving every route unauthenticated."""
+        try:
+            required_keys(service_settings().deployment, service_settings().api_keys)
+        except MfdError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
     def __init__(self) -> None:
         settings = service_settings()
         self.champion = Champion(settings.tracking_uri, settings.model_name, settings.home)
         self.champion.start()
-        self.poller = Poller(self.champion, settings.reload_interval_s, sibling_signal_file())
+        signal_file = sibling_signal_file(settings.home)
+        self.poller = Poller(self.champion, settings.reload_interval_s, signal_file)
         self.poller.start()
         bind_apis(self, ["predict"])
         # Everything loaded so far (mlflow, sklearn, pandas, the model) lives as long as the process: keep it out
@@ -128,10 +139,12 @@ class MachineFailureService:
 
 def guarded(app: Any) -> ApiKeyMiddleware:
     """`app` behind the API-key check and, inside it, the body cap: an unauthenticated request gets 401
-    before its size is even looked at. Built with the app, so the settings are read then."""
+    before its size is even looked at. Built with the app, so the settings are read then; in production
+    without MFD_API_KEYS it raises, and the service does not start."""
     settings = service_settings()
+    keys = required_keys(settings.deployment, settings.api_keys)
     limited = BodyLimitMiddleware(app, max_bytes=settings.max_request_bytes)
-    return ApiKeyMiddleware(limited, keys=parse_keys(settings.api_keys))
+    return ApiKeyMiddleware(limited, keys=keys)
 
 
 # BentoML's per-request timers and list serialisation cost more than the model (mfd/serving/compat.py,

@@ -1,12 +1,13 @@
 """The champion the service answers with, from the shared loader (`mfd.registry.champion`: the registry
 alias, or the local copy when the registry is down); re-checked on demand and swapped atomically when the
-alias moves. `Poller` re-checks on a timer and when another worker of the server reloaded."""
+alias moves. `Poller` re-checks on a timer and when another worker of the server reloaded, told through a
+signal file in a private (0700) directory under MFD_HOME that is never opened through a symlink."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from mfd.errors import MfdError
 from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
-from mfd.registry.champion import LoadedChampion, load_champion
+from mfd.registry.champion import LoadedChampion, load_champion, open_private, private_dir
 from mfd.serving.readings import Prediction, Reading
 from mfd.storage import tracking
 
@@ -149,16 +150,33 @@ class Champion:
         }
 
 
-def sibling_signal_file() -> Path:
-    """A file shared by the workers of one `bentoml serve` (they have the same parent process)."""
-    return Path(tempfile.gettempdir()) / f"mfd-champion-{os.getppid()}.signal"
+def sibling_signal_file(home: Path) -> Path:
+    """A file shared by the workers of one `bentoml serve` (they have the same parent process), in the
+    private directory `<home>/serving/`."""
+    return private_dir(home / "serving") / f"champion-{os.getppid()}.signal"
+
+
+def _read_private(path: Path) -> str:
+    """The text of `path`, "" if there is none; MfdError if `path` is a symlink."""
+    try:
+        fd = open_private(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MfdError(f"{path} is a symlink: refusing to follow it (remove it)") from None
+        raise
+    with os.fdopen(fd) as f:
+        return f.read()
 
 
 class Poller:
     """Calls `champion.refresh()` every `interval_s` seconds (0: never) and after another worker's `nudge()`.
 
     Workers of one server share `signal_file`: `nudge()` writes a new token to it, and every other worker's
-    poller, which reads it each `check_s` seconds, re-checks the alias when the token changes.
+    poller, which reads it each `check_s` seconds, re-checks the alias when the token changes. A symlink
+    at `signal_file` is refused (MfdError) when the poller is built and on `nudge()`, and ignored while
+    polling.
     """
 
     def __init__(
@@ -167,22 +185,25 @@ class Poller:
         self.champion, self.interval_s, self.check_s = champion, interval_s, check_s
         self.signal_file = signal_file
         self._lock = threading.Lock()
-        self._seen = self._token()
+        self._seen = _read_private(signal_file)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="champion-poller", daemon=True)
 
     def _token(self) -> str:
         try:
-            return self.signal_file.read_text()
-        except OSError:
-            return ""
+            return _read_private(self.signal_file)
+        except (OSError, MfdError) as exc:
+            log.warning("cannot read %s: %s", self.signal_file, exc)
+            return self._seen
 
     def nudge(self) -> None:
         """Make the other workers re-check the alias (this one just did)."""
         token = uuid.uuid4().hex
         staged = self.signal_file.with_name(f"{self.signal_file.name}.{token}")
         with self._lock:
-            staged.write_text(token)
+            _read_private(self.signal_file)  # refuses a symlink planted there
+            with os.fdopen(open_private(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+                f.write(token)
             staged.replace(self.signal_file)  # atomic: a reader sees the old token or the new one
             self._seen = token
 

@@ -1,7 +1,9 @@
 """ASGI middleware run before any route: API-key check (401) and request-body cap (413).
 
 Both answer on their own, so a refused request never reaches the model. Keys are compared in constant
-time and never logged.
+time and never logged. With keys configured every HTTP route and websocket needs one except the health
+probes (HEALTH_PATHS); `/metrics` is not a probe (it names the served versions and the traffic), so a
+Prometheus scraper sends a key. In production a service without keys refuses to start (`required_keys`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from mfd.errors import MfdError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -23,6 +27,17 @@ HEALTH_PATHS: frozenset[str] = frozenset({"/healthz", "/livez", "/readyz"})
 def parse_keys(setting: str) -> tuple[str, ...]:
     """Comma-separated keys (MFD_API_KEYS) -> the non-empty ones."""
     return tuple(k.strip() for k in setting.split(",") if k.strip())
+
+
+def required_keys(deployment: str, api_keys: str) -> tuple[str, ...]:
+    """The keys from MFD_API_KEYS; MfdError in production when there are none (every route would be open)."""
+    keys = parse_keys(api_keys)
+    if deployment == "production" and not keys:
+        raise MfdError(
+            "MFD_DEPLOYMENT=production needs MFD_API_KEYS (comma-separated keys): refusing to serve "
+            "/predict and /reload without authentication"
+        )
+    return keys
 
 
 def key_matches(authorization: str | None, keys: Iterable[str]) -> bool:
@@ -69,10 +84,13 @@ class ApiKeyMiddleware:
         self.app, self.keys, self.open_paths = app, keys, open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or not self.keys or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
         elif key_matches(_header(scope, b"authorization"), self.keys):
             await self.app(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy violation, before accepting
         else:
             await _answer(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
 

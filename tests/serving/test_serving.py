@@ -98,12 +98,11 @@ def registered(mlflow: MlflowServer) -> Registered:
     return Registered(name, mlflow.tracking_uri, pipeline, (versions[0], versions[1]))
 
 
-def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_serving(env: dict[str, str], log: Path, port: int) -> subprocess.Popen:
     cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "bento.service:MachineFailureService"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             cwd=ROOT,
             env={**os.environ, **env},
@@ -111,6 +110,11 @@ def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = start_serving(env, log, port)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
@@ -127,6 +131,7 @@ def service_env(
 ) -> dict[str, str]:
     return {
         "BENTOML_HOME": str(bentoml_home),
+        "MFD_DEPLOYMENT": "production",
         "MFD_HOME": str(tmp / "mfd-home"),
         "MFD_MLFLOW_TRACKING_URI": tracking_uri,
         "MFD_MODEL_NAME": registered.name,
@@ -296,10 +301,36 @@ def test_routes_need_a_key_and_refusals_never_reach_the_model(
         assert client.post("/reload", json={}, headers=headers).status_code == 401
         assert client.get("/status", headers=headers).status_code == 401
         assert client.get("/metrics", headers=headers).status_code == 401
+        for docs in ("/", "/docs.json", "/schema.json", "/static_content/index.css", "/nowhere"):
+            assert client.get(docs, headers=headers).status_code == 401, docs
         for probe in ("/healthz", "/livez", "/readyz"):
             assert client.get(probe, headers=headers).status_code == 200
     assert counter(service, "mfd_predictions", "1") == before
     assert KEYS[0] not in service.log.read_text() and KEYS[1] not in service.log.read_text()
+
+
+def test_the_docs_are_served_with_a_key(service: Service) -> None:
+    with service.client() as client:
+        assert "/predict" in client.get("/docs.json", headers=AUTH).json()["paths"]
+
+
+def test_production_without_keys_refuses_to_start(registered: Registered, tmp_path: Path) -> None:
+    # Its own BENTOML_HOME: `bentoml serve` clears the metrics directory of the home it starts in.
+    env = service_env(registered, tmp_path / "bentoml", tmp_path, registered.tracking_uri)
+    env["MFD_API_KEYS"] = ""
+    log = tmp_path / "serve.log"
+    proc = start_serving(env, log, free_port())
+    try:
+        returncode = proc.wait(timeout=120)
+    finally:
+        stop_process_group(proc, timeout=30)
+    output = log.read_text().strip()
+    assert returncode != 0, output
+    assert output.splitlines()[-1] == (
+        "error: MFD_DEPLOYMENT=production needs MFD_API_KEYS (comma-separated keys): refusing to serve "
+        "/predict and /reload without authentication"
+    )
+    assert "Traceback" not in output and "Starting production" not in output
 
 
 def test_metrics_count_predictions_and_failures_by_version(service: Service) -> None:
