@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         5, description="Detection: most runs prediction_sensor requests per tick when catching up.", gt=0
     )
     api_keys: str = Field(
-        "", description="Serving: comma-separated API keys; when set, every non-health route needs one."
+        "",
+        description="Serving: comma-separated API keys; when set, every non-health route needs one; "
+        "required in production (the service refuses to start without).",
     )
     reload_interval_s: float = Field(
         30.0, description="Serving: seconds between checks of the champion alias (0 disables polling)."
