@@ -37,11 +37,17 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     `MFD_DEPLOYMENT=production` insists that every production setting is given.
     """
     settings.check_deployment()
+    # A URL given in the environment may carry a password: it reaches the resource as a dg.EnvVar, so run
+    # config snapshots and the UI show the variable name, never the value. The embedded defaults hold none.
     return {
-        "readings_store": ReadingsStore(url=settings.readings_url),
+        "readings_store": ReadingsStore(
+            url=dg.EnvVar("MFD_DATABASE_URL") if settings.database_url else settings.readings_url
+        ),
         "object_store": _object_store(settings),
         "tracking": Tracking(
-            tracking_uri=settings.tracking_uri,
+            tracking_uri=dg.EnvVar("MFD_MLFLOW_TRACKING_URI")
+            if settings.mlflow_tracking_uri
+            else settings.tracking_uri,
             artifact_location=None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri(),
             model_name=settings.model_name,
             home=str(settings.home),
