@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mfd.detection.planning import DetectionCursor, IdRange, Snapshot, advance, plan_batches
@@ -72,7 +72,7 @@ def histories(draw: st.DrawFn) -> list[tuple[str, int]]:
     return events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories(), st.integers(1, 3), st.integers(1, 3))
 def test_every_committed_id_is_requested_once_and_only_after_it_is_visible(
     events: list[tuple[str, int]], max_rows: int, max_batches: int
