@@ -39,7 +39,7 @@ from mfd.modeling.tuning import nested_cv
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
-# ../shared/data/README.md: stratified 5-fold, 2 cores, sensors + physics features, no mode columns.
+# mfd/data/README.md: stratified 5-fold, 2 cores, sensors + physics features, no mode columns.
 REFERENCE = pd.DataFrame(
     {"roc_auc": [0.981, 0.976], "pr_auc": [0.888, 0.902], "f1": [0.851, 0.887], "fit_s": [0.29, 2.39]},
     index=["README HistGradientBoosting", "README RandomForest (300 trees)"],
