@@ -21,12 +21,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 from mfd.errors import MfdError
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
+from mfd.schema import SENSOR_COLUMNS
 
 THRESHOLD_TAG = "threshold"
 CHAMPION = "champion"
@@ -91,6 +93,18 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "pandas", "numpy", "cloudpickle")]
 
 
+def signature(inputs: pd.DataFrame, outputs: np.ndarray) -> ModelSignature:
+    """The inputs' signature with every sensor column typed `any`: a CSV gives integer speeds and wear (as
+    the AI4I file does), which MLflow would refuse for a `double` column ("Can not safely convert int64 to
+    float64"); the pipeline converts each sensor to float64 itself and fails on a value that is no number."""
+    inferred = infer_signature(inputs, outputs)
+    columns = [
+        ColSpec(AnyType(), c.name, required=c.required) if c.name in SENSOR_COLUMNS else c
+        for c in inferred.inputs.inputs
+    ]
+    return ModelSignature(Schema(columns), inferred.outputs)
+
+
 def log_failure_model(
     pipeline: Pipeline, sample: pd.DataFrame, *, registered_name: str | None = None, threshold: float = 0.5
 ) -> tuple[str, ModelVersion | None]:
@@ -104,7 +118,7 @@ def log_failure_model(
         name="model",
         serialization_format="cloudpickle",
         pyfunc_predict_fn="predict_proba",
-        signature=infer_signature(inputs, pipeline.predict_proba(inputs)),
+        signature=signature(inputs, pipeline.predict_proba(inputs)),
         input_example=inputs,
         pip_requirements=_requirements(),
     )
