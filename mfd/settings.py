@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         None, description="MLflow tracking server, e.g. http://mlflow:5000."
     )
     model_name: str = Field("mfd-failure-classifier", description="Registered model name in MLflow.")
+    conflict_policy: Literal["reject", "replace"] = Field(
+        "reject",
+        description="Ingestion: a row whose (timestamp, machine_id) is stored with other values is set aside "
+        "beside the file (`reject`) or replaces the stored row, its old values kept in reading_revisions "
+        "(`replace`).",
+    )
     prediction_batch_rows: int = Field(
         20_000, description="Detection: most readings one prediction_batches run scores.", gt=0
     )

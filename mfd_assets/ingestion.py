@@ -42,12 +42,13 @@ def _ingest(
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     log = context.log.warning if report.status == "rejected" or report.rejected else context.log.info
     log(
-        "%s: %s, read %d = loaded %d + duplicate %d + rejected %d, filed as %s",
+        "%s: %s, read %d = loaded %d + duplicate %d + conflicting %d + rejected %d, filed as %s",
         key,
         report.status,
         report.read,
         report.loaded,
         report.duplicate,
+        report.conflicting,
         report.rejected,
         report.filed_as,
     )
@@ -61,6 +62,7 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
         "rows_read": report.read,
         "rows_loaded": report.loaded,
         "rows_duplicate": report.duplicate,
+        "rows_conflicting": report.conflicting,
         "rows_rejected": report.rejected,
         "dagster/row_count": report.loaded,
         "seconds": round(report.seconds, 3),
@@ -70,6 +72,8 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
     }
     if report.bad_rows_key:
         metadata["bad_rows"] = report.bad_rows_key
+    if report.conflicts_key:
+        metadata["conflicts"] = report.conflicts_key
     if report.problems:
         problems = pd.DataFrame(report.problems.most_common(), columns=["problem", "rows"])
         metadata["problems"] = dg.MetadataValue.md(problems.to_markdown(index=False))

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mfd.errors import MfdError
 from mfd.ingestion import load as ingest
 from mfd.settings import load_settings
+from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.connect import engine_from_settings, objects_from_settings
 from mfd.storage.objects import INCOMING, Objects
 
@@ -25,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Validate and bulk-load CSV objects from the object store's incoming/ prefix (S3 when "
         "MFD_S3_BUCKET is set, else the local directory under MFD_HOME) into the readings database; files "
         "under incoming/peripheral/ go to peripheral_readings. Each file then moves to processed/, or to "
-        "rejected/ with <name>.reason.json; bad rows go to rejected/<name>.bad_rows.csv. Every file is tried and reported; a failing one "
+        "rejected/ with <name>.reason.json, under a name carrying its version (<name>@<etag>.csv); bad rows go to "
+        "rejected/<name>@<etag>.csv.bad_rows.csv, rows stored already with other values to "
+        "<...>.conflicts.csv (MFD_CONFLICT_POLICY=reject) or over the stored ones (replace, old values kept "
+        "in reading_revisions). Every file is tried and reported; a failing one "
         "does not stop the rest. Exit status: 0 every file loaded, 1 a file was rejected whole (fix the file), "
         "3 a file could not be loaded because a service, the disk or the object store failed (it stays in "
         "incoming/: run again once fixed), 2 bad options or settings. See docs/ingestion.md.",
@@ -42,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=ingest.CHUNK_BYTES >> 20,
         help="bytes read per block, in MiB (default 8)",
+    )
+    parser.add_argument(
+        "--conflict-policy",
+        choices=DIFFER_POLICIES,
+        help="a row stored already with other values: reject (set aside) or replace (default: "
+        "MFD_CONFLICT_POLICY, else reject)",
     )
     parser.set_defaults(func=run)
 
@@ -82,10 +92,19 @@ def failure_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[0] if first else exc!r}"
 
 
-def ingest_one(objects: Objects, engine: Engine, key: str, chunk_bytes: int, tally: Tally) -> None:
+def ingest_one(
+    objects: Objects,
+    engine: Engine,
+    key: str,
+    chunk_bytes: int,
+    tally: Tally,
+    conflict_policy: Differ = "reject",
+) -> None:
     """Ingest `key`, print its line(s) and count it; a failure is reported and the run goes on."""
     try:
-        report = ingest.ingest_object(objects, engine, key, chunk_bytes=chunk_bytes)
+        report = ingest.ingest_object(
+            objects, engine, key, chunk_bytes=chunk_bytes, conflict_policy=conflict_policy
+        )
     except (MfdError, OSError, SQLAlchemyError) as exc:
         log.debug("ingesting %s failed", key, exc_info=True)
         print(f"{key}: failed: {failure_line(exc)}")
@@ -93,15 +112,21 @@ def ingest_one(objects: Objects, engine: Engine, key: str, chunk_bytes: int, tal
         return
     print(
         f"{key}: {report.status}, read {report.read:,} = loaded {report.loaded:,} + duplicate "
-        f"{report.duplicate:,} + rejected {report.rejected:,} in {report.seconds:.2f}s "
-        f"({report.rows_per_second:,.0f} rows/s) -> {report.filed_as}"
+        f"{report.duplicate:,} + conflicting {report.conflicting:,} + rejected {report.rejected:,} in "
+        f"{report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) -> {report.filed_as or 'not filed'}"
     )
+    if report.not_filed:
+        print(f"  not filed: {report.not_filed}")
     if report.reason:
         print(f"  rejected whole: {report.reason['rule']}: {report.reason['message']}")
         tally.rejected.append(key)
         return
     if report.bad_rows_key:
         print(f"  bad rows with reasons: {report.bad_rows_key}")
+    if report.conflicts_key:
+        print(f"  conflicting rows, stored and incoming values side by side: {report.conflicts_key}")
+    elif report.conflicting:
+        print("  conflicting rows replaced the stored ones (old values in reading_revisions)")
     tally.loaded.append(key)
 
 
@@ -118,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     if not keys:
         print(f"nothing under {INCOMING} in {objects.describe()}")
         return 0
+    policy = args.conflict_policy or settings.conflict_policy
     tally = Tally()
     for key in keys:
-        ingest_one(objects, engine, key, args.chunk_mb << 20, tally)
+        ingest_one(objects, engine, key, args.chunk_mb << 20, tally, policy)
     print(tally.summary())
     return tally.status

@@ -1,12 +1,15 @@
 """Ingest one incoming CSV object: stream it in chunks, validate every row, bulk-load the good rows once,
-then file the object under `processed/`, or under `rejected/` with the reason beside it.
+then file the object under `processed/`, or under `rejected/` with the reason beside it; the archived name
+carries the version loaded (`processed/<name>@<etag>.csv`), so a corrected file never overwrites it.
 
 Memory stays constant: the object is read in blocks of about `chunk_bytes` cut at record boundaries
 (`blocks`). Each block is parsed (`parsing`) and checked with vectorised masks (`rows`); bad rows are
 spooled beside the rejected copy (`bad_rows`), good rows go to the table through the bulk writer (`sink`),
 so a (machine_id, timestamp) already stored or repeated within the file is counted as a duplicate, never
-written twice. The whole file is one transaction: a failure anywhere (PostgreSQL gone, a malformed line at
-the end) commits nothing, and a retry loads it exactly once.
+written twice, or as a conflict when its values differ (set aside beside the file, or replacing the stored
+row: `conflict_policy`). The whole file is one transaction: a failure anywhere (PostgreSQL gone, a
+malformed line at the end) commits nothing, and a retry loads it exactly once. The move comes after the
+commit and only for the version read, so a newer upload under the same key is neither filed nor deleted.
 """
 
 from __future__ import annotations
@@ -28,16 +31,19 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.errors import ServiceUnavailable
+from mfd.errors import MfdError, ServiceUnavailable
 from mfd.ingestion.bad_rows import BadRows
 from mfd.ingestion.blocks import CsvBlocks, check_header
-from mfd.ingestion.layouts import Layout, filed_key, layout_for
+from mfd.ingestion.conflict_rows import ConflictRows
+from mfd.ingestion.layouts import Layout, layout_for
 from mfd.ingestion.parsing import parse
 from mfd.ingestion.rejection import FileRejected
 from mfd.ingestion.rows import row_problems
 from mfd.ingestion.sink import ChunkSink
 from mfd.storage import readings as store
-from mfd.storage.objects import PROCESSED, REJECTED, ObjectMissing, Objects
+from mfd.storage.conflicts import DIFFER_POLICIES, Differ
+from mfd.storage.objects import PROCESSED, REJECTED, ObjectChanged, ObjectMissing, Objects, archive_key
+from mfd.storage.pause import pause_point
 
 CHUNK_BYTES = 8 << 20
 PREVIEW_ROWS = 5
@@ -52,7 +58,7 @@ DATABASE_DOWN = (
 
 @dataclass
 class IngestReport:
-    """What happened to one file. Invariant: read == loaded + duplicate + rejected."""
+    """What happened to one file. Invariant: read == loaded + duplicate + conflicting + rejected."""
 
     key: str
     kind: str
@@ -60,11 +66,16 @@ class IngestReport:
     read: int = 0
     loaded: int = 0
     duplicate: int = 0
+    conflicting: int = 0  # stored already with other values: set aside, or replaced (conflict_policy)
     rejected: int = 0
     seconds: float = 0.0
-    filed_as: str = ""
+    version: str = ""  # the ETag of the object version read
+    conflict_policy: str = "reject"
+    filed_as: str = ""  # empty when a newer version replaced the object before it could be filed
+    not_filed: str | None = None  # why it was not filed
     after_id: int = 0  # every row this file loaded has a larger id (read_loaded starts there)
     bad_rows_key: str | None = None
+    conflicts_key: str | None = None
     reason: dict[str, Any] | None = None
     problems: Counter = field(default_factory=Counter)
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -74,19 +85,32 @@ class IngestReport:
         return self.read / self.seconds if self.seconds > 0 else 0.0
 
 
-def ingest_object(objects: Objects, engine: Engine, key: str, chunk_bytes: int = CHUNK_BYTES) -> IngestReport:
-    """Load the CSV object `key` into its table (see the module docstring) and file it away.
+def ingest_object(
+    objects: Objects,
+    engine: Engine,
+    key: str,
+    chunk_bytes: int = CHUNK_BYTES,
+    conflict_policy: Differ = "reject",
+) -> IngestReport:
+    """Load the CSV object `key` into its table (see the module docstring) and file it away; a row stored
+    already with other values is set aside or replaces it (`conflict_policy`, the configured
+    `Settings.conflict_policy`).
 
     Raises ObjectMissing when the object is gone (nothing loaded) and ServiceUnavailable when the
     database fails mid-load (nothing committed; the object stays in `incoming/` for a retry).
     """
+    if conflict_policy not in DIFFER_POLICIES:
+        raise MfdError(
+            f"MFD_CONFLICT_POLICY must be one of {', '.join(DIFFER_POLICIES)}, got {conflict_policy!r}"
+        )
     layout = layout_for(key)
-    report = IngestReport(key=key, kind=layout.kind)
+    report = IngestReport(key=key, kind=layout.kind, conflict_policy=conflict_policy)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mfd-ingest-") as tmp:
         bad_rows = BadRows(Path(tmp) / "bad_rows.csv")
+        conflicts = ConflictRows(Path(tmp) / "conflicts.csv")
         try:
-            stream = objects.open(key)
+            stream, report.version = objects.open_version(key)
         except ObjectMissing as exc:
             raise ObjectMissing(
                 f"{key} was deleted before it could be read, nothing loaded: {exc} "
@@ -95,12 +119,13 @@ def ingest_object(objects: Objects, engine: Engine, key: str, chunk_bytes: int =
         with closing(stream):
             blocks = CsvBlocks(stream, chunk_bytes)
             try:
-                _load(engine, layout, key, blocks, report, bad_rows)
+                _load(engine, layout, key, blocks, report, bad_rows, conflicts)
             except FileRejected as exc:
                 if exc.reason["rule"] != "no_valid_rows":
                     bad_rows.discard()
+                conflicts.discard()
                 report.read = blocks.drain_lines()
-                report.loaded = report.duplicate = 0
+                report.loaded = report.duplicate = report.conflicting = 0
                 report.rejected = report.read
                 report.status, report.reason = "rejected", {"key": key, **exc.reason}
             except DATABASE_DOWN as exc:
@@ -110,29 +135,38 @@ def ingest_object(objects: Objects, engine: Engine, key: str, chunk_bytes: int =
                     f"({cause[0]}); nothing from the file was committed "
                     "and it stays in incoming/: re-run once the database is back (check MFD_DATABASE_URL)"
                 ) from exc
-        _file_away(objects, key, report, bad_rows)
+        _file_away(objects, key, report, bad_rows, conflicts)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _load(
-    engine: Engine, layout: Layout, key: str, blocks: CsvBlocks, report: IngestReport, bad_rows: BadRows
+    engine: Engine,
+    layout: Layout,
+    key: str,
+    blocks: CsvBlocks,
+    report: IngestReport,
+    bad_rows: BadRows,
+    conflicts: ConflictRows,
 ) -> None:
     """Parse and validate block n+1 while block n is being written (PostgreSQL works in its own process)."""
     columns = check_header(blocks.header(), blocks.first_line(), layout)
     preview: list[pd.DataFrame] = []
-    pending: Future[tuple[int, int]] | None = None
+    pending: Future[tuple[int, int, int]] | None = None
 
     def collect() -> None:
         if pending is not None:
-            written, inserted = pending.result()
+            written, inserted, conflicting = pending.result()
             report.loaded += inserted
-            report.duplicate += written - inserted
+            report.conflicting += conflicting
+            report.duplicate += written - inserted - conflicting
 
     with engine.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer:
         # Ids come from a sequence: whatever this transaction inserts lands above the largest id stored now.
         report.after_id = store.max_id(conn, layout.table)
-        write = ChunkSink(conn, layout, columns, key).write
+        policy: Differ = report.conflict_policy  # type: ignore[assignment] - checked by ingest_object
+        write = ChunkSink(conn, layout, columns, key, policy, conflicts.add).write
+        pause_point("before_copy")
         # SQLite connections stay in the thread that made them.
         submit = writer.submit if conn.dialect.name == "postgresql" else _run_now
         for block in blocks:
@@ -156,18 +190,19 @@ def _load(
         report.preview = preview[0] if preview else report.preview
         if report.read == 0:
             raise FileRejected("no_rows", "the file has a header but no data rows", list(columns))
-        if report.loaded + report.duplicate == 0:
+        if report.loaded + report.duplicate + report.conflicting == 0:
             raise FileRejected(
                 "no_valid_rows",
                 f"all {report.read} rows failed validation",
                 sorted({p.split(":")[0] for p in report.problems}),
                 [{"problem": p, "rows": n} for p, n in report.problems.most_common(5)],
             )
+        pause_point("before_commit")
 
 
-def _run_now(fn: Callable[..., tuple[int, int]], *args: Any) -> Future[tuple[int, int]]:
+def _run_now(fn: Callable[..., tuple[int, int, int]], *args: Any) -> Future[tuple[int, int, int]]:
     """`fn(*args)` in this thread, as a finished future."""
-    done: Future[tuple[int, int]] = Future()
+    done: Future[tuple[int, int, int]] = Future()
     try:
         done.set_result(fn(*args))
     except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
@@ -175,19 +210,28 @@ def _run_now(fn: Callable[..., tuple[int, int]], *args: Any) -> Future[tuple[int
     return done
 
 
-def _file_away(objects: Objects, key: str, report: IngestReport, bad_rows: BadRows) -> None:
-    """After the commit: bad rows and the reason beside the file, then the move (never before)."""
+def _file_away(
+    objects: Objects, key: str, report: IngestReport, bad_rows: BadRows, conflicts: ConflictRows
+) -> None:
+    """After the commit: bad rows, conflicts and the reason beside the file, then the move (never before),
+    of the version read only: a newer upload under `key` is neither filed nor deleted (`not_filed`)."""
+    beside = archive_key(key, REJECTED, report.version)
     if bad_rows.count:
-        report.bad_rows_key = f"{filed_key(key, REJECTED)}.bad_rows.csv"
+        report.bad_rows_key = f"{beside}.bad_rows.csv"
         objects.upload(report.bad_rows_key, bad_rows.close())
+    if conflicts.count:
+        report.conflicts_key = f"{beside}.conflicts.csv"
+        objects.upload(report.conflicts_key, conflicts.close())
     if report.status == "rejected":
-        report.filed_as = filed_key(key, REJECTED)
-        objects.put(
-            f"{report.filed_as}.reason.json", json.dumps(report.reason, indent=2, default=str).encode()
-        )
-    else:
-        report.filed_as = filed_key(key, PROCESSED)
-    objects.move(key, report.filed_as)
+        objects.put(f"{beside}.reason.json", json.dumps(report.reason, indent=2, default=str).encode())
+    filed_as = beside if report.status == "rejected" else archive_key(key, PROCESSED, report.version)
+    pause_point("before_move")
+    try:
+        objects.move(key, filed_as, etag=report.version)
+    except ObjectChanged as exc:
+        report.not_filed = f"{exc}; the new version stays in {key} for the next run"
+        return
+    report.filed_as = filed_as
 
 
 def read_loaded(engine: Engine, key: str, limit: int | None = None, after_id: int = 0) -> pd.DataFrame:

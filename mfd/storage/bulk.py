@@ -6,13 +6,17 @@ later one go through a temporary staging table merged with `INSERT ... ON CONFLI
 twin: `executemany` of the same `INSERT ... ON CONFLICT`. A conflicting row is skipped (`update` empty)
 or has its `update` columns overwritten. `constants` are columns with one value for every row (the file a
 row came from, the model that scored it), sent once instead of per row.
+
+With a `differ` policy (readings), a skipped row whose stored twin has other values is a *conflict*, not a
+duplicate: only on the merge path, and only when a write inserted fewer rows than it was given, the staged
+rows are joined to the table on the key (`mfd.storage.conflicts`); a clean load never pays for it.
 """
 
 from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +26,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
+from mfd.storage.conflicts import Conflicts, Differ
+from mfd.storage.pause import pause_point
+
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -30,6 +37,8 @@ class BulkWriter:
 
     `conflict` is the unique key an existing row is found by; `update` the columns a conflicting row gets
     from the new one (empty: the new row is skipped). `direct` turns False once a COPY met a stored key.
+    `differ` (with `update` empty): what a skipped row with other values than the stored one becomes
+    (`mfd.storage.conflicts`; `on_conflicts` gets the rejected ones); `conflicts.count` says how many.
     """
 
     def __init__(
@@ -40,6 +49,8 @@ class BulkWriter:
         conflict: Sequence[str],
         update: Sequence[str] = (),
         constants: Mapping[str, Any] | None = None,
+        differ: Differ | None = None,
+        on_conflicts: Callable[[pd.DataFrame], None] | None = None,
     ) -> None:
         self.conn, self.table = conn, table
         self.columns = tuple(columns)
@@ -54,6 +65,11 @@ class BulkWriter:
         self._on_conflict = f"ON CONFLICT ({', '.join(_quote(c) for c in conflict)}) {action}"
         self._into = f"{table.name} ({target})"
         self._staging: str | None = None
+        self.conflicts = (
+            Conflicts(conn, table, self.columns, conflict, self.constants, differ, on_conflicts)
+            if differ
+            else None
+        )
         if self.postgres:
             self._raw = conn.connection.driver_connection
             suffix = b"," + b",".join(_csv_field(v) for v in self.constants.values())
@@ -93,28 +109,38 @@ class BulkWriter:
     def _copy_direct(self, cur: psycopg.Cursor, data: bytes) -> int:
         with cur.copy(f"COPY {self._into} FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(_append_suffix(data, self._suffix) if self._suffix else data)
+            pause_point("copy")  # the rows are sent, the COPY is not finished
         return cur.rowcount
 
-    def _create_staging(self, cur: psycopg.Cursor) -> str:
-        # One staging table per column set; dropped with the transaction.
+    def _staging_name(self) -> str:
         columns = ", ".join(_quote(c) for c in self.columns)
-        name = f"mfd_staging_{self.table.name}_{zlib.crc32(columns.encode()):08x}"
+        return f"mfd_staging_{self.table.name}_{zlib.crc32(columns.encode()):08x}"
+
+    def _create_staging(self, cur: psycopg.Cursor) -> str:
+        # One staging table per column set; dropped with the transaction. `mfd_row` keeps the file order.
+        columns = ", ".join(_quote(c) for c in self.columns)
+        name = self._staging_name()
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DROP AS "
             f"SELECT {columns} FROM {self.table.name} WITH NO DATA"
         )
+        if self.conflicts is not None:
+            cur.execute(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS mfd_row bigserial")
         return name
 
     def _merge(self, cur: psycopg.Cursor, data: bytes) -> int:
         columns = ", ".join(_quote(c) for c in self.columns)
         with cur.copy(f"COPY {self._staging} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(data)
+        staged = cur.rowcount
         values = "".join(", %s" for _ in self.constants)
         cur.execute(
             f"INSERT INTO {self._into} SELECT {columns}{values} FROM {self._staging} {self._on_conflict}",
             tuple(self.constants.values()),
         )
         written = cur.rowcount
+        if self.conflicts is not None and written < staged:  # some keys collided: which values differ?
+            self.conflicts.settle(self._staging)
         cur.execute(f"TRUNCATE {self._staging}")
         return written
 
@@ -132,7 +158,20 @@ class BulkWriter:
             f"INSERT INTO {self._into} VALUES ({marks}) {self._on_conflict}",
             values.itertuples(index=False, name=None),
         )
-        return driver.total_changes - before
+        written = driver.total_changes - before
+        if self.conflicts is not None and written < len(values):  # some keys collided: stage and compare
+            staging = self._staging_name()
+            columns = ", ".join(_quote(c) for c in self.columns)
+            driver.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} (mfd_row INTEGER PRIMARY KEY, {columns})"
+            )
+            driver.cursor().executemany(
+                f"INSERT INTO {staging} ({columns}) VALUES ({', '.join('?' for _ in self.columns)})",
+                values[list(self.columns)].itertuples(index=False, name=None),
+            )
+            self.conflicts.settle(staging)
+            driver.execute(f"DELETE FROM {staging}")
+        return written
 
 
 def _csv_bytes(rows: pd.DataFrame) -> bytes:

@@ -1,16 +1,27 @@
-"""Object storage for incoming CSV files: an S3/MinIO bucket or a local directory with the same behaviour."""
+"""Object storage for incoming CSV files: an S3/MinIO bucket or a local directory with the same behaviour.
+
+Moves are safe against a new version uploaded meanwhile: `move(src, dst, etag)` copies only the version
+that was read (`open_version`) and deletes the source only while it is still that version (S3: `CopyObject`
+with `CopySourceIfMatch`, `DeleteObject` with `IfMatch`; local: a hard link checked by content hash, and
+the source unlinked only while it is still the linked inode). The local store never follows a symbolic
+link: listing skips them, opening refuses them. One module over 300 lines: the two stores implement one
+protocol and are kept side by side so their behaviour stays the same.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 from mfd.errors import MfdError, with_retries
+from mfd.storage.pause import pause_point
 
 # The bucket's layout: new files arrive under incoming/ (peripheral-device files under
 # incoming/peripheral/), and are filed under processed/ or rejected/ once ingested.
@@ -18,10 +29,24 @@ INCOMING = "incoming/"
 PERIPHERAL_PREFIX = f"{INCOMING}peripheral/"
 PROCESSED = "processed/"
 REJECTED = "rejected/"
+MAX_KEY_BYTES = 1024  # S3's limit on a key
+# Room left after an archived name for what is filed beside it (`.reason.json`, `.conflicts.csv`, ...).
+_BESIDE = len(".bad_rows.csv") + 1
+_MAX_NAME_BYTES = 255 - _BESIDE - 16  # a path component on common file systems, minus a temporary prefix
+
+log = logging.getLogger(__name__)
 
 
 class ObjectMissing(MfdError):
     """The object was deleted (or never existed) between listing and reading."""
+
+
+class ObjectChanged(MfdError):
+    """The object is no longer the version that was read: a newer one was uploaded under its key."""
+
+
+class ObjectRefused(MfdError):
+    """The local store refuses the key: a symbolic link (never followed) or not a regular file."""
 
 
 @dataclass(frozen=True)
@@ -37,20 +62,36 @@ class Objects(Protocol):
 
     def list(self, prefix: str, since: datetime | None = None) -> list[ObjectInfo]: ...
     def open(self, key: str) -> IO[bytes]: ...
+    def open_version(self, key: str) -> tuple[IO[bytes], str]: ...
     def get(self, key: str) -> bytes: ...
     def put(self, key: str, data: bytes) -> None: ...
     def upload(self, key: str, path: Path) -> None: ...
-    def move(self, src: str, dst: str) -> None: ...
+    def move(self, src: str, dst: str, etag: str | None = None) -> None: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def describe(self) -> str: ...
 
 
-def _md5(path: Path) -> str:
+def archive_key(key: str, folder: str, etag: str) -> str:
+    """Where version `etag` of `incoming/<name>` is filed: `<folder><name>` with `@<etag>` before `.csv`
+    (`processed/a@<etag>.csv`), so a corrected file never overwrites the archived one. A name too long
+    for S3 or a file system once versioned is shortened in the middle (the version stays whole)."""
+    name = key[len(INCOMING) :] if key.startswith(INCOMING) else key
+    parent, _, base = name.rpartition("/")
+    stem, ext = (base[:-4], base[-4:]) if base.lower().endswith(".csv") else (base, "")
+    tag = f"@{etag}{ext}"
+    room = min(_MAX_NAME_BYTES, MAX_KEY_BYTES - _BESIDE - len(f"{folder}{parent}/".encode())) - len(
+        tag.encode()
+    )
+    if len(stem.encode()) > room:
+        stem = stem.encode()[: max(room - 1, 0)].decode(errors="ignore") + "~"
+    return f"{folder}{parent}/{stem}{tag}" if parent else f"{folder}{stem}{tag}"
+
+
+def _md5(fh: IO[bytes]) -> str:
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -62,9 +103,17 @@ class LocalObjects:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        """The file of `key`; a key leaving the root, or passing through a symbolic link, is refused."""
+        parts = PurePosixPath(key).parts
+        if key.startswith("/") or ".." in parts:
             raise MfdError(f"object key {key!r} escapes the store root {self.root}")
+        path = self.root
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise ObjectRefused(
+                    f"{key} is refused: {path} is a symbolic link, and {self.describe()} never follows links"
+                )
         return path
 
     def describe(self) -> str:
@@ -75,24 +124,60 @@ class LocalObjects:
         if not base.exists():
             return []
         out = []
-        for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in self._files(base):
             try:
-                stat = path.stat()
-                modified = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
+                with self._open(path) as fh:
+                    info = os.fstat(fh.fileno())
+                    etag = _md5(fh)
+                modified = datetime.fromtimestamp(info.st_mtime, tz=UTC)
                 if since is not None and modified <= since:
                     continue
-                out.append(
-                    ObjectInfo(path.relative_to(self.root).as_posix(), modified, _md5(path), stat.st_size)
-                )
+                out.append(ObjectInfo(path.relative_to(self.root).as_posix(), modified, etag, info.st_size))
             except FileNotFoundError:
                 continue  # deleted while listing
+            except ObjectRefused as exc:
+                log.warning("skipped: %s", exc)  # replaced by a link while listing
         return sorted(out, key=lambda o: (o.last_modified, o.key))
 
-    def open(self, key: str) -> IO[bytes]:
+    def _files(self, base: Path) -> list[Path]:
+        """Regular files under `base` (hidden ones aside); symbolic links are skipped, never followed."""
+        found = []
+        for folder, dirs, files in os.walk(base, followlinks=False):
+            for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))] + files:
+                path = Path(folder, name)
+                if path.is_symlink():
+                    log.warning("skipped %s in %s: a symbolic link, never followed", path, self.describe())
+                elif name in files and not name.startswith("."):
+                    found.append(path)
+        return sorted(found)
+
+    def _open(self, path: Path) -> IO[bytes]:
+        """`path` for reading, refusing a symbolic link (`O_NOFOLLOW`) or anything but a regular file."""
+        key = path.relative_to(self.root).as_posix()
         try:
-            return self._path(key).open("rb")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError as exc:
             raise ObjectMissing(f"{key} is no longer in {self.describe()}") from exc
+        except OSError as exc:
+            if path.is_symlink():
+                raise ObjectRefused(
+                    f"{key} is refused: a symbolic link, and {self.describe()} never follows links"
+                ) from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ObjectRefused(f"{key} is refused: not a regular file in {self.describe()}")
+        return os.fdopen(fd, "rb")
+
+    def open(self, key: str) -> IO[bytes]:
+        return self._open(self._path(key))
+
+    def open_version(self, key: str) -> tuple[IO[bytes], str]:
+        """The object and its ETag (MD5 of exactly the content this handle reads)."""
+        fh = self.open(key)
+        etag = _md5(fh)
+        fh.seek(0)
+        return fh, etag
 
     def get(self, key: str) -> bytes:
         with self.open(key) as fh:
@@ -112,19 +197,51 @@ class LocalObjects:
         shutil.copyfile(path, tmp)
         os.replace(tmp, dst)
 
-    def move(self, src: str, dst: str) -> None:
-        target = self._path(dst)
+    def move(self, src: str, dst: str, etag: str | None = None) -> None:
+        """Move `src` to `dst`. With `etag`, only that version: raises ObjectChanged (nothing filed, nothing
+        deleted) when `src` holds other content, and leaves `src` in place when it is replaced after the
+        copy. The window left: between the final inode check and the unlink (microseconds; POSIX has no
+        conditional unlink)."""
+        source, target = self._path(src), self._path(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if etag is None:
+            try:
+                os.replace(source, target)
+            except FileNotFoundError as exc:
+                raise ObjectMissing(f"{src} is no longer in {self.describe()}") from exc
+            return
+        link = target.with_name(f".{target.name}.{os.getpid()}.moving")
         try:
-            os.replace(self._path(src), target)
+            os.link(source, link, follow_symlinks=False)  # this inode stays what is filed
         except FileNotFoundError as exc:
             raise ObjectMissing(f"{src} is no longer in {self.describe()}") from exc
+        try:
+            with self._open(link) as fh:
+                linked = os.fstat(fh.fileno())
+                if _md5(fh) != etag:
+                    raise ObjectChanged(f"{src} changed after it was read (ETag {etag}): nothing moved")
+            os.replace(link, target)
+        finally:
+            link.unlink(missing_ok=True)
+        pause_point("move_copied")
+        try:
+            now = os.stat(source, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if (now.st_dev, now.st_ino) == (linked.st_dev, linked.st_ino):
+            source.unlink()
+        else:
+            log.warning("%s was replaced after it was read: the new version stays for the next run", src)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            path = self._path(key)
+        except ObjectRefused:
+            return False
+        return path.is_file() and not path.is_symlink()
 
 
 class S3Objects:
@@ -189,6 +306,16 @@ class S3Objects:
                 raise ObjectMissing(f"{key} is no longer in {self.describe()}") from exc
             raise
 
+    def open_version(self, key: str) -> tuple[IO[bytes], str]:
+        """The object and the ETag of the version this GET returns."""
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.ClientError as exc:
+            if self._not_found(exc):
+                raise ObjectMissing(f"{key} is no longer in {self.describe()}") from exc
+            raise
+        return got["Body"], got["ETag"].strip('"')
+
     def get(self, key: str) -> bytes:
         return self.open(key).read()
 
@@ -198,18 +325,35 @@ class S3Objects:
     def upload(self, key: str, path: Path) -> None:
         self.client.upload_file(str(path), self.bucket, self._key(key))
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, etag: str | None = None) -> None:
+        """Copy then delete. With `etag`, both are conditional on it (`CopySourceIfMatch`, `IfMatch`): a
+        newer version under `src` is neither filed (ObjectChanged) nor deleted (it stays for the next run)."""
+        only = {"CopySourceIfMatch": f'"{etag}"'} if etag else {}
         try:
             self.client.copy_object(
                 Bucket=self.bucket,
                 Key=self._key(dst),
                 CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                **only,
             )
         except self.client.exceptions.ClientError as exc:
             if self._not_found(exc):
                 raise ObjectMissing(f"{src} is no longer in {self.describe()}") from exc
+            if self._precondition_failed(exc):
+                raise ObjectChanged(f"{src} changed after it was read (ETag {etag}): nothing moved") from exc
             raise
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+        pause_point("move_copied")
+        try:
+            self.client.delete_object(
+                Bucket=self.bucket, Key=self._key(src), **({"IfMatch": f'"{etag}"'} if etag else {})
+            )
+        except self.client.exceptions.ClientError as exc:
+            if not self._precondition_failed(exc):
+                raise
+            log.warning("%s was replaced after it was read: the new version stays for the next run", src)
+
+    def _precondition_failed(self, exc: Exception) -> bool:
+        return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("PreconditionFailed", "412")
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -51,13 +51,32 @@ def describe(url: str) -> str:
 
 
 def ensure_tables(engine: Engine, setting: str = "MFD_DATABASE_URL") -> None:
-    """Create the tables if missing, retrying while the server is unreachable."""
+    """Create the tables if missing (and widen a `source` column made before it held any S3 key), retrying
+    while the server is unreachable."""
+
+    def create() -> None:
+        metadata.create_all(engine)
+        if engine.dialect.name == "postgresql":
+            _widen_source(engine)
+
     with_retries(
-        lambda: metadata.create_all(engine),
+        create,
         what=f"readings database {describe(str(engine.url))}",
         setting=setting,
         retry_on=(sa.exc.OperationalError, sa.exc.InterfaceError),
     )
+
+
+def _widen_source(engine: Engine) -> None:
+    """`source` was varchar(512), too short for a long S3 key (up to 1024 bytes): make it text (PostgreSQL
+    changes only the catalogue, no rewrite)."""
+    query = sa.text(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND column_name = 'source' AND data_type = 'character varying' AND table_name IN :names"
+    ).bindparams(sa.bindparam("names", expanding=True))
+    with engine.begin() as conn:
+        for (name,) in conn.execute(query, {"names": [readings.name, peripheral_readings.name]}).all():
+            conn.exec_driver_sql(f'ALTER TABLE "{name}" ALTER COLUMN source TYPE text')
 
 
 def _rows_frame(df: pd.DataFrame, source: str | None) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Every table of the readings database: `readings`, `peripheral_readings`, `predictions`, `failure_events`."""
+"""Every table of the readings database: `readings`, `peripheral_readings`, `reading_revisions`, `predictions`,
+`failure_events`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ readings = sa.Table(
     *(sa.Column(c, sa.Float, nullable=False) for c in SENSOR_COLUMNS),
     sa.Column(LABEL_COLUMN, sa.SmallInteger, nullable=True),
     *(sa.Column(c, sa.SmallInteger, nullable=True) for c in FAILURE_MODE_COLUMNS),
-    sa.Column("source", sa.String(512), nullable=True),
+    sa.Column("source", sa.Text, nullable=True),  # the object key: any S3 key (up to 1024 bytes)
     # Time first: readings arrive roughly in time order, so new keys land at the right edge of the index.
     sa.UniqueConstraint("timestamp", "machine_id", name="readings_time_machine_key"),
 )
@@ -36,8 +37,23 @@ peripheral_readings = sa.Table(
     sa.Column("machine_id", MachineId, nullable=False),
     sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
     *(sa.Column(c, sa.Float, nullable=False) for c in PERIPHERAL_VALUE_COLUMNS),
-    sa.Column("source", sa.String(512), nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
     sa.UniqueConstraint("timestamp", "machine_id", name="peripheral_time_machine_key"),
+)
+
+# The values a stored row had before a corrected file replaced them (MFD_CONFLICT_POLICY=replace).
+reading_revisions = sa.Table(
+    "reading_revisions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),  # readings or peripheral_readings
+    sa.Column("reading_id", _ID, nullable=False, index=True),
+    sa.Column("machine_id", MachineId, nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("old_values", sa.Text, nullable=False),  # JSON {column: value} of the columns replaced
+    sa.Column("old_source", sa.Text, nullable=True),
+    sa.Column("revised_by", sa.Text, nullable=True),  # the file whose values replaced them
+    sa.Column("revised_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 predictions = sa.Table(

@@ -3,6 +3,7 @@ every bad-input case, duplicates, exactly-once after a database failure, constan
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from mfd.generator import generate_peripheral, generate_readings, inject_defects
 from mfd.ingestion import load as ingest
 from mfd.services import S3Server, as_postgres_user, pg_binary, postgres_server
 from mfd.storage import readings as store
-from mfd.storage.objects import LocalObjects, ObjectMissing, Objects, S3Objects
+from mfd.storage.objects import LocalObjects, ObjectMissing, Objects, S3Objects, archive_key
 from mfd.storage.tables import peripheral_readings, readings
 
 KEY = "incoming/batch.csv"
@@ -56,7 +57,12 @@ def _count(engine: Engine, table: sa.Table = readings) -> int:
 
 
 def _adds_up(report: ingest.IngestReport) -> bool:
-    return report.read == report.loaded + report.duplicate + report.rejected
+    return report.read == report.loaded + report.duplicate + report.conflicting + report.rejected
+
+
+def _filed(folder: str, content: bytes, key: str = KEY) -> str:
+    """Where `content` uploaded as `key` is archived: the name carries its version (ETag = MD5 here)."""
+    return archive_key(key, folder, hashlib.md5(content).hexdigest())
 
 
 def test_clean_file_is_loaded_once_and_moved_to_processed(
@@ -71,7 +77,7 @@ def test_clean_file_is_loaded_once_and_moved_to_processed(
         0,
         0,
     )
-    assert report.filed_as == "processed/batch.csv" and s3_objects.exists("processed/batch.csv")
+    assert report.filed_as == _filed("processed/", to_csv_bytes(clean)) and s3_objects.exists(report.filed_as)
     assert not s3_objects.exists(KEY) and report.bad_rows_key is None
     back = ingest.read_loaded(pg, KEY)
     assert len(back) == 2000 and _count(pg) == 2000
@@ -99,11 +105,12 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_loaded(
     bad = pd.read_csv(
         pd.io.common.BytesIO(objects.get(report.bad_rows_key)), dtype=str, keep_default_na=False
     )
-    assert report.bad_rows_key == "rejected/batch.csv.bad_rows.csv" and len(bad) == report.rejected
+    filed = _filed("rejected/", to_csv_bytes(dirty))
+    assert report.bad_rows_key == f"{filed}.bad_rows.csv" and len(bad) == report.rejected
     assert bad["reason"].str.len().gt(0).all()
     assert (bad["machine_type"] == "X").sum() == defects["bad_type"]
     assert bad.apply(lambda r: "sensor-error" in r.values, axis=1).sum() == defects["text"]
-    assert objects.exists("processed/batch.csv")
+    assert objects.exists(_filed("processed/", to_csv_bytes(dirty)))
 
 
 WHOLE_FILE_CASES = {
@@ -148,12 +155,13 @@ def test_unusable_file_is_rejected_whole_with_reason(
     case: str, s3_objects: S3Objects, pg: Engine, clean: pd.DataFrame
 ) -> None:
     content, rule = WHOLE_FILE_CASES[case]
-    s3_objects.put(KEY, content if content is not None else _whole_file_case(case, clean))
+    content = content if content is not None else _whole_file_case(case, clean)
+    s3_objects.put(KEY, content)
     report = ingest.ingest_object(s3_objects, pg, KEY)
     assert report.status == "rejected" and report.reason["rule"] == rule
     assert report.loaded == report.duplicate == 0 and _adds_up(report) and _count(pg) == 0
-    assert not s3_objects.exists(KEY) and s3_objects.exists("rejected/batch.csv")
-    reason = json.loads(s3_objects.get("rejected/batch.csv.reason.json"))
+    assert not s3_objects.exists(KEY) and s3_objects.exists(_filed("rejected/", content))
+    reason = json.loads(s3_objects.get(f"{_filed('rejected/', content)}.reason.json"))
     assert reason["rule"] == rule and reason["key"] == KEY and reason["message"]
     assert {"columns", "examples"} <= set(reason)
     if case == "missing_columns":
@@ -217,7 +225,8 @@ def test_changed_file_under_the_same_name_adds_only_new_rows(
     # Small chunks: the early ones hit stored keys (COPY stopped, merged), the later ones are all new.
     again = ingest.ingest_object(s3_objects, pg, KEY, chunk_bytes=16 << 10)
     assert (again.loaded, again.duplicate) == (500, 1000) and _count(pg) == 1500
-    assert s3_objects.get("processed/batch.csv") == to_csv_bytes(clean.iloc[:1500])
+    assert s3_objects.get(again.filed_as) == to_csv_bytes(clean.iloc[:1500])
+    assert s3_objects.get(first.filed_as) == to_csv_bytes(clean.iloc[:1000])  # both versions archived
     assert (first.after_id, again.after_id) == (0, 1000)  # the first load's ids are 1..1000
     # From the report's after_id, read_loaded returns exactly the rows the second load added.
     added = ingest.read_loaded(pg, KEY, after_id=again.after_id)
@@ -254,7 +263,9 @@ def test_peripheral_file_goes_to_its_own_table(
     report = ingest.ingest_object(s3_objects, pg, key)
     assert report.kind == "peripheral" and (report.loaded, report.duplicate) == (len(peripheral), 5)
     assert _count(pg, peripheral_readings) == len(peripheral) and _count(pg) == 0
-    assert s3_objects.exists("processed/peripheral/devices.csv")
+    assert s3_objects.exists(
+        _filed("processed/", to_csv_bytes(pd.concat([peripheral, peripheral.iloc[:5]])), key)
+    )
     s3_objects.put(key, to_csv_bytes(peripheral.drop(columns=["vibration_mm_s"])))
     assert ingest.ingest_object(s3_objects, pg, key).reason["columns"] == ["vibration_mm_s"]
 
@@ -277,8 +288,8 @@ class _StopsPostgres:
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate everything else
         return getattr(self.objects, name)
 
-    def open(self, key: str) -> IO[bytes]:
-        stream, stop = self.objects.open(key), self.stop
+    def open_version(self, key: str) -> tuple[IO[bytes], str]:
+        (stream, etag), stop = self.objects.open_version(key), self.stop
 
         class Stream:
             blocks = 0
@@ -292,7 +303,7 @@ class _StopsPostgres:
             def close(self) -> None:
                 stream.close()
 
-        return Stream()
+        return Stream(), etag
 
 
 def test_postgres_down_mid_load_fails_cleanly_and_retry_loads_exactly_once(
@@ -314,7 +325,7 @@ def test_postgres_down_mid_load_fails_cleanly_and_retry_loads_exactly_once(
         s3_objects.put(KEY, to_csv_bytes(clean))
         with pytest.raises(ServiceUnavailable, match="nothing from the file was committed.*MFD_DATABASE_URL"):
             ingest.ingest_object(_StopsPostgres(s3_objects, stop), engine, KEY, chunk_bytes=16 << 10)
-        assert s3_objects.exists(KEY) and not s3_objects.exists("processed/batch.csv")
+        assert s3_objects.exists(KEY) and not s3_objects.list("processed/")
         log = data_dir.parent / "postgres.log"
         subprocess.run(
             as_postgres_user([pg_ctl, "-D", str(data_dir), "-l", str(log), "-w", "restart"]),
@@ -358,13 +369,14 @@ def test_local_twin_files_away_like_s3(tmp_path: Path, clean: pd.DataFrame) -> N
     engine = _engine(f"sqlite:///{tmp_path / 'r.db'}")
     objects.put(KEY, b"machine_id;timestamp;machine_type\nM-1;2026-01-01;L\n")
     report = ingest.ingest_object(objects, engine, KEY)
-    assert report.reason["rule"] == "wrong_delimiter" and (tmp_path / "objects/rejected/batch.csv").exists()
+    wrong = b"machine_id;timestamp;machine_type\nM-1;2026-01-01;L\n"
+    assert report.reason["rule"] == "wrong_delimiter" and (tmp_path / "objects" / report.filed_as).exists()
     objects.put(KEY, to_csv_bytes(clean.iloc[:100]))
     assert ingest.ingest_object(objects, engine, KEY).loaded == 100
     assert sorted(o.key for o in objects.list("")) == [
-        "processed/batch.csv",
-        "rejected/batch.csv",
-        "rejected/batch.csv.reason.json",
+        _filed("processed/", to_csv_bytes(clean.iloc[:100])),
+        _filed("rejected/", wrong),
+        f"{_filed('rejected/', wrong)}.reason.json",
     ]
 
 
@@ -382,7 +394,9 @@ def test_cli_ingests_everything_waiting_in_the_local_twin(
     objects.put("incoming/b.csv", b"")
     assert main(["ingest"]) == 1
     out = capsys.readouterr().out
-    assert "incoming/a.csv: processed, read 300 = loaded 300 + duplicate 0 + rejected 0" in out
+    assert (
+        "incoming/a.csv: processed, read 300 = loaded 300 + duplicate 0 + conflicting 0 + rejected 0" in out
+    )
     assert "rejected whole: empty_file" in out
     assert main(["ingest"]) == 0 and "nothing under incoming/" in capsys.readouterr().out
     assert main(["ingest", "processed/a.csv"]) == 2

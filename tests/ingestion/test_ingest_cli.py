@@ -38,8 +38,13 @@ def test_a_failing_file_does_not_stop_the_rest(home: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert status == EXIT_FAILED
     lines = out.splitlines()
-    assert lines[0].startswith("incoming/gone.csv: failed: incoming/gone.csv was deleted before it could be read")
-    assert "incoming/good.csv: processed, read 200 = loaded 200" in out
+    assert lines[0].startswith(
+        "incoming/gone.csv: failed: incoming/gone.csv was deleted before it could be read"
+    )
+    assert (
+        "incoming/good.csv: processed, read 200 = loaded 200 + duplicate 0 + conflicting 0 + rejected 0"
+        in out
+    )
     assert "incoming/empty.csv: rejected" in out and "rejected whole: empty_file" in out
     assert lines[-1] == (
         "3 files: 1 loaded, 1 rejected, 1 failed; still in incoming/, run again once fixed: incoming/gone.csv"
@@ -47,7 +52,9 @@ def test_a_failing_file_does_not_stop_the_rest(home: Path, capsys: pytest.Captur
     assert _loaded(home) == 200
 
 
-def test_only_a_refused_file_exits_with_the_rejected_status(home: Path, capsys: pytest.CaptureFixture) -> None:
+def test_only_a_refused_file_exits_with_the_rejected_status(
+    home: Path, capsys: pytest.CaptureFixture
+) -> None:
     objects = LocalObjects(home / "objects")
     objects.put("incoming/good.csv", to_csv_bytes(generate_readings(2, 50, seed=1)))
     objects.put("incoming/header-only.csv", b"machine_id,timestamp\n")
@@ -55,3 +62,27 @@ def test_only_a_refused_file_exits_with_the_rejected_status(home: Path, capsys: 
     assert capsys.readouterr().out.splitlines()[-1] == "2 files: 1 loaded, 1 rejected, 0 failed"
     assert main(["ingest"]) == 0
     assert "nothing under incoming/" in capsys.readouterr().out
+
+
+def test_a_corrected_file_prints_its_conflicts_and_the_policy_can_replace(
+    home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    objects = LocalObjects(home / "objects")
+    frame = generate_readings(2, 100, seed=4)
+    objects.put("incoming/a.csv", to_csv_bytes(frame))
+    assert main(["ingest"]) == 0
+    fixed = frame.assign(torque_nm=frame["torque_nm"].where(frame.index >= 5, frame["torque_nm"] + 1))
+    objects.put("incoming/a.csv", to_csv_bytes(fixed))
+    assert main(["ingest"]) == 0
+    out = capsys.readouterr().out
+    assert "incoming/a.csv: processed, read 100 = loaded 0 + duplicate 95 + conflicting 5 + rejected 0" in out
+    [side] = [o.key for o in objects.list("rejected/") if o.key.endswith(".conflicts.csv")]
+    assert f"conflicting rows, stored and incoming values side by side: {side}" in out
+    assert len(objects.list("processed/")) == 2  # both versions archived
+    objects.put("incoming/a.csv", to_csv_bytes(fixed))
+    assert main(["ingest", "--conflict-policy", "replace"]) == 0
+    out = capsys.readouterr().out
+    assert "conflicting 5 + rejected 0" in out and "old values in reading_revisions" in out
+    engine = sa.create_engine(f"sqlite:///{home / 'readings.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM reading_revisions")).scalar_one() == 5
