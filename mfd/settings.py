@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import Field, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfd.errors import MfdError
+from mfd.validation import TimestampWindow
 
 
 def project_home() -> Path:
@@ -60,6 +62,15 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(2_000_000, description="Serving: larger request bodies get 413.")
     max_readings: int = Field(10_000, description="Serving: more readings in one request get 413.")
+    timestamp_min: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Ingestion: earliest plausible reading time (ISO 8601; without an offset, UTC).",
+    )
+    timestamp_max_ahead: timedelta = Field(
+        timedelta(days=1),
+        description="Ingestion: how far past the clock a reading may lie (ISO 8601 duration, e.g. P1D, or seconds).",
+        ge=timedelta(0),
+    )
     service_url: str | None = Field(
         None, description="URL of the running BentoML service, e.g. http://bento:3000; the sensor reloads it."
     )
@@ -77,6 +88,10 @@ class Settings(BaseSettings):
         missing = [name for name, value in required.items() if not value]
         if missing:
             raise MfdError(f"MFD_DEPLOYMENT=production needs {', '.join(missing)} (see .env.example)")
+
+    def timestamp_window(self) -> TimestampWindow:
+        """The plausible window of reading times, for the rule table (`mfd.validation`)."""
+        return TimestampWindow(earliest=self.timestamp_min, ahead=self.timestamp_max_ahead)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -9,8 +9,11 @@ them change.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal
+
+import pandas as pd
 
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES
 
@@ -27,15 +30,60 @@ class Range:
 
 
 @dataclass(frozen=True)
+class TimestampWindow:
+    """Plausible reading times: from `earliest` to `ahead` past the moment of the check (`now`, or the
+    clock when None). Settings `MFD_TIMESTAMP_MIN` and `MFD_TIMESTAMP_MAX_AHEAD` (`Settings.timestamp_window`)."""
+
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    ahead: timedelta = timedelta(days=1)
+    now: datetime | None = None
+
+    def pinned(self, now: datetime | None = None) -> TimestampWindow:
+        """The same window with its end fixed at `now` (default: the clock), e.g. for a whole file."""
+        return replace(self, now=now or self.now or datetime.now(UTC))
+
+    def bounds(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(earliest, latest) as UTC timestamps, both inclusive."""
+        now = self.now or datetime.now(UTC)
+        return _utc(self.earliest), _utc(now + self.ahead)
+
+    def describe(self) -> str:
+        low, high = self.bounds()
+        return (
+            f"outside [{low:%Y-%m-%d %H:%M:%S}Z, {high:%Y-%m-%d %H:%M:%S}Z] "
+            f"(from {low:%Y-%m-%d %H:%M}Z to {_span(self.ahead)} ahead of the clock)"
+        )
+
+
+def _utc(moment: datetime) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _span(span: timedelta) -> str:
+    for unit, size in (
+        ("day", timedelta(days=1)),
+        ("hour", timedelta(hours=1)),
+        ("minute", timedelta(minutes=1)),
+    ):
+        if span >= size and span % size == timedelta(0):
+            count = span // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{span.total_seconds():g} s"
+
+
+@dataclass(frozen=True)
 class Rule:
     """What one column must hold: `kind` (text, timestamp, category, number, 0/1 flag), whether it may be
-    empty, and for numbers their physical `range`, for categories the `allowed` values."""
+    empty, and for numbers their physical `range`, for categories the `allowed` values, for timestamps
+    their plausible `window`."""
 
     kind: Kind
     nullable: bool = False
     range: Range | None = None
     allowed: tuple[str, ...] = ()
     max_length: int | None = None
+    window: TimestampWindow | None = None
 
 
 def _number(low: float, high: float, unit: str) -> Rule:
@@ -44,7 +92,7 @@ def _number(low: float, high: float, unit: str) -> Rule:
 
 _KEY_RULES: dict[str, Rule] = {
     "machine_id": Rule("text", max_length=64),
-    "timestamp": Rule("timestamp"),
+    "timestamp": Rule("timestamp", window=TimestampWindow()),
 }
 
 # Physical limits a real sensor can report; AI4I itself spans a narrower band
@@ -83,6 +131,11 @@ def categories(rules: Mapping[str, Rule]) -> dict[str, tuple[str, ...]]:
 def flags(rules: Mapping[str, Rule]) -> tuple[str, ...]:
     """The 0/1 columns."""
     return tuple(c for c, r in rules.items() if r.kind == "flag")
+
+
+def windows(rules: Mapping[str, Rule]) -> dict[str, TimestampWindow]:
+    """The plausible window of every timestamp column."""
+    return {c: r.window for c, r in rules.items() if r.window is not None}
 
 
 def required(rules: Mapping[str, Rule]) -> tuple[str, ...]:

@@ -103,7 +103,12 @@ def ingest_one(
     """Ingest `key`, print its line(s) and count it; a failure is reported and the run goes on."""
     try:
         report = ingest.ingest_object(
-            objects, engine, key, chunk_bytes=chunk_bytes, conflict_policy=conflict_policy
+            objects,
+            engine,
+            key,
+            chunk_bytes=chunk_bytes,
+            conflict_policy=conflict_policy,
+            window=load_settings().timestamp_window(),
         )
     except (MfdError, OSError, SQLAlchemyError) as exc:
         log.debug("ingesting %s failed", key, exc_info=True)

@@ -1,4 +1,5 @@
-"""Rows that failed validation, spooled to a CSV file beside the rejected/ copy: as written, plus why."""
+"""Rows that failed validation, spooled to a CSV file beside the rejected/ copy: as written, plus the
+physical line of the file each starts on (1 = the header) and why."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mfd.ingestion.parsing import Chunk
 
 
 class BadRows:
-    """Rows that failed validation, as written in the file plus a `reason` column, spooled to disk."""
+    """Rows that failed validation, as written in the file plus `line` and `reason` columns, spooled to disk."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -21,7 +22,8 @@ class BadRows:
         self._fh: IO[str] | None = None
 
     def add(self, chunk: Chunk, bad: np.ndarray, problems: dict[str, np.ndarray], tally: Counter) -> None:
-        rows = chunk.original(bad).copy()
+        rows = chunk.original(bad).reset_index(drop=True)
+        rows["line"] = chunk.line_numbers(bad)
         reasons = pd.Series("", index=np.flatnonzero(bad), dtype=object)
         for label, mask in problems.items():
             hit = mask[bad]

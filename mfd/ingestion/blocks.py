@@ -1,24 +1,45 @@
-"""An incoming CSV object as a header and blocks of whole records, and the header rules (delimiter,
-missing, extra and duplicate columns) that reject a file before any row is read."""
+"""An incoming CSV object as a header and blocks of whole records (linear, bounded), and the header rules
+(delimiter, missing, extra and duplicate columns) that reject a file before any row is read."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 from mfd.ingestion.layouts import Layout
+from mfd.ingestion.records import QuoteScan
 from mfd.ingestion.rejection import FileRejected
+
+MAX_RECORD_BYTES = 1 << 20  # a reading is ~100 bytes; a "record" this long is a quote that never closes
+
+
+@dataclass(frozen=True)
+class Block:
+    """Whole CSV records: their bytes, the physical line the first starts on (the header is line 1) and
+    their quoted fields (`records.QuoteScan.spans`, offsets into `data`)."""
+
+    data: bytes
+    first_line: int
+    spans: list[int]
 
 
 class CsvBlocks:
-    """The object as a header line and blocks of whole CSV records (never cut inside a quoted field)."""
+    """The object as a header line and blocks of whole CSV records (never cut inside a quoted field).
 
-    def __init__(self, stream: IO[bytes], size: int) -> None:
-        self.stream, self.size = stream, size
+    Linear and bounded: the quote state carries from one read to the next (each byte is scanned once),
+    and a record that does not end within `max_record` bytes rejects the file as malformed instead of
+    being buffered without end.
+    """
+
+    def __init__(self, stream: IO[bytes], size: int, max_record: int = MAX_RECORD_BYTES) -> None:
+        self.stream, self.size, self.max_record = stream, size, max_record
         self.pending = b""
-        self.lines = 0
+        self.lines = 0  # data lines handed out (or counted) so far
         self.eof = False
+        self.copied = 0  # bytes of an unfinished record carried into the next buffer
+        self.quotes = QuoteScan()
         self._header: bytes | None = None
 
     def _fill(self) -> bool:
@@ -26,14 +47,22 @@ class CsvBlocks:
         if not data:
             self.eof = True
             return False
+        self.copied += len(self.pending)
         self.pending += data
         return True
+
+    def _first_line_of_pending(self) -> int:
+        return self.lines + 2
 
     def header(self) -> bytes:
         """The first line (BOM and line end stripped); b"" for a zero-byte object."""
         if self._header is None:
-            while b"\n" not in self.pending and self._fill():
+            while b"\n" not in self.pending and len(self.pending) <= self.max_record and self._fill():
                 pass
+            if b"\n" not in self.pending and len(self.pending) > self.max_record:
+                raise FileRejected(
+                    "malformed_csv", f"line 1 (the header) runs over {self.max_record:,} bytes without ending"
+                )
             line, _, self.pending = self.pending.partition(b"\n")
             self._header = line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")
             if not self._header and not self.pending and self.eof:
@@ -42,23 +71,48 @@ class CsvBlocks:
 
     def first_line(self) -> bytes:
         """The first data line, for examples in a rejection (not consumed)."""
-        while b"\n" not in self.pending and not self.eof and self._fill():
+        while (
+            b"\n" not in self.pending
+            and len(self.pending) <= self.max_record
+            and not self.eof
+            and self._fill()
+        ):
             pass
-        return self.pending.partition(b"\n")[0].rstrip(b"\r")
+        return self.pending.partition(b"\n")[0][: self.max_record].rstrip(b"\r")
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Block]:
+        scan = self.quotes
         while True:
-            if not self.eof:
-                self._fill()
-            cut = _record_end(self.pending) if not self.eof else len(self.pending)
-            if cut <= 0:
-                if self.eof:
-                    return
-                continue
-            block, self.pending = self.pending[:cut], self.pending[cut:]
-            self.lines += block.count(b"\n") + (not block.endswith(b"\n"))
-            if block.strip():  # trailing blank lines carry no records
-                yield block
+            scan.scan(self.pending, self.eof)
+            if self.eof and scan.open_at < 0:
+                scan.record_end = len(self.pending)
+            cut = scan.record_end
+            if cut > 0:
+                data, self.pending = self.pending[:cut], self.pending[cut:]
+                block = Block(data, self._first_line_of_pending(), scan.cut(cut))
+                self.lines += data.count(b"\n") + (not data.endswith(b"\n"))
+                if data.strip():  # trailing blank lines carry no records
+                    yield block
+            if self.eof:
+                if scan.open_at >= 0:
+                    self._unclosed("a quoted field opened here is never closed (the file ends inside it)")
+                return
+            if len(self.pending) > self.max_record:
+                if scan.open_at >= 0:
+                    self._unclosed(
+                        f"a quoted field opened here is still open after {self.max_record:,} bytes"
+                    )
+                raise FileRejected(
+                    "malformed_csv",
+                    f"line {self._first_line_of_pending()} runs over {self.max_record:,} bytes without ending",
+                )
+            self._fill()
+
+    def _unclosed(self, what: str) -> None:
+        line = self._first_line_of_pending() + self.pending.count(b"\n", 0, self.quotes.open_at)
+        start = self.pending.rfind(b"\n", 0, self.quotes.open_at) + 1
+        example = self.pending[start : start + 200].partition(b"\n")[0].decode("utf-8", errors="replace")
+        raise FileRejected("malformed_csv", f"not valid CSV: line {line}: {what}", [], [example])
 
     def drain_lines(self) -> int:
         """Read the rest, counting lines: how many data lines the whole file has."""
@@ -73,14 +127,6 @@ class CsvBlocks:
             self.lines += self.pending.count(b"\n") + (not self.pending.endswith(b"\n"))
         self.pending = b""
         return self.lines
-
-
-def _record_end(buf: bytes) -> int:
-    """Length of the longest prefix of whole records: up to a newline outside any quoted field."""
-    cut = buf.rfind(b"\n")
-    while cut >= 0 and buf.count(b'"', 0, cut) % 2:
-        cut = buf.rfind(b"\n", 0, cut)
-    return cut + 1
 
 
 def check_header(header: bytes, first_line: bytes, layout: Layout) -> list[str]:

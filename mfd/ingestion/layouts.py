@@ -4,14 +4,15 @@ where a file of each kind lives in the bucket."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from mfd import validation
 from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
 from mfd.storage.tables import peripheral_readings, readings
-from mfd.validation import PERIPHERAL_RULES, READING_RULES, Range, Rule
+from mfd.validation import PERIPHERAL_RULES, READING_RULES, Range, Rule, TimestampWindow
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,18 @@ class Layout:
     @property
     def flags(self) -> tuple[str, ...]:
         return validation.flags(self.rules)
+
+    @property
+    def windows(self) -> dict[str, TimestampWindow]:
+        return validation.windows(self.rules)
+
+    def pinned(self, window: TimestampWindow | None = None, now: datetime | None = None) -> Layout:
+        """This layout for one file: its timestamps checked against `window` (the configured one; default
+        the rule table's) with the end fixed at `now` (default: the clock), the same for every block."""
+        rules = dict(self.rules)
+        for column, own in validation.windows(rules).items():
+            rules[column] = replace(rules[column], window=(window or own).pinned(now))
+        return replace(self, rules=rules)
 
 
 READINGS = Layout(kind="readings", table=readings, rules=READING_RULES)

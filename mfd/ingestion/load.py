@@ -18,10 +18,11 @@ import json
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from mfd.ingestion.bad_rows import BadRows
 from mfd.ingestion.blocks import CsvBlocks, check_header
 from mfd.ingestion.conflict_rows import ConflictRows
 from mfd.ingestion.layouts import Layout, layout_for
-from mfd.ingestion.parsing import parse
+from mfd.ingestion.parsing import Chunk, parse
 from mfd.ingestion.rejection import FileRejected
 from mfd.ingestion.rows import row_problems
 from mfd.ingestion.sink import ChunkSink
@@ -44,6 +45,7 @@ from mfd.storage import readings as store
 from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.objects import PROCESSED, REJECTED, ObjectChanged, ObjectMissing, Objects, archive_key
 from mfd.storage.pause import pause_point
+from mfd.validation import TimestampWindow
 
 CHUNK_BYTES = 8 << 20
 PREVIEW_ROWS = 5
@@ -90,10 +92,12 @@ def ingest_object(
     engine: Engine,
     key: str,
     chunk_bytes: int = CHUNK_BYTES,
+    window: TimestampWindow | None = None,
     conflict_policy: Differ = "reject",
 ) -> IngestReport:
-    """Load the CSV object `key` into its table (see the module docstring) and file it away; a row stored
-    already with other values is set aside or replaces it (`conflict_policy`, the configured
+    """Load the CSV object `key` into its table (see the module docstring) and file it away; readings
+    outside `window` (the configured `Settings.timestamp_window()`; default the rule table's) are bad rows;
+    a row stored already with other values is set aside or replaces it (`conflict_policy`, the configured
     `Settings.conflict_policy`).
 
     Raises ObjectMissing when the object is gone (nothing loaded) and ServiceUnavailable when the
@@ -103,7 +107,7 @@ def ingest_object(
         raise MfdError(
             f"MFD_CONFLICT_POLICY must be one of {', '.join(DIFFER_POLICIES)}, got {conflict_policy!r}"
         )
-    layout = layout_for(key)
+    layout = layout_for(key).pinned(window)
     report = IngestReport(key=key, kind=layout.kind, conflict_policy=conflict_policy)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mfd-ingest-") as tmp:
@@ -149,7 +153,8 @@ def _load(
     bad_rows: BadRows,
     conflicts: ConflictRows,
 ) -> None:
-    """Parse and validate block n+1 while block n is being written (PostgreSQL works in its own process)."""
+    """Parse and validate block n+1 while block n is being written (PostgreSQL works in its own process);
+    the transaction opens only once the first block with good rows is ready to write."""
     columns = check_header(blocks.header(), blocks.first_line(), layout)
     preview: list[pd.DataFrame] = []
     pending: Future[tuple[int, int, int]] | None = None
@@ -161,43 +166,57 @@ def _load(
             report.conflicting += conflicting
             report.duplicate += written - inserted - conflicting
 
-    with engine.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer:
-        # Ids come from a sequence: whatever this transaction inserts lands above the largest id stored now.
-        report.after_id = store.max_id(conn, layout.table)
-        policy: Differ = report.conflict_policy  # type: ignore[assignment] - checked by ingest_object
-        write = ChunkSink(conn, layout, columns, key, policy, conflicts.add).write
-        pause_point("before_copy")
-        # SQLite connections stay in the thread that made them.
-        submit = writer.submit if conn.dialect.name == "postgresql" else _run_now
-        for block in blocks:
-            chunk = parse(block, columns, layout)
-            problems = row_problems(chunk, layout)
-            bad = np.zeros(len(chunk.frame), dtype=bool)
-            for mask in problems.values():
-                bad |= mask
-            good = ~bad
-            report.read += len(chunk.frame)
-            if bad.any():
-                report.rejected += int(bad.sum())
-                bad_rows.add(chunk, bad, problems, report.problems)
-            if not good.any():
-                continue
-            if not preview:
-                preview.append(chunk.typed(good).head(PREVIEW_ROWS))
+    ready = _checked(blocks, columns, layout, report, bad_rows)
+    first = next(ready, None)
+    if first is not None:
+        with (
+            engine.begin() as conn,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfd-load") as writer,
+        ):
+            # Ids come from a sequence: whatever this transaction inserts lands above the largest id stored now.
+            report.after_id = store.max_id(conn, layout.table)
+            policy: Differ = report.conflict_policy  # type: ignore[assignment] - checked by ingest_object
+            write = ChunkSink(conn, layout, columns, key, policy, conflicts.add).write
+            pause_point("before_copy")
+            # SQLite connections stay in the thread that made them.
+            submit = writer.submit if conn.dialect.name == "postgresql" else _run_now
+            for chunk, good in chain([first], ready):
+                if not preview:
+                    preview.append(chunk.typed(good).head(PREVIEW_ROWS))
+                collect()
+                pending = submit(write, chunk, good)
             collect()
-            pending = submit(write, chunk, good)
-        collect()
-        report.preview = preview[0] if preview else report.preview
-        if report.read == 0:
-            raise FileRejected("no_rows", "the file has a header but no data rows", list(columns))
-        if report.loaded + report.duplicate + report.conflicting == 0:
-            raise FileRejected(
-                "no_valid_rows",
-                f"all {report.read} rows failed validation",
-                sorted({p.split(":")[0] for p in report.problems}),
-                [{"problem": p, "rows": n} for p, n in report.problems.most_common(5)],
-            )
-        pause_point("before_commit")
+            pause_point("before_commit")
+    report.preview = preview[0] if preview else report.preview
+    if report.read == 0:
+        raise FileRejected("no_rows", "the file has a header but no data rows", list(columns))
+    if report.loaded + report.duplicate + report.conflicting == 0:
+        raise FileRejected(
+            "no_valid_rows",
+            f"all {report.read} rows failed validation",
+            sorted({p.split(":")[0] for p in report.problems}),
+            [{"problem": p, "rows": n} for p, n in report.problems.most_common(5)],
+        )
+
+
+def _checked(
+    blocks: CsvBlocks, columns: list[str], layout: Layout, report: IngestReport, bad_rows: BadRows
+) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """Each block parsed and validated, its rows counted and its bad rows spooled: the chunks that have
+    good rows, with their mask."""
+    for block in blocks:
+        chunk = parse(block, columns, layout)
+        problems = row_problems(chunk, layout)
+        bad = np.zeros(len(chunk.frame), dtype=bool)
+        for mask in problems.values():
+            bad |= mask
+        good = ~bad
+        report.read += len(chunk.frame)
+        if bad.any():
+            report.rejected += int(bad.sum())
+            bad_rows.add(chunk, bad, problems, report.problems)
+        if good.any():
+            yield chunk, good
 
 
 def _run_now(fn: Callable[..., tuple[int, int, int]], *args: Any) -> Future[tuple[int, int, int]]:

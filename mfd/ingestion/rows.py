@@ -1,4 +1,6 @@
-"""The row rules of an incoming file (from `mfd.validation`, via its layout) as one boolean mask per problem."""
+"""The row rules of an incoming file (from `mfd.validation`, via its layout) as one boolean mask per problem:
+a row the parser could not read (field count, encoding) has that one problem; a readable row every
+problem it has (missing, range, category, flag, timestamp and its plausible window)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from mfd.ingestion.parsing import Chunk
 def row_problems(chunk: Chunk, layout: Layout) -> dict[str, np.ndarray]:
     """One boolean mask per problem (`column: what is wrong`); a row is bad when any mask is set."""
     frame = chunk.frame
-    problems: dict[str, np.ndarray] = {}
+    problems: dict[str, np.ndarray] = {label: m for label, m in chunk.unreadable.items() if m.any()}
+    readable = ~np.logical_or.reduce([*problems.values(), np.zeros(len(frame), dtype=bool)])
 
     def add(label: str, mask: np.ndarray) -> None:
+        mask = mask & readable  # an unreadable row has one problem: it could not be read
         if mask.any():
             problems[label] = mask
 
@@ -27,10 +31,17 @@ def row_problems(chunk: Chunk, layout: Layout) -> dict[str, np.ndarray]:
                 f"{column}: longer than {rule.max_length} characters",
                 (frame[column].str.len() > rule.max_length).fillna(False).to_numpy(dtype=bool),
             )
+    far = np.zeros(len(frame), dtype=bool) if chunk.far_timestamps is None else chunk.far_timestamps
     add(
         "timestamp: not an ISO 8601 timestamp",
-        (chunk.timestamps.isna() & frame["timestamp"].notna()).to_numpy(),
+        (chunk.timestamps.isna() & frame["timestamp"].notna()).to_numpy() & ~far,
     )
+    for column, window in layout.windows.items():
+        low, high = window.bounds()
+        stamps = chunk.timestamps if column == "timestamp" else frame[column]
+        with np.errstate(invalid="ignore"):
+            outside = ((stamps < low) | (stamps > high)).to_numpy(dtype=bool)
+        add(f"{column}: {window.describe()}", outside | far)
     for column, allowed in layout.categories.items():
         add(
             f"{column}: not one of {', '.join(allowed)}",

@@ -120,7 +120,6 @@ WHOLE_FILE_CASES = {
     "missing_columns": (None, "missing_columns"),
     "extra_columns": (None, "unexpected_columns"),
     "wrong_delimiter": (None, "wrong_delimiter"),
-    "too_many_fields": (None, "malformed_csv"),
     "all_rows_bad": (None, "no_valid_rows"),
     "duplicate_columns": (None, "duplicate_columns"),
 }
@@ -139,9 +138,6 @@ def _whole_file_case(name: str, clean: pd.DataFrame) -> bytes:
         return text.replace(",", ";").encode()
     if name == "malformed_unclosed_quote":
         rows[10] = rows[10].replace("M-", '"M-', 1)
-        return "\n".join([header, *rows]).encode()
-    if name == "too_many_fields":
-        rows[30] += ",1,2"
         return "\n".join([header, *rows]).encode()
     if name == "all_rows_bad":
         return to_csv_bytes(clean.head(50).assign(machine_type="Q"))
