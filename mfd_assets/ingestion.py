@@ -12,6 +12,7 @@ import pandas as pd
 
 from mfd.ingestion import load as ingest
 from mfd.ingestion.layouts import PERIPHERAL, READINGS
+from mfd.settings import load_settings
 from mfd.storage import readings as store
 from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
 from mfd_resources import ObjectStore, ReadingsStore
@@ -37,7 +38,9 @@ def _ingest(
             allow_retries=False,
         )
     try:
-        report = ingest.ingest_object(object_store.objects(), readings_store.engine, key)
+        report = ingest.ingest_object(
+            object_store.objects(), readings_store.engine, key, window=load_settings().timestamp_window()
+        )
     except ObjectMissing as exc:  # retrying cannot bring the file back
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     log = context.log.warning if report.status == "rejected" or report.rejected else context.log.info
