@@ -102,7 +102,7 @@ def test_every_good_row_loads_exactly_once_and_the_counts_add_up(readings_url: s
         objects = LocalObjects(Path(tmp))
         objects.put(KEY, case["body"])
         report = ingest.ingest_object(objects, engine, KEY, chunk_bytes=case["chunk_bytes"])
-        conflicting = getattr(report, "conflicting", 0)
+        conflicting = report.conflicting
         rows = len(case["good"]) + len(case["bad_lines"])
         assert report.read == report.loaded + report.duplicate + conflicting + report.rejected == rows
         assert _stored(engine) == sorted(case["good"])
