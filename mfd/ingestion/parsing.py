@@ -75,7 +75,8 @@ class Chunk:
             lines = [data[s:e] for s, e in zip(starts, ends, strict=True)]
             quoted = np.searchsorted(self.records.starts, np.flatnonzero(arr == QUOTE), side="right") - 1
         for i in np.unique(quoted).tolist():
-            lines[i] = _requoted(lines[i])
+            if good[i]:
+                lines[i] = _requoted(lines[i])
         return b"\n".join(compress(lines, good.tolist())) + b"\n"
 
     def typed(self, good: np.ndarray) -> pd.DataFrame:
@@ -100,7 +101,10 @@ class Chunk:
         out = []
         for i in np.flatnonzero(rows).tolist():
             text = data[records.starts[i] : records.ends[i]].decode("utf-8", errors="replace")
-            values = next(csv.reader([text]), [])
+            try:
+                values = next(csv.reader([text]), [])
+            except csv.Error:  # a bare CR inside: not a line end here, so no reader takes the record whole
+                values = text.split(",")
             if len(values) > len(columns):
                 values = [*values[: len(columns) - 1], ",".join(values[len(columns) - 1 :])]
             out.append(values + [""] * (len(columns) - len(values)))
@@ -146,7 +150,10 @@ def parse(block: Block | bytes, columns: list[str], layout: Layout) -> Chunk:
     frame = _read_arrow(data, columns, numeric)
     if frame is not None:
         simple = not block.spans and b'"' not in data and _one_row_per_line(data, len(frame))
-        return Chunk(frame, frame["timestamp"], {}, None, block, flags, simple=simple)
+        chunk = Chunk(frame, frame["timestamp"], {}, None, block, flags, simple=simple)
+        if simple or len(chunk.records) == len(frame):
+            return chunk
+        # Arrow also ends a row at a bare CR; records end at LF or CRLF only: check them one by one.
     chunk = Chunk(pd.DataFrame(), pd.Series(dtype=object), {}, None, block, flags)
     unreadable = _unreadable(data, chunk.records, len(columns))
     readable = ~np.logical_or.reduce([*unreadable.values(), np.zeros(len(chunk.records), dtype=bool)])

@@ -139,6 +139,19 @@ def test_value_with_a_line_break_loads_intact_on_postgres(tmp_path: Path, pg_url
     assert "M-1\nsecond line" in set(ingest.read_loaded(engine, KEY)["machine_id"])
 
 
+@pytest.mark.parametrize("zone", ["Z", ""], ids=["arrow-path", "pandas-path"])
+def test_a_bare_cr_does_not_end_a_record(zone: str, tmp_path: Path, readings_url: str) -> None:
+    """Line ends are LF or CRLF: two rows joined by a bare CR are one record with too many fields."""
+    objects, engine = _objects(tmp_path), _engine(readings_url)
+    rows = [_row(i, zone) for i in range(10)]
+    rows[4] = rows[4] + "\r" + rows.pop(5)
+    objects.put(KEY, "\n".join([HEADER, *rows]).encode())
+    report = ingest.ingest_object(objects, engine, KEY)
+    assert (report.read, report.loaded, report.rejected) == (9, 8, 1)
+    bad = _bad_rows(objects, report)
+    assert list(bad["line"]) == ["6"] and list(bad["reason"]) == ["row: 15 fields, the header has 8"]
+
+
 def test_bad_values_report_their_physical_line(tmp_path: Path, readings_url: str) -> None:
     objects, engine = _objects(tmp_path), _engine(readings_url)
     rows = [_row(i) for i in range(10)]
