@@ -11,8 +11,8 @@ import dagster as dg
 import pandas as pd
 
 from mfd.ingestion import load as ingest
+from mfd.ingestion.incoming import object_key
 from mfd.ingestion.layouts import PERIPHERAL, READINGS
-from mfd.settings import load_settings
 from mfd.storage import readings as store
 from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
 from mfd_resources import ObjectStore, ReadingsStore
@@ -29,7 +29,7 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 def _ingest(
     context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore, kind: str
 ) -> dg.MaterializeResult:
-    key = context.partition_key
+    key = object_key(context.partition_key)
     if ingest.layout_for(key).kind != kind:
         asset = "peripheral_readings" if kind == "readings" else "raw_readings"
         raise dg.Failure(
@@ -39,7 +39,11 @@ def _ingest(
         )
     try:
         report = ingest.ingest_object(
-            object_store.objects(), readings_store.engine, key, window=load_settings().timestamp_window()
+            object_store.objects(),
+            readings_store.engine,
+            key,
+            window=readings_store.timestamp_window(),
+            conflict_policy=readings_store.conflict_policy,
         )
     except ObjectMissing as exc:  # retrying cannot bring the file back
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -137,7 +141,7 @@ def _expectations(
     from mfd import expectations as checks
     from mfd.ingestion import expectations
 
-    key = context.partition_key
+    key = object_key(context.partition_key)
     status = _latest_metadata(context.instance, asset, key)
     if status.get("status") == "rejected":
         return dg.AssetCheckResult(

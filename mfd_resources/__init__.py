@@ -41,7 +41,10 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     # config snapshots and the UI show the variable name, never the value. The embedded defaults hold none.
     return {
         "readings_store": ReadingsStore(
-            url=dg.EnvVar("MFD_DATABASE_URL") if settings.database_url else settings.readings_url
+            url=dg.EnvVar("MFD_DATABASE_URL") if settings.database_url else settings.readings_url,
+            conflict_policy=settings.conflict_policy,
+            timestamp_min=settings.timestamp_min.isoformat(),
+            timestamp_max_ahead_s=settings.timestamp_max_ahead.total_seconds(),
         ),
         "object_store": _object_store(settings),
         "tracking": Tracking(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import cache
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
 from sqlalchemy.engine import Engine
 
 from mfd.storage import readings as store
+from mfd.validation import TimestampWindow
 
 
 @cache
@@ -19,9 +22,19 @@ def _engine(url: str) -> Engine:
 
 
 class ReadingsStore(dg.ConfigurableResource):
-    """SQLAlchemy URL of the readings database (postgresql+psycopg://... or sqlite:///...)."""
+    """SQLAlchemy URL of the readings database (postgresql+psycopg://... or sqlite:///...), and how
+    ingestion treats what it loads into it (from MFD_CONFLICT_POLICY, MFD_TIMESTAMP_MIN/_MAX_AHEAD)."""
 
     url: str
+    conflict_policy: Literal["reject", "replace"] = "reject"
+    timestamp_min: str = TimestampWindow.earliest.isoformat()  # ISO 8601 (Dagster config holds no datetime)
+    timestamp_max_ahead_s: float = TimestampWindow.ahead.total_seconds()
+
+    def timestamp_window(self) -> TimestampWindow:
+        """The plausible reading times ingestion accepts."""
+        return TimestampWindow(
+            datetime.fromisoformat(self.timestamp_min), timedelta(seconds=self.timestamp_max_ahead_s)
+        )
 
     @property
     def engine(self) -> Engine:

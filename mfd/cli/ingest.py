@@ -14,7 +14,7 @@ from mfd.ingestion import load as ingest
 from mfd.settings import load_settings
 from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.connect import engine_from_settings, objects_from_settings
-from mfd.storage.objects import INCOMING, Objects
+from mfd.storage.objects import INCOMING, ObjectRefused, Objects
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,10 @@ def ingest_one(
             conflict_policy=conflict_policy,
             window=load_settings().timestamp_window(),
         )
+    except ObjectRefused as exc:  # a symbolic link or not a regular file: the file's fault, never followed
+        print(f"{key}: rejected: {failure_line(exc)}")
+        tally.rejected.append(key)
+        return
     except (MfdError, OSError, SQLAlchemyError) as exc:
         log.debug("ingesting %s failed", key, exc_info=True)
         print(f"{key}: failed: {failure_line(exc)}")

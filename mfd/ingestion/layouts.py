@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from mfd import validation
-from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
+from mfd.storage.objects import PERIPHERAL_PREFIX
 from mfd.storage.tables import peripheral_readings, readings
 from mfd.validation import PERIPHERAL_RULES, READING_RULES, Range, Rule, TimestampWindow
 
@@ -68,9 +68,3 @@ PERIPHERAL = Layout(kind="peripheral", table=peripheral_readings, rules=PERIPHER
 def layout_for(key: str) -> Layout:
     """Peripheral-device files live under `incoming/peripheral/`; every other file holds readings."""
     return PERIPHERAL if key.startswith(PERIPHERAL_PREFIX) else READINGS
-
-
-def filed_key(key: str, folder: str) -> str:
-    """Where `incoming/<name>` goes: `processed/<name>` or `rejected/<name>`."""
-    name = key[len(INCOMING) :] if key.startswith(INCOMING) else key
-    return f"{folder}{name}"

@@ -202,7 +202,26 @@ def _csv_field(value: Any) -> bytes:
 
 
 def _append_suffix(lines: bytes, suffix: bytes) -> bytes:
-    """Every CSV line of `lines` with `suffix` (more fields) at its end (CRLF or LF line ends)."""
-    end = b"\r\n" if b"\r\n" in lines else b"\n"
-    out = lines.replace(end, suffix + end)
-    return out if out.endswith(end) else out + suffix
+    """Every CSV record of `lines` with `suffix` (more fields) at its end (CRLF or LF line ends). A line
+    break inside a quoted value is not a record end: quotes are counted (standard CSV pairs them inside a
+    quoted field), in one pass."""
+    if b'"' not in lines:
+        end = b"\r\n" if b"\r\n" in lines else b"\n"
+        out = lines.replace(end, suffix + end)
+        return out if out.endswith(end) else out + suffix
+    out, quotes = [], 0
+    pieces = lines.split(b"\n")
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        if last and not piece:
+            break
+        quotes += piece.count(b'"')
+        if quotes % 2 == 0:  # the record ends here
+            body, cr = (piece[:-1], b"\r") if piece.endswith(b"\r") else (piece, b"")
+            out.append(body + suffix + cr)
+            quotes = 0
+        else:
+            out.append(piece)
+        if not last:
+            out.append(b"\n")
+    return b"".join(out)

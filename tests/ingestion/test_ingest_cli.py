@@ -86,3 +86,17 @@ def test_a_corrected_file_prints_its_conflicts_and_the_policy_can_replace(
     engine = sa.create_engine(f"sqlite:///{home / 'readings.db'}")
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM reading_revisions")).scalar_one() == 5
+
+
+def test_a_symbolic_link_is_a_rejected_file_and_never_followed(
+    home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    objects = LocalObjects(home / "objects")
+    objects.put("incoming/good.csv", to_csv_bytes(generate_readings(2, 20, seed=2)))
+    outside = home / "outside.csv"
+    outside.write_bytes(to_csv_bytes(generate_readings(2, 20, seed=9)))
+    os.symlink(outside, home / "objects" / "incoming" / "link.csv")
+    assert main(["ingest", "incoming/link.csv", "incoming/good.csv"]) == EXIT_REJECTED
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("incoming/link.csv: rejected:") and "symbolic link" in out
+    assert _loaded(home) == 20 and outside.exists()

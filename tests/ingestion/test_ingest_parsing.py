@@ -123,15 +123,9 @@ def test_short_and_long_rows_are_bad_rows_with_their_physical_line(
     assert bad["machine_id"].tolist() == ["M-1", "M-1"]
     back = ingest.read_loaded(engine, KEY)
     assert len(back) == 37 and back["torque_nm"].eq(40.5).all() and back["tool_wear_min"].eq(12).all()
-    if readings_url.startswith("sqlite"):  # PostgreSQL: see the xfail below
-        assert "M-1\nsecond line" in set(back["machine_id"])
+    assert "M-1\nsecond line" in set(back["machine_id"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mfd.storage.bulk._append_suffix adds the source column at every newline, also one inside a "
-    "quoted value: a value with a line break is stored with ',<source>' in it",
-)
 def test_value_with_a_line_break_loads_intact_on_postgres(tmp_path: Path, pg_url: str) -> None:
     objects, engine = _objects(tmp_path), _engine(pg_url)
     objects.put(KEY, "\n".join([HEADER, _row(0, machine='"M-1\nsecond line"'), _row(1)]).encode())
