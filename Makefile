@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 export DAGSTER_HOME := $(CURDIR)/.mfd/dagster
+# The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
+run dev: export BENTOML_HOME := $(CURDIR)/.mfd/bentoml
 
 .PHONY: run test install deps dev lint bench clean
 

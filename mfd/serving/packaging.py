@@ -8,6 +8,7 @@ file with `.venv/bin/python -m mfd.serving.packaging` (a test fails when it is s
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ from bentoml.exceptions import NotFound
 from mlflow.entities.model_registry import ModelVersion
 
 from mfd.errors import MfdError
-from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG, expected_digests, verify_artifact
+from mfd.modeling.model_io import CHAMPION, THRESHOLD_TAG, UntrustedModel, expected_digests, verify_artifact
 from mfd.storage import tracking
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
@@ -133,19 +136,34 @@ def _bento_model(mv: ModelVersion) -> bentoml.Model:
     against the version's sha256 tags (UntrustedModel if they differ)."""
     model_name, version = mv.name, str(mv.version)
     expected = expected_digests(mv)
+    tag = local_tag(model_name, version)
     try:
-        copy = bentoml.models.get(local_tag(model_name, version))
+        copy = bentoml.models.get(tag)
+        verify_artifact(Path(copy.path_of(BENTO_MLFLOW_FOLDER)), expected, model_name, version)
+        return copy
     except NotFound:
-        copy = bentoml.mlflow.import_model(
-            local_tag(model_name, version),
-            f"models:/{model_name}/{version}",
-            labels={"mlflow_name": store_name(model_name), "mlflow_version": version},
-            metadata={
-                "mlflow_name": model_name,
-                "mlflow_version": version,
-                "threshold": float(mv.tags.get(THRESHOLD_TAG, 0.5)),
-            },
+        pass
+    except UntrustedModel:
+        # The store is a cache, not the source of trust: a copy that is not this registry's version (an
+        # older run's, or another registry's with the same name and version) is replaced, and the fresh
+        # import is checked again below.
+        log.warning(
+            "BentoML store copy %s is not registry version %s %s: importing it again",
+            tag,
+            model_name,
+            version,
         )
+        bentoml.models.delete(tag)
+    copy = bentoml.mlflow.import_model(
+        tag,
+        f"models:/{model_name}/{version}",
+        labels={"mlflow_name": store_name(model_name), "mlflow_version": version},
+        metadata={
+            "mlflow_name": model_name,
+            "mlflow_version": version,
+            "threshold": float(mv.tags.get(THRESHOLD_TAG, 0.5)),
+        },
+    )
     verify_artifact(Path(copy.path_of(BENTO_MLFLOW_FOLDER)), expected, model_name, version)
     return copy
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -437,6 +438,29 @@ def test_polling_follows_the_alias_without_a_reload_call(
     wait_until(lambda: served_versions(polling_service) == {other}, "every worker polling the alias", 30)
     for _ in range(2 * WORKERS):
         assert predict(polling_service, {"readings": [READING]}).json()[0]["model_version"] == other
+
+
+def test_a_stale_store_copy_under_the_champions_tag_is_replaced(
+    registered: Registered, bentoml_home: Path
+) -> None:
+    """Another registry's (or an older run's) model under the same name and version in the BentoML store is a
+    stale cache entry: the bento packs a fresh copy of this registry's version, checked by its sha256 tags."""
+    import bentoml
+
+    from mfd.modeling.model_io import expected_digests, verify_artifact
+    from mfd.serving.packaging import BENTO_MLFLOW_FOLDER, build_champion_bento, local_tag
+
+    tag = local_tag(registered.name, registered.versions[0])
+    legacy = Path(__file__).parents[1] / "data" / "legacy_models" / "rf"
+    with contextlib.suppress(bentoml.exceptions.NotFound):
+        bentoml.models.delete(tag)
+    bentoml.mlflow.import_model(tag, str(legacy))  # another model, same tag
+    build = build_champion_bento(registered.tracking_uri, registered.name)
+    copy = bentoml.models.get(build.local_model_tag)
+    mv = connect(registered.tracking_uri).get_model_version(registered.name, registered.versions[0])
+    verify_artifact(
+        Path(copy.path_of(BENTO_MLFLOW_FOLDER)), expected_digests(mv), registered.name, mv.version
+    )
 
 
 def test_champion_bento_builds_a_bento_for_the_champion(registered: Registered, bentoml_home: Path) -> None:
