@@ -19,7 +19,6 @@ from mfd.ingestion.incoming import (
     IncomingCursor,
     is_peripheral,
     look,
-    object_key,
     partition_key,
     version,
 )
@@ -80,8 +79,9 @@ def incoming_files_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     objects = object_store.objects()
     now = datetime.now(UTC)
-    tick = look(objects, IncomingCursor.parse(context.cursor), now, MAX_PER_TICK)
-    requests = [_request(obj, version(obj)) for obj in tick.new]
+    previous = IncomingCursor.parse(context.cursor)
+    tick = look(objects, previous, now, MAX_PER_TICK)
+    handed = [(obj, version(obj)) for obj in tick.new]  # (object, run key)
     cursor = tick.cursor
     for obj, attempts in tick.stuck:
         if _in_progress(context.instance, obj):
@@ -89,7 +89,7 @@ def incoming_files_sensor(
         context.log.warning(
             "%s is still in incoming/ after %d run(s): requesting it again", obj.key, attempts
         )
-        requests.append(_request(obj, f"{version(obj)}#attempt-{attempts + 1}"))
+        handed.append((obj, f"{version(obj)}#attempt-{attempts + 1}"))
         cursor = cursor.retried(obj, now)
     for obj in tick.given_up:
         context.log.error(
@@ -99,20 +99,18 @@ def incoming_files_sensor(
             MAX_ATTEMPTS,
             version(obj),
         )
-    if not requests:
-        if cursor != IncomingCursor.parse(context.cursor):
+    if not handed:
+        if cursor != previous:
             context.update_cursor(cursor.dumps())
         stuck = f"; {len(tick.given_up)} stuck after {MAX_ATTEMPTS} runs" if tick.given_up else ""
         return dg.SkipReason(f"no new objects under incoming/ in {objects.describe()}{stuck}")
-    partitions: dict[str, list[str]] = {incoming_files.name: [], peripheral_files.name: []}
-    for request in requests:
-        partitions[route(object_key(request.partition_key)).partitions.name].append(request.partition_key)
+    partitions: dict[str, set[str]] = {incoming_files.name: set(), peripheral_files.name: set()}
+    for obj, _ in handed:
+        partitions[route(obj.key).partitions.name].add(partition_key(obj.key))
     return dg.SensorResult(
-        run_requests=requests,
+        run_requests=[_request(obj, run_key) for obj, run_key in handed],
         dynamic_partitions_requests=[
-            dg.AddDynamicPartitionsRequest(name, sorted(set(keys)))
-            for name, keys in partitions.items()
-            if keys
+            dg.AddDynamicPartitionsRequest(name, sorted(keys)) for name, keys in partitions.items() if keys
         ],
         cursor=cursor.dumps(),
     )

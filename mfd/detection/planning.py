@@ -176,10 +176,6 @@ def plan_batches(
     engine: Engine, cursor: DetectionCursor, max_rows: int, max_batches: int
 ) -> tuple[list[IdRange], DetectionCursor]:
     """Up to `max_batches` ranges of at most `max_rows` readings not requested before, and the new cursor."""
-    lowest = cursor.settled
-    snapshot = read_snapshot(engine, lowest, max_rows * max_batches + _requested_count(cursor))
+    requested = sum(b - a + 1 for a, b in cursor.requested)  # listed again, so the limit leaves room
+    snapshot = read_snapshot(engine, cursor.settled, max_rows * max_batches + requested)
     return advance(cursor, snapshot, max_rows, max_batches)
-
-
-def _requested_count(cursor: DetectionCursor) -> int:
-    return sum(b - a + 1 for a, b in cursor.requested)
