@@ -127,18 +127,25 @@ def object_store(request, tmp_path):
     return S3ObjectStore(s3=resource, bucket=request.getfixturevalue("bucket"))
 
 
-def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_path):
+def _sources(training: pd.DataFrame, cleaned: pd.DataFrame) -> list[dg.AssetsDefinition]:
+    """Stand-ins for the preparation assets: `training_set` and `cleaned_set` returning fixed frames."""
+
     @dg.asset(name="training_set")
     def small_training_set() -> pd.DataFrame:
-        return rows
+        return training
 
     @dg.asset(name="cleaned_set")
     def small_cleaned_set() -> pd.DataFrame:
-        return rows.iloc[10:]
+        return cleaned
 
+    return [small_training_set, small_cleaned_set]
+
+
+def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_path):
+    sources = _sources(rows, rows.iloc[10:])
     instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
     result = dg.materialize(
-        [small_training_set, small_cleaned_set, holdout_asset, augmented_sets, quality_scores],
+        [*sources, holdout_asset, augmented_sets, quality_scores],
         instance=instance,
         resources={"object_store": object_store},
         run_config=_run_config(),
@@ -171,15 +178,8 @@ def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_pat
 
 
 def test_quality_refuses_augmented_sets_built_with_another_holdout(rows, tmp_path):
-    @dg.asset(name="training_set")
-    def small_training_set() -> pd.DataFrame:
-        return rows
-
-    @dg.asset(name="cleaned_set")
-    def small_cleaned_set() -> pd.DataFrame:
-        return rows
-
-    assets = [small_training_set, small_cleaned_set, holdout_asset, augmented_sets, quality_scores]
+    sources = _sources(rows, rows)
+    assets = [*sources, holdout_asset, augmented_sets, quality_scores]
     instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
     resources = {"object_store": LocalObjectStore(root=str(tmp_path / "objects"))}
     stale = {
@@ -227,16 +227,9 @@ def test_a_classifier_that_cannot_fit_gets_a_row_with_its_error(rows):
 
 
 def test_one_augmented_set_materializes_on_its_own(rows, tmp_path):
-    @dg.asset(name="training_set")
-    def small_training_set() -> pd.DataFrame:
-        return rows
-
-    @dg.asset(name="cleaned_set")
-    def small_cleaned_set() -> pd.DataFrame:
-        return rows
-
+    sources = _sources(rows, rows)
     result = dg.materialize(
-        [small_training_set, small_cleaned_set, holdout_asset, augmented_sets],
+        [*sources, holdout_asset, augmented_sets],
         selection=["training_set", "cleaned_set", "holdout", "augmented_corruption"],
         instance=dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")),
         run_config={
