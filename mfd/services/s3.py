@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from mfd.services.processes import free_port, stop_process_group, wait_until
 
 S3_ACCESS_KEY = "mfd-test-access"
 S3_SECRET_KEY = "mfd-test-secret"  # noqa: S105 - a throw-away local test server
+VOLUME_SIZE_MB = 64
+MAX_VOLUMES = 400
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,20 @@ def s3_server() -> Iterator[S3Server]:
         f"-master.port={ports['master']}",
         f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}",
-        "-master.volumeSizeLimitMB=256",
-        "-volume.max=0",
+        # A fixed volume budget: `-volume.max=0` sizes it from free disk (free / volume size), which on a
+        # small CI disk is a few buckets' worth; volumes are sparse files, so the budget costs no space.
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
+        f"-volume.max={MAX_VOLUMES}",
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.config={config}",
         "-s3.port.iceberg=0",  # fixed default ports (8181, 9101) collide between concurrent servers
         "-s3.port.lance=0",
     ]
+    # One volume per new bucket (collection) instead of the default seven: a test run makes dozens of buckets.
+    env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     server = S3Server(f"http://127.0.0.1:{ports['s3']}", S3_ACCESS_KEY, S3_SECRET_KEY)
     try:
         probe = f"mfd-probe-{ports['s3']}"
