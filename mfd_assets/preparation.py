@@ -4,11 +4,19 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.ingestion.maintenance import MAINTENANCE_PREFIX, ingest_maintenance, pending_files
 from mfd.modeling.training_data import trainability_problem
 from mfd.plots import png_markdown, table_markdown
 from mfd.preparation.clusters import cluster_machines, cluster_scatter
 from mfd.preparation.expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
+from mfd.preparation.labels import (
+    FROM_MAINTENANCE,
+    coverage_by_machine,
+    coverage_by_source,
+    readings_per_machine,
+)
 from mfd.preparation.training_set import (
+    DEFAULT_LABEL_WINDOW,
     build_training_set,
     outlier_boxplot,
     read_sources,
@@ -16,9 +24,10 @@ from mfd.preparation.training_set import (
     rows_with_peripheral,
 )
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
-from mfd_resources import ReadingsStore
+from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "preparation"
+MACHINES_SHOWN = 50  # rows of the per-machine coverage table in the metadata
 
 
 class TrainingSetConfig(dg.Config):
@@ -26,6 +35,11 @@ class TrainingSetConfig(dg.Config):
         "5min",
         description="How much older than a reading its peripheral reading may be (pandas Timedelta, "
         "e.g. '30s', '5min'); readings with none that recent get NaN peripheral columns.",
+    )
+    label_window: str = Field(
+        DEFAULT_LABEL_WINDOW,
+        description="Readings of a machine this long (pandas Timedelta) before one of its maintenance "
+        "records, without a label of their own, take the record's outcome as their label.",
     )
 
 
@@ -45,18 +59,71 @@ class MachineClustersConfig(dg.Config):
     seed: int = Field(0, description="Seed of KMeans, the sample and MDS.")
 
 
-@dg.asset(group_name=GROUP, deps=["readings"], kinds={"pandas"})
+@dg.asset(group_name="ingestion", deps=["readings"], kinds={"s3", "postgres"})
+def maintenance_records(
+    context: dg.AssetExecutionContext, readings_store: ReadingsStore, object_store: ObjectStore
+) -> dg.MaterializeResult:
+    """Maintenance CSV files waiting under incoming/maintenance/ checked against the rule table and stored
+    in `maintenance_records`; refused records go to rejected/ with their reason, the file to processed/."""
+    objects = object_store.objects()
+    reports = [
+        ingest_maintenance(readings_store.engine, objects, key, readings_store.timestamp_window())
+        for key in pending_files(objects)
+    ]
+    refused: dict[str, int] = {}
+    for report in reports:
+        for reason, count in report.refused.items():
+            refused[reason] = refused.get(reason, 0) + count
+        context.log.info(
+            "%s: %d stored, %d refused -> %s", report.key, report.stored, report.rows_refused, report.filed_as
+        )
+    files = pd.DataFrame(
+        [
+            {
+                "file": r.key,
+                "status": r.status,
+                "read": r.rows_read,
+                "stored": r.stored,
+                "refused": r.rows_refused,
+                "filed_as": r.filed_as,
+            }
+            for r in reports
+        ]
+    )
+    reasons = pd.Series(refused, name="records", dtype="int64").rename_axis("reason").to_frame()
+    return dg.MaterializeResult(
+        metadata={
+            "files": len(reports),
+            "files_rejected": sum(r.status == "rejected" for r in reports),
+            "records_stored": sum(r.stored for r in reports),
+            "records_refused": sum(refused.values()),
+            "prefix": MAINTENANCE_PREFIX,
+            "by_file": dg.MetadataValue.md(table_markdown(files) if len(files) else "no files"),
+            "refused_by_reason": dg.MetadataValue.md(table_markdown(reasons) if len(reasons) else "none"),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, deps=["readings", "maintenance_records"], kinds={"pandas"})
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingSetConfig, readings_store: ReadingsStore
 ) -> dg.Output[pd.DataFrame]:
-    """Labelled readings joined per machine with the nearest earlier peripheral reading, plus physics
+    """Labelled readings (their own label, else the outcome of a maintenance record of their machine within
+    label_window after them) joined per machine with the nearest earlier peripheral reading, plus physics
     features. Failure modes are kept for analysis only; models read `mfd.features.feature_matrix`."""
-    readings, peripheral = read_sources(readings_store.engine)
-    df = build_training_set(readings, peripheral, config.merge_tolerance)
+    sources = read_sources(readings_store.engine, config.label_window)
+    labelled = sources.labelled()
+    df = build_training_set(labelled, sources.peripheral, config.merge_tolerance)
     failures = int(df[LABEL_COLUMN].sum())
     with_peripheral = rows_with_peripheral(df)
+    by_source = coverage_by_source(labelled)
+    by_machine = coverage_by_machine(labelled, readings_per_machine(readings_store.engine))
     context.log.info(
-        "training set: %d rows, %d failures, %d with peripheral data", len(df), failures, with_peripheral
+        "training set: %d rows (%d labelled by maintenance), %d failures, %d with peripheral data",
+        len(df),
+        int(by_source.loc[FROM_MAINTENANCE, "rows"]),
+        failures,
+        with_peripheral,
     )
     modes = df[list(FAILURE_MODE_COLUMNS)].sum().rename("rows").to_frame().rename_axis("failure mode")
     return dg.Output(
@@ -66,8 +133,13 @@ def training_set(
             "failures": failures,
             "label_rate": float(failures / len(df)) if len(df) else 0.0,
             "rows_with_peripheral": with_peripheral,
-            "unlabelled_readings_skipped": len(readings) - len(df),
+            "labelled_by_maintenance": int(by_source.loc[FROM_MAINTENANCE, "rows"]),
+            "maintenance_records": len(sources.maintenance),
+            "label_window": config.label_window,
+            "candidate_readings_unlabelled": len(sources.readings) - len(labelled),
             "merge_tolerance": config.merge_tolerance,
+            "label_coverage_by_source": dg.MetadataValue.md(table_markdown(by_source)),
+            "label_coverage_by_machine": dg.MetadataValue.md(table_markdown(by_machine.head(MACHINES_SHOWN))),
             "failure_modes": dg.MetadataValue.md(table_markdown(modes)),
             "preview": dg.MetadataValue.md(table_markdown(df.head(10))),
         },

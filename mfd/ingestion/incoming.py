@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote
 
+from mfd.ingestion.maintenance import is_maintenance
 from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX, ObjectInfo, Objects
 
 MAX_PER_TICK = 50
@@ -104,9 +105,10 @@ class Tick:
 
 
 def look(objects: Objects, cursor: IncomingCursor, now: datetime, limit: int = MAX_PER_TICK) -> Tick:
-    """List all of `incoming/` (oldest first): up to `limit` new versions, the stuck ones, and a cursor that
-    forgets versions no longer listed (they were ingested)."""
-    listing = [o for o in objects.list(INCOMING) if not o.key.endswith("/")]
+    """List all of `incoming/` (oldest first; `incoming/maintenance/` is `mfd.ingestion.maintenance`'s): up
+    to `limit` new versions, the stuck ones, and a cursor that forgets versions no longer listed (they were
+    ingested)."""
+    listing = [o for o in objects.list(INCOMING) if not o.key.endswith("/") and not is_maintenance(o.key)]
     listed = {version(o) for o in listing}
     known = {v: h for v, h in cursor.handed_out.items() if v in listed}
     new = [o for o in listing if version(o) not in known][:limit]

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
 from mfd.features import PHYSICS_COLUMNS, add_physics
+from mfd.preparation import labels
 from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,
@@ -31,6 +32,7 @@ TRAINING_COLUMNS: tuple[str, ...] = (
     LABEL_COLUMN,
     *FAILURE_MODE_COLUMNS,
 )
+DEFAULT_LABEL_WINDOW = "2h"  # readings this long before a maintenance record take its outcome
 # Numeric columns screened for outliers: the sensors and the physics features derived from them.
 OUTLIER_COLUMNS: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
 
@@ -45,16 +47,32 @@ def _utc(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, utc=True).astype("datetime64[ns, UTC]")
 
 
-def read_sources(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The labelled rows of `readings` and all of `peripheral_readings` (without their `source`)."""
-    readings = sa.select(*(c for c in store.readings.columns if c.name != "source")).where(
-        store.readings.c[LABEL_COLUMN].is_not(None)
-    )
+def read_sources(engine: Engine, label_window: pd.Timedelta | str = DEFAULT_LABEL_WINDOW) -> Sources:
+    """The readings a training set can use (labelled, or within `label_window` before a maintenance record
+    of their machine; without their `source`), all of `peripheral_readings` and the maintenance records."""
+    window = labels.label_window(label_window)
+    maintenance = labels.read_maintenance(engine)
     peripheral = sa.select(*(c for c in store.peripheral_readings.columns if c.name not in ("id", "source")))
     with engine.connect() as conn:
-        frames = pd.read_sql(readings.order_by(store.readings.c.id), conn), pd.read_sql(peripheral, conn)
+        peripheral_df = pd.read_sql(peripheral, conn).rename(columns=str)
     # SQLAlchemy labels columns with `quoted_name`; plain strings keep sklearn's feature names happy.
-    return tuple(f.rename(columns=str) for f in frames)
+    return Sources(
+        labels.read_labelled_readings(engine, maintenance, window), peripheral_df, maintenance, window
+    )
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a training set is built from: candidate readings, peripheral readings, maintenance records."""
+
+    readings: pd.DataFrame
+    peripheral: pd.DataFrame
+    maintenance: pd.DataFrame
+    label_window: pd.Timedelta
+
+    def labelled(self) -> pd.DataFrame:
+        """The readings with their own or a maintenance label, and its `label_source`."""
+        return labels.apply_maintenance_labels(self.readings, self.maintenance, self.label_window)
 
 
 def build_training_set(

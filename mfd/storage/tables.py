@@ -1,5 +1,5 @@
 """Every table of the readings database: `readings`, `peripheral_readings`, `reading_revisions`, `predictions`,
-`failure_events`."""
+`failure_events`, `maintenance_records`, `shadow_predictions`, `run_failures`."""
 
 from __future__ import annotations
 
@@ -86,3 +86,69 @@ failure_events = sa.Table(
 def ensure_detection_tables(engine: Engine) -> None:
     """Create `predictions` and `failure_events` if missing."""
     metadata.create_all(engine, tables=[predictions, failure_events])
+
+
+# Maintenance records (incoming/maintenance/*.csv): what a technician found on a machine, and when. They
+# label the readings of that machine within a window before `timestamp` (`mfd.preparation.labels`).
+maintenance_records = sa.Table(
+    "maintenance_records",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("work_order_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("machine_id", MachineId, nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # a failure mode (twf, hdf, ...) or no_fault
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Index("maintenance_machine_time", "machine_id", "timestamp"),
+)
+
+# The challenger's scores beside the champion's (`mfd.detection.shadow`): one row per reading and model
+# version, never a failure event.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("reading_id", _ID, primary_key=True, autoincrement=False),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("label", sa.SmallInteger, nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Dagster runs that failed, recorded by run_failure_sensor (`mfd_sensors.retraining`).
+run_failures = sa.Table(
+    "run_failures",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("job_name", sa.String(256), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=True),  # the run's mfd/trigger tag
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The alerts of failure events, written in the transaction that writes the events (`mfd.alerts.outbox`)
+# and delivered to the webhooks at least once: a row stays `pending` until every target took it.
+alert_outbox = sa.Table(
+    "alert_outbox",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),  # sent as Idempotency-Key
+    sa.Column("reading_id", _ID, nullable=False, index=True),
+    sa.Column("machine_id", sa.String(64), nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),  # the reading's: dedup window
+    sa.Column("payload", sa.Text, nullable=False),  # JSON: the event with its explanation
+    # pending, delivered, suppressed (another alert of the machine within the window), withdrawn
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_to", sa.Text, nullable=False),  # JSON list of the targets that took it
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("duplicate_of", _ID, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def ensure_alert_tables(engine: Engine) -> None:
+    """Create `failure_events` and `alert_outbox` if missing."""
+    metadata.create_all(engine, tables=[failure_events, alert_outbox])
