@@ -1,14 +1,22 @@
-# mfd: `make run` installs everything and runs the main job on the embedded stack; `make test` runs the suite.
+# mfd: `make run` installs everything and runs the main job on the embedded stack; `make help` lists targets.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# Ports (the one port map: README "Ports", .env.example).
+DAGSTER_PORT ?= 3000
+BENTO_PORT ?= 3001
+MLFLOW_PORT ?= 5000
+# Dagster refuses a relative DAGSTER_HOME: the embedded instance, absolute.
 export DAGSTER_HOME := $(CURDIR)/.mfd/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
 run dev: export BENTOML_HOME := $(CURDIR)/.mfd/bentoml
 
-.PHONY: run test install deps dev lint bench clean
+.PHONY: help run test install deps dev lint bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,38 +27,46 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
-install: $(BIN)/.installed deps
+install: $(BIN)/.installed ## create .venv with every dependency (PyTorch CPU first)
 
-# System packages: PostgreSQL server binaries for the tests (initdb/pg_ctl), wrk for bench/serve.py.
-deps:
+# System packages the tests need: PostgreSQL server binaries (initdb/pg_ctl). The embedded path needs none.
+deps: ## install PostgreSQL server binaries for the tests (apt-get, once)
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi
 
-$(DAGSTER_HOME)/dagster.yaml:
+# The embedded instance: the root dagster.yaml with its paths made absolute.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	printf '# Embedded Dagster instance (SQLite storage in this directory).\ntelemetry:\n  enabled: false\n' > $@
+	sed 's|base_dir: \.mfd/dagster|base_dir: $(DAGSTER_HOME)|' $< > $@
 
-run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m mfd_assets.main
-	@echo
-	@echo "Next: DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev   # UI at http://127.0.0.1:3000"
-	@echo "Data: .mfd/readings.db (readings), .mfd/objects/ (incoming, processed, rejected), .mfd/mlflow.db"
+run: install $(DAGSTER_HOME)/dagster.yaml ## generate readings and materialize every asset, embedded (~6 min)
+	$(BIN)/python -m mfd_assets.main --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT) \
+		--bento-port $(BENTO_PORT)
 
-test: install
+test: install deps ## ruff, import contracts and the whole test suite (real PostgreSQL, S3, MLflow)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+# The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance) and the MLflow UI over
+# the embedded store, side by side; Ctrl-C stops both.
+dev: install $(DAGSTER_HOME)/dagster.yaml ## Dagster UI on :3000 and MLflow UI on :5000 over .mfd/
+	@mkdir -p .mfd/mlartifacts
+	@setsid $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/.mfd/mlflow.db \
+		--default-artifact-root $(CURDIR)/.mfd/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		>.mfd/mlflow-ui.log 2>&1 & mlflow=$$!; \
+	trap 'kill -TERM -- -$$mlflow 2>/dev/null; wait $$mlflow 2>/dev/null' EXIT; \
+	echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (log .mfd/mlflow-ui.log)"; \
+	echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"; \
+	env -u DAGSTER_HOME $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 
-lint: install
+lint: install ## ruff --fix and ruff format
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: install
+bench: install deps ## every bench/*.py (needs wrk for bench/serve.py)
 	@if ! command -v wrk >/dev/null; then apt-get update -q && apt-get install -y -q wrk; fi
 	for script in bench/*.py; do $(BIN)/python $$script; done
 
-clean:
+clean: ## remove .mfd/ (every embedded store)
 	rm -rf .mfd

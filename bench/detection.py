@@ -156,7 +156,7 @@ def throughput(pg_url: str, settings: Settings, rows: int, http_rows: int) -> No
 def instance_yaml(home: Path) -> None:
     """The production dagster.yaml (PostgreSQL storage, QueuedRunCoordinator) in a temp DAGSTER_HOME."""
     home.mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "dagster" / "dagster.yaml", home / "dagster.yaml")
 
 
 def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, ValidationError, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfd.errors import MfdError
@@ -14,8 +15,10 @@ from mfd.validation import TimestampWindow
 
 
 def project_home() -> Path:
-    """`.mfd/` in the current directory: where the embedded defaults keep their state."""
-    return Path.cwd() / ".mfd"
+    """`.mfd/` in the project checkout holding this package (wherever the command runs from); `.mfd/` in
+    the working directory when mfd is installed as a package outside a checkout."""
+    checkout = Path(__file__).resolve().parents[1]
+    return (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / ".mfd"
 
 
 class Settings(BaseSettings):
@@ -74,6 +77,22 @@ class Settings(BaseSettings):
     service_url: str | None = Field(
         None, description="URL of the running BentoML service, e.g. http://bento:3000; the sensor reloads it."
     )
+    retrain_new_labels: int = Field(
+        1000,
+        description="Retraining: labelled readings beyond the champion's training set that start a run.",
+        gt=0,
+    )
+    retrain_every: timedelta = Field(
+        timedelta(days=7),
+        description="Retraining: the schedule, a run when none started for this long (ISO 8601 duration).",
+        gt=timedelta(0),
+    )
+    retrain_drift_cooldown: timedelta = Field(
+        timedelta(hours=12), description="Retraining: least time between two runs started by drift."
+    )
+    retrain_labels_cooldown: timedelta = Field(
+        timedelta(hours=6), description="Retraining: least time between two runs started by new labels."
+    )
 
     def check_deployment(self) -> None:
         """In production every service must be configured; name the variables that are missing."""
@@ -113,7 +132,28 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         return self.home / "mlartifacts"
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def bentoml_home(self) -> Path:
+        """BentoML's store (models, bentos): BENTOML_HOME when set, else beside the other state."""
+        return Path(os.environ.get("BENTOML_HOME") or self.home / "bentoml").absolute()
+
+
+def _one_line(error: ValidationError) -> str:
+    """The first invalid setting as `MFD_NAME=value: what is wrong`."""
+    first = error.errors()[0]
+    name = "MFD_" + "_".join(str(part) for part in first["loc"]).upper()
+    return f"{name}={first.get('input')!s}: {first['msg']} (see .env.example)"
+
 
 def load_settings() -> Settings:
-    """Settings from the environment (and `.env` if present)."""
-    return Settings()
+    """Settings from the environment (and `.env` if present), the same for every entry point (CLI, code
+    location, service): a bad value or an incomplete `MFD_DEPLOYMENT=production` is one MfdError line.
+    BentoML's store follows MFD_HOME unless BENTOML_HOME is set (for this process and what it starts)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise MfdError(_one_line(exc)) from None
+    settings.check_deployment()
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+    return settings

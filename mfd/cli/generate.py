@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -77,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(needs --sink files; the database gets clean rows). Default 0",
     )
     parser.add_argument(
-        "--start", help="time of the first reading, ISO 8601 (UTC unless a zone is given); default now"
+        "--start",
+        help="time of the first reading, ISO 8601 (UTC unless a zone is given); default: the history ends "
+        "now (with --rate: it starts now and follows the clock)",
     )
     parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -114,11 +116,14 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         rows = args.machines * math.ceil(args.duration / interval)
     else:
         rows = None if args.rate else DEFAULT_ROWS
+    start = parse_start(args.start)
+    if args.start is None and rows is not None and not args.rate:
+        start = ending_now(start, rows, args.machines, interval)
     return Plan(
         machines=args.machines,
         rows=rows,
         seed=args.seed,
-        start=parse_start(args.start),
+        start=start,
         interval_s=interval,
         rate=args.rate,
         sinks=sinks,
@@ -128,6 +133,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         database_url=args.database_url,
         quiet=args.quiet,
     )
+
+
+def ending_now(now: datetime, rows: int, machines: int, interval_s: float) -> datetime:
+    """The first reading's time for a history whose last reading lies at `now` (a plant's past, never
+    its future; each machine reads at its own offset within the first interval)."""
+    return now - timedelta(seconds=math.ceil(rows / machines) * interval_s)
 
 
 def parse_start(text: str | None) -> datetime:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from mfd.errors import MfdError
 
@@ -24,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    try:
+        return version("mfd")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown (not installed)"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the full options of `command` (every command's when None)."""
     parser = argparse.ArgumentParser(
@@ -32,6 +41,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "(see .env.example); with none set, everything runs embedded under .mfd/.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, summary) in COMMANDS.items():
         if command in (None, name):
@@ -41,15 +51,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _KnownNoise(logging.Filter):
+    """MLflow lines a user cannot act on: schema upgrades of the embedded store, and the pickle warning
+    (mfd pickles on purpose and checks each version's sha256 before unpickling; see README)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "mlflow.store.db.utils" or "skops" in record.getMessage())
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow.store.db.utils", "mlflow.sklearn"):
+        logging.getLogger(name).addFilter(_KnownNoise())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: runs the subcommand; an MfdError becomes one line on stderr and exit status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Dagster refuses a relative DAGSTER_HOME; whatever mfd starts gets the absolute path.
+    if os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = os.path.abspath(os.environ["DAGSTER_HOME"])
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    if not args.verbose:
+        _quiet_mlflow()
     try:
         return int(args.func(args) or 0)
     except MfdError as exc:

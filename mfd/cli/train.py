@@ -6,6 +6,7 @@ import argparse
 
 import pandas as pd
 
+from mfd.cli.progress import log_progress
 from mfd.errors import MfdError
 from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import log_candidate, run_url, tracking_from_settings
@@ -31,11 +32,29 @@ def _training_data(source: str) -> pd.DataFrame:
     return df
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """An MfdError naming the option to fix."""
+    if args.folds < 2:
+        raise MfdError(f"--folds must be at least 2 (stratified cross-validation), got {args.folds}")
+    if args.trials < 1:
+        raise MfdError(f"--trials must be at least 1, got {args.trials}")
+    if args.margin < 0:
+        raise MfdError(f"--margin must be 0 or more, got {args.margin}")
+
+
 def train(args: argparse.Namespace) -> int:
+    check_options(args)
     settings = load_settings()
     client, experiment_id = tracking_from_settings(settings)  # fail fast when MLflow is unreachable
     df = _training_data(args.data)
-    candidate = train_candidate(df, family=args.family, folds=args.folds, trials=args.trials, seed=args.seed)
+    print(
+        f"training {args.family} on {len(df):,} rows ({args.data}): {args.trials} trials x {args.folds} folds",
+        flush=True,
+    )
+    with log_progress("mfd.modeling", unit="trial"):
+        candidate = train_candidate(
+            df, family=args.family, folds=args.folds, trials=args.trials, seed=args.seed
+        )
     logged = log_candidate(
         candidate,
         experiment_id=experiment_id,
