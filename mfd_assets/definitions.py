@@ -30,7 +30,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=JOBS,
-    # Steps of one run share a process (a step subprocess costs 13-18 s to start); main_job fans out.
+    # Steps of one run share a process, as in `make run`: a step subprocess costs 13-18 s to start.
     executor=dg.in_process_executor,
     sensors=build_sensors(settings),
     schedules=SCHEDULES,

@@ -6,7 +6,7 @@ import dagster as dg
 
 from mfd_assets.training import rollback_champion
 
-# Detection runs every 30 s: one process per run, no subprocess per step.
+# Detection runs every 30 s: one process per run, no subprocess per step (the location default too).
 prediction_job = dg.define_asset_job(
     "prediction_job",
     selection=dg.AssetSelection.assets("prediction_batches"),

@@ -2,27 +2,51 @@
 materialize the rest of the graph (preparation -> quality -> training -> serving -> detection).
 
 Runs on whatever the MFD_* settings name (embedded defaults under .mfd/ when none are set) and records
-every run in the Dagster instance at DAGSTER_HOME, so they all show up in `dagster dev` afterwards.
+every run in the Dagster instance at DAGSTER_HOME (default: the embedded `.mfd/dagster`), so they all show
+up in `make dev` afterwards; the sensors there carry on from what this run did.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
 from mfd.cli import main as cli
+from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
-from mfd_assets.definitions import defs, settings
+from mfd_assets.ingestion import readings as readings_source
 from mfd_sensors.incoming import PERIPHERAL_ROUTE, READINGS_ROUTE, Route, route
 
 # Step events at INFO: the full DEBUG event stream stays in the Dagster UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+ROOT_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+def embedded_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME made absolute (Dagster refuses a relative one); unset, `<MFD_HOME>/dagster` holding the
+    repository's dagster.yaml with its paths made absolute, the instance `make dev` opens."""
+    given = os.environ.get("DAGSTER_HOME")
+    path = Path(given).absolute() if given else (home / "dagster").absolute()
+    os.environ["DAGSTER_HOME"] = str(path)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        text = (
+            ROOT_INSTANCE_YAML.read_text()
+            if ROOT_INSTANCE_YAML.exists()
+            else "telemetry:\n  enabled: false\n"
+        )
+        config.write_text(text.replace("base_dir: .mfd/dagster", f"base_dir: {path}"))
+    return path
 
 
 def _step(title: str) -> float:
@@ -34,22 +58,56 @@ def _done(started: float, what: str) -> None:
     print(f"   {what} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def ingest_incoming(instance: dg.DagsterInstance) -> tuple[int, int]:
+@dataclass
+class Ingested:
+    """What the ingestion runs loaded, file by file."""
+
+    files: dict[str, int] = field(default_factory=dict)  # route -> files
+    loaded: int = 0
+    rejected_rows: int = 0
+    rejected_files: list[str] = field(default_factory=list)
+
+
+def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Ingested:
     """Add a partition per incoming file and run its ingestion job, routed as incoming_files_sensor routes
-    it; returns (reading, peripheral) files."""
+    it (the same partition keys, so the sensor never requests these files again)."""
     objects = defs.resources["object_store"].objects()
     files: dict[Route, list[str]] = {READINGS_ROUTE: [], PERIPHERAL_ROUTE: []}
     for obj in objects.list(INCOMING):
         files[route(obj.key)].append(obj.key)
+    ingested = Ingested()
     for target, keys in files.items():
         instance.add_dynamic_partitions(target.partitions.name, [partition_key(k) for k in keys])
         job = defs.resolve_job_def(target.job.name)
+        ingested.files[target.job.name] = len(keys)
         for key in keys:
             result = job.execute_in_process(
                 partition_key=partition_key(key), instance=instance, run_config=QUIET, raise_on_error=True
             )
+            for event in result.get_asset_materialization_events():
+                meta = {k: v.value for k, v in event.materialization.metadata.items()}
+                if event.asset_key.path == ["raw_readings"]:
+                    ingested.loaded += int(meta.get("rows_loaded", 0))
+                    ingested.rejected_rows += int(meta.get("rows_rejected", 0))
+                if meta.get("status") == "rejected":
+                    ingested.rejected_files.append(key)
             print(f"   {key}: {'ok' if result.success else 'FAILED'}", flush=True)
-    return len(files[READINGS_ROUTE]), len(files[PERIPHERAL_ROUTE])
+    return ingested
+
+
+def champion_line(defs: dg.Definitions) -> str:
+    """`<name> version <v>: holdout pr_auc ..., roc_auc ...` of the registry's champion."""
+    tracking = defs.resources["tracking"]
+    status = tracking.champion_status()
+    if status.version is None:
+        return f"no champion ({status.problem or 'none promoted'})"
+    tags = tracking.client().get_model_version(tracking.model_name, status.version).tags
+    scores = ", ".join(
+        f"{key.removeprefix('holdout_')} {float(value):.3f}"
+        for key, value in sorted(tags.items())
+        if key.startswith("holdout_")
+    )
+    return f"{tracking.model_name} version {status.version}" + (f"; holdout {scores}" if scores else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--machines", type=int, default=20, help="machines in the fleet (default 20)")
     parser.add_argument("--rows", type=int, default=20_000, help="readings to generate (default 20,000)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--dagster-port", type=int, default=3000, help="port of `make dev`'s Dagster UI")
+    parser.add_argument("--mlflow-port", type=int, default=5000, help="port of `make dev`'s MLflow UI")
+    parser.add_argument("--bento-port", type=int, default=3001, help="port to serve the champion on")
     args = parser.parse_args(argv)
+    from mfd_assets.definitions import defs, settings  # settings errors: one line, below
+
+    try:
+        embedded_dagster_home(settings.home)
+    except OSError as exc:
+        print(f"mfd: error: cannot prepare DAGSTER_HOME ({exc}); set DAGSTER_HOME", file=sys.stderr)
+        return 2
     instance = dg.DagsterInstance.get()
 
     started = _step(f"generate {args.rows:,} readings from {args.machines} machines into incoming/")
@@ -70,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _done(started, "generated")
 
     started = _step("ingest every incoming file (one raw_readings / peripheral_readings partition each)")
-    n_readings, n_peripheral = ingest_incoming(instance)
-    _done(started, f"{n_readings} reading files, {n_peripheral} peripheral files")
+    ingested = ingest_incoming(defs, instance)
+    dg.observe([readings_source], instance=instance, resources=defs.resources)
+    files = ", ".join(f"{n} for {job}" for job, n in ingested.files.items())
+    _done(started, f"{files}; {ingested.loaded:,} readings loaded, {ingested.rejected_rows:,} rejected")
 
     started = _step("preparation, augmentation, quality, training, serving")
     defs.resolve_job_def("main_job").execute_in_process(
@@ -81,22 +151,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = _step("detection: score every stored reading, drift report")
     last_id = store.max_reading_id(defs.resources["readings_store"].engine)
-    defs.resolve_job_def("prediction_job").execute_in_process(
+    scored = defs.resolve_job_def("prediction_job").execute_in_process(
         instance=instance,
         run_config={**QUIET, "ops": {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}},
         raise_on_error=True,
     )
-    defs.resolve_job_def("drift_job").execute_in_process(
+    drift = defs.resolve_job_def("drift_job").execute_in_process(
         instance=instance, run_config=QUIET, raise_on_error=True
     )
     _done(started, f"readings 1..{last_id} scored")
 
+    (batch,) = scored.get_asset_materialization_events()
+    failures = int(batch.materialization.metadata["failures"].value)
+    (check,) = drift.get_asset_check_evaluations()
+    mlflow_ui = (
+        settings.mlflow_tracking_uri
+        if settings.mlflow_tracking_uri
+        else f"http://127.0.0.1:{args.mlflow_port}"
+    )
+    rejected = f" ({len(ingested.rejected_files)} files rejected)" if ingested.rejected_files else ""
     print(
-        f"\nDone. Readings: {store.describe(settings.readings_url)}; files: {settings.objects_dir}; "
-        f"MLflow: {settings.tracking_uri}; Dagster runs: {instance.root_directory}"
+        "\nDone.\n"
+        f"  readings: {ingested.loaded:,} loaded, {ingested.rejected_rows:,} rejected{rejected}; "
+        f"{store.describe(settings.readings_url)}\n"
+        f"  champion: {champion_line(defs)}\n"
+        f"  failure events: {failures:,} among readings 1..{last_id:,} (`.venv/bin/mfd events --since 1d`)\n"
+        f"  drift: {'none' if check.passed else 'WARNING'} ({check.description})\n"
+        "Next: `make dev`, then\n"
+        f"  Dagster UI  http://127.0.0.1:{args.dagster_port}  (every run above; the sensors carry on)\n"
+        f"  MLflow UI   {mlflow_ui}  (runs, registered models)\n"
+        f"  Bento       http://127.0.0.1:{args.bento_port}  after "
+        f"`BENTOML_HOME={settings.bentoml_home} .venv/bin/bentoml serve bento.service:MachineFailureService "
+        f"--port {args.bento_port}`"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MfdError as exc:
+        print(f"mfd: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -28,13 +28,13 @@ def build_champion_changed_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason(f"no {tracking.model_name}@{CHAMPION}: {type(exc).__name__}: {exc}")
         if version == context.cursor:
             return dg.SkipReason(f"champion is still version {version}")
-        if settings.service_url:
-            keys = parse_keys(settings.api_keys)
-            try:
-                status = request_reload(settings.service_url, keys[0] if keys else None)
-                context.log.info("service now serves version %s", status.get("model_version"))
-            except MfdError as exc:
-                context.log.warning(str(exc))
+        if version == _bento_version(context.instance):
+            # `make run` (or a run launched by hand) built it already: reload the service, build nothing.
+            _reload(context)
+            return dg.SensorResult(
+                skip_reason=f"champion_bento holds version {version} already", cursor=version
+            )
+        _reload(context)
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
@@ -44,4 +44,23 @@ def build_champion_changed_sensor(settings: Settings) -> dg.SensorDefinition:
             cursor=version,
         )
 
+    def _reload(context: dg.SensorEvaluationContext) -> None:
+        if not settings.service_url:
+            return
+        keys = parse_keys(settings.api_keys)
+        try:
+            status = request_reload(settings.service_url, keys[0] if keys else None)
+            context.log.info("service now serves version %s", status.get("model_version"))
+        except MfdError as exc:
+            context.log.warning(str(exc))
+
     return _sensor
+
+
+def _bento_version(instance: dg.DagsterInstance) -> str | None:
+    """The model version champion_bento's latest materialization packaged, if any."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("champion_bento"))
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("model_version")
+    return None if value is None else str(value.value)

@@ -1,12 +1,26 @@
 """`prediction_sensor`: every 30 seconds, the readings after the cursor become prediction_batches runs."""
 
 import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from mfd.detection.planning import DetectionCursor, plan_batches
 from mfd.registry.champion import champion_version
+from mfd.storage.tables import ensure_detection_tables, predictions
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
 from mfd_resources import ReadingsStore, Tracking
+
+
+def starting_cursor(text: str | None, engine: Engine) -> DetectionCursor:
+    """The sensor's cursor; on its first tick, the readings scored already (by `make run`'s prediction_job
+    or an earlier instance) count as requested, so opening the UI re-scores nothing."""
+    if text:
+        return DetectionCursor.parse(text)
+    ensure_detection_tables(engine)
+    with engine.connect() as conn:
+        scored = conn.execute(sa.select(sa.func.max(predictions.c.reading_id))).scalar()
+    return DetectionCursor(settled=int(scored or 0))
 
 
 def build_prediction_sensor(
@@ -25,7 +39,7 @@ def build_prediction_sensor(
     def _sensor(
         context: dg.SensorEvaluationContext, readings_store: ReadingsStore, tracking: Tracking
     ) -> dg.SensorResult | dg.SkipReason:
-        cursor = DetectionCursor.parse(context.cursor)
+        cursor = starting_cursor(context.cursor, readings_store.engine)
         batches, after = plan_batches(readings_store.engine, cursor, max_rows_per_run, max_runs_per_tick)
         if not batches:
             if after != cursor:
