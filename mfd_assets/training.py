@@ -6,11 +6,21 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.alerts.costs import parse_cost_matrix
+from mfd.modeling.calibration import CALIBRATIONS
 from mfd.modeling.candidate import train_candidate
-from mfd.modeling.experiment import LoggedCandidate, confusion_figure, log_candidate, pr_curve_figure
+from mfd.modeling.experiment import (
+    LoggedCandidate,
+    calibration_figure,
+    confusion_figure,
+    log_candidate,
+    pr_curve_figure,
+    shift_figure,
+)
 from mfd.modeling.families import FAMILY_CHOICES
 from mfd.modeling.holdout import holdout_split, without_holdout
 from mfd.modeling.metrics import METRICS
+from mfd.modeling.robust import OBJECTIVES, Robustness
 from mfd.modeling.sequence.architectures import ARCHITECTURES
 from mfd.modeling.sequence.experiment import log_sequence_models, pr_curves_figure
 from mfd.modeling.sequence.models import (
@@ -20,8 +30,10 @@ from mfd.modeling.sequence.models import (
     train_sequence_model,
 )
 from mfd.modeling.sequence.windows import split_windows
+from mfd.modeling.shifts import CrossSource, LabelNoise, NoiseLevels, ShiftConfig
 from mfd.modeling.training_data import data_version
 from mfd.plots import png_markdown, table_markdown
+from mfd.preparation.labels import LABELLED_READINGS_TAG
 from mfd.schema import LABEL_COLUMN
 from mfd_resources import Tracking
 
@@ -38,6 +50,65 @@ class CandidateModelConfig(dg.Config):
     folds: int = Field(5, description="Stratified k-fold CV folds per optuna trial.")
     trials: int = Field(5, description="Optuna trials per family (the family's reference params first).")
     seed: int = Field(0, description="Seed of the folds, optuna and the estimators.")
+    objective: str = Field(
+        "robust",
+        description=f"Selection objective, one of {', '.join(OBJECTIVES)}: `robust` = mean PR AUC on the clean "
+        "and the noisy validation folds (trials, family, threshold); `clean` = clean PR AUC only (the old one).",
+    )
+    jitter_copies: int = Field(
+        2, description="Noise-jittered copies of the training rows added to every fit (0: none)."
+    )
+    jitter_scale: float = Field(
+        1.0, description="Jitter noise as a multiple of the measurement-noise levels."
+    )
+    calibration: str = Field(
+        "sigmoid", description=f"Probability calibration on the validation folds: {', '.join(CALIBRATIONS)}."
+    )
+    time_budget_s: float = Field(
+        60.0, description="Wall-time budget of the whole candidate (tuning race gets 60 % of it)."
+    )
+    noise_air_k: float = Field(NoiseLevels.air_temperature_k, description="Noise sd, air temperature (K).")
+    noise_process_k: float = Field(
+        NoiseLevels.process_temperature_k, description="Noise sd, process temperature (K)."
+    )
+    noise_speed: float = Field(NoiseLevels.rotational_speed_rpm, description="Noise sd, share of the speed.")
+    noise_torque: float = Field(NoiseLevels.torque_nm, description="Noise sd, share of the torque.")
+    noise_wear_min: float = Field(NoiseLevels.tool_wear_min, description="Noise sd, tool wear (min).")
+    noise_seed: int = Field(
+        NoiseLevels.seed, description="Seed of the noisy holdout (folds and jitter derive from it)."
+    )
+    label_band: float = Field(
+        LabelNoise.band, description="Label noise: relative distance to a failure threshold."
+    )
+    label_flip: float = Field(
+        LabelNoise.flip, description="Label noise: share of the near-threshold rows flipped."
+    )
+    label_seed: int = Field(LabelNoise.seed, description="Label noise: seed.")
+    cross_source: bool = Field(True, description="Score AI4I -> generated fleet and fleet -> AI4I.")
+    cross_machines: int = Field(CrossSource.machines, description="Cross-source fleet: machines.")
+    cross_rows: int = Field(CrossSource.rows, description="Cross-source fleet: readings.")
+    cross_seed: int = Field(CrossSource.seed, description="Cross-source fleet: generator seed.")
+
+    def robustness(self) -> Robustness:
+        return Robustness(
+            objective=self.objective,
+            noise=NoiseLevels(
+                self.noise_air_k,
+                self.noise_process_k,
+                self.noise_speed,
+                self.noise_torque,
+                self.noise_wear_min,
+                self.noise_seed,
+            ),
+            jitter_copies=self.jitter_copies,
+            jitter_scale=self.jitter_scale,
+        )
+
+    def shifts(self, noise: NoiseLevels) -> ShiftConfig:
+        cross = (
+            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed) if self.cross_source else None
+        )
+        return ShiftConfig(noise, LabelNoise(self.label_band, self.label_flip, self.label_seed), cross)
 
 
 class SequenceModelsConfig(dg.Config):
@@ -77,11 +148,24 @@ class ChampionModelConfig(dg.Config):
         "pr_auc", description=f"Metric the challenger must win on: one of {', '.join(METRICS)}."
     )
     margin: float = Field(0.005, description="How much better than the champion the challenger must score.")
+    cost_matrix: str = Field(
+        "",
+        description="JSON costs per machine type for the thresholds and `expected_cost`: "
+        '{"L": {"missed_failure": 8000, "false_stop": 400, "late_alarm": 3000}, "M": {...}, "H": {...}}; '
+        "empty: the defaults of mfd.alerts.costs.",
+    )
 
 
 def _source_run(context: dg.AssetExecutionContext, name: str) -> str:
     event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
     return event.run_id if event is not None else ""
+
+
+def _training_set_rows(context: dg.AssetExecutionContext) -> str:
+    """Rows of the latest training_set (its `rows` metadata): the baseline retraining counts new labels from."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("training_set"))
+    rows = event.asset_materialization.metadata.get("rows") if event and event.asset_materialization else None
+    return str(rows.value) if rows is not None else ""
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
@@ -115,6 +199,7 @@ def candidate_model(
     shared holdout, logged to MLflow."""
     train = without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
+    robustness = config.robustness()
     candidate = train_candidate(
         train,
         holdout=holdout,
@@ -122,6 +207,10 @@ def candidate_model(
         folds=config.folds,
         trials=config.trials,
         seed=config.seed,
+        robustness=robustness,
+        calibration=config.calibration,
+        shifts=config.shifts(robustness.noise),
+        time_budget_s=config.time_budget_s,
     )
     version = data_version(train)
     logged = log_candidate(
@@ -133,6 +222,7 @@ def candidate_model(
             "training_set": "cleaned_set",
             "training_set_run_id": _source_run(context, "cleaned_set"),
             "holdout_run_id": _source_run(context, "holdout"),
+            LABELLED_READINGS_TAG: _training_set_rows(context),
             "training_set_version": version,
         },
     )
@@ -148,6 +238,23 @@ def candidate_model(
             "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
             "holdout_scores": dg.MetadataValue.md(table_markdown(scored)),
             "cv_by_family": dg.MetadataValue.md(table_markdown(candidate.families)),
+            **{
+                f"holdout_{shift.replace('->', '_to_')}": dg.MetadataValue.md(
+                    table_markdown(candidate.shift_table(shift))
+                )
+                for shift in candidate.shifted["shift"].unique()
+            },
+            "shifted_holdouts": dg.MetadataValue.md(
+                png_markdown(shift_figure(candidate), "clean vs shifted holdouts")
+            ),
+            "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
+            "objective": config.objective,
+            "calibration": config.calibration,
+            "holdout_brier": candidate.calibration["holdout_brier"],
+            "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
+            "reliability": dg.MetadataValue.md(png_markdown(calibration_figure(candidate), "reliability")),
+            "time_budget_s": config.time_budget_s,
+            "tuning_s": candidate.budget["tuning_s"],
             "latency_row_ms": candidate.latency["latency_row_ms"],
             "latency_10k_ms": candidate.latency["latency_10k_ms"],
             "train_seconds": candidate.seconds,
@@ -233,6 +340,7 @@ def champion_model(
         metric=config.metric,
         margin=config.margin,
         tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
+        cost_matrix=parse_cost_matrix(config.cost_matrix),
     )
     context.log.info(decision.reason)
     return dg.MaterializeResult(
@@ -245,6 +353,8 @@ def champion_model(
             "metric": decision.metric,
             "margin": decision.margin,
             "scores": dg.MetadataValue.md(table_markdown(decision.table())),
+            "thresholds_by_machine_type": dg.MetadataValue.json(decision.thresholds),
+            "model_card": dg.MetadataValue.md(decision.card),
             "mlflow_run": dg.MetadataValue.url(
                 tracking.run_url(candidate_model.experiment_id, candidate_model.run_id)
             ),

@@ -5,11 +5,22 @@ from __future__ import annotations
 import dagster as dg
 
 from mfd.settings import Settings
+from mfd_assets.jobs import drift_job
 from mfd_sensors.champion import build_champion_changed_sensor
 from mfd_sensors.incoming import incoming_files_sensor
+from mfd_sensors.maintenance import maintenance_files_sensor
 from mfd_sensors.prediction import build_prediction_sensor
+from mfd_sensors.retraining import RetrainPolicy, build_retraining_sensor, run_failure_sensor
 
-SCHEDULES: list[dg.ScheduleDefinition] = []
+# drift_report hourly: a failed drift check is what retraining_sensor's drift trigger waits for.
+drift_schedule = dg.ScheduleDefinition(
+    name="drift_schedule",
+    job=drift_job,
+    cron_schedule="0 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="drift_report every hour; its failed check starts retraining (retraining_sensor).",
+)
+SCHEDULES: list[dg.ScheduleDefinition] = [drift_schedule]
 
 
 def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
@@ -18,4 +29,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         build_prediction_sensor(settings.prediction_batch_rows, settings.prediction_runs_per_tick),
         build_champion_changed_sensor(settings),
         incoming_files_sensor,
+        maintenance_files_sensor,
+        build_retraining_sensor(RetrainPolicy.from_settings(settings)),
+        run_failure_sensor,
     ]

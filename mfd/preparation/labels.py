@@ -18,6 +18,8 @@ from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
 from mfd.storage.tables import maintenance_records, readings
 
 SOURCE_COLUMN = "label_source"
+# The MLflow run tag of a candidate: the rows of the training set it was built from (retraining compares).
+LABELLED_READINGS_TAG = "labelled_readings"
 FROM_READING, FROM_MAINTENANCE = "reading", "maintenance"
 _CHUNK = 200  # maintenance windows per query
 

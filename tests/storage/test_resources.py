@@ -144,6 +144,9 @@ def test_definitions_keep_their_names_and_tell_the_true_lineage() -> None:
         "prediction_sensor",
         "champion_changed_sensor",
         "incoming_files_sensor",
+        "maintenance_files_sensor",
+        "retraining_sensor",
+        "run_failure_sensor",
     }
     assert {j.name for j in defs.jobs} >= {
         "prediction_job",
