@@ -13,7 +13,7 @@ export DAGSTER_HOME := $(CURDIR)/.mfd/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
 run dev: export BENTOML_HOME := $(CURDIR)/.mfd/bentoml
 
-.PHONY: help run test install deps dev lint bench clean
+.PHONY: help run test install deps dev lint bench clean stack stop
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ install: $(BIN)/.installed ## create .venv with every dependency (PyTorch CPU fi
 deps: ## install PostgreSQL server binaries for the tests (apt-get, once)
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi
+	@# Debian's Chromium for tests/e2e/test_browser.py (Playwright drives it; no browser download).
+	@if ! command -v chromium >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 # The embedded instance: the root dagster.yaml with its paths made absolute.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -67,6 +70,14 @@ lint: install ## ruff --fix and ruff format
 bench: install deps ## every bench/*.py (needs wrk for bench/serve.py)
 	@if ! command -v wrk >/dev/null; then apt-get update -q && apt-get install -y -q wrk; fi
 	for script in bench/*.py; do $(BIN)/python $$script; done
+
+# The production stack on one machine (deploy/Procfile under honcho; docs/operating.md): PostgreSQL, S3,
+# MLflow, the Dagster webserver and daemon, and bentoml serve of the champion, state under .mfd/stack/.
+stack: install deps ## start the production stack on 127.0.0.1 (or resume it), print its URLs
+	$(BIN)/python -m mfd.services.stack up
+
+stop: ## stop what make stack started (its data stays in .mfd/stack/)
+	$(BIN)/python -m mfd.services.stack down
 
 clean: ## remove .mfd/ (every embedded store)
 	rm -rf .mfd

