@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mfd_assets import augmentation, detection, ingestion, preparation, quality
+from mfd_assets import augmentation, detection, ingestion, preparation, quality, shadow
 from mfd_assets import serving as serving_assets
 from mfd_assets import training as training_assets
 
@@ -14,6 +14,7 @@ ASSET_MODULES: list[ModuleType] = [
     augmentation,
     quality,
     detection,
+    shadow,
     serving_assets,
     training_assets,
 ]

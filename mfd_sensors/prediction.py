@@ -9,6 +9,7 @@ from mfd.registry.champion import champion_version
 from mfd.storage.tables import ensure_detection_tables, predictions
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
+from mfd_assets.shadow import ShadowConfig
 from mfd_resources import ReadingsStore, Tracking
 
 
@@ -63,7 +64,10 @@ def build_prediction_sensor(
                         ops={
                             "prediction_batches": PredictionBatchConfig(
                                 first_id=batch.first_id, last_id=batch.last_id
-                            )
+                            ),
+                            "shadow_predictions": ShadowConfig(
+                                first_id=batch.first_id, last_id=batch.last_id
+                            ),
                         }
                     ),
                     tags={

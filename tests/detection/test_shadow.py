@@ -1,0 +1,132 @@
+"""The shadow challenger against real PostgreSQL and MLflow: its predictions are stored keyed by model
+version, never create failure events, and its evidence agrees with the stored rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from mlflow import start_run
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+
+from mfd.detection.shadow import challenger_version, shadow_evidence
+from mfd.modeling.model_io import CHALLENGER, CHAMPION, log_failure_model
+from mfd.modeling.pipeline import build_pipeline
+from mfd.reference import load_ai4i
+from mfd.schema import LABEL_COLUMN
+from mfd.storage.tables import failure_events, predictions, shadow_predictions
+from mfd_assets.detection import prediction_batches
+from mfd_assets.shadow import shadow_predictions as shadow_asset
+from mfd_resources import ReadingsStore, Tracking
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def mfd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MFD_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def with_challenger(champion: Tracking) -> Tracking:
+    """The champion fixture's model plus a logistic-regression version under the `challenger` alias."""
+    ai4i = load_ai4i()
+    pipeline = build_pipeline(LogisticRegression(max_iter=500))
+    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
+    with start_run(experiment_id=champion.experiment_id()):
+        _, version = log_failure_model(pipeline, ai4i, registered_name=champion.model_name, threshold=0.2)
+    champion.client().set_registered_model_alias(champion.model_name, CHALLENGER, version.version)
+    return champion
+
+
+def frame(store: ReadingsStore, table: sa.Table) -> pd.DataFrame:
+    with store.engine.connect() as conn:
+        return pd.read_sql(sa.select(table), conn)
+
+
+def run_batch(
+    store: ReadingsStore, tracking: Tracking, first_id: int, last_id: int
+) -> dg.ExecuteInProcessResult:
+    ids = {"first_id": first_id, "last_id": last_id}
+    return dg.materialize(
+        [prediction_batches, shadow_asset],
+        resources={"readings_store": store, "tracking": tracking},
+        run_config={"ops": {"prediction_batches": {"config": ids}, "shadow_predictions": {"config": ids}}},
+    )
+
+
+def test_shadow_rows_are_keyed_by_version_and_never_become_failure_events(
+    pg_url: str, with_challenger: Tracking
+) -> None:
+    client = with_challenger.client()
+    name = with_challenger.model_name
+    champion_v = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    challenger_v = challenger_version(client, name)
+    assert challenger_v is not None and challenger_v != champion_v
+    store = ReadingsStore(url=pg_url)
+    sample = load_ai4i().sample(1500, random_state=4)
+    store.insert(sample)
+    ids = store.read()["id"].tolist()
+
+    result = run_batch(store, with_challenger, ids[0], ids[-1])
+    (meta,) = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "shadow_predictions"
+    ]
+    assert meta["shadowed"].value is True and meta["model_version"].value == challenger_v
+
+    shadow = frame(store, shadow_predictions)
+    champion_rows = frame(store, predictions)
+    events = frame(store, failure_events)
+    assert len(shadow) == len(champion_rows) == 1500
+    assert set(shadow["model_version"]) == {challenger_v} and set(champion_rows["model_version"]) == {
+        champion_v
+    }
+    assert set(events["model_version"]) == {champion_v}
+    assert set(events["reading_id"]) == set(champion_rows.loc[champion_rows["label"] == 1, "reading_id"])
+    challenger_alerts = set(shadow.loc[shadow["label"] == 1, "reading_id"])
+    assert challenger_alerts - set(events["reading_id"]), "the challenger raises alerts the champion does not"
+
+    run_batch(store, with_challenger, ids[0], ids[-1])  # a re-run writes the same rows once
+    assert len(frame(store, shadow_predictions)) == 1500 and len(frame(store, failure_events)) == len(events)
+
+    evidence = shadow_evidence(store.engine, challenger_v, pd.Timedelta("2h"))
+    both = shadow.merge(champion_rows, on="reading_id", suffixes=("_s", "_c"))
+    assert evidence["agreement"].iloc[0] == pytest.approx((both["label_s"] == both["label_c"]).mean())
+    assert evidence.loc[f"challenger v{challenger_v}", "alerts"] == len(challenger_alerts)
+    labels = store.read().set_index("id")[LABEL_COLUMN].astype(int)
+    expected_pr_auc = average_precision_score(labels.loc[shadow["reading_id"]], shadow["probability"])
+    assert evidence.loc[f"challenger v{challenger_v}", "pr_auc_labelled"] == pytest.approx(expected_pr_auc)
+    machine_days = sample.groupby(
+        [sample["machine_id"], pd.to_datetime(sample["timestamp"], utc=True).dt.floor("D")]
+    ).ngroups
+    assert evidence.loc[f"champion v{champion_v}", "alerts_per_machine_day"] == pytest.approx(
+        len(events) / machine_days
+    )
+
+
+def test_no_shadow_when_the_challenger_is_the_champion(pg_url: str, champion: Tracking) -> None:
+    client = champion.client()
+    saved = challenger_version(client, champion.model_name)
+    champion_v = str(client.get_model_version_by_alias(champion.model_name, CHAMPION).version)
+    client.set_registered_model_alias(champion.model_name, CHALLENGER, champion_v)
+    try:
+        store = ReadingsStore(url=pg_url)
+        store.insert(load_ai4i().head(50))
+        ids = store.read()["id"].tolist()
+        result = run_batch(store, champion, ids[0], ids[-1])
+        (meta,) = [
+            e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.path[-1] == "shadow_predictions"
+        ]
+        assert meta["shadowed"].value is False and frame(store, shadow_predictions).empty
+        assert len(frame(store, predictions)) == 50
+    finally:
+        if saved is not None:
+            client.set_registered_model_alias(champion.model_name, CHALLENGER, saved)
