@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     service_url: str | None = Field(
         None, description="URL of the running BentoML service, e.g. http://bento:3000; the sensor reloads it."
     )
+    webhook_urls: str = Field(
+        "", description="Alerts: comma-separated webhook URLs that get each failure alert as generic JSON."
+    )
+    slack_webhook_urls: str = Field(
+        "", description="Alerts: comma-separated Slack incoming-webhook URLs (a Slack-compatible body)."
+    )
+    alert_dedup_window_s: float = Field(
+        900.0,
+        description="Alerts: a machine's alerts within this many seconds after one are suppressed.",
+        ge=0,
+    )
+    webhook_timeout_s: float = Field(5.0, description="Alerts: seconds a webhook may take to answer.", gt=0)
     retrain_new_labels: int = Field(
         1000,
         description="Retraining: labelled readings beyond the champion's training set that start a run.",

@@ -1,4 +1,5 @@
-"""Detection: prediction batches scored by the champion every 30 seconds, and drift of recent readings."""
+"""Detection: prediction batches scored by the champion every 30 seconds, their alerts delivered to the
+webhooks, and drift of recent readings."""
 
 import time
 from datetime import timedelta
@@ -7,13 +8,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.alerts.outbox import deliver_due, outbox_status
 from mfd.detection.batches import score_batch
 from mfd.detection.coverage import unscored_readings
 from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
-from mfd_resources import ReadingsStore, Tracking
+from mfd_resources import AlertWebhooks, ReadingsStore, Tracking
 
 GROUP = "detection"
 
@@ -72,7 +74,9 @@ def prediction_batches(
         raise dg.Failure(str(exc), allow_retries=False) from exc
     if champion.fallback:
         context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
-    result = score_batch(readings_store.engine, champion.model, config.first_id, config.last_id)
+    result = score_batch(
+        readings_store.engine, champion.model, config.first_id, config.last_id, champion.policy
+    )
     latency = time.perf_counter() - start
     unscored = unscored_readings(
         readings_store.engine,
@@ -97,6 +101,11 @@ def prediction_batches(
             "latency_s": dg.MetadataValue.float(round(latency, 3)),
             "rows_per_s": dg.MetadataValue.float(round(result.rows_scored / latency, 1) if latency else 0.0),
             "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
+            "thresholds_by_machine_type": dg.MetadataValue.json(
+                result.thresholds or {"all": champion.model.threshold}
+            ),
+            **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
+            "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
             "failure_events": dg.MetadataValue.md(
                 table_markdown(result.events.head(20)) if result.failures else "none"
             ),
@@ -126,6 +135,59 @@ def prediction_batches(
                 },
             ),
         ],
+    )
+
+
+def _cost_table(costs: dict[str, float]) -> str:
+    if not costs:
+        return "no readings scored"
+    rows = pd.DataFrame(
+        {
+            "expected cost": [
+                costs["expected_cost_model"],
+                costs["expected_cost_no_model"],
+                costs["expected_cost_rules"],
+            ],
+            "avoided by the model": [
+                0.0,
+                costs["cost_avoided_vs_no_model"],
+                costs["cost_avoided_vs_rules"],
+            ],
+        },
+        index=["model (thresholds per type)", "no model (never alarm)", "alarm on every rule hit"],
+    )
+    return table_markdown(rows.round(2))
+
+
+class AlertDeliveryConfig(dg.Config):
+    max_alerts: int = Field(500, description="Most due alerts one run posts.", gt=0)
+
+
+@dg.asset(group_name=GROUP, deps=["prediction_batches"], kinds={"python"})
+def alert_deliveries(
+    config: AlertDeliveryConfig, readings_store: ReadingsStore, alert_webhooks: AlertWebhooks
+) -> dg.MaterializeResult:
+    """One delivery pass over the alert outbox: due alerts posted to the configured webhooks (JSON and
+    Slack), a machine's repeats within the dedup window suppressed, failures kept pending with a backoff.
+    Runs apart from prediction_batches, so a slow or dead webhook never delays detection."""
+    report = deliver_due(
+        readings_store.engine,
+        alert_webhooks.targets(),
+        window=alert_webhooks.window,
+        timeout=alert_webhooks.timeout_s,
+        limit=config.max_alerts,
+    )
+    status = outbox_status(readings_store.engine)
+    return dg.MaterializeResult(
+        metadata={
+            "delivered": report.delivered,
+            "suppressed": report.suppressed,
+            "failed": report.failed,
+            "errors": dg.MetadataValue.json(sorted(set(report.errors))[:20]),
+            "outbox_by_status": dg.MetadataValue.json(status),
+            "pending": status.get("pending", 0),
+            "summary": report.line(),
+        }
     )
 
 

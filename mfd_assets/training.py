@@ -127,6 +127,10 @@ class SequenceModelsConfig(dg.Config):
     patience: int = Field(SequenceSettings.patience, description="Epochs without a better validation loss.")
     threads: int = Field(SequenceSettings.threads, description="torch threads while training and scoring.")
     seed: int = Field(0, description="Seed of the weights and of the batch order.")
+    time_budget_s: float = Field(
+        20.0,
+        description="Training budget of all architectures, shared equally: no epoch starts past its share.",
+    )
 
     def window_options(self) -> dict[str, int | float]:
         return self.model_dump(
@@ -140,6 +144,7 @@ class SequenceModelsConfig(dg.Config):
             patience=self.patience,
             threads=self.threads,
             seed=self.seed,
+            time_budget_s=self.time_budget_s / max(len(self.architectures), 1),
         )
 
 
@@ -320,6 +325,8 @@ def sequence_models(
             "comparison": dg.MetadataValue.md(table_markdown(table)),
             "best_architecture": best,
             "best_test_pr_auc": float(table.loc[best, "pr_auc"]),
+            "time_budget_s": config.time_budget_s,
+            "fit_s_total": float(table["fit_s"].sum()),
             **windows,
             "pr_curves": dg.MetadataValue.md(png_markdown(pr_curves_figure(results), "PR curves")),
         }

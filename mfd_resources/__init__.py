@@ -7,11 +7,20 @@ from dagster_aws.s3 import S3Resource
 
 from mfd.settings import Settings
 from mfd.storage.connect import S3_SECRET_VARIABLES, s3_target
+from mfd_resources.alerts import AlertWebhooks
 from mfd_resources.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
 from mfd_resources.readings_store import ReadingsStore
 from mfd_resources.tracking import Tracking
 
-__all__ = ["ObjectStore", "LocalObjectStore", "S3ObjectStore", "ReadingsStore", "Tracking", "resources_for"]
+__all__ = [
+    "AlertWebhooks",
+    "ObjectStore",
+    "LocalObjectStore",
+    "S3ObjectStore",
+    "ReadingsStore",
+    "Tracking",
+    "resources_for",
+]
 
 
 def _object_store(settings: Settings) -> ObjectStore:
@@ -54,5 +63,11 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             artifact_location=None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri(),
             model_name=settings.model_name,
             home=str(settings.home),
+        ),
+        "alert_webhooks": AlertWebhooks(
+            webhook_urls=dg.EnvVar("MFD_WEBHOOK_URLS") if settings.webhook_urls else "",
+            slack_webhook_urls=dg.EnvVar("MFD_SLACK_WEBHOOK_URLS") if settings.slack_webhook_urls else "",
+            dedup_window_s=settings.alert_dedup_window_s,
+            timeout_s=settings.webhook_timeout_s,
         ),
     }

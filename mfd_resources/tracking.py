@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
+from mfd.alerts.costs import CostMatrix
 from mfd.modeling import experiment
 from mfd.modeling.experiment import LoggedCandidate
 from mfd.registry import promotion as registry
@@ -40,18 +41,28 @@ class Tracking(dg.ConfigurableResource):
         """The run's page in the MLflow UI."""
         return experiment.run_url(self.tracking_uri, experiment_id, run_id)
 
-    def promote(self, logged: LoggedCandidate, metric: str, margin: float, tags: dict[str, str]) -> Decision:
-        """Register the logged candidate and move `champion` to it only if it wins on the shared holdout."""
+    def promote(
+        self,
+        logged: LoggedCandidate,
+        metric: str,
+        margin: float,
+        tags: dict[str, str],
+        cost_matrix: CostMatrix | None = None,
+    ) -> Decision:
+        """Register the logged candidate (thresholds per machine type from its validation predictions under
+        `cost_matrix`, a model card) and move `champion` to it only if it wins on the shared holdout."""
         client = self.client()
         return registry.promote_candidate(
             client,
             self.model_name,
             logged.model_uri,
-            logged.candidate.holdout,
+            logged.candidate.gate_holdout,  # the holdout (+ its noisy copy under the robust objective)
             threshold=logged.candidate.threshold,
             metric=metric,
             margin=margin,
             tags=tags,
+            validation=getattr(logged.candidate, "validation", None),
+            cost_matrix=cost_matrix,
         )
 
     def rollback(self) -> Rollback:

@@ -1,14 +1,15 @@
-"""Prediction batches: readings in an id range read in one query, validated, scored in one model call and
-written once into `predictions` and `failure_events` (upserts, so a re-run writes the same rows)."""
+"""Prediction batches: readings in an id range read in one query, validated, scored in one model call,
+labelled at the version's threshold for each machine type, and written once into `predictions`,
+`failure_events` and, in the same transaction, the alert outbox (upserts, so a re-run writes the same rows).
+Only the predicted failures are explained (SHAP, nearest physics rule); every batch reports its expected
+cost against "no model" and against "alarm on every rule hit"."""
 
 from __future__ import annotations
 
 import io
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -17,15 +18,23 @@ from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
 from mfd import validation
+from mfd.alerts import outbox
+from mfd.alerts.costs import DecisionPolicy, batch_costs
+from mfd.alerts.explanations import Explainer, explainer_for, top_features
+from mfd.alerts.rules import nearest_rules, rule_hits
 from mfd.modeling.model_io import FailureModel
-from mfd.reference import load_ai4i
-from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
-from mfd.storage.tables import ensure_detection_tables, failure_events, predictions, readings
+from mfd.storage.tables import (
+    ensure_alert_tables,
+    ensure_detection_tables,
+    failure_events,
+    predictions,
+    readings,
+)
 from mfd.validation import READING_RULES
 
 BATCH_COLUMNS: tuple[str, ...] = ("id", "machine_id", "timestamp", "machine_type", *SENSOR_COLUMNS)
-TOP_FEATURES = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class BatchResult:
     model_version: str
     seconds: dict[str, float]
     events: pd.DataFrame = field(repr=False)
+    costs: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def invalid_rows(self) -> int:
@@ -107,49 +118,33 @@ def invalid_reasons(df: pd.DataFrame) -> pd.Series:
     return reason
 
 
-@cache
-def healthy_medians() -> pd.Series:
-    """Median sensor values of AI4I readings without failure: the baseline of the attributions."""
-    ai4i = load_ai4i()
-    return ai4i.loc[ai4i[LABEL_COLUMN] == 0, list(SENSOR_COLUMNS)].median()
+def explain_events(
+    model: FailureModel, failed: pd.DataFrame, explainer: Explainer | None = None
+) -> pd.DataFrame:
+    """The top SHAP features and the nearest physics rule of each predicted failure (events only)."""
+    if failed.empty:
+        return pd.DataFrame({"top_features": [], "nearest_rule": [], "explainer": []}, index=failed.index)
+    explainer = explainer or explainer_for(model.name, model.version, model.pyfunc.get_raw_model())
+    return pd.DataFrame(
+        {
+            "top_features": top_features(failed, explainer.explain(failed)),
+            "nearest_rule": nearest_rules(failed),
+            "explainer": f"shap {explainer.kind}",
+        },
+        index=failed.index,
+    )
 
 
-def attributions(model: FailureModel, rows: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
-    """Per sensor: how much the failure probability drops when that sensor alone is set to its healthy
-    median (occlusion); one model call for all rows and sensors."""
-    if rows.empty:
-        return pd.DataFrame(columns=list(SENSOR_COLUMNS), index=rows.index, dtype="float64")
-    base = healthy_medians()
-    stacked = pd.concat([rows.assign(**{c: base[c]}) for c in SENSOR_COLUMNS], ignore_index=True)
-    occluded = model.probability(stacked).reshape(len(SENSOR_COLUMNS), len(rows)).T
-    return pd.DataFrame(probability[:, None] - occluded, index=rows.index, columns=list(SENSOR_COLUMNS))
-
-
-def top_features(rows: pd.DataFrame, attribution: pd.DataFrame, k: int = TOP_FEATURES) -> list[str]:
-    """JSON per row: the `k` sensors with the largest positive attribution, largest first."""
-    values, attr = rows[list(SENSOR_COLUMNS)].to_numpy(), attribution.to_numpy()
-    order = np.argsort(-attr, axis=1)[:, :k]
-    return [
-        json.dumps(
-            [
-                {
-                    "feature": SENSOR_COLUMNS[j],
-                    "value": float(values[i, j]),
-                    "attribution": round(float(attr[i, j]), 4),
-                }
-                for j in order[i]
-                if attr[i, j] > 0
-            ]
-        )
-        for i in range(len(rows))
-    ]
-
-
-def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int) -> BatchResult:
-    """Read, validate, score and write the readings with first_id <= id <= last_id."""
+def score_batch(
+    engine: Engine, model: FailureModel, first_id: int, last_id: int, policy: DecisionPolicy | None = None
+) -> BatchResult:
+    """Read, validate, score and write the readings with first_id <= id <= last_id; `policy` gives the
+    thresholds per machine type and the cost matrix (None: the model's one threshold, default costs)."""
     if first_id > last_id:
         raise ValueError(f"first_id {first_id} is after last_id {last_id}")
+    policy = policy or DecisionPolicy.from_tags({}, model.threshold)
     ensure_detection_tables(engine)
+    ensure_alert_tables(engine)
     t0 = time.perf_counter()
     df = read_batch(engine, first_id, last_id)
     t1 = time.perf_counter()
@@ -160,16 +155,25 @@ def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int
     # threads against 1.1 s with one on the shared 2-core host.
     with threadpool_limits(1):
         probability = model.probability(valid) if len(valid) else np.empty(0)
-        label = (probability >= model.threshold).astype("int8")
-        failed = valid[label == 1]
-        events = failed[["id", "machine_id", "timestamp"]].assign(
-            probability=probability[label == 1],
-            top_features=top_features(failed, attributions(model, failed, probability[label == 1])),
+        threshold = policy.threshold_for(valid["machine_type"])
+        alarm = probability >= threshold
+        label = alarm.astype("int8")
+        costs = batch_costs(
+            probability, alarm, rule_hits(valid), valid["machine_type"].to_numpy(), policy.cost_matrix
         )
-    t2 = time.perf_counter()
+        t2 = time.perf_counter()
+        failed = valid[alarm]
+        events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
+            probability=probability[alarm],
+            threshold=threshold[alarm],
+            model_name=model.name,
+            model_version=model.version,
+        )
+        events = events.join(explain_events(model, failed))
+    t3 = time.perf_counter()
     scored = pd.DataFrame({"reading_id": valid["id"].to_numpy(), "probability": probability, "label": label})
     write_batch(engine, model, scored, events, first_id, last_id)
-    t3 = time.perf_counter()
+    t4 = time.perf_counter()
     return BatchResult(
         first_id=first_id,
         last_id=last_id,
@@ -180,8 +184,10 @@ def score_batch(engine: Engine, model: FailureModel, first_id: int, last_id: int
         invalid_ids=df.loc[reasons.notna(), "id"].astype(int).tolist(),
         model_name=model.name,
         model_version=model.version,
-        seconds={"read": t1 - t0, "score": t2 - t1, "write": t3 - t2},
+        seconds={"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3},
         events=events.rename(columns={"id": "reading_id"}),
+        costs=costs,
+        thresholds={t: float(v) for t, v in policy.thresholds.items()},
     )
 
 
@@ -197,9 +203,9 @@ def write_batch(
     first_id: int,
     last_id: int,
 ) -> None:
-    """Upsert predictions and events in one transaction (`mfd.storage.bulk`); events of readings no longer
-    predicted to fail in the range are removed, so a re-run with another model leaves the same state as a
-    first run."""
+    """Upsert predictions and events and add the events' alerts to the outbox, in one transaction
+    (`mfd.storage.bulk`); events of readings no longer predicted to fail in the range are removed (their
+    undelivered alerts withdrawn), so a re-run with another model leaves the same state as a first run."""
     now = datetime.now(UTC)
     by = {"model_name": model.name, "model_version": model.version}
     with engine.begin() as conn:
@@ -228,3 +234,5 @@ def write_batch(
                 failure_events.c.reading_id.between(first_id, last_id), ~sa.exists(predicted)
             )
         )
+        outbox.enqueue(conn, events.rename(columns={"id": "reading_id"}), now)
+        outbox.withdraw(conn, first_id, last_id)

@@ -25,7 +25,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mfd.alerts.costs import DecisionPolicy
 from mfd.errors import MfdError, ServiceUnavailable
 from mfd.modeling.model_io import (
     CHAMPION,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 2
 _MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+POLICY_TAGS = ("thresholds", "cost_matrix")
 _memory: dict[tuple[str, str], FailureModel] = {}
 
 Source = Literal["registry", "memory cache", "disk cache", "local copy"]
@@ -67,6 +69,12 @@ class LoadedChampion:
     model: FailureModel
     source: Source
     registry_error: str | None = None
+    policy_tags: dict[str, str] = field(default_factory=dict)  # the version's `thresholds`, `cost_matrix`
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        """The version's thresholds per machine type and cost matrix (`mfd.alerts.costs`)."""
+        return DecisionPolicy.from_tags(self.policy_tags, self.model.threshold)
 
     @property
     def fallback(self) -> bool:
@@ -153,14 +161,34 @@ class LocalCopies:
             return None
         return FailureModel(str(meta["name"]), str(meta["version"]), float(meta["threshold"]), pyfunc)
 
-    def download(self, name: str, version: str, threshold: float, digests: dict[str, str]) -> FailureModel:
+    def policy_tags(self, version: str) -> dict[str, str]:
+        """The decision-policy tags recorded with the copy of `version` ({} for an older copy)."""
+        try:
+            return dict(json.loads((self.root / f"v{version}" / "copy.json").read_text()).get("policy", {}))
+        except (OSError, ValueError):
+            return {}
+
+    def download(
+        self,
+        name: str,
+        version: str,
+        threshold: float,
+        digests: dict[str, str],
+        policy: dict[str, str] | None = None,
+    ) -> FailureModel:
         """Copy registry version `version` here and load it once its files match `digests` (hold the lock
         exclusively)."""
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.root))
         try:
             download_model(f"models:/{name}/{version}", staging)
             verify_artifact(staging, digests, name, version)  # a changed artifact never becomes a copy
-            meta = {"name": name, "version": version, "threshold": threshold, "digests": digests}
+            meta = {
+                "name": name,
+                "version": version,
+                "threshold": threshold,
+                "digests": digests,
+                "policy": policy or {},
+            }
             (staging / "copy.json").write_text(json.dumps(meta))
             target = self.root / f"v{version}"
             shutil.rmtree(target, ignore_errors=True)  # an unreadable earlier copy
@@ -235,7 +263,8 @@ def _from_registry(
         elif (found := copies.load(version, digests)) is not None:
             model, source = found, "disk cache"
         else:
-            model, source = copies.download(key[1], version, threshold, digests), "registry"
+            policy = {t: mv.tags[t] for t in POLICY_TAGS if t in mv.tags}
+            model, source = copies.download(key[1], version, threshold, digests, policy), "registry"
         copies.set_champion(version)
     _memory[key] = model
     return model, source
@@ -248,7 +277,8 @@ def load_champion(tracking_uri: str, name: str, connect: Connect, home: Path) ->
     copies, key = LocalCopies(home, tracking_uri, name), (tracking_uri, name)
     try:
         mv = _champion_alias(tracking_uri, name, connect)
-        return LoadedChampion(*_from_registry(copies, key, mv))
+        model, source = _from_registry(copies, key, mv)
+        return LoadedChampion(model, source, policy_tags={t: mv.tags[t] for t in POLICY_TAGS if t in mv.tags})
     except (NoChampion, UntrustedModel):
         raise
     except Exception as exc:  # noqa: BLE001 - any registry or artifact-store failure falls back to the copy
@@ -268,7 +298,7 @@ def load_champion(tracking_uri: str, name: str, connect: Connect, home: Path) ->
             f"{copies.root}; check MFD_MLFLOW_TRACKING_URI"
         )
     log.warning("registry failed (%s); using the local copy of %s version %s", error, name, model.version)
-    return LoadedChampion(model, "local copy", error)
+    return LoadedChampion(model, "local copy", error, copies.policy_tags(model.version))
 
 
 def champion_version(tracking_uri: str, name: str, connect: Connect, home: Path) -> tuple[str | None, str]:

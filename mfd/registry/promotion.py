@@ -4,27 +4,48 @@ Aliases: `challenger` marks the newest version that passed evaluation; `champion
 A registered version gets an alias only after a successful evaluation on the holdout. The history lives
 in registry tags: the registered model's `champion_history` (versions, oldest first) and `champion_version`,
 and on each version `promoted_at` / `promotion_reason` / `demoted_at` / `rolled_back_at` / `holdout_*`.
+
+With validation predictions and a cost matrix, each version is also tagged with its cost-optimal
+`thresholds` per machine type and its `cost_matrix` (what detection and serving decide with), the gate may
+compare on `expected_cost` (per holdout reading, lower wins), and every version gets a model card.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mfd.alerts.costs import (
+    CostMatrix,
+    ThresholdChoice,
+    decision_cost,
+    matrix_json,
+    parse_cost_matrix,
+    parse_thresholds,
+    threshold_array,
+    thresholds_by_type,
+    thresholds_json,
+)
 from mfd.errors import MfdError
 from mfd.modeling.metrics import METRICS, scores
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
+from mfd.registry.model_card import CardInputs, attach_card, build_card
 from mfd.schema import LABEL_COLUMN
 
 HISTORY_TAG = "champion_history"
 CHAMPION_TAG = "champion_version"
 EVALUATION_TAG = "evaluation"
 HISTORY_LIMIT = 50
+THRESHOLDS_TAG = "thresholds"
+COST_MATRIX_TAG = "cost_matrix"
+EXPECTED_COST = "expected_cost"
+PROMOTION_METRICS: tuple[str, ...] = (*METRICS, EXPECTED_COST)
 
 
 def _now() -> str:
@@ -81,13 +102,41 @@ def champion_status(client: MlflowClient, name: str) -> ChampionStatus:
     return ChampionStatus(version, recorded)
 
 
-def evaluate_version(
-    client: MlflowClient, name: str, version: str, holdout: pd.DataFrame
-) -> dict[str, float]:
-    """Scores of the registered `version`, loaded through mlflow.pyfunc, on labelled `holdout` rows."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A version scored on the holdout: its scores, probabilities and the thresholds it decides with."""
+
+    scores: dict[str, float]
+    proba: np.ndarray
+    threshold: float
+    thresholds: dict[str, float]
+
+
+def _evaluate(
+    client: MlflowClient, name: str, version: str, holdout: pd.DataFrame, matrix: CostMatrix | None
+) -> Evaluation:
     model = load_model_version(client, name, version)
+    thresholds = parse_thresholds(client.get_model_version(name, version).tags.get(THRESHOLDS_TAG))
     y = holdout[LABEL_COLUMN].astype("int64").to_numpy()
-    return scores(y, model.probability(holdout), model.threshold)
+    proba = model.probability(holdout)
+    result = scores(y, proba, model.threshold)
+    if matrix is not None:
+        types = holdout["machine_type"].astype(str).to_numpy()
+        alarm = proba >= threshold_array(types, thresholds, model.threshold)
+        result[EXPECTED_COST] = decision_cost(y, alarm, types, matrix) / max(len(y), 1)
+    return Evaluation(result, proba, model.threshold, thresholds)
+
+
+def evaluate_version(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    holdout: pd.DataFrame,
+    cost_matrix: CostMatrix | None = None,
+) -> dict[str, float]:
+    """Scores of the registered `version`, loaded through mlflow.pyfunc, on labelled `holdout` rows; with a
+    cost matrix also `expected_cost` per reading at the version's thresholds per machine type."""
+    return _evaluate(client, name, version, holdout, cost_matrix).scores
 
 
 @dataclass(frozen=True)
@@ -103,6 +152,8 @@ class Decision:
     challenger_scores: dict[str, float]
     champion_scores: dict[str, float] | None
     reason: str
+    thresholds: dict[str, float] = field(default_factory=dict)
+    card: str = ""
 
     def table(self) -> pd.DataFrame:
         """Challenger vs champion scores on the shared holdout, one row per model."""
@@ -126,7 +177,12 @@ def _set_champion(client: MlflowClient, name: str, version: str, previous: str |
 def _verdict(
     metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
 ) -> tuple[bool, str]:
-    gain = challenger[metric] - champion[metric]
+    # expected cost: lower is better
+    gain = (
+        champion[metric] - challenger[metric]
+        if metric == EXPECTED_COST
+        else challenger[metric] - champion[metric]
+    )
     figures = (
         f"{metric} {challenger[metric]:.4f} vs {champion[metric]:.4f} (gain {gain:+.4f}, margin {margin})"
     )
@@ -145,35 +201,70 @@ def promote_candidate(
     metric: str = "pr_auc",
     margin: float = 0.005,
     tags: dict[str, str] | None = None,
+    validation: pd.DataFrame | None = None,
+    cost_matrix: CostMatrix | None = None,
 ) -> Decision:
     """Register `model_uri` as a new version, evaluate it and the champion on the same `holdout`, and move
     `champion` only when the challenger wins on `metric` by at least `margin`.
 
-    A version whose evaluation fails is tagged `evaluation=failed` and gets no alias.
+    `validation` (out-of-fold predictions: `y`, `proba`, `machine_type`) gives the version its cost-optimal
+    threshold per machine type under `cost_matrix` (None: the default matrix). Every version gets a model
+    card; one whose evaluation fails is tagged `evaluation=failed` and gets no alias.
     """
-    if metric not in METRICS:
-        raise MfdError(f"unknown promotion metric {metric!r}; choose one of {', '.join(METRICS)}")
-    mv: ModelVersion = register_logged_model(model_uri, name, threshold=threshold, tags=tags)
+    if metric not in PROMOTION_METRICS:
+        raise MfdError(f"unknown promotion metric {metric!r}; choose one of {', '.join(PROMOTION_METRICS)}")
+    matrix = cost_matrix if cost_matrix is not None else parse_cost_matrix(None)
+    choices: dict[str, ThresholdChoice] = (
+        thresholds_by_type(validation, matrix) if validation is not None and len(validation) else {}
+    )
+    version_tags = {**(tags or {}), COST_MATRIX_TAG: matrix_json(matrix)}
+    if choices:
+        version_tags[THRESHOLDS_TAG] = thresholds_json(choices)
+    mv: ModelVersion = register_logged_model(model_uri, name, threshold=threshold, tags=version_tags)
     version = str(mv.version)
     try:
-        challenger_scores = evaluate_version(client, name, version, holdout)
-    except Exception:
+        evaluation = _evaluate(client, name, version, holdout, matrix)
+    except Exception as exc:
         client.set_model_version_tag(name, version, EVALUATION_TAG, "failed")
+        attach_card(
+            client,
+            name,
+            version,
+            mv.run_id,
+            f"# Model card: {name} version {version}\n\nEvaluation on the "
+            f"holdout failed ({type(exc).__name__}: {exc}); this version gets no alias.\n",
+        )
         raise
+    challenger_scores = evaluation.scores
     client.set_model_version_tag(name, version, EVALUATION_TAG, "passed")
     for key, value in challenger_scores.items():
         client.set_model_version_tag(name, version, f"holdout_{key}", f"{value:.6f}")
     client.set_registered_model_alias(name, CHALLENGER, version)
 
     status = champion_status(client, name)
+    champion_scores = None
     if status.version is None:
+        promoted = True
         reason = f"first champion ({status.problem})" if status.problem else "first champion: none existed"
         _set_champion(client, name, version, None, reason)
-        return Decision(True, version, None, version, metric, margin, challenger_scores, None, reason)
-    champion_scores = evaluate_version(client, name, status.version, holdout)
-    promoted, reason = _verdict(metric, margin, challenger_scores, champion_scores)
-    if promoted:
-        _set_champion(client, name, version, status.version, reason)
+    else:
+        champion_scores = evaluate_version(client, name, status.version, holdout, matrix)
+        promoted, reason = _verdict(metric, margin, challenger_scores, champion_scores)
+        if promoted:
+            _set_champion(client, name, version, status.version, reason)
+    inputs = CardInputs(
+        name=name,
+        version=version,
+        holdout=holdout,
+        proba=evaluation.proba,
+        threshold=evaluation.threshold,
+        thresholds=evaluation.thresholds,
+        choices=choices,
+        cost_matrix=matrix,
+        decision=reason,
+    )
+    card = build_card(inputs, client, mv.run_id)
+    attach_card(client, name, version, mv.run_id, card)
     return Decision(
         promoted,
         version,
@@ -184,6 +275,8 @@ def promote_candidate(
         challenger_scores,
         champion_scores,
         reason,
+        thresholds=evaluation.thresholds,
+        card=card,
     )
 
 

@@ -18,13 +18,13 @@ from forwarder import Forwarder
 from mfd.cli.main import main
 from mfd.detection.planning import DetectionCursor
 from mfd.errors import ServiceUnavailable
+from mfd.features import FEATURE_COLUMNS
 from mfd.modeling.model_io import load_version
 from mfd.reference import load_ai4i
 from mfd.registry.champion import load_champion
-from mfd.schema import SENSOR_COLUMNS
 from mfd.services import MlflowServer
 from mfd.storage import readings as store
-from mfd.storage.tables import failure_events, predictions
+from mfd.storage.tables import alert_outbox, failure_events, predictions
 from mfd_assets.detection import drift_report, drift_within_thresholds, prediction_batches
 from mfd_resources import ReadingsStore, Tracking
 from mfd_sensors.prediction import build_prediction_sensor
@@ -162,8 +162,19 @@ def test_batch_rerun_writes_the_same_rows_once(
     assert first["failures"] == int(labels.sum()) == len(after[1]) > 0
     assert set(after[1]["reading_id"]) == set(after[0].loc[after[0]["label"] == 1, "reading_id"])
     top = [json.loads(t) for t in after[1]["top_features"]]
-    assert all(1 <= len(t) <= 3 and {f["feature"] for f in t} <= set(SENSOR_COLUMNS) for t in top)
+    assert all(1 <= len(t) <= 3 and {f["feature"] for f in t} <= set(FEATURE_COLUMNS) for t in top)
     assert all(t[0]["attribution"] >= t[-1]["attribution"] > 0 for t in top)
+    # Each event has its alert in the outbox, explained, once (the re-run added none).
+    alerts = table_frame(readings, alert_outbox)
+    assert sorted(alerts["reading_id"]) == sorted(after[1]["reading_id"])
+    payload = json.loads(alerts["payload"].iloc[0])
+    assert payload["explainer"] == "shap tree" and payload["machine_type"] in ("L", "M", "H")
+    assert payload["nearest_rule"]["rule"] in ("heat_dissipation", "power", "overstrain")
+    assert payload["threshold"] == 0.5  # the fixture's version has no thresholds per type
+    assert first["expected_cost_no_model"] >= first["expected_cost_model"] > 0
+    assert first["cost_avoided_vs_no_model"] == pytest.approx(
+        first["expected_cost_no_model"] - first["expected_cost_model"], abs=0.02
+    )
 
     monkeypatch.setenv("MFD_DATABASE_URL", readings_url)
     assert main(["events", "--since", "10m", "--limit", "5"]) == 0
