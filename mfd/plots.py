@@ -16,12 +16,19 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
+# The Dagster UI shows metadata in a modal about 800 px wide: wider images are cut off there.
+MAX_WIDTH_PX = 760
 
-def png_markdown(fig: Figure, alt: str) -> str:
-    """The figure as a base64 PNG inside markdown (`![alt](data:image/png;base64,...)`); closes it."""
+
+def png_markdown(fig: Figure, alt: str, max_width_px: int = MAX_WIDTH_PX) -> str:
+    """The figure as a base64 PNG inside markdown (`![alt](data:image/png;base64,...)`), at most
+    `max_width_px` wide (a wide figure is drawn at a lower resolution, never cropped); closes it."""
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        fig.canvas.draw()
+        tight = fig.get_tightbbox(fig.canvas.get_renderer())
+        dpi = min(100.0, max_width_px / max(tight.width + 0.25, 1e-6))  # bbox_inches pads 0.1 in a side
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     encoded = base64.b64encode(buf.getvalue()).decode("ascii")

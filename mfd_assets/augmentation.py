@@ -10,8 +10,8 @@ from pydantic import Field
 from mfd.augmentation.corruption import corruption_augment
 from mfd.augmentation.oversampling import smote_augment
 from mfd.modeling.holdout import without_holdout
-from mfd.plots import table_markdown
 from mfd.schema import LABEL_COLUMN
+from mfd_assets.metadata import table
 
 
 class AugmentationConfig(dg.Config):
@@ -87,7 +87,7 @@ def augmented_sets(
                 augmented,
                 len(train),
                 excluded,
-                ks_vs_real_failures=dg.MetadataValue.md(table_markdown(ks, floatfmt=".3f")),
+                ks_vs_real_failures=table(ks, digits=3),
                 max_ks_statistic=dg.MetadataValue.float(float(ks["ks_statistic"].max())),
                 seed=config.gan_seed,
             ),

@@ -23,11 +23,36 @@ from mfd_sensors import SCHEDULES, build_sensors
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+# Who answers for each group's assets (shown on every asset in the UI), and the kinds of the groups whose
+# assets name none of their own.
+OWNERS: dict[str, str] = {
+    "ingestion": "team:data-engineering",
+    "preparation": "team:data-engineering",
+    "augmentation": "team:data-science",
+    "quality": "team:data-science",
+    "training": "team:data-science",
+    "serving": "team:ml-platform",
+    "detection": "team:ml-platform",
+}
+GROUP_KINDS: dict[str, set[str]] = {"augmentation": {"pandas", "pytorch"}, "quality": {"sklearn"}}
+
+
+def with_owner_and_kinds(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """The spec with its group's owner when it names none, and its group's kinds when it has none."""
+    group = spec.group_name or ""
+    owners = spec.owners or ([OWNERS[group]] if group in OWNERS else [])
+    kinds = spec.kinds or GROUP_KINDS.get(group, set())
+    return spec.replace_attributes(owners=owners, kinds=kinds)
+
+
 settings = load_settings()
 resources = resources_for(settings)
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    assets=[
+        dg.map_asset_specs(with_owner_and_kinds, [a])[0] if isinstance(a, dg.AssetsDefinition) else a
+        for a in dg.load_assets_from_modules(ASSET_MODULES)
+    ],
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=JOBS,
     # Steps of one run share a process, as in `make run`: a step subprocess costs 13-18 s to start.

@@ -15,6 +15,7 @@ from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
+from mfd_assets.metadata import table as table_metadata
 from mfd_resources import AlertWebhooks, ReadingsStore, Tracking
 
 GROUP = "detection"
@@ -106,9 +107,7 @@ def prediction_batches(
             ),
             **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
             "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
-            "failure_events": dg.MetadataValue.md(
-                table_markdown(result.events.head(20)) if result.failures else "none"
-            ),
+            "failure_events": table_metadata(result.events.head(20)),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -118,7 +117,7 @@ def prediction_batches(
                 metadata={
                     "invalid_rows": result.invalid_rows,
                     "invalid_share": dg.MetadataValue.float(round(invalid_share, 6)),
-                    "by_reason": dg.MetadataValue.md(table_markdown(invalid) if len(invalid) else "none"),
+                    "by_reason": table_metadata(invalid),
                     "first_invalid_ids": dg.MetadataValue.json(result.invalid_ids[:20]),
                 },
             ),
@@ -210,7 +209,7 @@ def drift_report(config: DriftConfig, readings_store: ReadingsStore) -> dg.Outpu
             "max_psi": dg.MetadataValue.float(round(float(table["psi"].max()), 4)),
             "psi_threshold": config.psi_threshold,
             "ks_threshold": config.ks_threshold,
-            "drift": dg.MetadataValue.md(table_markdown(table)),
+            "drift": table_metadata(table),
             "histograms": dg.MetadataValue.md(
                 png_markdown(drift_figure(reference, recent, table), "reference vs recent")
             ),

@@ -15,6 +15,7 @@ from mfd.ingestion.incoming import object_key
 from mfd.ingestion.layouts import PERIPHERAL, READINGS
 from mfd.storage import readings as store
 from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
+from mfd_assets.metadata import table
 from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "ingestion"
@@ -83,11 +84,11 @@ def report_metadata(report: ingest.IngestReport) -> dict[str, object]:
         metadata["conflicts"] = report.conflicts_key
     if report.problems:
         problems = pd.DataFrame(report.problems.most_common(), columns=["problem", "rows"])
-        metadata["problems"] = dg.MetadataValue.md(problems.to_markdown(index=False))
+        metadata["problems"] = table(problems)
     if report.reason:
         metadata["reason"] = dg.MetadataValue.json(json.loads(json.dumps(report.reason, default=str)))
     if not report.preview.empty:
-        metadata["preview"] = dg.MetadataValue.md(report.preview.to_markdown(index=False))
+        metadata["preview"] = table(report.preview)
     return metadata
 
 
@@ -119,16 +120,21 @@ def peripheral_readings(
     return _ingest(context, readings_store, object_store, PERIPHERAL.kind)
 
 
-@dg.observable_source_asset(
-    name="readings",
+READINGS_SPEC = dg.AssetSpec(
+    "readings",
     group_name=GROUP,
+    kinds={"postgres"},
     description="The readings table: filled by raw_readings and written directly (row by row) by the "
     "generator; downstream assets read it incrementally by id. Observed: row count and max id.",
 )
+
+
+@dg.multi_observable_source_asset(name="readings", specs=[READINGS_SPEC])
 def readings(readings_store: ReadingsStore) -> dg.ObserveResult:
     engine = readings_store.engine
     max_id = store.max_reading_id(engine)
     return dg.ObserveResult(
+        asset_key=READINGS_SPEC.key,
         data_version=dg.DataVersion(str(max_id)),
         metadata={"dagster/row_count": store.count_readings(engine), "max_id": max_id},
     )
@@ -154,14 +160,14 @@ def _expectations(
     rows = ingest.read_loaded(readings_store.engine, key, limit=CHECK_MAX_ROWS, after_id=after_id)
     frame = expectations.with_time_steps(rows.drop(columns=["id", "source"]))
     passed, summary = checks.validate(frame, expectations.loaded_rows_suite(layout))
-    table = checks.summary_table(summary)
+    results = checks.summary_table(summary)
     return dg.AssetCheckResult(
         passed=passed,
         metadata={
             "rows_checked": summary["rows"],
             "evaluated_expectations": summary["evaluated_expectations"],
             "successful_expectations": summary["successful_expectations"],
-            "expectations": dg.MetadataValue.md(table.to_markdown(index=False)),
+            "expectations": table(results),
         },
     )
 

@@ -24,6 +24,7 @@ from mfd.preparation.training_set import (
     rows_with_peripheral,
 )
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
+from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "preparation"
@@ -138,10 +139,10 @@ def training_set(
             "label_window": config.label_window,
             "candidate_readings_unlabelled": len(sources.readings) - len(labelled),
             "merge_tolerance": config.merge_tolerance,
-            "label_coverage_by_source": dg.MetadataValue.md(table_markdown(by_source)),
-            "label_coverage_by_machine": dg.MetadataValue.md(table_markdown(by_machine.head(MACHINES_SHOWN))),
-            "failure_modes": dg.MetadataValue.md(table_markdown(modes)),
-            "preview": dg.MetadataValue.md(table_markdown(df.head(10))),
+            "label_coverage_by_source": table_metadata(by_source),
+            "label_coverage_by_machine": table_metadata(by_machine.head(MACHINES_SHOWN)),
+            "failure_modes": table_metadata(modes),
+            "preview": table_metadata(df.head(10)),
         },
     )
 
@@ -163,7 +164,7 @@ def training_set_expectations(
             "expectations": len(summary),
             "failed": len(failed),
             "failed_expectations": dg.MetadataValue.md(table_markdown(failed) if len(failed) else "none"),
-            "results": dg.MetadataValue.md(table_markdown(summary)),
+            "results": table_metadata(summary),
         },
     )
 
@@ -199,8 +200,8 @@ def cleaned_set(config: CleanedSetConfig, training_set: pd.DataFrame) -> dg.Outp
             "failures_kept": report.failures_kept,
             "naive_iqr_failures_dropped": dg.MetadataValue.int(report.naive_failures_dropped),
             "iqr_k": config.iqr_k,
-            "removed_by_feature": dg.MetadataValue.md(table_markdown(report.by_feature)),
-            "fences": dg.MetadataValue.md(table_markdown(report.bounds)),
+            "removed_by_feature": table_metadata(report.by_feature),
+            "fences": table_metadata(report.bounds),
             "before_after": dg.MetadataValue.md(
                 png_markdown(outlier_boxplot(training_set, cleaned), "feature distributions before/after")
             ),
@@ -223,7 +224,7 @@ def machine_clusters(config: MachineClustersConfig, cleaned_set: pd.DataFrame) -
     return dg.Output(
         assignments,
         metadata={
-            "clusters": dg.MetadataValue.md(table_markdown(clusters.table)),
+            "clusters": table_metadata(clusters.table),
             "method": clusters.method,
             "map": dg.MetadataValue.md(png_markdown(cluster_scatter(clusters), "MDS map by cluster")),
         },

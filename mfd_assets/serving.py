@@ -1,5 +1,7 @@
 """Serving: the champion packaged as a BentoML bento (`bentoml build`)."""
 
+import os
+
 import dagster as dg
 
 from mfd.errors import MfdError
@@ -23,7 +25,11 @@ def champion_bento(context: dg.AssetExecutionContext, tracking: Tracking) -> dg.
             "model_name": build.model_name,
             "model_version": build.model_version,
             "local_model_tag": build.local_model_tag,
-            "serve": dg.MetadataValue.md(f"`bentoml serve {build.bento_tag}`"),
+            # Port 3001: the Dagster UI has 3000 (README, "Ports"); the bento lives in this BentoML store.
+            "serve": dg.MetadataValue.md(
+                f"`BENTOML_HOME={os.environ.get('BENTOML_HOME', '~/bentoml')} .venv/bin/bentoml serve "
+                f"{build.bento_tag} --port 3001`"
+            ),
             "containerize": dg.MetadataValue.md(f"`bentoml containerize {build.bento_tag}`"),
         }
     )

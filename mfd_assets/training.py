@@ -32,9 +32,10 @@ from mfd.modeling.sequence.models import (
 from mfd.modeling.sequence.windows import split_windows
 from mfd.modeling.shifts import CrossSource, LabelNoise, NoiseLevels, ShiftConfig
 from mfd.modeling.training_data import data_version
-from mfd.plots import png_markdown, table_markdown
+from mfd.plots import png_markdown
 from mfd.preparation.labels import LABELLED_READINGS_TAG
 from mfd.schema import LABEL_COLUMN
+from mfd_assets.metadata import table as table_metadata
 from mfd_resources import Tracking
 
 GROUP = "training"
@@ -241,12 +242,10 @@ def candidate_model(
             "threshold": candidate.threshold,
             "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
             "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
-            "holdout_scores": dg.MetadataValue.md(table_markdown(scored)),
-            "cv_by_family": dg.MetadataValue.md(table_markdown(candidate.families)),
+            "holdout_scores": table_metadata(scored),
+            "cv_by_family": table_metadata(candidate.families),
             **{
-                f"holdout_{shift.replace('->', '_to_')}": dg.MetadataValue.md(
-                    table_markdown(candidate.shift_table(shift))
-                )
+                f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
                 for shift in candidate.shifted["shift"].unique()
             },
             "shifted_holdouts": dg.MetadataValue.md(
@@ -289,7 +288,7 @@ def sequence_models(
         "machines": split.machines,
         "rows_used": split.rows_used,
         "rows_left_out": split.rows_left_out,
-        "windows": dg.MetadataValue.md(table_markdown(split.summary())),
+        "windows": table_metadata(split.summary()),
     }
     problem = split.problem()
     if problem:
@@ -322,7 +321,7 @@ def sequence_models(
         metadata={
             "trained": True,
             "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.parent_run_id)),
-            "comparison": dg.MetadataValue.md(table_markdown(table)),
+            "comparison": table_metadata(table),
             "best_architecture": best,
             "best_test_pr_auc": float(table.loc[best, "pr_auc"]),
             "time_budget_s": config.time_budget_s,
@@ -359,7 +358,7 @@ def champion_model(
             "previous_champion_version": decision.champion_before or "",
             "metric": decision.metric,
             "margin": decision.margin,
-            "scores": dg.MetadataValue.md(table_markdown(decision.table())),
+            "scores": table_metadata(decision.table()),
             "thresholds_by_machine_type": dg.MetadataValue.json(decision.thresholds),
             "model_card": dg.MetadataValue.md(decision.card),
             "mlflow_run": dg.MetadataValue.url(

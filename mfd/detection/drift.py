@@ -83,7 +83,7 @@ def drift_table(
 def drift_figure(reference: pd.DataFrame, recent: pd.DataFrame, table: pd.DataFrame) -> Figure:
     """Reference vs recent histograms per feature, titled with PSI and KS."""
     ref, new = add_physics(reference), add_physics(recent)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig, axes = plt.subplots(4, 2, figsize=(8, 11))  # narrow and tall: the UI's metadata modal scrolls
     for ax, col in zip(axes.flat, DRIFT_FEATURES, strict=True):
         both = np.concatenate([ref[col].to_numpy(), new[col].to_numpy()])
         bins = np.linspace(np.nanmin(both), np.nanmax(both), 40)
@@ -93,6 +93,7 @@ def drift_figure(reference: pd.DataFrame, recent: pd.DataFrame, table: pd.DataFr
         ax.set_title(
             f"{col}\nPSI {row.psi:.3f}  KS {row.ks_statistic:.3f}", color="red" if row.drifted else "black"
         )
-    axes.flat[0].legend()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False)  # above the panels, over no bars
     return fig

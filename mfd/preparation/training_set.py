@@ -191,9 +191,9 @@ def remove_outliers_iqr(df: pd.DataFrame, k: float = 1.5) -> tuple[pd.DataFrame,
 
 def outlier_boxplot(before: pd.DataFrame, after: pd.DataFrame) -> Figure:
     """One panel per screened feature: its distribution before and after outlier removal."""
-    columns = 4
+    columns = 2  # narrow and tall: the UI's metadata modal scrolls, it does not widen
     rows = -(-len(OUTLIER_COLUMNS) // columns)
-    fig = Figure(figsize=(4 * columns, 3 * rows))
+    fig = Figure(figsize=(4 * columns, 2.6 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax, feature in zip(axes.flat, OUTLIER_COLUMNS, strict=False):
         ax.boxplot([before[feature].dropna(), after[feature].dropna()], tick_labels=["before", "after"])

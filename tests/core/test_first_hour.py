@@ -159,3 +159,61 @@ def test_champion_sensor_builds_no_bento_for_a_version_that_has_one(tmp_path: Pa
         )
         again = sensor(dg.build_sensor_context(instance=instance, resources={"tracking": tracking}))
     assert isinstance(again, dg.SensorResult) and not again.run_requests and again.cursor == "1"
+
+
+def test_every_asset_has_owners_and_kinds() -> None:
+    from mfd_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    bare = [
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if not graph.get(key).owners or not graph.get(key).kinds
+    ]
+    assert not bare
+    assert graph.get(dg.AssetKey("readings")).is_observable
+
+
+def test_tables_are_sortable_with_plain_labels_and_rounded_numbers() -> None:
+    from mfd_assets.metadata import table
+
+    scores = pd.DataFrame(
+        {"pr_auc": [0.45062499999999983, 0.9], "folds": [5, 5], "kept": [True, False]},
+        index=pd.MultiIndex.from_tuples([("raw", "KNN"), ("gan", "RF")], names=["dataset", "classifier"]),
+    )
+    value = table(scores)
+    assert [(c.name, c.type) for c in value.schema.columns] == [
+        ("dataset", "string"),
+        ("classifier", "string"),
+        ("pr_auc", "float"),
+        ("folds", "int"),
+        ("kept", "bool"),
+    ]
+    assert value.records[0].data == {
+        "dataset": "raw",
+        "classifier": "KNN",
+        "pr_auc": 0.4506,
+        "folds": 5,
+        "kept": True,
+    }
+    unnamed = table(pd.DataFrame({("cv", "pr_auc"): [1.23456789]}))
+    assert unnamed.records[0].data == {"cv / pr_auc": 1.235}
+
+
+def test_plots_fit_the_metadata_modal() -> None:
+    import base64
+    import io
+
+    from matplotlib import pyplot as plt
+    from PIL import Image
+
+    from mfd.plots import MAX_WIDTH_PX, png_markdown
+
+    for size in ((16, 7), (5, 3)):
+        fig, ax = plt.subplots(figsize=size)
+        ax.plot([0, 1], [0, 1], label="a line")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        png = base64.b64decode(png_markdown(fig, "plot").split(",", 1)[1].rstrip(")"))
+        width, _ = Image.open(io.BytesIO(png)).size
+        assert width <= MAX_WIDTH_PX
+        assert width > 300  # a small figure keeps its size

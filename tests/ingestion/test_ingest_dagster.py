@@ -52,6 +52,18 @@ def frame() -> pd.DataFrame:
     return generate_readings(machines=5, rows=600, seed=11)
 
 
+def _rows(table: dg.TableMetadataValue) -> list[dict]:
+    return [record.data for record in table.records]
+
+
+def _columns(table: dg.TableMetadataValue) -> list[str]:
+    return [column.name for column in table.schema.columns]
+
+
+def _column(table: dg.TableMetadataValue, name: str) -> list[object]:
+    return [row.get(name) for row in _rows(table)]
+
+
 def _tick(
     object_store: S3ObjectStore, cursor: str | None
 ) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
@@ -139,10 +151,12 @@ def test_raw_readings_partition_loads_file_and_passes_expectations(
         0,
     )
     assert meta["status"] == "processed" and meta["filed_as"].startswith("processed/fleet@")
-    assert "machine_id" in meta["preview"] and meta["rows_per_second"] > 0
+    assert "machine_id" in _columns(meta["preview"]) and meta["rows_per_second"] > 0
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == 600
-    assert "expect_compound_columns_to_be_unique" in check.metadata["expectations"].value
+    assert "expect_compound_columns_to_be_unique" in _column(
+        check.metadata["expectations"].value, "expectation"
+    )
     assert store.count_readings(ReadingsStore(url=pg_url).engine) == 600
 
     defs = dg.Definitions(
@@ -172,13 +186,13 @@ def test_expectations_fail_when_timestamps_go_backwards(
     )
     [check] = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    table = check.metadata["expectations"].value
     [row] = [
         r
-        for r in table.splitlines()
-        if "| expect_column_values_to_be_between" in r and "| seconds_since" in r
+        for r in _rows(check.metadata["expectations"].value)
+        if r["expectation"] == "expect_column_values_to_be_between"
+        and r["column"] == "seconds_since_previous"
     ]
-    assert "False" in row
+    assert row["success"] is False
 
 
 def test_rejected_file_fails_the_check_with_its_reason(
