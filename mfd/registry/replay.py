@@ -1,0 +1,193 @@
+"""Replay before promotion: the last N days of stored readings re-scored by the challenger and the
+champion, compared the way an operator lives with them.
+
+Definitions (one `horizon`, by default the label window):
+- an *alert* is a reading the model labels a failure (probability >= its threshold);
+- a *labelled failure* is a run of failure-labelled readings of one machine (their own label, or a
+  maintenance record's) with gaps of at most `horizon`; it happens at its last reading;
+- a failure is *caught* when its machine alerted within `horizon` before it (inclusive); its *lead time*
+  is from the earliest such alert to the failure;
+- a *false alarm* is an alert that is not within `horizon` before a labelled failure of its machine;
+- *alerts per machine-day*: alerts over the (machine, UTC day) pairs that have readings.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from matplotlib.figure import Figure
+from sqlalchemy.engine import Engine
+
+from mfd.modeling.model_io import FailureModel
+from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.storage.tables import readings
+
+REPLAY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "machine_id",
+    "timestamp",
+    "machine_type",
+    *SENSOR_COLUMNS,
+    LABEL_COLUMN,
+)
+FIGURES: tuple[str, ...] = (
+    "alerts",
+    "alerts_per_machine_day",
+    "failures",
+    "caught",
+    "median_lead_min",
+    "false_alarms",
+)
+
+
+def read_recent_days(engine: Engine, days: float) -> pd.DataFrame:
+    """Readings of the last `days` before the newest stored reading (PostgreSQL: one COPY TO)."""
+    with engine.connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(readings.c.timestamp))).scalar()
+    if newest is None:
+        return pd.DataFrame(columns=list(REPLAY_COLUMNS))
+    since = (
+        pd.Timestamp(newest).tz_localize("UTC")
+        if pd.Timestamp(newest).tzinfo is None
+        else pd.Timestamp(newest)
+    )
+    since = since - pd.Timedelta(days=days)
+    query = sa.select(*(readings.c[c] for c in REPLAY_COLUMNS)).where(
+        readings.c.timestamp >= since.to_pydatetime()
+    )
+    if engine.dialect.name == "postgresql":
+        return _copy_out(engine, query)
+    with engine.connect() as conn:
+        df = pd.read_sql(query, conn).rename(columns=str)
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    return df.astype({c: "float64" for c in SENSOR_COLUMNS})
+
+
+def _copy_out(engine: Engine, query: sa.Select) -> pd.DataFrame:
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    buf = io.BytesIO()
+    with engine.connect() as conn:
+        with (
+            conn.connection.driver_connection.cursor() as cur,
+            cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)") as copy,
+        ):
+            for block in copy:
+                buf.write(block)
+        conn.rollback()
+    buf.seek(0)
+    df = pd.read_csv(
+        buf,
+        dtype={"id": "int64", "machine_id": "string", "machine_type": "string", LABEL_COLUMN: "Int8"}
+        | {c: "float64" for c in SENSOR_COLUMNS},
+    )
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    return df
+
+
+def labelled_failures(frame: pd.DataFrame, horizon: pd.Timedelta) -> pd.DataFrame:
+    """The labelled failures of `frame` (machine_id, timestamp, label; labelled rows only count): per
+    machine, failure readings no more than `horizon` apart are one failure, at the last one's time."""
+    failed = frame.loc[frame[LABEL_COLUMN].fillna(0).astype(bool), ["machine_id", "timestamp"]]
+    failed = failed.sort_values(["machine_id", "timestamp"])
+    new = (failed["machine_id"] != failed["machine_id"].shift()) | (failed["timestamp"].diff() > horizon)
+    episode = new.cumsum()
+    out = failed.groupby(episode).agg(machine_id=("machine_id", "first"), timestamp=("timestamp", "max"))
+    return out.reset_index(drop=True)
+
+
+def replay_figures(frame: pd.DataFrame, alert: np.ndarray, horizon: pd.Timedelta) -> dict[str, float]:
+    """The figures of one model on `frame` (machine_id, timestamp, label) given its `alert` per row."""
+    alert = np.asarray(alert, dtype=bool)
+    machine_days = frame.groupby([frame["machine_id"], frame["timestamp"].dt.floor("D")]).ngroups
+    failures = labelled_failures(frame, horizon)
+    alerts = frame.loc[alert, ["machine_id", "timestamp"]].sort_values("timestamp")
+    explained = np.zeros(len(alerts), dtype=bool)
+    leads = []
+    for failure in failures.itertuples():
+        near = (
+            (alerts["machine_id"] == failure.machine_id)
+            & (alerts["timestamp"] <= failure.timestamp)
+            & (alerts["timestamp"] >= failure.timestamp - horizon)
+        ).to_numpy()
+        explained |= near
+        if near.any():
+            leads.append(
+                (failure.timestamp - alerts["timestamp"].to_numpy()[near].min()) / pd.Timedelta(minutes=1)
+            )
+    return {
+        "alerts": int(alert.sum()),
+        "alerts_per_machine_day": float(alert.sum() / machine_days) if machine_days else float("nan"),
+        "failures": len(failures),
+        "caught": len(leads),
+        "median_lead_min": float(np.median(leads)) if leads else float("nan"),
+        "false_alarms": int((~explained).sum()),
+    }
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Replay figures per model (rows `challenger vN` / `champion vM`), what was replayed, how long it took."""
+
+    table: pd.DataFrame
+    readings: int
+    days: float
+    horizon: pd.Timedelta
+    seconds: dict[str, float]
+
+    def not_worse(self, challenger: str, champion: str) -> tuple[bool, str]:
+        """Whether the challenger catches no fewer labelled failures and raises no more false alarms."""
+        a, b = self.table.loc[challenger], self.table.loc[champion]
+        figures = (
+            f"caught {a['caught']:.0f} vs {b['caught']:.0f} of {b['failures']:.0f}, "
+            f"false alarms {a['false_alarms']:.0f} vs {b['false_alarms']:.0f} over {self.readings} readings"
+        )
+        if a["caught"] >= b["caught"] and a["false_alarms"] <= b["false_alarms"]:
+            return True, f"replay not worse: {figures}"
+        return False, f"replay worse: {figures}"
+
+
+def replay_models(
+    engine: Engine, models: dict[str, FailureModel], days: float, horizon: pd.Timedelta
+) -> Replay:
+    """Re-score the last `days` of stored readings with each of `models` (row name -> model) and compare
+    them on the readings' labels and the maintenance labels (records within `horizon`)."""
+    t0 = time.perf_counter()
+    frame = read_recent_days(engine, days)
+    for column in FAILURE_MODE_COLUMNS:
+        frame[column] = pd.NA
+    labelled = apply_maintenance_labels(frame, read_maintenance(engine), horizon)
+    frame[LABEL_COLUMN] = labelled[LABEL_COLUMN].reindex(frame.index)
+    frame = frame.drop(columns=list(FAILURE_MODE_COLUMNS))
+    t1 = time.perf_counter()
+    rows, seconds = {}, {"read": t1 - t0}
+    for name, model in models.items():
+        start = time.perf_counter()
+        alert = model.probability(frame) >= model.threshold if len(frame) else np.zeros(0, dtype=bool)
+        rows[name] = replay_figures(frame, alert, horizon)
+        seconds[name] = time.perf_counter() - start
+    table = pd.DataFrame.from_dict(rows, orient="index")[list(FIGURES)]
+    return Replay(table, len(frame), days, horizon, seconds)
+
+
+def replay_figure(replay: Replay) -> Figure:
+    """One bar panel per figure, a bar per model."""
+    fig = Figure(figsize=(12, 6))
+    axes = fig.subplots(2, 3)
+    for ax, figure in zip(axes.flat, FIGURES, strict=True):
+        values = replay.table[figure].astype("float64")
+        ax.bar(
+            range(len(values)), values.fillna(0).to_numpy(), color=["tab:orange", "tab:blue"][: len(values)]
+        )
+        ax.set_xticks(range(len(values)), list(values.index), fontsize=8)
+        ax.set_title(figure.replace("_", " "), fontsize=9)
+    fig.suptitle(
+        f"replay of {replay.readings} readings, last {replay.days:g} days (horizon {replay.horizon})"
+    )
+    fig.tight_layout()
+    return fig
