@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,40 @@ def champion(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> 
         _, version = log_failure_model(pipeline, ai4i, registered_name=tracking.model_name, threshold=0.5)
     tracking.client().set_registered_model_alias(tracking.model_name, "champion", version.version)
     return tracking
+
+
+def _live_descendants(root: int) -> list[str]:
+    """`pid command line` of every live (not zombie) descendant of `root`, read from /proc."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            parent[int(entry.name)] = int(ppid)
+    found, frontier = [], {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier}
+        for pid in sorted(frontier):
+            try:
+                command = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found.append(f"{pid} {command.strip()[:200]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """After the session, once every service fixture has stopped, no process the tests started is alive."""
+    yield
+    for _ in range(20):  # a stopped server may take a moment to exit
+        stray = _live_descendants(os.getpid())
+        if not stray:
+            return
+        time.sleep(0.5)
+    pytest.fail("processes left running after the tests:\n" + "\n".join(stray), pytrace=False)
