@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
@@ -25,8 +26,9 @@ def png_markdown(fig: Figure, alt: str, max_width_px: int = MAX_WIDTH_PX) -> str
     `max_width_px` wide (a wide figure is drawn at a lower resolution, never cropped); closes it."""
     buf = io.BytesIO()
     try:
-        fig.canvas.draw()
-        tight = fig.get_tightbbox(fig.canvas.get_renderer())
+        canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+        canvas.draw()
+        tight = fig.get_tightbbox(canvas.get_renderer())
         dpi = min(100.0, max_width_px / max(tight.width + 0.25, 1e-6))  # bbox_inches pads 0.1 in a side
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
