@@ -63,7 +63,7 @@ class Step:
 WALK: tuple[Step, ...] = (
     # docs/generator.md
     Step(".venv/bin/mfd generate"),
-    Step(".venv/bin/mfd generate --machines 100 --rows 1000000 --sink files --file-rows 50000 --peripheral"),
+    Step(".venv/bin/mfd generate --machines 100 --rows 200000 --sink files --file-rows 50000 --peripheral"),
     Step(".venv/bin/mfd generate --sink db --sink files --seed 7 --start 2026-01-01T00:00:00Z"),
     Step(".venv/bin/mfd generate --machines 20 --rate 20 --sink db", how="interrupt"),
     Step(".venv/bin/mfd generate --machines 1 --rate 1", how="interrupt"),
