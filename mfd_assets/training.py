@@ -20,6 +20,7 @@ from mfd.modeling.experiment import (
 from mfd.modeling.families import FAMILY_CHOICES
 from mfd.modeling.holdout import holdout_split, without_holdout
 from mfd.modeling.metrics import METRICS
+from mfd.modeling.model_io import CHAMPION, load_version
 from mfd.modeling.robust import OBJECTIVES, Robustness
 from mfd.modeling.sequence.architectures import ARCHITECTURES
 from mfd.modeling.sequence.experiment import log_sequence_models, pr_curves_figure
@@ -33,10 +34,12 @@ from mfd.modeling.sequence.windows import split_windows
 from mfd.modeling.shifts import CrossSource, LabelNoise, NoiseLevels, ShiftConfig
 from mfd.modeling.training_data import data_version
 from mfd.plots import png_markdown
-from mfd.preparation.labels import LABELLED_READINGS_TAG
+from mfd.preparation.labels import LABELLED_READINGS_TAG, label_window
+from mfd.preparation.training_set import DEFAULT_LABEL_WINDOW
+from mfd.registry.replay import Replay, logged_model, replay_figure, replay_models
 from mfd.schema import LABEL_COLUMN
 from mfd_assets.metadata import table as table_metadata
-from mfd_resources import Tracking
+from mfd_resources import ReadingsStore, Tracking
 
 GROUP = "training"
 
@@ -159,6 +162,18 @@ class ChampionModelConfig(dg.Config):
         description="JSON costs per machine type for the thresholds and `expected_cost`: "
         '{"L": {"missed_failure": 8000, "false_stop": 400, "late_alarm": 3000}, "M": {...}, "H": {...}}; '
         "empty: the defaults of mfd.alerts.costs.",
+    )
+    replay_days: float = Field(
+        7.0, description="Replay the last N days of stored readings with candidate and champion (0: off)."
+    )
+    replay_horizon: str = Field(
+        DEFAULT_LABEL_WINDOW,
+        description="Replay: how long before a labelled failure an alert catches it (pandas Timedelta).",
+    )
+    require_replay_not_worse: bool = Field(
+        False,
+        description="Keep the champion when the replay shows the candidate catching fewer labelled "
+        "failures or raising more false alarms.",
     )
 
 
@@ -337,22 +352,31 @@ def champion_model(
     context: dg.AssetExecutionContext,
     config: ChampionModelConfig,
     tracking: Tracking,
+    readings_store: ReadingsStore,
     candidate_model: LoggedCandidate,
 ) -> dg.MaterializeResult:
     """The candidate registered as a new version (alias `challenger` once evaluated); `champion` moves to it
-    only if it beats the current champion on the same holdout by the configured margin."""
+    only if it beats the current champion on the same holdout by the configured margin, and, when required,
+    the replay of the last replay_days of stored readings shows it no worse."""
+    replay = _replay(config, tracking, readings_store, candidate_model)
+    verdict = replay.not_worse("candidate", "champion") if replay is not None else (True, "no replay")
+    blocked = config.require_replay_not_worse and not verdict[0]
     decision = tracking.promote(
         candidate_model,
         metric=config.metric,
-        margin=config.margin,
+        # A worse replay keeps the champion: an unreachable margin still registers and evaluates the version.
+        margin=float("inf") if blocked else config.margin,
         tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
         cost_matrix=parse_cost_matrix(config.cost_matrix),
     )
-    context.log.info(decision.reason)
+    reason = f"champion kept: {verdict[1]}" if blocked else decision.reason
+    context.log.info(reason)
     return dg.MaterializeResult(
         metadata={
             "promoted": decision.promoted,
-            "reason": decision.reason,
+            "reason": reason,
+            "replay_verdict": verdict[1],
+            **(_replay_metadata(replay) if replay is not None else {}),
             "challenger_version": decision.challenger,
             "champion_version": decision.champion_after or "",
             "previous_champion_version": decision.champion_before or "",
@@ -366,6 +390,31 @@ def champion_model(
             ),
         }
     )
+
+
+def _replay(
+    config: ChampionModelConfig, tracking: Tracking, readings_store: ReadingsStore, logged: LoggedCandidate
+) -> Replay | None:
+    """Candidate vs champion on the last replay_days of stored readings; None without a champion or days."""
+    if config.replay_days <= 0 or tracking.champion_status().version is None:
+        return None
+    models = {
+        "candidate": logged_model(logged.model_uri, tracking.model_name, logged.candidate.threshold),
+        "champion": load_version(tracking.client(), tracking.model_name, CHAMPION),
+    }
+    return replay_models(
+        readings_store.engine, models, config.replay_days, label_window(config.replay_horizon)
+    )
+
+
+def _replay_metadata(replay: Replay) -> dict[str, object]:
+    return {
+        "replay": table_metadata(replay.table),
+        "replay_readings": replay.readings,
+        "replay_plot": dg.MetadataValue.md(
+            png_markdown(replay_figure(replay), "replay: candidate vs champion")
+        ),
+    }
 
 
 @dg.op(description="Move the `champion` alias back to the previous champion version.")

@@ -17,9 +17,11 @@ import io
 import time
 from dataclasses import dataclass
 
+import mlflow
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
@@ -175,10 +177,14 @@ def replay_models(
     return Replay(table, len(frame), days, horizon, seconds)
 
 
+def logged_model(model_uri: str, name: str, threshold: float) -> FailureModel:
+    """A logged, not yet registered model (this run's candidate) loaded for a replay."""
+    return FailureModel(name, "candidate", threshold, mlflow.pyfunc.load_model(model_uri))
+
+
 def replay_figure(replay: Replay) -> Figure:
     """One bar panel per figure, a bar per model."""
-    fig = Figure(figsize=(12, 6))
-    axes = fig.subplots(2, 3)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     for ax, figure in zip(axes.flat, FIGURES, strict=True):
         values = replay.table[figure].astype("float64")
         ax.bar(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +16,13 @@ from mfd.reference import load_ai4i
 from mfd.registry.replay import labelled_failures, replay_figure, replay_figures, replay_models
 from mfd.storage import readings as store
 from mfd.storage.tables import maintenance_records
+from mfd_assets.training import (
+    CandidateModelConfig,
+    ChampionModelConfig,
+    candidate_model,
+    champion_model,
+    holdout,
+)
 from mfd_resources import ReadingsStore, Tracking
 
 DAY = pd.Timestamp("2026-03-02", tz="UTC")
@@ -119,3 +127,47 @@ def test_replay_reads_the_last_days_with_maintenance_labels(
     assert replay.not_worse("again", "champion")[0]
     assert len(read_maintenance(readings.engine)) == 1
     assert replay_figure(replay).axes and store.count_readings(readings.engine) == 2000
+
+
+@pytest.mark.integration
+def test_the_gate_keeps_the_champion_when_the_replay_is_worse(
+    pg_url: str, champion: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture's champion learnt all of AI4I; a two-fold logistic regression catches fewer of its
+    failures in the replay, so even a margin of -1 on the holdout does not promote it."""
+    monkeypatch.setenv("MFD_HOME", str(tmp_path / "home"))
+    ai4i = load_ai4i()
+    readings = ReadingsStore(url=pg_url)
+    readings.insert(ai4i.head(3000))
+    frame = ai4i.head(3000).copy()
+    frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype="int64"))
+
+    @dg.asset(name="training_set")
+    def training_set() -> pd.DataFrame:
+        return frame
+
+    @dg.asset(name="cleaned_set", deps=[training_set])
+    def cleaned_set() -> pd.DataFrame:
+        return frame
+
+    client = champion.client()
+    before = client.get_model_version_by_alias(champion.model_name, CHAMPION).version
+    result = dg.materialize(
+        [training_set, cleaned_set, holdout, candidate_model, champion_model],
+        resources={"tracking": champion, "readings_store": readings},
+        run_config=dg.RunConfig(
+            {
+                "candidate_model": CandidateModelConfig(family="logreg", folds=2, trials=1),
+                "champion_model": ChampionModelConfig(
+                    margin=-1.0, replay_days=400, require_replay_not_worse=True
+                ),
+            }
+        ),
+    )
+    [event] = result.asset_materializations_for_node("champion_model")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["replay_readings"] == 3000
+    assert len(meta["replay"].records) == 2 and "data:image/png;base64," in meta["replay_plot"]
+    assert meta["replay_verdict"].startswith("replay worse"), meta["replay_verdict"]
+    assert meta["promoted"] is False and meta["reason"].startswith("champion kept: replay worse")
+    assert client.get_model_version_by_alias(champion.model_name, CHAMPION).version == before
