@@ -25,7 +25,7 @@ from mfd_assets.training import (
     holdout,
     rollback_champion,
 )
-from mfd_resources import Tracking
+from mfd_resources import ReadingsStore, Tracking
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def _train(
             training_set_trainable,
             cleaned_set_trainable,
         ],
-        resources={"tracking": tracking},
+        resources={"tracking": tracking, "readings_store": ReadingsStore(url="sqlite://")},
         run_config=dg.RunConfig(
             {
                 "candidate_model": CandidateModelConfig(family=family, folds=2, trials=1),
