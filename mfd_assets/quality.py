@@ -1,4 +1,5 @@
-"""Quality group: the grid-searched classifier panel on raw, cleaned and each augmented training set."""
+"""Quality group: the grid-searched classifier panel on raw, cleaned, noise-jittered and each augmented
+training set, scored on the holdout and on its noisy and label-noise copies."""
 
 import json
 
@@ -8,7 +9,9 @@ from pydantic import Field
 
 from mfd.errors import MfdError
 from mfd.modeling.holdout import assert_disjoint, without_holdout
-from mfd.plots import png_markdown, table_markdown
+from mfd.modeling.robust import Robustness
+from mfd.modeling.shifts import LabelNoise, NoiseLevels, ShiftConfig, shifted_holdouts
+from mfd.plots import png_markdown
 from mfd.quality.panel import (
     CLASSIFIERS,
     DEFAULT_GRIDS,
@@ -18,6 +21,7 @@ from mfd.quality.panel import (
     lift_summary,
     run_panel,
 )
+from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ObjectStore
 
 REPORT_KEY = "reports/quality_scores.csv"
@@ -31,12 +35,19 @@ class QualityConfig(dg.Config):
         '"{\\"n_neighbors\\": [5, 9]}"}',
     )
     folds: int = Field(3, description="stratified CV folds of the grid search")
-    time_budget_s: float = Field(90.0, description="grid searches not started within this many s are skipped")
+    time_budget_s: float = Field(
+        30.0, description="wall-time budget, shared out between the training sets; later searches are skipped"
+    )
     n_jobs: int = Field(2, description="parallel CV fits per grid search")
     seed: int = Field(0, description="seed of the CV splits, subsamples and seeded classifiers")
     max_train_rows: dict[str, int] = Field(
         dict(DEFAULT_MAX_TRAIN_ROWS), description="slow classifiers train on a stratified subsample this big"
     )
+    jitter_copies: int = Field(
+        2, description="the `jitter` set: cleaned rows plus this many noise-jittered copies (0: no such set)"
+    )
+    noise_seed: int = Field(NoiseLevels.seed, description="seed of the noisy holdout and the jitter")
+    label_seed: int = Field(LabelNoise.seed, description="seed of the label-noise holdout")
 
     def panel(self) -> PanelConfig:
         grids = {name: dict(grid) for name, grid in DEFAULT_GRIDS.items()}
@@ -79,9 +90,15 @@ def quality_scores(
         "oversampling": augmented_oversampling,
         "corruption": augmented_corruption,
     }
+    noise = NoiseLevels(seed=config.noise_seed)
+    if config.jitter_copies:
+        jitter = Robustness(noise=noise, jitter_copies=config.jitter_copies)
+        train_sets["jitter"] = jitter.jittered(train_sets["cleaned"], seed=config.seed)
     for name in ("gan", "oversampling", "corruption"):
         assert_disjoint(train_sets[name], held, f"augmented_{name}")
-    table = run_panel(train_sets, holdout, panel, log=context.log.info)
+    shifts = ShiftConfig(noise=noise, label=LabelNoise(seed=config.label_seed), cross=None)
+    shifted = {k: v for k, v in shifted_holdouts(holdout, shifts).items() if k != "clean"}
+    table = run_panel(train_sets, holdout, panel, log=context.log.info, shifted=shifted)
     objects = object_store.objects()
     objects.put(REPORT_KEY, table.to_csv(index=False).encode())
     shown = table.drop(columns=["best_params"]).set_index(["dataset", "classifier"])
@@ -89,12 +106,10 @@ def quality_scores(
     return dg.Output(
         table,
         metadata={
-            "scores": dg.MetadataValue.md(table_markdown(shown, floatfmt=".3f")),
+            "scores": table_metadata(shown, digits=3),
             "pr_auc_chart": dg.MetadataValue.md(png_markdown(bar_chart(table), "holdout PR AUC")),
-            "lift_over_raw": dg.MetadataValue.md(table_markdown(lift_summary(table), floatfmt=".3f")),
-            "best_params": dg.MetadataValue.md(
-                table_markdown(table[["dataset", "classifier", "best_params"]])
-            ),
+            "lift_over_raw": table_metadata(lift_summary(table), digits=3),
+            "best_params": table_metadata(table[["dataset", "classifier", "best_params"]]),
             "csv": dg.MetadataValue.path(f"{objects.describe()}: {REPORT_KEY}"),
             "holdout_rows": dg.MetadataValue.int(len(holdout)),
             "holdout_failures": dg.MetadataValue.int(int(holdout["machine_failure"].astype(int).sum())),
@@ -103,6 +118,9 @@ def quality_scores(
                 or "none"
             ),
             "skipped_for_time_budget": dg.MetadataValue.int(int(notes.str.startswith("skipped").sum())),
+            "time_budget_s": dg.MetadataValue.float(panel.time_budget_s),
+            "search_s_total": dg.MetadataValue.float(float(table["search_s"].fillna(0).sum())),
+            "shift_settings": dg.MetadataValue.json(shifts.record()),
             "failed_to_fit": dg.MetadataValue.int(int(notes.str.startswith("failed").sum())),
             "seed": dg.MetadataValue.int(config.seed),
             "dagster/row_count": dg.MetadataValue.int(len(table)),

@@ -7,7 +7,9 @@ Each corruption returns a copy and changes only the sensor cells it names (clipp
 - `spike_line` (random line): spikes of +-`magnitude` standard deviations along one sensor;
 - `stuck_values`: one sensor repeats one value over a segment;
 - `drift`: one sensor ramps away over a segment;
-- `mixed`: two of the above, drawn at random.
+- `mixed`: two of the above, drawn at random;
+- `sensor_noise`: independent Gaussian measurement noise per cell (the shifted holdouts and jittered
+  training copies of `mfd.modeling.shifts`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,18 @@ def drift(
     col = out.columns.get_loc(column)
     out.iloc[rows, col] = out.iloc[rows, col].to_numpy() + ramp
     return clip_sensors(out, (column,))
+
+
+def sensor_noise(
+    df: pd.DataFrame, rng: np.random.Generator, sd: dict[str, float | np.ndarray]
+) -> pd.DataFrame:
+    """Gaussian noise of standard deviation `sd[column]` (a number, or one per row) added to each named
+    sensor column, clipped to the physical ranges; every other column is left as it is."""
+    out = df.copy()
+    for col, scale in sd.items():
+        values = out[col].to_numpy(dtype="float64")
+        out[col] = values + rng.normal(0.0, 1.0, len(values)) * np.asarray(scale, dtype="float64")
+    return clip_sensors(out, tuple(sd))
 
 
 def _one(kind: str, df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:

@@ -1,4 +1,6 @@
-"""One MLflow run per trained candidate: params, CV and holdout metrics, latency, plots and the model."""
+"""One MLflow run per trained candidate: params (incl. objective, noise levels and seeds), CV, holdout and
+shifted-holdout metrics, Brier scores, latency, plots (confusion, PR curve, clean vs shifted per family,
+reliability) and the model."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from mfd.modeling.calibration import reliability_figure
 from mfd.modeling.candidate import Candidate
-from mfd.modeling.metrics import confusion
+from mfd.modeling.metrics import METRICS, confusion
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
 from mfd.plots import draw_pr_curve, table_markdown
@@ -57,15 +60,60 @@ def pr_curve_figure(candidate: Candidate) -> Figure:
     return fig
 
 
+def shift_figure(candidate: Candidate, metric: str = "pr_auc") -> Figure:
+    """Grouped bars: per family, its `metric` on the clean holdout and on each shifted holdout."""
+    pivot = candidate.shifted.pivot(index="family", columns="shift", values=metric)
+    pivot = pivot.reindex(
+        index=candidate.shifted["family"].unique(), columns=candidate.shifted["shift"].unique()
+    )
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    pivot.plot.bar(ax=ax, width=0.8, rot=0)
+    ax.set(ylim=(0, 1), ylabel=metric.replace("_", " ").upper(), title="Clean vs shifted holdouts by family")
+    ax.legend(title="holdout", ncols=len(pivot.columns), loc="upper left", fontsize="small")
+    return fig
+
+
+def calibration_figure(candidate: Candidate) -> Figure:
+    """Reliability diagram of the candidate on its holdout, before and after calibration."""
+    y = candidate.holdout[LABEL_COLUMN].to_numpy()
+    curves = {"calibrated": candidate.holdout_proba}
+    if candidate.calibration.get("method", "none") != "none":
+        curves = {"uncalibrated": candidate.calibration["holdout_proba_uncalibrated"], **curves}
+    return reliability_figure(y, curves)
+
+
+def shift_metrics(candidate: Candidate) -> dict[str, float]:
+    """The chosen family's scores on each shifted holdout, flat: `shift_noisy_pr_auc`, ..."""
+    rows = candidate.shifted[candidate.shifted["family"] == candidate.family]
+    name = {"ai4i->fleet": "ai4i_to_fleet", "fleet->ai4i": "fleet_to_ai4i"}
+    return {
+        f"shift_{name.get(r['shift'], r['shift'])}_{k}": float(r[k])
+        for _, r in rows.iterrows()
+        for k in METRICS
+    }
+
+
 def metrics(candidate: Candidate) -> dict[str, float]:
-    """Everything measured about the candidate, flat: cv_*, holdout_*, latency and seconds."""
+    """Everything measured about the candidate, flat: cv_*, holdout_*, shift_*, Brier, latency and seconds."""
     return {
         **{f"cv_{k}": v for k, v in candidate.cv.items()},
         **{f"holdout_{k}": v for k, v in candidate.holdout_scores.items()},
+        **shift_metrics(candidate),
+        **{k: v for k, v in candidate.calibration.items() if k.startswith("holdout_brier")},
         **candidate.latency,
+        **{f"budget_{k}": v for k, v in candidate.budget.items()},
         "threshold": candidate.threshold,
         "fit_seconds": candidate.fit_seconds,
         "train_seconds": candidate.seconds,
+    }
+
+
+def run_params(candidate: Candidate) -> dict[str, object]:
+    """The objective, jitter, calibration and every shift level and seed the candidate was made with."""
+    return {
+        **candidate.robustness.record(),
+        "calibration": candidate.calibration.get("method", "none"),
+        **{f"shift_{k}": v for k, v in candidate.shifts.record().items()},
     }
 
 
@@ -93,16 +141,26 @@ def log_candidate(
     ) as run:
         mlflow.set_tags({**tags, "family": candidate.family})
         mlflow.log_params(
-            {**settings, "family": candidate.family, **{f"param_{k}": v for k, v in candidate.params.items()}}
+            {
+                **settings,
+                **run_params(candidate),
+                "family": candidate.family,
+                **{f"param_{k}": v for k, v in candidate.params.items()},
+            }
         )
         mlflow.log_metrics(metrics(candidate))
         for label, fig in (
             ("confusion_matrix", confusion_figure(candidate)),
             ("pr_curve", pr_curve_figure(candidate)),
+            ("shifted_holdouts", shift_figure(candidate)),
+            ("reliability", calibration_figure(candidate)),
         ):
             mlflow.log_figure(fig, f"plots/{label}.png")
             plt.close(fig)
         mlflow.log_text(table_markdown(candidate.families), "cv_by_family.md")
+        for shift in candidate.shifted["shift"].unique():
+            name = shift.replace("->", "_to_")
+            mlflow.log_text(table_markdown(candidate.shift_table(shift)), f"holdouts/{name}.md")
         model_uri, _ = log_failure_model(
             candidate.pipeline, candidate.holdout[list(MODEL_INPUT_COLUMNS)], threshold=candidate.threshold
         )

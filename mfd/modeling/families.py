@@ -1,5 +1,6 @@
 """Model families of the candidate classifier: each one's optuna search space, the reference params tried
-first, and how its estimator is made."""
+first, a regularized configuration (larger leaves, l2, shallower trees) tried next, and how its estimator
+is made."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from mfd.errors import MfdError
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: its optuna search space, a reference trial tried first, and its estimator."""
+    """A model family: its optuna search space, a reference trial tried first, a regularized one tried when
+    the family gets more trials, and its estimator."""
 
     name: str
     space: Callable[[optuna.Trial], dict[str, Any]]
     reference: dict[str, Any]
     make: Callable[[dict[str, Any], int], BaseEstimator]
+    regularized: dict[str, Any] | None = None
 
 
 def _torch_mlp(params: dict[str, Any], seed: int) -> BaseEstimator:
@@ -114,6 +117,25 @@ def _vote(p: dict[str, Any], seed: int) -> VotingClassifier:
     )
 
 
+def _blend_space(t: optuna.Trial) -> dict[str, Any]:
+    return {
+        "weight": t.suggest_float("weight", 0.2, 0.8),
+        "copies": t.suggest_int("copies", 1, 3),
+        "scale": t.suggest_float("scale", 0.5, 1.5),
+        "learning_rate": t.suggest_float("learning_rate", 0.03, 0.1, log=True),
+        "max_iter": t.suggest_int("max_iter", 200, 400, step=100),
+        "max_leaf_nodes": t.suggest_int("max_leaf_nodes", 8, 31),
+        "leaf": t.suggest_int("leaf", 20, 80),
+        "l2": t.suggest_float("l2", 0.1, 10.0, log=True),
+    }
+
+
+def _blend(p: dict[str, Any], seed: int) -> BaseEstimator:
+    from mfd.modeling.blend import JitterBlend
+
+    return JitterBlend(**p, random_state=seed)
+
+
 def _none(value: str) -> str | None:
     return None if value == "none" else value
 
@@ -136,6 +158,13 @@ FAMILIES: dict[str, Family] = {
                 "l2_regularization": 1e-4,
             },
             lambda p, seed: HistGradientBoostingClassifier(**p, early_stopping=False, random_state=seed),
+            {
+                "learning_rate": 0.05,
+                "max_iter": 300,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 40,
+                "l2_regularization": 3.0,
+            },
         ),
         Family(
             "rf",
@@ -148,6 +177,7 @@ FAMILIES: dict[str, Family] = {
                 class_weight=_none(p["class_weight"]),
                 random_state=seed,
             ),
+            {"n_estimators": 300, "max_features": "0.5", "min_samples_leaf": 3, "class_weight": "none"},
         ),
         Family(
             "svm",
@@ -161,6 +191,7 @@ FAMILIES: dict[str, Family] = {
                     cv=3,
                 ),
             ),
+            {"C": 1.0, "gamma": 0.03, "class_weight": "none"},
         ),
         Family(
             "logreg",
@@ -170,12 +201,14 @@ FAMILIES: dict[str, Family] = {
                 StandardScaler(),
                 LogisticRegression(C=p["C"], class_weight=_none(p["class_weight"]), max_iter=2000),
             ),
+            {"C": 0.1, "class_weight": "none"},
         ),
         Family(
             "mlp",
             _mlp_space,
             {"width": 64, "layers": 2, "learning_rate": 3e-3, "weight_decay": 1e-5, "epochs": 40},
             lambda p, seed: _torch_mlp(p, seed),
+            {"width": 64, "layers": 2, "learning_rate": 3e-3, "weight_decay": 1e-3, "epochs": 30},
         ),
         Family(
             "vote",
@@ -188,6 +221,38 @@ FAMILIES: dict[str, Family] = {
                 "rf_weight": 0.6,
             },
             _vote,
+            {
+                "n_estimators": 200,
+                "min_samples_leaf": 3,
+                "learning_rate": 0.05,
+                "max_leaf_nodes": 15,
+                "rf_weight": 0.5,
+            },
+        ),
+        Family(
+            "blend",
+            _blend_space,
+            {
+                "weight": 0.5,
+                "copies": 2,
+                "scale": 1.0,
+                "learning_rate": 0.05,
+                "max_iter": 300,
+                "max_leaf_nodes": 15,
+                "leaf": 40,
+                "l2": 3.0,
+            },
+            _blend,
+            {
+                "weight": 0.35,
+                "copies": 2,
+                "scale": 1.0,
+                "learning_rate": 0.05,
+                "max_iter": 300,
+                "max_leaf_nodes": 12,
+                "leaf": 60,
+                "l2": 5.0,
+            },
         ),
     )
 }

@@ -1,10 +1,24 @@
 """Optuna tuning of the model families on stratified k-fold CV (a threshold chosen on the out-of-fold
-predictions), the `auto` screen across families, and nested CV for honest scores of the whole procedure."""
+predictions), the `auto` screen across families under a time budget, and nested CV for honest scores of
+the whole procedure.
+
+Every trial is scored on each validation fold twice, clean and with measurement noise (`Robustness`): the
+objective (`robust` by default) decides trials, families and thresholds. The shifted holdout is never
+used here.
+
+`auto` with a time budget is a successive-halving race: every family's reference configuration runs fold
+by fold on two threads, and a family whose running objective after two or more folds trails the best
+family at the same fold by more than SCREEN_MARGIN stops there (it cannot win); the families that finish
+within SCREEN_MARGIN of the best share what is left of the tuning budget for more trials (optuna, median
+pruning after each fold; a trial still running when the budget is spent is pruned).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,68 +30,180 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from mfd.errors import MfdError
 from mfd.features import feature_matrix
+from mfd.modeling.calibration import CalibratedModel, Calibrator
 from mfd.modeling.families import FAMILIES, check_family
 from mfd.modeling.metrics import best_threshold, scores
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.modeling.robust import Robustness, combined
 from mfd.modeling.training_data import labelled
 from mfd.schema import LABEL_COLUMN
 
+log = logging.getLogger(__name__)
+
 # `auto` tunes further only the families whose reference params score within this of the best.
 SCREEN_MARGIN = 0.05
+# The race order: cheap families first, so the slow ones meet a bar to beat early.
+SCREEN_ORDER: tuple[str, ...] = ("hgb", "blend", "logreg", "rf", "mlp", "vote", "svm")
 
 
 @dataclass(frozen=True)
 class Tuned:
-    """The best trial of one family: its params, its CV scores and its out-of-fold probabilities."""
+    """The best trial of one family: its params, its CV scores (clean, `noisy_*`, and `objective`) and its
+    out-of-fold probabilities on the clean and the noisy validation folds. A family the race stopped early
+    (`stopped`: "trails" or "time budget") has scores from its first `folds_run` folds only."""
 
     family: str
     params: dict[str, Any]
     cv: dict[str, float]
     threshold: float
     oof: np.ndarray
+    oof_noisy: np.ndarray
     trials: int
     seconds: float
+    folds_run: int
+    stopped: str = ""
+
+    @property
+    def pruned(self) -> bool:
+        return bool(self.stopped)
+
+    @property
+    def eligible(self) -> bool:
+        """Can be the candidate: finished, or stopped by the time budget after two or more folds (compared,
+        as successive halving does, on the folds it ran); a family that trailed cannot."""
+        return not self.stopped or (self.stopped == "time budget" and self.folds_run >= 2)
+
+    @property
+    def objective(self) -> float:
+        return self.cv["objective"]
 
 
-def fit_pipeline(family: str, params: dict[str, Any], x: pd.DataFrame, y: np.ndarray, seed: int) -> Pipeline:
-    with threadpool_limits(1):
-        return build_pipeline(FAMILIES[family].make(params, seed)).fit(x, y)
+@dataclass(frozen=True)
+class Fold:
+    """One CV split, its model inputs made once for every trial and family."""
+
+    valid: np.ndarray
+    train_x: pd.DataFrame
+    train_y: np.ndarray
+    valid_x: pd.DataFrame
+    noisy_x: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Folds:
+    y: np.ndarray
+    machine_type: np.ndarray
+    splits: list[Fold]
+
+
+def prepare_folds(df: pd.DataFrame, folds: int, seed: int, robustness: Robustness) -> Folds:
+    """Stratified `folds`-fold splits of the labelled rows of `df`: the (jittered) training inputs, the
+    clean and the noisy validation inputs of each."""
+    data = labelled(df)
+    y = data[LABEL_COLUMN].to_numpy()
+    splits = []
+    for k, (train, valid) in enumerate(
+        StratifiedKFold(folds, shuffle=True, random_state=seed).split(data, y)
+    ):
+        fit_rows = robustness.jittered(data.iloc[train], seed=seed * 100 + k)
+        splits.append(
+            Fold(
+                valid=valid,
+                train_x=feature_matrix(fit_rows),
+                train_y=fit_rows[LABEL_COLUMN].to_numpy(),
+                valid_x=feature_matrix(data.iloc[valid]),
+                noisy_x=feature_matrix(robustness.noisy_validation(data.iloc[valid], k)),
+            )
+        )
+    return Folds(y, data["machine_type"].astype("string").to_numpy(dtype=object), splits)
+
+
+@dataclass
+class Race:
+    """The running objective of each family after each fold, shared by the racing threads; `deadline`
+    (perf_counter seconds) ends tuning."""
+
+    margin: float = SCREEN_MARGIN
+    deadline: float | None = None
+    by_fold: dict[int, dict[str, float]] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def trails(self, family: str, fold: int, value: float) -> bool:
+        """Record `value`; True when the family cannot win: from the second fold on, it trails the best
+        family at this fold by more than the margin."""
+        with self.lock:
+            at = self.by_fold.setdefault(fold, {})
+            at[family] = value
+            others = [v for f, v in at.items() if f != family]
+        return fold >= 1 and bool(others) and value < max(others) - self.margin
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+
+def _fold_metric(y: np.ndarray, proba: np.ndarray, metric: str) -> float:
+    return scores(y, proba, 0.5)[metric]
 
 
 def tune(
     family: str,
-    df: pd.DataFrame,
+    df: pd.DataFrame | None = None,
     *,
     folds: int = 5,
     trials: int = 5,
     seed: int = 0,
     metric: str = "pr_auc",
     reference: bool = True,
-) -> Tuned:
+    robustness: Robustness | None = None,
+    prepared: Folds | None = None,
+    race: Race | None = None,
+) -> Tuned | None:
     """`trials` optuna trials (TPE, seeded; the family's reference params first if `reference`; median
-    pruning after each fold) scored by stratified `folds`-fold CV on `df` (labelled readings)."""
+    pruning after each fold) scored by stratified `folds`-fold CV on `df` (labelled readings), or on the
+    `prepared` folds. With a `race`, the family stops when it trails and trials stop at its deadline;
+    None when no trial finished a fold (the deadline came first)."""
     check_family(family, tuple(FAMILIES))
+    robustness = robustness or Robustness()
     started = time.perf_counter()
-    data = labelled(df)
-    x, y = feature_matrix(data), data[LABEL_COLUMN].to_numpy()
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
-    spec = FAMILIES[family]
-    oof_by_trial: dict[int, np.ndarray] = {}
+    if prepared is None:
+        if df is None:
+            raise MfdError("tune needs the training rows or their prepared folds")
+        prepared = prepare_folds(df, folds, seed, robustness)
+    y, spec = prepared.y, FAMILIES[family]
+    outcome: dict[int, tuple[np.ndarray, np.ndarray, int, str]] = {}
 
     def objective(trial: optuna.Trial) -> float:
         params = spec.space(trial)
-        oof = np.zeros(len(y))
-        fold_scores = []
-        for step, (train, valid) in enumerate(splits):
-            model = clone(spec.make(params, seed)).fit(x.iloc[train], y[train])
-            oof[valid] = model.predict_proba(x.iloc[valid])[:, 1]
-            fold_scores.append(scores(y[valid], oof[valid], 0.5)[metric])
-            trial.report(float(np.mean(fold_scores)), step)
+        oof, oof_noisy = np.full(len(y), np.nan), np.full(len(y), np.nan)
+        values: list[float] = []
+        for step, fold in enumerate(prepared.splits):
+            if race is not None and race.out_of_time() and (outcome or race.finished):
+                if step and reference:  # the race's reference trial: keep the folds it ran
+                    outcome[trial.number] = (oof, oof_noisy, step, "time budget")
+                raise optuna.TrialPruned()
+            model = clone(spec.make(params, seed)).fit(fold.train_x, fold.train_y)
+            oof[fold.valid] = model.predict_proba(fold.valid_x)[:, 1]
+            oof_noisy[fold.valid] = model.predict_proba(fold.noisy_x)[:, 1]
+            yv = y[fold.valid]
+            values.append(
+                robustness.value(
+                    _fold_metric(yv, oof[fold.valid], metric), _fold_metric(yv, oof_noisy[fold.valid], metric)
+                )
+            )
+            mean = float(np.mean(values))
+            trial.report(mean, step)
+            if race is not None and reference and race.trails(family, step, mean):
+                outcome[trial.number] = (oof, oof_noisy, step + 1, "trails")
+                raise optuna.TrialPruned()
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        oof_by_trial[trial.number] = oof
-        return float(np.mean(fold_scores))
+        outcome[trial.number] = (oof, oof_noisy, len(prepared.splits), "")
+        # One line per finished trial: `mfd train` shows them as progress, a Dagster run as log lines.
+        log.info("%s trial %d/%d: %s %.4f", family, trial.number + 1, trials, metric, float(np.mean(values)))
+        return float(np.mean(values))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -87,57 +213,163 @@ def tune(
     )
     if reference:
         study.enqueue_trial(spec.reference)
+    if spec.regularized is not None and (not reference or trials > 1):
+        study.enqueue_trial(spec.regularized)
+    timeout = None if race is None or race.deadline is None else max(race.deadline - time.perf_counter(), 0.0)
     # One thread per fit: on a small, busy machine OpenMP/BLAS threads mostly spin against each other.
     with threadpool_limits(1):
-        study.optimize(objective, n_trials=trials)
-    best = study.best_trial
-    oof = oof_by_trial[best.number]
-    threshold = best_threshold(y, oof)
-    return Tuned(
-        family=family,
-        params=dict(best.params),
-        cv=scores(y, oof, threshold),
-        threshold=threshold,
-        oof=oof,
+        study.optimize(objective, n_trials=trials, timeout=timeout)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if completed:
+        best = max(completed, key=lambda t: t.value)
+    elif outcome:  # stopped by the race: its reference trial, on the folds it ran
+        best = study.trials[next(iter(outcome))]
+    else:
+        return None
+    oof, oof_noisy, folds_run, stopped = outcome[best.number]
+    if race is not None and not stopped:
+        with race.lock:
+            race.finished.add(family)
+    return _summarize(
+        family,
+        dict(best.params),
+        prepared,
+        oof,
+        oof_noisy,
+        robustness,
+        metric,
         trials=len(study.trials),
         seconds=time.perf_counter() - started,
+        folds_run=folds_run,
+        stopped=stopped,
     )
 
 
-def _tune_all(names: list[str], df: pd.DataFrame, **kwargs: Any) -> list[Tuned]:
+def _summarize(
+    family: str,
+    params: dict[str, Any],
+    prepared: Folds,
+    oof: np.ndarray,
+    oof_noisy: np.ndarray,
+    robustness: Robustness,
+    metric: str,
+    **counts: Any,
+) -> Tuned:
+    scored = ~np.isnan(oof)
+    y, clean, noisy = prepared.y[scored], oof[scored], oof_noisy[scored]
+    threshold = best_threshold(*combined(y, clean, noisy, robustness.robust))
+    cv = scores(y, clean, threshold)
+    cv |= {f"noisy_{k}": v for k, v in scores(y, noisy, threshold).items()}
+    cv["objective"] = robustness.value(cv[metric], cv[f"noisy_{metric}"])
+    return Tuned(
+        family=family, params=params, cv=cv, threshold=threshold, oof=oof, oof_noisy=oof_noisy, **counts
+    )
+
+
+def _tune_all(names: list[str], **kwargs: Any) -> list[Tuned | None]:
     # Two families at a time, in threads: the fits release the GIL.
-    return Parallel(n_jobs=min(len(names), 2), prefer="threads")(
-        delayed(tune)(n, df, **kwargs) for n in names
-    )
+    return Parallel(n_jobs=min(len(names), 2), prefer="threads")(delayed(tune)(n, **kwargs) for n in names)
 
 
 def tune_families(
-    family: str, df: pd.DataFrame, *, folds: int, trials: int, seed: int, metric: str = "pr_auc"
+    family: str,
+    df: pd.DataFrame,
+    *,
+    folds: int,
+    trials: int,
+    seed: int,
+    metric: str = "pr_auc",
+    robustness: Robustness | None = None,
+    time_budget_s: float | None = None,
+    prepared: Folds | None = None,
+    candidates: tuple[str, ...] | None = None,
 ) -> list[Tuned]:
-    """Tuning results, best first by CV `metric`. For `auto`: every family's reference params first, then
-    the remaining `trials - 1` trials only for the families within SCREEN_MARGIN of the best."""
-    common = {"folds": folds, "seed": seed, "metric": metric}
+    """Tuning results, best objective first (families that cannot be the candidate last). For `auto`: the race of
+    every family's reference params, then up to `trials - 1` more trials for the families within
+    SCREEN_MARGIN of the best, all within `time_budget_s` (None: no limit); `candidates` limits the race
+    to those families (default: all)."""
+    robustness = robustness or Robustness()
+    prepared = prepared or prepare_folds(df, folds, seed, robustness)
+    race = Race(deadline=None if time_budget_s is None else time.perf_counter() + time_budget_s)
+    common = {"seed": seed, "metric": metric, "robustness": robustness, "prepared": prepared, "race": race}
     if family != "auto":
-        return [tune(family, df, trials=trials, **common)]
-    screened = _tune_all(list(FAMILIES), df, trials=1, **common)
-    best = max(r.cv[metric] for r in screened)
-    contenders = [r.family for r in screened if r.cv[metric] >= best - SCREEN_MARGIN]
-    tuned = (
-        {r.family: r for r in _tune_all(contenders, df, trials=trials - 1, reference=False, **common)}
-        if trials > 1
+        return [r for r in [tune(family, trials=trials, **common)] if r is not None]
+    pool = tuple(FAMILIES) if candidates is None else candidates
+    for name in pool:
+        check_family(name, tuple(FAMILIES))
+    order = [f for f in SCREEN_ORDER if f in pool] + [f for f in pool if f not in SCREEN_ORDER]
+    screened = [r for r in _tune_all(order, trials=1, **common) if r is not None]
+    done = [r for r in screened if not r.pruned]
+    best = max(r.objective for r in done)
+    contenders = [r.family for r in done if r.objective >= best - SCREEN_MARGIN]
+    more = (
+        {
+            r.family: r
+            for r in _tune_all(contenders, trials=trials - 1, reference=False, **common)
+            if r is not None
+        }
+        if trials > 1 and not race.out_of_time()
         else {}
     )
     results = []
     for first in screened:
-        more = tuned.get(first.family)
-        if more is None:
+        extra = more.get(first.family)
+        if extra is None:
             results.append(first)
             continue
-        better = more if more.cv[metric] > first.cv[metric] else first
+        better = extra if extra.objective > first.objective else first
         results.append(
-            replace(better, trials=first.trials + more.trials, seconds=first.seconds + more.seconds)
+            replace(better, trials=first.trials + extra.trials, seconds=first.seconds + extra.seconds)
         )
-    return sorted(results, key=lambda r: r.cv[metric], reverse=True)
+    return sorted(results, key=lambda r: (r.eligible, r.objective), reverse=True)
+
+
+def fit_pipeline(
+    family: str,
+    params: dict[str, Any],
+    rows: pd.DataFrame,
+    seed: int,
+    robustness: Robustness | None = None,
+) -> Pipeline:
+    """The family's pipeline fit on labelled `rows` (and their jittered copies, if configured)."""
+    fit_rows = (robustness or Robustness()).jittered(labelled(rows), seed=seed * 100 + 99)
+    with threadpool_limits(1):
+        return build_pipeline(FAMILIES[family].make(params, seed)).fit(
+            fit_rows[list(MODEL_INPUT_COLUMNS)], fit_rows[LABEL_COLUMN].to_numpy()
+        )
+
+
+@dataclass(frozen=True)
+class Final:
+    """The refit winner: its pipeline (calibrated when asked), its threshold, and its out-of-fold
+    validation probabilities through the same calibrator."""
+
+    pipeline: Pipeline
+    threshold: float
+    oof: np.ndarray
+    oof_noisy: np.ndarray
+
+
+def refit(
+    best: Tuned,
+    rows: pd.DataFrame,
+    prepared: Folds,
+    *,
+    seed: int,
+    robustness: Robustness,
+    calibration: str = "sigmoid",
+) -> Final:
+    """`best` refit on `rows`; with a `calibration`, a calibrator fit on its clean out-of-fold validation
+    probabilities wraps the model, and the threshold is chosen again on the calibrated probabilities
+    (clean, and noisy for the robust objective)."""
+    pipeline = fit_pipeline(best.family, best.params, rows, seed, robustness)
+    if calibration == "none":
+        return Final(pipeline, best.threshold, best.oof, best.oof_noisy)
+    calibrator = Calibrator(calibration).fit(best.oof[~np.isnan(best.oof)], prepared.y[~np.isnan(best.oof)])
+    pipeline.steps[-1] = (pipeline.steps[-1][0], CalibratedModel(pipeline.steps[-1][1], calibrator))
+    oof, oof_noisy = calibrator.transform(best.oof), calibrator.transform(best.oof_noisy)
+    threshold = best_threshold(*combined(prepared.y, oof, oof_noisy, robustness.robust))
+    return Final(pipeline, threshold, oof, oof_noisy)
 
 
 def nested_cv(
@@ -149,27 +381,47 @@ def nested_cv(
     trials: int = 5,
     seed: int = 0,
     metric: str = "pr_auc",
+    robustness: Robustness | None = None,
+    calibration: str = "sigmoid",
+    time_budget_s: float | None = None,
 ) -> pd.DataFrame:
     """Honest scores: per outer stratified fold, tune (and, for `auto`, pick the family) on the outer-train
-    rows only, refit, and score the outer-test rows at the threshold chosen on inner validation folds."""
+    rows only, refit, calibrate, and score the outer-test rows, clean and with measurement noise (`noisy_*`,
+    seeded per fold), at the threshold chosen on inner validation folds."""
+    robustness = robustness or Robustness()
     data = labelled(df)
-    x, y = data[list(MODEL_INPUT_COLUMNS)], data[LABEL_COLUMN].to_numpy()
+    y = data[LABEL_COLUMN].to_numpy()
     rows = []
     outer = StratifiedKFold(outer_folds, shuffle=True, random_state=seed)
-    for fold, (train, test) in enumerate(outer.split(x, y)):
+    for fold, (train, test) in enumerate(outer.split(data, y)):
+        inner = prepare_folds(data.iloc[train], inner_folds, seed, robustness)
         best = tune_families(
-            family, data.iloc[train], folds=inner_folds, trials=trials, seed=seed, metric=metric
+            family,
+            data.iloc[train],
+            folds=inner_folds,
+            trials=trials,
+            seed=seed,
+            metric=metric,
+            robustness=robustness,
+            time_budget_s=time_budget_s,
+            prepared=inner,
         )[0]
         started = time.perf_counter()
-        pipeline = fit_pipeline(best.family, best.params, x.iloc[train], y[train], seed)
+        final = refit(
+            best, data.iloc[train], inner, seed=seed, robustness=robustness, calibration=calibration
+        )
         fit_s = time.perf_counter() - started
-        proba = pipeline.predict_proba(x.iloc[test])[:, 1]
+        held = data.iloc[test]
+        noisy = robustness.noise.apply(held, seed=robustness.noise.seed + fold)
+        clean_p = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
+        noisy_p = final.pipeline.predict_proba(noisy[list(MODEL_INPUT_COLUMNS)])[:, 1]
         rows.append(
             {
                 "fold": fold,
                 "family": best.family,
-                **scores(y[test], proba, best.threshold),
-                "threshold": best.threshold,
+                **scores(y[test], clean_p, final.threshold),
+                **{f"noisy_{k}": v for k, v in scores(y[test], noisy_p, final.threshold).items()},
+                "threshold": final.threshold,
                 "fit_s": fit_s,
                 "tune_s": best.seconds,
             }

@@ -101,8 +101,19 @@ def test_candidate_and_champion_then_rollback_job(mlflow: MlflowServer, tmp_path
     logged = first.output_for_node("candidate_model")
     assert len(held) == len(logged.candidate.holdout) == 400
     train = without_holdout(frame.iloc[100:], frozenset(held["id"]))
-    scaler = logged.candidate.pipeline.named_steps["model"].steps[0][1]
-    assert scaler.n_samples_seen_ == len(train) < 1600
+    # calibrated (sigmoid) around the logistic regression, fit on the rows and their 2 jittered copies
+    scaler = logged.candidate.pipeline.named_steps["model"].model.steps[0][1]
+    assert scaler.n_samples_seen_ == 3 * len(train) < 3 * 1600
+    # scored on the shifted holdouts, a table each, the clean vs shifted plot and the reliability plot
+    for shift in ("clean", "noisy", "label_noise", "ai4i_to_fleet", "fleet_to_ai4i"):
+        assert "| logreg " in candidate[f"holdout_{shift}"], shift
+    assert "data:image/png;base64," in candidate["shifted_holdouts"]
+    assert "data:image/png;base64," in candidate["reliability"]
+    assert candidate["shift_settings"]["noise_seed"] == 1 and candidate["objective"] == "robust"
+    assert run.data.metrics["shift_noisy_pr_auc"] == pytest.approx(
+        logged.candidate.shift_table("noisy").loc["logreg", "pr_auc"]
+    )
+    assert "holdout_brier" in run.data.metrics
     champion = _metadata(first, "champion_model")
     assert champion["promoted"] is True and champion["champion_version"] == "1"
 

@@ -12,6 +12,7 @@ from dagster_aws.s3 import S3Resource
 
 from mfd.errors import MfdError
 from mfd.modeling.holdout import holdout_split
+from mfd.modeling.shifts import NoiseLevels
 from mfd.quality.panel import CLASSIFIERS, TABLE_COLUMNS, PanelConfig, lift_summary, run_panel
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
@@ -44,7 +45,7 @@ def rows() -> pd.DataFrame:
 def test_panel_has_every_classifier_by_dataset_row_with_scores(rows):
     split = holdout_split(rows, 0.25, seed=0)
     sets = {"raw": split.train, "half": split.train.iloc[::2], "copy": split.train}
-    config = PanelConfig(grids=TINY_GRIDS, folds=2, n_jobs=2, max_train_rows={"SVC": 300})
+    config = PanelConfig(grids=TINY_GRIDS, folds=2, n_jobs=2, max_train_rows={"SVC": 300}, time_budget_s=3600)
     table = run_panel(sets, split.holdout, config)
     assert list(table.columns) == list(TABLE_COLUMNS)
     assert sorted(zip(table["dataset"], table["classifier"], strict=True)) == sorted(
@@ -64,6 +65,23 @@ def test_panel_has_every_classifier_by_dataset_row_with_scores(rows):
     assert np.allclose(both.loc["raw", "pr_auc"], both.loc["copy", "pr_auc"])
     lift = lift_summary(table)
     assert lift.loc["raw", "pr_auc_lift"] == 0 and list(lift.index) == list(sets)
+
+
+def test_panel_scores_every_classifier_on_the_shifted_holdouts_too(rows):
+    split = holdout_split(rows, 0.25, seed=0)
+    noisy = NoiseLevels(torque_nm=0.3, seed=4).apply(split.holdout)
+    config = PanelConfig(
+        classifiers=("DecisionTree", "GaussianNB"), grids=TINY_GRIDS, folds=2, n_jobs=1, time_budget_s=3600
+    )
+    table = run_panel(
+        {"raw": split.train, "copy": split.train}, split.holdout, config, shifted={"noisy": noisy}
+    )
+    assert list(table.columns) == [*TABLE_COLUMNS, "noisy_roc_auc", "noisy_pr_auc"]
+    assert table["noisy_pr_auc"].between(0, 1).all()
+    # the same holdout under heavy torque noise is harder than the clean one
+    assert table["noisy_pr_auc"].mean() < table["pr_auc"].mean()
+    lift = lift_summary(table)
+    assert lift.loc["copy", "noisy_pr_auc_lift"] == pytest.approx(0.0)
 
 
 def test_spent_time_budget_lists_the_remaining_rows_as_skipped(rows):
@@ -107,6 +125,7 @@ def _run_config(store_key: str = "object_store") -> dict:
                     "n_jobs": 1,
                     "grids": {name: json.dumps(grid) for name, grid in TINY_GRIDS.items()},
                     "max_train_rows": {"SVC": 400},
+                    "time_budget_s": 3600,
                 }
             },
         }
@@ -152,10 +171,11 @@ def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_pat
     )
     assert result.success
     table = result.output_for_node("quality_scores")
-    assert len(table) == 8 * 5
-    assert set(table["dataset"]) == {"raw", "cleaned", "gan", "oversampling", "corruption"}
+    assert len(table) == 8 * 6
+    assert set(table["dataset"]) == {"raw", "cleaned", "jitter", "gan", "oversampling", "corruption"}
     csv = pd.read_csv(io.BytesIO(object_store.objects().get(REPORT_KEY)))
-    assert len(csv) == 40 and list(csv.columns) == list(TABLE_COLUMNS)
+    shifted = ["noisy_roc_auc", "noisy_pr_auc", "label_noise_roc_auc", "label_noise_pr_auc"]
+    assert len(csv) == 48 and list(csv.columns) == [*TABLE_COLUMNS, *shifted]
 
     holdout = holdout_split(rows, 0.2, seed=0).holdout
     for name in ("augmented_gan", "augmented_oversampling", "augmented_corruption"):
@@ -170,11 +190,17 @@ def test_augmentation_and_quality_assets_materialize(rows, object_store, tmp_pat
     }
     assert by_key["augmented_corruption"]["rows_added"].value == 60
     assert by_key["augmented_gan"]["rows_added"].value > 0
-    assert "ks_statistic" in by_key["augmented_gan"]["ks_vs_real_failures"].value
+    assert "ks_statistic" in [
+        c.name for c in by_key["augmented_gan"]["ks_vs_real_failures"].value.schema.columns
+    ]
     quality = result.asset_materializations_for_node("quality_scores")[0].metadata
     assert "data:image/png;base64," in quality["pr_auc_chart"].value
-    assert "oversampling" in quality["scores"].value
+    assert "oversampling" in [r.data["dataset"] for r in quality["scores"].value.records]
     assert quality["holdout_rows"].value == len(holdout)
+    lift = quality["lift_over_raw"].value
+    assert "noisy_pr_auc_lift" in [c.name for c in lift.schema.columns]
+    assert "jitter" in [r.data["dataset"] for r in lift.records]
+    assert quality["shift_settings"].value["noise_torque_nm"] == 0.03
 
 
 def test_quality_refuses_augmented_sets_built_with_another_holdout(rows, tmp_path):
@@ -219,7 +245,9 @@ def test_quality_refuses_augmented_sets_built_with_another_holdout(rows, tmp_pat
 def test_a_classifier_that_cannot_fit_gets_a_row_with_its_error(rows):
     split = holdout_split(rows, 0.25, seed=0)
     grids = {**TINY_GRIDS, "GaussianNB": {"var_smoothing": [-1.0]}}
-    config = PanelConfig(classifiers=("GaussianNB", "DecisionTree"), grids=grids, folds=2, n_jobs=1)
+    config = PanelConfig(
+        classifiers=("GaussianNB", "DecisionTree"), grids=grids, folds=2, n_jobs=1, time_budget_s=3600
+    )
     table = run_panel({"raw": split.train}, split.holdout, config).set_index("classifier")
     assert np.isnan(table.loc["GaussianNB", "pr_auc"])
     assert table.loc["GaussianNB", "note"].startswith("failed: ValueError")

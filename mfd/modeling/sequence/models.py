@@ -36,6 +36,7 @@ class SequenceSettings:
     max_pos_weight: float = 10.0
     threads: int = 1
     seed: int = 0
+    time_budget_s: float | None = None  # per architecture: no epoch starts once it is spent
 
 
 @dataclass

@@ -132,9 +132,12 @@ def fit(
     learning_rate: float,
     max_pos_weight: float,
     seed: int,
+    time_budget_s: float | None = None,
 ) -> pd.DataFrame:
     """Adam over shuffled batches (seeded); keeps the weights of the epoch with the lowest validation loss
-    and stops after `patience` epochs without improvement. Returns the losses per epoch."""
+    and stops after `patience` epochs without improvement, or after the epoch that spent `time_budget_s`.
+    Returns the losses per epoch."""
+    started = time.perf_counter()
     loss_fn = _loss_fn(network, train.y, max_pos_weight)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
@@ -160,6 +163,8 @@ def fit(
             waited += 1
             if waited >= patience:
                 break
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            break
     network.load_state_dict(best_state)
     network.eval()
     return pd.DataFrame(history).rename_axis("epoch")
