@@ -15,6 +15,11 @@ prediction_job = dg.define_asset_job(
     "(requested by prediction_sensor).",
 )
 drift_job = dg.define_asset_job("drift_job", selection=dg.AssetSelection.assets("drift_report"))
+observe_readings_job = dg.define_asset_job(
+    "observe_readings_job",
+    selection=dg.AssetSelection.assets("readings"),
+    description="Observe the readings table (row count, max id): `make run` does after ingesting.",
+)
 
 champion_bento_job = dg.define_asset_job(
     "champion_bento_job",
@@ -51,6 +56,7 @@ main_job = dg.define_asset_job(
 JOBS: list[dg.UnresolvedAssetJobDefinition] = [
     prediction_job,
     drift_job,
+    observe_readings_job,
     ingest_readings_job,
     ingest_peripheral_job,
     champion_bento_job,

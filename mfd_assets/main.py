@@ -9,6 +9,7 @@ up in `make dev` afterwards; the sensors there carry on from what this run did.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -23,7 +24,6 @@ from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
-from mfd_assets.ingestion import readings as readings_source
 from mfd_sensors.incoming import PERIPHERAL_ROUTE, READINGS_ROUTE, Route, route
 
 # Step events at INFO: the full DEBUG event stream stays in the Dagster UI.
@@ -127,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mfd: error: cannot prepare DAGSTER_HOME ({exc}); set DAGSTER_HOME", file=sys.stderr)
         return 2
     instance = dg.DagsterInstance.get()
+    # Great Expectations announces a temporary docs site per check at INFO: once is noise enough.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
     started = _step(f"generate {args.rows:,} readings from {args.machines} machines into incoming/")
     status = cli.main(
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = _step("ingest every incoming file (one raw_readings / peripheral_readings partition each)")
     ingested = ingest_incoming(defs, instance)
-    dg.observe([readings_source], instance=instance, resources=defs.resources)
+    defs.resolve_job_def("observe_readings_job").execute_in_process(instance=instance, run_config=QUIET)
     files = ", ".join(f"{n} for {job}" for job, n in ingested.files.items())
     _done(started, f"{files}; {ingested.loaded:,} readings loaded, {ingested.rejected_rows:,} rejected")
 

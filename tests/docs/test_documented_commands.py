@@ -337,11 +337,18 @@ def _run(step: Step, root: Path, env: dict[str, str]) -> str | None:
         if pending:
             return f"{', '.join(pending)} did not answer"
         problems = [f"{s.command}: {p}" for s in step.during if (p := _run(s, root, env))]
-        return "\n".join(problems) or None
+        if problems:
+            return "\n".join(problems)
     finally:
         out, err = _stop(process)
         if step.how == "server" and process.returncode not in (0, -signal.SIGINT, 130, 1):
             print(f"{step.command} stopped with {process.returncode}:\n{_tail((out, err))}")
+    if step.how == "server":  # Ctrl-C stopped all of it (`make dev`: the MLflow UI too)
+        time.sleep(2)
+        still = [url for url in step.answers if _answers(url)]
+        if still:
+            return f"still answering after Ctrl-C: {', '.join(still)}"
+    return None
 
 
 @pytest.mark.timeout(7200)
