@@ -8,8 +8,6 @@ and resources here are built from the settings, so it would not make this file s
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
 from mfd.settings import load_settings
@@ -18,10 +16,6 @@ from mfd_assets.jobs import JOBS
 from mfd_resources import resources_for
 from mfd_resources.io_manager import ObjectStoreIOManager
 from mfd_sensors import SCHEDULES, build_sensors
-
-# mfd uses these beta/preview APIs on purpose (observable source, partitioned checks): no warning per process.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 # Who answers for each group's assets (shown on every asset in the UI), and the kinds of the groups whose
 # assets name none of their own.
