@@ -13,6 +13,7 @@ from mlflow import start_run
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
+from mfd.cli.main import main
 from mfd.detection.shadow import challenger_version, shadow_evidence
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
@@ -60,7 +61,7 @@ def run_batch(
 
 
 def test_shadow_rows_are_keyed_by_version_and_never_become_failure_events(
-    pg_url: str, with_challenger: Tracking
+    pg_url: str, with_challenger: Tracking, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     client = with_challenger.client()
     name = with_challenger.model_name
@@ -108,6 +109,15 @@ def test_shadow_rows_are_keyed_by_version_and_never_become_failure_events(
     assert evidence.loc[f"champion v{champion_v}", "alerts_per_machine_day"] == pytest.approx(
         len(events) / machine_days
     )
+
+    monkeypatch.setenv("MFD_DATABASE_URL", pg_url)
+    monkeypatch.setenv("MFD_MLFLOW_TRACKING_URI", with_challenger.tracking_uri)
+    monkeypatch.setenv("MFD_MODEL_NAME", name)
+    capsys.readouterr()
+    assert main(["champion", "compare", "--days", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"challenger v{challenger_v}" in out and f"champion v{champion_v}" in out
+    assert f"{evidence['agreement'].iloc[0]:.4g}"[:4] in out and "replay" not in out
 
 
 def test_no_shadow_when_the_challenger_is_the_champion(pg_url: str, champion: Tracking) -> None:
