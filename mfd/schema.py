@@ -40,3 +40,8 @@ PANDAS_DTYPES: dict[str, str] = {
 # their CSVs land under incoming/peripheral/ and join readings by nearest earlier timestamp.
 PERIPHERAL_VALUE_COLUMNS: tuple[str, ...] = ("power_meter_w", "vibration_mm_s", "ambient_temperature_k")
 PERIPHERAL_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", *PERIPHERAL_VALUE_COLUMNS)
+
+# A maintenance record (CSV under incoming/maintenance/): what was found on a machine, and when; the outcome
+# is a failure mode or NO_FAULT. Records label the readings before them (mfd.preparation.labels).
+NO_FAULT = "no_fault"
+MAINTENANCE_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", "outcome", "work_order_id")

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
-from mfd.ingestion.maintenance import NO_FAULT
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, NO_FAULT
 from mfd.storage.tables import maintenance_records, readings
 
 SOURCE_COLUMN = "label_source"

@@ -118,9 +118,13 @@ def test_maintenance_labels_reach_training_set(pg_url: str, tmp_path: Path) -> N
     assert got == {key: (label, twf) for key, (label, _, twf) in EXPECTED.items()}
     assert meta["training_set"]["labelled_by_maintenance"].value == 3
     assert meta["training_set"]["maintenance_records"].value == 2
-    by_source = meta["training_set"]["label_coverage_by_source"].value
-    assert "| reading" in by_source and "| maintenance" in by_source
-    by_machine = meta["training_set"]["label_coverage_by_machine"].value
-    assert "M-3" in by_machine  # a machine without labels still shows, with coverage 0
+    by_source = {r.data["source"]: r.data for r in meta["training_set"]["label_coverage_by_source"].records}
+    assert (by_source["reading"]["rows"], by_source["maintenance"]["rows"]) == (2, 3)
+    assert (by_source["reading"]["failures"], by_source["maintenance"]["failures"]) == (1, 2)
+    by_machine = {
+        r.data["machine_id"]: r.data for r in meta["training_set"]["label_coverage_by_machine"].records
+    }
+    assert by_machine["M-1"]["labelled_maintenance"] == 2 and by_machine["M-1"]["labelled_reading"] == 1
+    assert by_machine["M-3"]["coverage"] == 0  # a machine without labels still shows
     assert count_labelled(store.engine, label_window("1h")) == len(built) == 5
     assert count_labelled(store.engine, label_window("20min")) == 3

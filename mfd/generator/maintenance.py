@@ -1,0 +1,54 @@
+"""Maintenance records from the simulation's own failures, the way a plant files them: late (each some
+time after the failure it reports, at most `max_delay`) and incomplete (a `missing` share never filed).
+
+A failure reading with a mode flag gets that mode as its outcome (the first set, in FAILURE_MODE_COLUMNS
+order), one without a flag `rnf` (a random failure). The records are CSV for `incoming/maintenance/`
+(`mfd.ingestion.maintenance`); with a label window of at least `max_delay`, each filed record labels the
+failure reading it reports.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MAINTENANCE_COLUMNS
+
+
+def maintenance_records(
+    readings: pd.DataFrame,
+    seed: int,
+    max_delay: timedelta = timedelta(hours=1),
+    missing: float = 0.1,
+) -> pd.DataFrame:
+    """One record per failure reading of `readings` (GENERATED_COLUMNS), `missing` of them left out,
+    each dated a uniform 0..`max_delay` after its failure; columns MAINTENANCE_COLUMNS, by time."""
+    if not 0.0 <= missing <= 1.0:
+        raise ValueError(f"missing must be a share in [0, 1], got {missing}")
+    if max_delay < timedelta(0):
+        raise ValueError(f"max_delay must not be negative, got {max_delay}")
+    rng = np.random.default_rng(seed)
+    failed = readings[readings[LABEL_COLUMN].fillna(0).astype(bool)]
+    modes = failed[list(FAILURE_MODE_COLUMNS)].fillna(0).astype(bool).to_numpy()
+    outcome = np.where(modes.any(axis=1), np.array(FAILURE_MODE_COLUMNS)[modes.argmax(axis=1)], "rnf")
+    delay = pd.to_timedelta(rng.uniform(0.0, max_delay.total_seconds(), len(failed)).round(), unit="s")
+    filed = rng.random(len(failed)) >= missing
+    records = pd.DataFrame(
+        {
+            "machine_id": failed["machine_id"].astype(str).to_numpy(),
+            "timestamp": pd.DatetimeIndex(pd.to_datetime(failed["timestamp"], utc=True)) + delay,
+            "outcome": outcome,
+            "work_order_id": [f"WO-{seed}-{i}" for i in range(len(failed))],
+        }
+    )[filed]
+    return records.sort_values("timestamp", kind="stable").reset_index(drop=True)[list(MAINTENANCE_COLUMNS)]
+
+
+def maintenance_csv(records: pd.DataFrame) -> bytes:
+    """The records as a maintenance CSV file (ISO 8601 UTC times)."""
+    out = records.assign(
+        timestamp=pd.to_datetime(records["timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    return out.to_csv(index=False).encode()
