@@ -60,7 +60,9 @@ class CandidateModelConfig(dg.Config):
         "and the noisy validation folds (trials, family, threshold); `clean` = clean PR AUC only (the old one).",
     )
     jitter_copies: int = Field(
-        2, description="Noise-jittered copies of the training rows added to every fit (0: none)."
+        0,
+        description="Noise-jittered copies of the training rows added to every fit of every family (0: none; "
+        "the `blend` family jitters its robust half itself).",
     )
     jitter_scale: float = Field(
         1.0, description="Jitter noise as a multiple of the measurement-noise levels."

@@ -36,9 +36,9 @@ class Candidate:
     on it too) and on the shifted holdouts.
 
     `validation` holds the out-of-fold validation predictions of the chosen configuration, one row per
-    tuning row: `y` (0/1 label), `proba` (failure probability through the same calibrator as the
-    pipeline), `machine_type`; per-machine-type thresholds can be chosen on it without touching the
-    holdout. `shifted` has one row per (family, shift) with the scores of `mfd.modeling.metrics`.
+    tuning row it scored (all of them, unless the time budget stopped it after some folds): `y` (0/1
+    label), `proba` (failure probability through the same calibrator as the pipeline), `machine_type`;
+    per-machine-type thresholds can be chosen on it without touching the holdout. `shifted` has one row per (family, shift) with the scores of `mfd.modeling.metrics`.
     """
 
     family: str
@@ -223,7 +223,9 @@ def train_candidate(
         fit_seconds=fit_seconds,
         seconds=time.perf_counter() - started,
         latency=latency(final.pipeline, pd.concat([tuning, held], ignore_index=True)),
-        validation=pd.DataFrame({"y": prepared.y, "proba": final.oof, "machine_type": prepared.machine_type}),
+        validation=pd.DataFrame({"y": prepared.y, "proba": final.oof, "machine_type": prepared.machine_type})
+        .dropna(subset=["proba"])
+        .reset_index(drop=True),
         shifted=pd.DataFrame(shifted),
         calibration={
             "method": calibration,

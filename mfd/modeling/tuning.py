@@ -342,7 +342,7 @@ def fit_pipeline(
 @dataclass(frozen=True)
 class Final:
     """The refit winner: its pipeline (calibrated when asked), its threshold, and its out-of-fold
-    validation probabilities through the same calibrator."""
+    validation probabilities through the same calibrator (NaN for the rows of folds it never ran)."""
 
     pipeline: Pipeline
     threshold: float
@@ -367,8 +367,15 @@ def refit(
         return Final(pipeline, best.threshold, best.oof, best.oof_noisy)
     calibrator = Calibrator(calibration).fit(best.oof[~np.isnan(best.oof)], prepared.y[~np.isnan(best.oof)])
     pipeline.steps[-1] = (pipeline.steps[-1][0], CalibratedModel(pipeline.steps[-1][1], calibrator))
-    oof, oof_noisy = calibrator.transform(best.oof), calibrator.transform(best.oof_noisy)
-    threshold = best_threshold(*combined(prepared.y, oof, oof_noisy, robustness.robust))
+    scored = ~np.isnan(best.oof)  # a family the budget stopped has no predictions for its later folds
+    oof, oof_noisy = np.full(len(scored), np.nan), np.full(len(scored), np.nan)
+    oof[scored], oof_noisy[scored] = (
+        calibrator.transform(best.oof[scored]),
+        calibrator.transform(best.oof_noisy[scored]),
+    )
+    threshold = best_threshold(
+        *combined(prepared.y[scored], oof[scored], oof_noisy[scored], robustness.robust)
+    )
     return Final(pipeline, threshold, oof, oof_noisy)
 
 

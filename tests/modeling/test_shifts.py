@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from mfd.modeling.shifts import (
     near_threshold,
     shifted_holdouts,
 )
-from mfd.modeling.tuning import tune_families
+from mfd.modeling.tuning import prepare_folds, refit, tune, tune_families
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 
@@ -168,3 +170,14 @@ def test_candidate_keeps_shifts_validation_predictions_and_calibration(small: pd
     assert candidate.calibration["holdout_brier"] > 0
     # the promotion gate scores the holdout and its noisy copy under the robust objective
     assert len(candidate.gate_holdout) == 2 * len(candidate.holdout)
+
+
+def test_a_winner_stopped_by_the_budget_is_calibrated_on_the_folds_it_ran(small: pd.DataFrame) -> None:
+    robustness = Robustness()
+    prepared = prepare_folds(small, 3, 0, robustness)
+    tuned = tune("logreg", prepared=prepared, trials=1)
+    first = prepared.splits[0].valid
+    stopped = replace(tuned, oof=np.where(np.isin(np.arange(len(small)), first), tuned.oof, np.nan))
+    final = refit(stopped, small, prepared, seed=0, robustness=robustness, calibration="sigmoid")
+    assert np.isnan(final.oof).sum() == len(small) - len(first)
+    assert np.isfinite(final.oof[first]).all() and 0 < final.threshold < 1
