@@ -26,8 +26,6 @@ from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
 from mfd_sensors.incoming import PERIPHERAL_ROUTE, READINGS_ROUTE, Route, route
 
-# Step events at INFO: the full DEBUG event stream stays in the Dagster UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 ROOT_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
@@ -82,7 +80,7 @@ def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Inges
         ingested.files[target.job.name] = len(keys)
         for key in keys:
             result = job.execute_in_process(
-                partition_key=partition_key(key), instance=instance, run_config=QUIET, raise_on_error=True
+                partition_key=partition_key(key), instance=instance, raise_on_error=True
             )
             for event in result.get_asset_materialization_events():
                 meta = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -141,26 +139,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = _step("ingest every incoming file (one raw_readings / peripheral_readings partition each)")
     ingested = ingest_incoming(defs, instance)
-    defs.resolve_job_def("observe_readings_job").execute_in_process(instance=instance, run_config=QUIET)
+    defs.resolve_job_def("observe_readings_job").execute_in_process(instance=instance)
     files = ", ".join(f"{n} for {job}" for job, n in ingested.files.items())
     _done(started, f"{files}; {ingested.loaded:,} readings loaded, {ingested.rejected_rows:,} rejected")
 
     started = _step("preparation, augmentation, quality, training, serving")
-    defs.resolve_job_def("main_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=True
-    )
+    defs.resolve_job_def("main_job").execute_in_process(instance=instance, raise_on_error=True)
     _done(started, "materialized")
 
     started = _step("detection: score every stored reading, drift report")
     last_id = store.max_reading_id(defs.resources["readings_store"].engine)
     scored = defs.resolve_job_def("prediction_job").execute_in_process(
         instance=instance,
-        run_config={**QUIET, "ops": {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}},
+        run_config={"ops": {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}},
         raise_on_error=True,
     )
-    drift = defs.resolve_job_def("drift_job").execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=True
-    )
+    drift = defs.resolve_job_def("drift_job").execute_in_process(instance=instance, raise_on_error=True)
     _done(started, f"readings 1..{last_id} scored")
 
     (batch,) = scored.get_asset_materialization_events()
