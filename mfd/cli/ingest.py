@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mfd.errors import MfdError
 from mfd.ingestion import load as ingest
+from mfd.ingestion.maintenance import is_maintenance
 from mfd.settings import load_settings
 from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.connect import engine_from_settings, objects_from_settings
@@ -148,7 +149,10 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     engine = engine_from_settings(settings, args.database_url)
     objects = objects_from_settings(settings)
-    keys = args.keys or [o.key for o in objects.list(INCOMING) if not o.key.endswith("/")]
+    # incoming/maintenance/ holds maintenance records, filed by the maintenance_records asset.
+    keys = args.keys or [
+        o.key for o in objects.list(INCOMING) if not o.key.endswith("/") and not is_maintenance(o.key)
+    ]
     if not keys:
         print(f"nothing under {INCOMING} in {objects.describe()}")
         return 0

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mfd.cli.main import main
 from mfd.ingestion.incoming import IncomingCursor, look
 from mfd.ingestion.maintenance import MAINTENANCE_PREFIX, ingest_maintenance, pending_files
 from mfd.storage import readings as store
-from mfd.storage.objects import PROCESSED, REJECTED
+from mfd.storage.objects import PROCESSED, REJECTED, LocalObjects
 from mfd.storage.tables import maintenance_records
 from mfd.validation import TimestampWindow
 
@@ -128,3 +129,14 @@ def test_the_readings_sensor_does_not_hand_out_maintenance_files(objects) -> Non
     objects.put("incoming/readings.csv", b"machine_id\n")
     tick = look(objects, IncomingCursor(), NOW)
     assert [o.key for o in tick.new] == ["incoming/readings.csv"]
+
+
+def test_mfd_ingest_leaves_maintenance_files_alone(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MFD_HOME", str(tmp_path))
+    objects = LocalObjects(tmp_path / "objects")
+    objects.put(f"{MAINTENANCE_PREFIX}a.csv", CSV.encode())
+    assert main(["ingest"]) == 0
+    assert "nothing under incoming/" in capsys.readouterr().out
+    assert pending_files(objects) == [f"{MAINTENANCE_PREFIX}a.csv"]
