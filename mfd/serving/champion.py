@@ -6,6 +6,7 @@ signal file in a private (0700) directory under MFD_HOME that is never opened th
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import threading
@@ -20,11 +21,14 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from mfd.alerts.costs import DecisionPolicy
+from mfd.alerts.explanations import explainer_for, top_features
+from mfd.alerts.rules import nearest_rules
 from mfd.errors import MfdError
 from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.registry.champion import LoadedChampion, load_champion, open_private, private_dir
-from mfd.serving.readings import Prediction, Reading
+from mfd.serving.readings import Explained, Prediction, Reading
 from mfd.storage import tracking
 
 log = logging.getLogger(__name__)
@@ -40,28 +44,49 @@ class ServedModel:
     pipeline: Pipeline
     source: Source
     loaded_at: str
+    policy: DecisionPolicy
 
     @classmethod
     def of(cls, loaded: LoadedChampion) -> ServedModel:
         source: Source = "local copy" if loaded.fallback else "registry"
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(loaded.model, loaded.model.pyfunc.get_raw_model(), source, now)
+        return cls(loaded.model, loaded.model.pyfunc.get_raw_model(), source, now, loaded.policy)
 
     def predict(self, readings: list[Reading]) -> list[Prediction]:
-        """Probability, label, threshold, model name and version for each reading, one model call."""
+        """Probability, label, the threshold used and the machine type it was chosen for, model name and
+        version for each reading, one model call."""
         # From the records directly: half the time of a dict of per-column lists (0.24 vs 0.44 ms per 1,000).
         frame = pd.DataFrame.from_records(readings, columns=MODEL_INPUT_COLUMNS)
         probabilities = failure_probability(self.pipeline.predict_proba(frame)).tolist()
-        m = self.model
+        m, by_type, default = self.model, self.policy.thresholds, self.policy.default
         return [
             {
                 "probability": p,
-                "label": int(p >= m.threshold),
-                "threshold": m.threshold,
+                "label": int(p >= (t := by_type.get(r["machine_type"], default))),
+                "threshold": t,
+                "machine_type": r["machine_type"],
                 "model_name": m.name,
                 "model_version": m.version,
             }
-            for p in probabilities
+            for p, r in zip(probabilities, readings, strict=True)
+        ]
+
+    def explain(self, readings: list[Reading]) -> list[Explained]:
+        """`predict` plus each reading's top SHAP features and nearest physics rule (SHAP per reading:
+        milliseconds for trees, more for the sampled explainer; meant for a few readings)."""
+        frame = pd.DataFrame.from_records(readings, columns=MODEL_INPUT_COLUMNS)
+        explainer = explainer_for(self.model.name, self.model.version, self.pipeline)
+        explanation = explainer.explain(frame)
+        features, rules = top_features(frame, explanation), nearest_rules(frame)
+        return [
+            {
+                **prediction,
+                "top_features": json.loads(f),
+                "nearest_rule": rule,
+                "explainer": f"shap {explainer.kind}",
+                "shap_output": explanation.output,
+            }
+            for prediction, f, rule in zip(self.predict(readings), features, rules, strict=True)
         ]
 
 
@@ -144,6 +169,7 @@ class Champion:
             "alias": CHAMPION,
             "model_version": served.model.version if served else None,
             "threshold": served.model.threshold if served else None,
+            "thresholds_by_machine_type": served.policy.thresholds if served else None,
             "source": served.source if served else None,
             "loaded_at": served.loaded_at if served else None,
             "registry_error": self.registry_error,

@@ -13,6 +13,9 @@ from mfd.errors import MfdError
 from mfd.schema import SENSOR_COLUMNS
 from mfd.validation import READING_RULES, Rule
 
+# Most readings one `/explain` request may carry: SHAP costs per reading.
+EXPLAIN_LIMIT = 100
+
 # What a caller sends to score one reading: the machine type and the five sensors (numbers only).
 READING_FIELDS: tuple[str, ...] = ("machine_type", *SENSOR_COLUMNS)
 
@@ -41,13 +44,25 @@ Reading = reading_type()
 
 
 class Prediction(TypedDict):
-    """The champion's answer for one reading: label is 1 when probability >= threshold."""
+    """The champion's answer for one reading: label is 1 when probability >= threshold, the version's
+    threshold for the reading's machine type (cost-optimal per type, `mfd.alerts.costs`)."""
 
     probability: float
     label: int
     threshold: float
+    machine_type: str
     model_name: str
     model_version: str
+
+
+class Explained(Prediction):
+    """A prediction with its explanation: the top SHAP features (`attribution` in the model's output,
+    `shap_output`) and the physics rule the reading is nearest to, with its relative margin."""
+
+    top_features: list[dict[str, Any]]
+    nearest_rule: dict[str, Any]
+    explainer: str
+    shap_output: str
 
 
 class RejectedRequest(MfdError):
@@ -84,7 +99,8 @@ def parse_readings(data: object, max_readings: int) -> list[Reading]:
         raise RejectedRequest("readings is empty: send at least one reading")
     if len(data) > max_readings:
         raise RejectedRequest(
-            f"{len(data)} readings in one request; the limit is {max_readings} (MFD_MAX_READINGS)",
+            f"{len(data)} readings in one request; the limit is {max_readings} (MFD_MAX_READINGS; "
+            f"{EXPLAIN_LIMIT} for /explain)",
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         )
     try:

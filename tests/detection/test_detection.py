@@ -14,14 +14,18 @@ import pytest
 import sqlalchemy as sa
 from conftest import unique
 from forwarder import Forwarder
+from mlflow import start_run
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.cli.main import main
 from mfd.detection.planning import DetectionCursor
 from mfd.errors import ServiceUnavailable
 from mfd.features import FEATURE_COLUMNS
-from mfd.modeling.model_io import load_version
+from mfd.modeling.model_io import load_version, log_failure_model
+from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
 from mfd.registry.champion import load_champion
+from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer
 from mfd.storage import readings as store
 from mfd.storage.tables import alert_outbox, failure_events, predictions
@@ -255,3 +259,35 @@ def test_drift_check_warns_on_shifted_readings_only(postgres) -> None:
     drifted = set(loud.metadata["drifted_features"].value)
     assert {"torque_nm", "air_temperature_k", "power_w"} <= drifted
     assert "rotational_speed_rpm" not in drifted
+
+
+def test_batches_label_at_the_versions_threshold_per_machine_type(
+    pg_url: str, mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    tracking = Tracking(
+        tracking_uri=mlflow.tracking_uri, model_name=unique("typed-"), home=str(tmp_path / "home")
+    )
+    ai4i = load_ai4i()
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=30, random_state=0))
+    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
+    with start_run(experiment_id=tracking.experiment_id()):
+        _, version = log_failure_model(pipeline, ai4i, registered_name=tracking.model_name, threshold=0.5)
+    thresholds = {"L": 0.05, "M": 0.5, "H": 0.95}
+    client = tracking.client()
+    client.set_model_version_tag(tracking.model_name, version.version, "thresholds", json.dumps(thresholds))
+    client.set_registered_model_alias(tracking.model_name, "champion", version.version)
+
+    readings = insert_ai4i(pg_url, 2000)
+    ids = reading_ids(readings)
+    meta = batch_metadata(run_batch(readings, tracking, ids[0], ids[-1]))
+    assert meta["thresholds_by_machine_type"] == thresholds
+    scored = table_frame(readings, predictions).merge(
+        readings.read()[["id", "machine_type"]], left_on="reading_id", right_on="id"
+    )
+    expected = scored["probability"] >= scored["machine_type"].map(thresholds)
+    assert (scored["label"] == expected.astype(int)).all()
+    # the three types really decide differently here
+    assert expected.sum() != (scored["probability"] >= 0.5).sum()
+    alerts = table_frame(readings, alert_outbox)
+    assert {json.loads(p)["threshold"] for p in alerts["payload"]} <= set(thresholds.values())
+    assert meta["expected_cost_rules"] > 0 and "cost_avoided_vs_rules" in meta

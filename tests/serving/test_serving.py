@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("key-one-7f3a", "key-two-91bc")
 AUTH = {"Authorization": f"Bearer {KEYS[1]}"}
 THRESHOLD = 0.35
+THRESHOLDS = {"H": 0.6, "M": 0.2}  # version 1's cost-optimal thresholds per type; L keeps THRESHOLD
 WORKERS = 2  # bento/service.py
 READING = {
     "machine_type": "L",
@@ -95,6 +96,7 @@ def registered(mlflow: MlflowServer) -> Registered:
         with start_run():
             _, mv = log_failure_model(pipeline, df, registered_name=name, threshold=THRESHOLD)
         versions.append(str(mv.version))
+    client.set_model_version_tag(name, versions[0], "thresholds", json.dumps(THRESHOLDS))
     client.set_registered_model_alias(name, CHAMPION, versions[0])
     return Registered(name, mlflow.tracking_uri, pipeline, (versions[0], versions[1]))
 
@@ -138,6 +140,10 @@ def service_env(
         "MFD_MODEL_NAME": registered.name,
         "MFD_API_KEYS": ",".join(KEYS),
         "MFD_RELOAD_INTERVAL_S": reload_interval_s,
+        # Production settings are checked whole when they are read; the service itself only uses MLflow.
+        "MFD_DATABASE_URL": "postgresql+psycopg://unused@127.0.0.1:9/unused",
+        "MFD_S3_BUCKET": "unused",
+        "MFD_S3_ENDPOINT_URL": "http://127.0.0.1:9",
     }
 
 
@@ -204,9 +210,30 @@ def test_predicts_each_reading_with_the_champion(service: Service, registered: R
     body = response.json()
     expected = registered.pipeline.predict_proba(pd.DataFrame(readings))[:, 1]
     assert [round(p["probability"], 9) for p in body] == [round(float(p), 9) for p in expected]
+    assert [(p["machine_type"], p["threshold"]) for p in body] == [("L", THRESHOLD), ("H", THRESHOLDS["H"])]
     for p in body:
-        assert p["label"] == int(p["probability"] >= THRESHOLD)
-        assert (p["threshold"], p["model_name"], p["model_version"]) == (THRESHOLD, registered.name, "1")
+        assert p["label"] == int(p["probability"] >= p["threshold"])
+        assert (p["model_name"], p["model_version"]) == (registered.name, "1")
+
+
+def test_explain_gives_shap_features_and_the_nearest_rule(service: Service, registered: Registered) -> None:
+    strained = {**READING, "machine_type": "M", "torque_nm": 55.0, "tool_wear_min": 235.0}  # 12,925 min.Nm
+    with service.client() as client:
+        response = client.post("/explain", json={"readings": [READING, strained]}, headers=AUTH)
+        unauthenticated = client.post("/explain", json={"readings": [READING]})
+        too_many = client.post("/explain", json={"readings": [READING] * 101}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    plain, explained = response.json()
+    assert (explained["machine_type"], explained["threshold"]) == ("M", THRESHOLDS["M"])
+    assert explained["nearest_rule"]["rule"] == "overstrain" and explained["nearest_rule"]["fires"]
+    assert explained["nearest_rule"]["margin"] == pytest.approx((12_000 - 12_925) / 12_000, abs=1e-3)
+    assert (explained["explainer"], explained["shap_output"]) == ("shap tree", "log-odds")
+    top = explained["top_features"]
+    assert 1 <= len(top) <= 3 and top[0]["attribution"] >= top[-1]["attribution"] > 0
+    expected = registered.pipeline.predict_proba(pd.DataFrame([READING, strained]))[:, 1]
+    assert [round(p["probability"], 9) for p in (plain, explained)] == [round(float(p), 9) for p in expected]
+    assert unauthenticated.status_code == 401
+    assert too_many.status_code == 413 and "the limit is 100" in too_many.text
 
 
 def test_every_worker_loaded_the_model_from_the_registry(service: Service, registered: Registered) -> None:

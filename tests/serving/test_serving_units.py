@@ -164,7 +164,14 @@ def test_json_output_keeps_the_schema_and_the_answer() -> None:
 
     spec = Scores.apis["predict"].output_spec
     fast = json_output(spec)
-    prediction = {"probability": 0.25, "label": 0, "threshold": 0.5, "model_name": "m", "model_version": "3"}
+    prediction = {
+        "probability": 0.25,
+        "label": 0,
+        "threshold": 0.5,
+        "machine_type": "L",
+        "model_name": "m",
+        "model_version": "3",
+    }
     response = asyncio.run(fast.to_http_response([prediction], serde=None))
     assert fast.model_json_schema() == spec.model_json_schema()
     assert response.media_type == "application/json"
