@@ -77,11 +77,12 @@ class Ports:
 class Stack:
     root: Path
     ports: Ports
+    model_name: str = "mfd-failure-classifier"
 
     @classmethod
     def from_env(cls) -> Stack:
         root = Path(os.environ.get("MFD_STACK_HOME") or REPO / ".mfd" / "stack").resolve()
-        return cls(root, Ports.from_env())
+        return cls(root, Ports.from_env(), os.environ.get("MFD_MODEL_NAME") or cls.model_name)
 
     # -- where things live -------------------------------------------------------------------------------
     @property
@@ -131,6 +132,7 @@ class Stack:
             "MFD_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
             "MFD_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "MFD_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.ports.mlflow}",
+            "MFD_MODEL_NAME": self.model_name,
             "MFD_SERVICE_URL": f"http://127.0.0.1:{self.ports.bento}",
             "MFD_API_KEYS": os.environ.get("MFD_API_KEYS") or API_KEY,
             "DAGSTER_HOME": str(self.dagster_home),
@@ -198,10 +200,9 @@ class Stack:
 
     def champion_version(self) -> str | None:
         """The registry's champion version, or None (none yet, or MLflow unreachable)."""
-        model = os.environ.get("MFD_MODEL_NAME", "mfd-failure-classifier")
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.ports.mlflow}/api/2.0/mlflow/registered-models/alias"
-            f"?name={model}&alias=champion"
+            f"?name={self.model_name}&alias=champion"
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
@@ -250,7 +251,7 @@ def _ensure_databases(stack: Stack) -> None:
             if name not in have:
                 try:
                     conn.execute(f'CREATE DATABASE "{name}"')
-                except errors.DuplicateDatabase:  # another service's wrapper made it first
+                except (errors.DuplicateDatabase, errors.UniqueViolation):  # another wrapper made it first
                     pass
 
 
@@ -280,11 +281,13 @@ def _initdb(stack: Stack) -> None:
             shutil.chown(path, "postgres")
     if (stack.pg_data / "PG_VERSION").exists():
         return
-    subprocess.run(
+    made = subprocess.run(
         as_postgres_user([initdb, "-D", str(stack.pg_data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"]),
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if made.returncode:
+        raise MfdError(f"initdb into {stack.pg_data} failed: {made.stderr.strip()}")
 
 
 def _s3_config(stack: Stack) -> Path:
@@ -439,11 +442,32 @@ def _supervisor_pid(stack: Stack) -> int | None:
         return None
     pid = int(pid_file.read_text())
     try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child, exited: reap it
+            raise ProcessLookupError
+    except ChildProcessError:  # started by an earlier `up`: probe it
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         pid_file.unlink()
         return None
     return pid
+
+
+def _wait_ready(check: Callable[[], bool], what: str, timeout: float, log: Path) -> None:
+    """`wait_until`, except that an MfdError from `check` (the supervisor died) ends the wait at once."""
+    failure: list[MfdError] = []
+
+    def guarded() -> bool:
+        try:
+            return check()
+        except MfdError as exc:
+            failure.append(exc)
+            return True
+
+    wait_until(guarded, what, timeout=timeout, log=log)
+    if failure:
+        raise failure[0]
 
 
 def up(stack: Stack, timeout: float = 180.0) -> int:
@@ -465,15 +489,28 @@ def up(stack: Stack, timeout: float = 180.0) -> int:
                 start_new_session=True,
             )
         (stack.run_dir / "honcho.pid").write_text(str(proc.pid))
-    wanted = [name for name in SERVICES if name != "bento"]
     checks = stack.checks()
-    for name in wanted:
-        wait_until(
-            checks[name], f"stack {name}", timeout=timeout - (time.monotonic() - started), log=stack.log
-        )
+
+    def ready(name: str) -> Callable[[], bool]:
+        def check() -> bool:
+            if _supervisor_pid(stack) is None:
+                text = stack.log.read_text(errors="replace")
+                first = text.find(" stopped (rc=")  # the service that brought the others down
+                upto = text[: text.find("\n", first) + 1] if first >= 0 else text
+                raise MfdError(
+                    f"the stack stopped while starting {name}; the log up to then:\n{upto[-3000:]}"
+                )
+            return checks[name]()
+
+        return check
+
+    for name in (name for name in SERVICES if name != "bento"):
+        _wait_ready(ready(name), f"stack {name}", timeout - (time.monotonic() - started), stack.log)
     champion = stack.champion_version()
     if champion is not None:
-        wait_until(checks["bento"], "stack bento", timeout=max(30.0, timeout - (time.monotonic() - started)))
+        _wait_ready(
+            ready("bento"), "stack bento", max(60.0, timeout - (time.monotonic() - started)), stack.log
+        )
     print(f"mfd stack up and healthy in {time.monotonic() - started:.1f} s (state in {stack.root})")
     for name, url in stack.urls().items():
         print(f"  {name:<18} {url}")
