@@ -107,27 +107,37 @@ def replay_figures(frame: pd.DataFrame, alert: np.ndarray, horizon: pd.Timedelta
     """The figures of one model on `frame` (machine_id, timestamp, label) given its `alert` per row."""
     alert = np.asarray(alert, dtype=bool)
     machine_days = frame.groupby([frame["machine_id"], frame["timestamp"].dt.floor("D")]).ngroups
-    failures = labelled_failures(frame, horizon)
-    alerts = frame.loc[alert, ["machine_id", "timestamp"]].sort_values("timestamp")
-    explained = np.zeros(len(alerts), dtype=bool)
-    leads = []
-    for failure in failures.itertuples():
-        near = (
-            (alerts["machine_id"] == failure.machine_id)
-            & (alerts["timestamp"] <= failure.timestamp)
-            & (alerts["timestamp"] >= failure.timestamp - horizon)
-        ).to_numpy()
-        explained |= near
-        if near.any():
-            leads.append(
-                (failure.timestamp - alerts["timestamp"].to_numpy()[near].min()) / pd.Timedelta(minutes=1)
-            )
+    failures = labelled_failures(frame, horizon).rename(columns={"timestamp": "failed_at"})
+    alerts = frame.loc[alert, ["machine_id", "timestamp"]].rename(columns={"timestamp": "alerted_at"})
+    alerts = alerts.astype({"machine_id": str}).sort_values("alerted_at")
+    failures = failures.astype({"machine_id": str})
+    # each failure: the earliest alert of its machine at or after `horizon` before it (caught if not after it)
+    first = pd.merge_asof(
+        failures.assign(window_start=failures["failed_at"] - horizon).sort_values("window_start"),
+        alerts,
+        left_on="window_start",
+        right_on="alerted_at",
+        by="machine_id",
+        direction="forward",
+    )
+    caught = first["alerted_at"].notna() & (first["alerted_at"] <= first["failed_at"])
+    leads = (first.loc[caught, "failed_at"] - first.loc[caught, "alerted_at"]) / pd.Timedelta(minutes=1)
+    # each alert: the next failure of its machine no more than `horizon` later (else a false alarm)
+    explained = pd.merge_asof(
+        alerts,
+        failures.sort_values("failed_at"),
+        left_on="alerted_at",
+        right_on="failed_at",
+        by="machine_id",
+        direction="forward",
+        tolerance=horizon,
+    )["failed_at"].notna()
     return {
         "alerts": int(alert.sum()),
         "alerts_per_machine_day": float(alert.sum() / machine_days) if machine_days else float("nan"),
         "failures": len(failures),
-        "caught": len(leads),
-        "median_lead_min": float(np.median(leads)) if leads else float("nan"),
+        "caught": int(caught.sum()),
+        "median_lead_min": float(leads.median()) if len(leads) else float("nan"),
         "false_alarms": int((~explained).sum()),
     }
 
