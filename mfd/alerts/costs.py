@@ -217,10 +217,17 @@ def threshold_array(
 
 
 def _cost_arrays(machine_type: np.ndarray, matrix: CostMatrix) -> tuple[np.ndarray, np.ndarray]:
-    types = pd.Series(np.asarray(machine_type, dtype=object))
-    missed = types.map({t: c.missed_failure for t, c in matrix.items()}).fillna(0.0).to_numpy("float64")
-    false = types.map({t: c.false_stop for t, c in matrix.items()}).fillna(0.0).to_numpy("float64")
+    """Each row's cost of a missed failure and of a false stop (0 for a type the matrix lacks)."""
+    types = np.asarray(machine_type, dtype=object)
+    missed, false = np.zeros(len(types)), np.zeros(len(types))
+    for machine_type_, costs in matrix.items():
+        rows = types == machine_type_
+        missed[rows], false[rows] = costs.missed_failure, costs.false_stop
     return missed, false
+
+
+def _cost(failure: np.ndarray, alarm: np.ndarray, missed: np.ndarray, false: np.ndarray) -> float:
+    return float(np.sum(np.where(alarm, (1.0 - failure) * false, failure * missed)))
 
 
 def decision_cost(
@@ -229,9 +236,7 @@ def decision_cost(
     """Cost of alarming on `alarm` rows when `failure` is each row's failure probability (or 0/1 label):
     missed failures where no alarm, false stops where an alarm meets no failure. Per reading: no late alarms."""
     missed, false = _cost_arrays(machine_type, matrix)
-    failure = np.asarray(failure, dtype="float64")
-    alarm = np.asarray(alarm, dtype=bool)
-    return float(np.sum(np.where(alarm, (1.0 - failure) * false, failure * missed)))
+    return _cost(np.asarray(failure, dtype="float64"), np.asarray(alarm, dtype=bool), missed, false)
 
 
 def batch_costs(
@@ -240,10 +245,11 @@ def batch_costs(
     """A prediction batch's expected cost (each reading's failure probability as the chance it fails) under
     the model's alarms, under never alarming ("no model") and under alarming on every rule hit, and what
     the model avoids against each."""
-    never = np.zeros(len(proba), dtype=bool)
-    model, none, rules = (
-        decision_cost(proba, policy, machine_type, matrix) for policy in (alarm, never, rule_hit)
-    )
+    missed, false = _cost_arrays(machine_type, matrix)
+    proba = np.asarray(proba, dtype="float64")
+    model = _cost(proba, np.asarray(alarm, dtype=bool), missed, false)
+    none = float(np.sum(proba * missed))
+    rules = _cost(proba, np.asarray(rule_hit, dtype=bool), missed, false)
     return {
         "expected_cost_model": model,
         "expected_cost_no_model": none,

@@ -44,17 +44,27 @@ def rule_hits(readings: pd.DataFrame) -> np.ndarray:
     return (rule_margins(readings).to_numpy() <= 0).any(axis=1)
 
 
-def _describe(rule: str, row: pd.Series) -> str:
-    values = physics(row)
-    if rule == "heat_dissipation":
-        return (
-            f"process - air {values['temperature_difference_k']:.2f} K (limit < {HDF_TEMPERATURE_K} K) "
-            f"at {row['rotational_speed_rpm']:.0f} rpm (limit < {HDF_SPEED_RPM:.0f} rpm)"
-        )
-    if rule == "power":
-        return f"power {values['power_w']:.0f} W (fires outside {POWER_LOW_W:.0f}-{POWER_HIGH_W:.0f} W)"
-    limit = OVERSTRAIN_LIMIT.get(str(row["machine_type"]), float("nan"))
-    return f"wear x torque {values['strain_min_nm']:.0f} min.Nm (fires above {limit:.0f} for {row['machine_type']})"
+def _details(rule: np.ndarray, readings: pd.DataFrame) -> list[str]:
+    derived = physics({c: readings[c].to_numpy(dtype="float64") for c in SENSOR_COLUMNS})
+    rpm = readings["rotational_speed_rpm"].to_numpy(dtype="float64")
+    types = readings["machine_type"].astype(str).to_numpy()
+    out = []
+    for i, name in enumerate(rule):
+        if name == "heat_dissipation":
+            out.append(
+                f"process - air {derived['temperature_difference_k'][i]:.2f} K (fires below "
+                f"{HDF_TEMPERATURE_K} K) at {rpm[i]:.0f} rpm (and below {HDF_SPEED_RPM:.0f} rpm)"
+            )
+        elif name == "power":
+            out.append(
+                f"power {derived['power_w'][i]:.0f} W (fires outside {POWER_LOW_W:.0f}-{POWER_HIGH_W:.0f} W)"
+            )
+        else:
+            limit = OVERSTRAIN_LIMIT.get(types[i], float("nan"))
+            out.append(
+                f"wear x torque {derived['strain_min_nm'][i]:.0f} min.Nm (fires above {limit:.0f} for {types[i]})"
+            )
+    return out
 
 
 def nearest_rules(readings: pd.DataFrame) -> list[dict[str, object]]:
@@ -62,16 +72,11 @@ def nearest_rules(readings: pd.DataFrame) -> list[dict[str, object]]:
     margins = rule_margins(readings)
     if margins.empty:
         return []
-    nearest = margins.fillna(np.inf).idxmin(axis=1)
-    out = []
-    for (_, row), rule in zip(readings.iterrows(), nearest, strict=True):
-        margin = float(margins.at[row.name, rule])
-        out.append(
-            {
-                "rule": rule,
-                "fires": margin <= 0,
-                "margin": round(margin, 4),
-                "detail": _describe(rule, row),
-            }
-        )
-    return out
+    values = margins.fillna(np.inf).to_numpy()
+    which = values.argmin(axis=1)
+    margin = values[np.arange(len(values)), which]
+    rule = np.asarray(RULES)[which]
+    return [
+        {"rule": str(r), "fires": bool(m <= 0), "margin": round(float(m), 4), "detail": d}
+        for r, m, d in zip(rule, margin, _details(rule, readings), strict=True)
+    ]
