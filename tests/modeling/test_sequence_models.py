@@ -153,6 +153,13 @@ def test_each_classifier_sees_the_fault_in_a_window(split: WindowSplit, architec
     np.testing.assert_allclose(again.test_score, result.test_score)  # seeded: same weights, same scores
 
 
+def test_a_spent_time_budget_stops_training_after_the_epoch_that_spent_it(split: WindowSplit) -> None:
+    budgeted = SequenceSettings(**{**FAST.__dict__, "epochs": 5, "patience": 5, "time_budget_s": 0.0})
+    assert train_sequence_model("gru", split, budgeted).epochs_run == 1
+    unbudgeted = SequenceSettings(**{**budgeted.__dict__, "time_budget_s": None})
+    assert train_sequence_model("gru", split, unbudgeted).epochs_run > 1
+
+
 def test_the_autoencoder_scores_faulty_windows_above_normal_ones(split: WindowSplit) -> None:
     result = train_sequence_model(AUTOENCODER, split, FAST)
     errors, faulty = result.test_score, split.test.y == 1
@@ -188,9 +195,10 @@ def test_asset_logs_one_nested_run_per_architecture(mlflow: MlflowServer) -> Non
     frame = _fleet()
     metadata = _materialize(tracking, frame, config)
     assert metadata["trained"] is True and metadata["machines"] == 8
-    table = metadata["comparison"]
+    table = str(metadata["comparison"])  # Dagster table metadata: its records as text
     assert "roc_auc" in table and "latency_window_ms" in table
-    assert "| lstm_autoencoder " in table and "| gru " in table
+    assert "'lstm_autoencoder'" in table and "'gru'" in table
+    assert metadata["time_budget_s"] == config.time_budget_s and metadata["fit_s_total"] > 0
     assert "data:image/png;base64," in metadata["pr_curves"]
     parent_id = metadata["mlflow_run"].rsplit("/", 1)[-1]
     client = tracking.client()
