@@ -10,7 +10,7 @@ import pytest
 from conftest import unique
 from sklearn.model_selection import train_test_split
 
-from mfd.alerts.costs import parse_cost_matrix
+from mfd.alerts.costs import parse_cost_matrix, thresholds_by_type
 from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import LoggedCandidate, log_candidate
 from mfd.reference import load_ai4i
@@ -19,6 +19,7 @@ from mfd.registry.model_card import CARD_TAG
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer
 from mfd.storage import tracking
+from mfd_resources import Tracking
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +148,15 @@ def test_an_unknown_gate_metric_is_refused(mlflow: MlflowServer, logged) -> None
             threshold=c.threshold,
             metric="cost",
         )
+
+
+def test_the_tracking_resource_takes_thresholds_from_the_candidates_validation_folds(
+    mlflow: MlflowServer, logged
+) -> None:
+    candidate = logged["hgb"].candidate
+    assert {"y", "proba", "machine_type"} <= set(candidate.validation.columns)
+    resource = Tracking(tracking_uri=mlflow.tracking_uri, model_name=unique("m-"))
+    decision = resource.promote(logged["hgb"], metric="pr_auc", margin=0.0, tags={}, cost_matrix=MATRIX)
+    expected = thresholds_by_type(candidate.validation, MATRIX)
+    assert decision.thresholds == pytest.approx({t: c.threshold for t, c in expected.items()}, abs=1e-6)
+    assert "## Costs and thresholds" in decision.card
