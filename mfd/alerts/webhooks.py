@@ -49,7 +49,7 @@ def parse_targets(json_urls: str, slack_urls: str = "") -> list[Target]:
             if not url:
                 continue
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-                raise MfdError(f"webhook URL {url.split('?')[0]!r} is not an http(s) URL")
+                raise MfdError(f"webhook URL starting {url[:8]!r} is not an http(s) URL with a host")
             targets.append(Target(url, kind))  # type: ignore[arg-type]
     return targets
 
