@@ -7,6 +7,7 @@ service on 127.0.0.1 under one honcho supervisor, state kept under `.mfd/stack/`
     s3 (SeaweedFS)     .mfd/stack/s3           buckets mfd (incoming/, processed/, rejected/, dagster/)
                                                and mfd-mlflow (MLflow artifacts)
     mlflow             PostgreSQL backend, artifacts proxied to s3://mfd-mlflow/
+    dagster-code       the code location (mfd_assets.definitions), loaded once, as a gRPC server
     dagster-webserver  DAGSTER_HOME .mfd/stack/dagster (deploy/dagster/dagster.yaml: PostgreSQL storage)
     dagster-daemon     the sensors and the run queue
     bento              `bentoml serve` of the champion, started once a champion exists
@@ -25,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ from mfd.services.s3 import weed_binary
 REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "deploy" / "Procfile"
 INSTANCE_YAML = REPO / "deploy" / "dagster" / "dagster.yaml"
-SERVICES = ("postgres", "s3", "mlflow", "dagster-webserver", "dagster-daemon", "bento")
+SERVICES = ("postgres", "s3", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "bento")
 BUCKET = "mfd"
 MLFLOW_BUCKET = "mfd-mlflow"
 DATABASES = ("mfd", "mlflow", "dagster")
@@ -62,6 +64,7 @@ class Ports:
     weed_master: int = 9333
     weed_volume: int = 8082
     weed_filer: int = 8888
+    dagster_code: int = 4266
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -179,6 +182,10 @@ class Stack:
     def mlflow_ready(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.ports.mlflow}/health")
 
+    def code_ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.ports.dagster_code), timeout=2):
+            return True
+
     def dagster_ready(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.ports.dagster}/server_info")
 
@@ -215,6 +222,7 @@ class Stack:
             "postgres": self.pg_ready,
             "s3": self.s3_ready,
             "mlflow": self.mlflow_ready,
+            "dagster-code": self.code_ready,
             "dagster-webserver": self.dagster_ready,
             "dagster-daemon": self.daemon_ready,
             "bento": self.bento_ready,
@@ -301,6 +309,30 @@ def _s3_config(stack: Stack) -> Path:
     return config
 
 
+def _dagster_home(stack: Stack) -> None:
+    stack.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(INSTANCE_YAML, stack.dagster_home / "dagster.yaml")
+
+
+def _workspace(stack: Stack) -> Path:
+    """The webserver and the daemon share one code server instead of each importing the code location."""
+    path = stack.root / "workspace.yaml"
+    server = {"host": "127.0.0.1", "port": stack.ports.dagster_code, "location_name": "mfd"}
+    path.write_text(json.dumps({"load_from": [{"grpc_server": server}]}))  # JSON is YAML
+    return path
+
+
+def _wait_for_code_server(stack: Stack) -> None:
+    """Until the code server has loaded the code location (imports take a while on a busy machine)."""
+    check = ["dagster", "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(stack.ports.dagster_code)]
+    env = {**os.environ, **stack.env()}
+    wait_until(
+        lambda: subprocess.run(check, env=env, capture_output=True, timeout=60).returncode == 0,
+        "stack code server",
+        timeout=900,
+    )
+
+
 def _wait_for_champion(stack: Stack) -> None:
     while stack.champion_version() is None:
         time.sleep(5)
@@ -331,12 +363,24 @@ def prepare(stack: Stack, service: str) -> tuple[list[str], int]:
         cmd = ["mlflow", "server", "--backend-store-uri", stack.pg_url("mlflow", "psycopg2")]
         cmd += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/", "--host", "127.0.0.1"]
         return cmd + ["--port", str(ports.mlflow), "--workers", "1"], signal.SIGTERM
-    if service in ("dagster-webserver", "dagster-daemon"):
+    if service == "dagster-code":
         _ensure_databases(stack)
         _ensure_buckets(stack)
-        stack.dagster_home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(INSTANCE_YAML, stack.dagster_home / "dagster.yaml")
-        workspace = str(REPO / "workspace.yaml")
+        _dagster_home(stack)
+        cmd = ["dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(ports.dagster_code)]
+        return cmd + [
+            "-m",
+            "mfd_assets.definitions",
+            "--location-name",
+            "mfd",
+            "--startup-timeout",
+            "600",
+        ], signal.SIGTERM
+    if service in ("dagster-webserver", "dagster-daemon"):
+        _ensure_databases(stack)
+        _dagster_home(stack)
+        workspace = str(_workspace(stack))
+        _wait_for_code_server(stack)
         if service == "dagster-daemon":
             return ["dagster-daemon", "run", "-w", workspace], signal.SIGTERM
         return [
