@@ -1,5 +1,6 @@
 """`mfd events`: the latest failure events as a table, with their explanation (top SHAP features, the
-nearest physics rule and its margin) and their alert's delivery; `--follow` streams new ones."""
+nearest physics rule and its margin) and their alert's delivery; `--follow` streams new ones; `--deliver`
+runs the webhook deliverer in the terminal (what the `alert_deliveries` asset does once per run)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from tabulate import tabulate
 
+from mfd.alerts.outbox import deliver_due
+from mfd.alerts.webhooks import Target, parse_targets
 from mfd.errors import MfdError
 from mfd.settings import load_settings
 from mfd.storage.connect import engine_from_settings
@@ -123,13 +126,55 @@ def follow(
             sleep(interval_s)
 
 
+def deliver(
+    engine: Engine,
+    targets: list[Target],
+    window: timedelta,
+    timeout: float,
+    interval_s: float,
+    *,
+    out: Callable[[str], None] = print,
+    polls: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Deliver due alerts every `interval_s` seconds (`polls` times, or until interrupted), one line per
+    pass that did something."""
+    done = 0
+    while polls is None or done < polls:
+        report = deliver_due(engine, targets, window=window, timeout=timeout)
+        if report.delivered or report.suppressed or report.failed:
+            out(f"{datetime.now(UTC):%H:%M:%S} {report.line()}")
+        done += 1
+        if polls is None or done < polls:
+            sleep(interval_s)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.limit <= 0:
         raise MfdError(f"--limit must be positive, got {args.limit}")
     if args.interval <= 0:
         raise MfdError(f"--interval must be positive, got {args.interval}")
     since = datetime.now(UTC) - parse_since(args.since)
-    engine = engine_from_settings(load_settings())
+    settings = load_settings()
+    engine = engine_from_settings(settings)
+    if args.deliver:
+        targets = parse_targets(settings.webhook_urls, settings.slack_webhook_urls)
+        if not targets:
+            raise MfdError("--deliver needs MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS")
+        print(f"delivering alerts to {', '.join(t.name for t in targets)} (Ctrl-C stops)", flush=True)
+        window = timedelta(seconds=settings.alert_dedup_window_s)
+        try:
+            deliver(
+                engine,
+                targets,
+                window,
+                settings.webhook_timeout_s,
+                args.interval,
+                out=lambda t: print(t, flush=True),
+            )
+        except KeyboardInterrupt:
+            pass
+        return 0
     if args.follow:
         print(f"following failure events since {since:%Y-%m-%d %H:%M:%S} UTC (Ctrl-C stops)", flush=True)
         try:
@@ -159,6 +204,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--follow", action="store_true", help="keep printing new events as they are detected (Ctrl-C stops)"
     )
     parser.add_argument(
-        "--interval", type=float, default=2.0, help="seconds between checks with --follow (default 2)"
+        "--deliver",
+        action="store_true",
+        help="post due alerts to MFD_WEBHOOK_URLS / MFD_SLACK_WEBHOOK_URLS until Ctrl-C",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks with --follow or --deliver (default 2)",
     )
     parser.set_defaults(func=run)

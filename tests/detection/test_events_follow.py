@@ -4,14 +4,19 @@ events as they arrive (the embedded SQLite database, no services)."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "alerts"))
+from receiver import Receiver  # noqa: E402 - tests/alerts/receiver.py
+
 from mfd.alerts import outbox
-from mfd.cli.events import follow
+from mfd.alerts.webhooks import Target
+from mfd.cli.events import deliver, follow
 from mfd.cli.main import main
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.readings import create_engine
@@ -89,3 +94,32 @@ def test_events_show_the_explanation_and_follow_streams_new_ones(
     assert "pending" in out and "0.27" in out
     assert main(["events", "--follow", "--interval", "0"]) == 2
     assert "--interval must be positive" in capsys.readouterr().err
+
+
+def test_deliver_posts_due_alerts_each_pass(engine, monkeypatch, capsys) -> None:
+    add_event(engine, 1, "M-1")
+    receiver = Receiver().start()
+    lines: list[str] = []
+    try:
+        deliver(
+            engine,
+            [Target(receiver.url)],
+            timedelta(minutes=15),
+            2.0,
+            0.01,
+            out=lines.append,
+            polls=2,
+            sleep=lambda _: add_event(engine, 2, "M-2"),
+        )
+    finally:
+        receiver.stop()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "1 delivered, 0 suppressed as duplicates, 0 failed"
+    ] * 2
+    assert sorted(b["machine_id"] for _, b in receiver.received) == ["M-1", "M-2"]
+
+    monkeypatch.setenv("MFD_DATABASE_URL", str(engine.url))
+    monkeypatch.delenv("MFD_WEBHOOK_URLS", raising=False)
+    monkeypatch.delenv("MFD_SLACK_WEBHOOK_URLS", raising=False)
+    assert main(["events", "--deliver"]) == 2
+    assert "--deliver needs MFD_WEBHOOK_URLS" in capsys.readouterr().err
