@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
@@ -335,7 +336,10 @@ def test_ctrl_c_stops_between_batches_and_keeps_sinks_equal(tmp_path: Path) -> N
         deadline = time.monotonic() + 120  # the first batch, however slow a loaded CI machine starts Python
         while not stored and time.monotonic() < deadline and proc.poll() is None:
             if db.exists():
-                stored = store.count_readings(store.create_engine(f"sqlite:///{db}"))
+                try:
+                    stored = store.count_readings(store.create_engine(f"sqlite:///{db}"))
+                except sa.exc.OperationalError:  # the file is there, its table not yet
+                    stored = 0
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)
