@@ -358,9 +358,14 @@ def test_documented_commands_work_verbatim(tmp_path: Path) -> None:
     failures = []
     for step in WALK:
         started = time.monotonic()
-        problem = _run(step, root, env)
-        print(f"{time.monotonic() - started:6.1f} s  {step.how:9} {step.command.splitlines()[0]}", flush=True)
+        try:
+            problem = _run(step, root, env)
+        except subprocess.TimeoutExpired as exc:
+            problem = f"still running after {exc.timeout:.0f} s"
+        verdict = "FAILED" if problem else "ok"
+        print(f"{time.monotonic() - started:6.1f} s {verdict:6} {step.how:9} {step.command.splitlines()[0]}")
         if problem:
+            print(f"    {problem}", flush=True)
             failures.append(f"{step.command}\n  -> {problem}")
     assert not failures, "\n\n".join(failures)
     assert not (root / ".mfd").is_symlink() and (root / ".mfd" / "readings.db").exists()
