@@ -5,6 +5,10 @@
     measured on --http-rows of the same readings in the same run.
 (b) Freshness (--freshness-minutes N): readings written continuously by the generator while the Dagster
     daemon runs prediction_sensor; p50/p95/max of (prediction stored - reading written).
+(c) Shadow (--shadow-rows N): one batch scored by the champion and, into shadow_predictions, by a
+    challenger: rows per second for both together (target >= 50,000).
+(d) Replay (--replay-rows N): the last days of N stored readings re-scored by challenger and champion with
+    the replay figures (target: 1,000,000 readings <= 30 s).
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from mfd.detection.batches import read_batch, score_batch
+from mfd.detection.shadow import score_shadow
 from mfd.generator import generate_readings, iter_readings, rechunk
-from mfd.modeling.model_io import CHAMPION, FailureModel, log_failure_model
+from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_model_version, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.reference import load_ai4i
 from mfd.registry.champion import load_champion
+from mfd.registry.replay import replay_models
 from mfd.schema import LABEL_COLUMN
 from mfd.services import free_port, postgres_server, stop_process_group
 from mfd.settings import Settings
@@ -150,6 +156,57 @@ def throughput(pg_url: str, settings: Settings, rows: int, http_rows: int) -> No
     print(
         f"  ratio batch / seeds loop: {batch_rate / seeds_rate:,.0f}x; target >= 50,000 rows/s: "
         f"{'met' if batch_rate >= 50_000 else 'NOT met'}"
+    )
+
+
+def challenger_model(settings: Settings) -> FailureModel:
+    """A smaller HistGradientBoosting registered under the `challenger` alias."""
+    client = connect(settings.tracking_uri)
+    ai4i = load_ai4i()
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=50, random_state=1))
+    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
+    with mlflow.start_run(experiment_id=experiment_id(client, "bench", settings.artifacts_dir.as_uri())):
+        _, version = log_failure_model(pipeline, ai4i, registered_name=MODEL_NAME, threshold=0.5)
+    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version.version)
+    return load_model_version(client, MODEL_NAME, version.version)
+
+
+def shadow_throughput(pg_url: str, settings: Settings, rows: int) -> None:
+    engine = store.create_engine(pg_url)
+    store.ensure_tables(engine)
+    store.insert_readings(engine, generate_readings(machines=100, rows=rows, seed=2))
+    ids = store.read_readings(engine)["id"].to_numpy()
+    champion, challenger = champion_model(settings), challenger_model(settings)
+    t0 = time.perf_counter()
+    batch = score_batch(engine, champion, int(ids[0]), int(ids[-1]))
+    t1 = time.perf_counter()
+    shadow = score_shadow(engine, challenger, int(ids[0]), int(ids[-1]))
+    t2 = time.perf_counter()
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in shadow.seconds.items())
+    rate = batch.rows_scored / (t2 - t0)
+    print(
+        f"(c) shadow: {batch.rows_scored:,} readings, champion v{champion.version} {t1 - t0:.2f}s + challenger "
+        f"v{challenger.version} {t2 - t1:.2f}s ({steps}) = {rate:,.0f} rows/s for both; target >= 50,000 "
+        f"rows/s: {'met' if rate >= 50_000 else 'NOT met'}"
+    )
+
+
+def replay_speed(pg_url: str, settings: Settings, rows: int) -> None:
+    engine = store.create_engine(pg_url)
+    store.ensure_tables(engine)
+    t0 = time.perf_counter()
+    for chunk in rechunk(iter_readings(machines=100, rows=rows, seed=3), 200_000):
+        store.insert_readings(engine, chunk)
+    print(f"(d) replay: {rows:,} readings stored in {time.perf_counter() - t0:.1f}s")
+    models = {"challenger": challenger_model(settings), "champion": champion_model(settings)}
+    t0 = time.perf_counter()
+    replay = replay_models(engine, models, days=3650, horizon=pd.Timedelta("2h"))
+    elapsed = time.perf_counter() - t0
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in replay.seconds.items())
+    print(replay.table.to_string())
+    print(
+        f"  replay of {replay.readings:,} readings with 2 models in {elapsed:.1f}s ({steps}); target <= 30 s "
+        f"for 1,000,000: {'met' if elapsed <= 30 * replay.readings / 1_000_000 else 'NOT met'}"
     )
 
 
@@ -273,6 +330,8 @@ def main() -> None:
     parser.add_argument("--http-rows", type=int, default=2_000, help="readings through the seeds-style loop")
     parser.add_argument("--freshness-minutes", type=float, default=0, help="run (b) for this long (>= 5)")
     parser.add_argument("--rate", type=float, default=20, help="(b) readings written per second")
+    parser.add_argument("--shadow-rows", type=int, default=0, help="run (c) on this many readings")
+    parser.add_argument("--replay-rows", type=int, default=0, help="run (d) on this many readings")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mfd-bench-detection-"))
     settings = Settings(home=root / "home")
@@ -282,6 +341,10 @@ def main() -> None:
             throughput(pg.create_database("throughput"), settings, args.rows, args.http_rows)
             if args.freshness_minutes > 0:
                 freshness(pg, settings, args.freshness_minutes, args.rate)
+            if args.shadow_rows > 0:
+                shadow_throughput(pg.create_database("shadow"), settings, args.shadow_rows)
+            if args.replay_rows > 0:
+                replay_speed(pg.create_database("replay"), settings, args.replay_rows)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from mfd.modeling.model_io import FailureModel
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 from mfd.storage.tables import readings
 
 REPLAY_COLUMNS: tuple[str, ...] = (
@@ -60,18 +60,21 @@ def read_recent_days(engine: Engine, days: float) -> pd.DataFrame:
         else pd.Timestamp(newest)
     )
     since = since - pd.Timedelta(days=days)
-    query = sa.select(*(readings.c[c] for c in REPLAY_COLUMNS)).where(
-        readings.c.timestamp >= since.to_pydatetime()
-    )
+    recent = readings.c.timestamp >= since.to_pydatetime()
     if engine.dialect.name == "postgresql":
-        return _copy_out(engine, query)
+        return _copy_out(engine, recent)
+    query = sa.select(*(readings.c[c] for c in REPLAY_COLUMNS)).where(recent)
     with engine.connect() as conn:
         df = pd.read_sql(query, conn).rename(columns=str)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     return df.astype({c: "float64" for c in SENSOR_COLUMNS})
 
 
-def _copy_out(engine: Engine, query: sa.Select) -> pd.DataFrame:
+def _copy_out(engine: Engine, where: sa.ColumnElement[bool]) -> pd.DataFrame:
+    # Times as fixed-width UTC text: parsed with one explicit format, several times faster than ISO 8601.
+    utc = sa.func.to_char(sa.func.timezone("UTC", readings.c.timestamp), "YYYY-MM-DD HH24:MI:SS.US")
+    columns = [utc.label("timestamp") if c == "timestamp" else readings.c[c] for c in REPLAY_COLUMNS]
+    query = sa.select(*columns).where(where)
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     buf = io.BytesIO()
     with engine.connect() as conn:
@@ -88,7 +91,7 @@ def _copy_out(engine: Engine, query: sa.Select) -> pd.DataFrame:
         dtype={"id": "int64", "machine_id": "string", "machine_type": "string", LABEL_COLUMN: "Int8"}
         | {c: "float64" for c in SENSOR_COLUMNS},
     )
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="%Y-%m-%d %H:%M:%S.%f")
     return df
 
 
@@ -171,11 +174,13 @@ def replay_models(
     them on the readings' labels and the maintenance labels (records within `horizon`)."""
     t0 = time.perf_counter()
     frame = read_recent_days(engine, days)
-    for column in FAILURE_MODE_COLUMNS:
-        frame[column] = pd.NA
-    labelled = apply_maintenance_labels(frame, read_maintenance(engine), horizon)
-    frame[LABEL_COLUMN] = labelled[LABEL_COLUMN].reindex(frame.index)
-    frame = frame.drop(columns=list(FAILURE_MODE_COLUMNS))
+    maintenance = read_maintenance(engine)
+    unlabelled = frame[LABEL_COLUMN].isna()
+    if len(maintenance) and unlabelled.any():
+        part = frame.loc[unlabelled, ["machine_id", "timestamp", LABEL_COLUMN]]
+        labelled = apply_maintenance_labels(part, maintenance, horizon)
+        frame[LABEL_COLUMN] = frame[LABEL_COLUMN].astype("Int8")
+        frame.loc[labelled.index, LABEL_COLUMN] = labelled[LABEL_COLUMN]
     t1 = time.perf_counter()
     rows, seconds = {}, {"read": t1 - t0}
     for name, model in models.items():
