@@ -18,6 +18,7 @@ clean rows and on the shifted ones a plant gives, plus the main job's wall time.
 Everything is recorded in an MLflow run (a SQLite store in a temporary directory unless --tracking-uri).
 
     .venv/bin/python bench/quality_model.py [--trials 5] [--nested-trials 3] [--family F] [--no-main-job]
+                                            [--latency]
 """
 
 from __future__ import annotations
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="auto's time budget, s (asset default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-main-job", action="store_true", help="skip the main job measurement")
+    parser.add_argument(
+        "--latency", action="store_true", help="also the flat-walk crossover and every family's latency"
+    )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in a temp dir)")
     args = parser.parse_args()
     robustness = Robustness()
@@ -242,11 +246,12 @@ def main() -> None:
     )
     model = candidate.pipeline.named_steps["model"]
     model = getattr(model, "model", model)
-    if isinstance(model, FlatTreeClassifier):
+    if args.latency and isinstance(model, FlatTreeClassifier):
         print(f"flat walk vs scikit-learn by batch size, ms (cutoff: flat up to {MAX_FLAT_ROWS} rows):")
         print(flat_crossover(model, df).round(3).to_markdown())
-    print("latency of each family's reference configuration (medians, ms):")
-    print(family_latency(df, args.seed).round(3).to_markdown() + "\n")
+    if args.latency:
+        print("latency of each family's reference configuration (medians, ms):")
+        print(family_latency(df, args.seed).round(3).to_markdown() + "\n")
 
     family = args.family or "auto"
     started = time.perf_counter()

@@ -110,7 +110,7 @@ def _split_off_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
 
 def _shifted_rows(
     tuned: Tuned,
-    pipeline: Pipeline,
+    pipeline: Pipeline | None,
     threshold: float,
     tuning: pd.DataFrame,
     held: pd.DataFrame,
@@ -119,6 +119,9 @@ def _shifted_rows(
     shifts: ShiftConfig,
     cross: bool,
 ) -> list[dict[str, Any]]:
+    """One row per holdout of `tuned`'s scores: `pipeline` (fit on `tuning` here when None) on the clean
+    and shifted holdouts, and, with `cross`, its params refit on each source and scored on the other."""
+
     def fit(rows: pd.DataFrame) -> Pipeline:
         return fit_pipeline(tuned.family, tuned.params, rows, seed, robustness)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_config
 from matplotlib.figure import Figure
 from sklearn.base import ClassifierMixin
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
@@ -165,7 +166,8 @@ def _search_one(
         error_score=np.nan,
     )
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    # Threads, not loky processes: no worker start-up per search and no helper process outliving the panel.
+    with warnings.catch_warnings(), parallel_config(backend="threading"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(x, y)
     search_s = time.perf_counter() - started
