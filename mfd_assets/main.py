@@ -125,8 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mfd: error: cannot prepare DAGSTER_HOME ({exc}); set DAGSTER_HOME", file=sys.stderr)
         return 2
     instance = dg.DagsterInstance.get()
-    # Great Expectations announces a temporary docs site per check at INFO: once is noise enough.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # Only warnings through the root logger: Dagster's console logger shows the steps and mfd's own lines
+    # (dagster.yaml's managed loggers) once; libraries' INFO lines (Great Expectations' per-check docs site)
+    # stay out.
+    quiet = logging.StreamHandler()
+    quiet.setLevel(logging.WARNING)
+    logging.basicConfig(handlers=[quiet], format="%(levelname)s %(message)s")
+    cli.quiet_mlflow()
 
     started = _step(f"generate {args.rows:,} readings from {args.machines} machines into incoming/")
     status = cli.main(

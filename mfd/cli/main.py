@@ -56,11 +56,13 @@ class _KnownNoise(logging.Filter):
     (mfd pickles on purpose and checks each version's sha256 before unpickling; see README)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "mlflow.store.db.utils" or "skops" in record.getMessage())
+        message = record.getMessage()
+        return not (record.name == "mlflow.store.db.utils" or "skops" in message or "Pickle" in message)
 
 
-def _quiet_mlflow() -> None:
-    for name in ("mlflow.store.db.utils", "mlflow.sklearn"):
+def quiet_mlflow() -> None:
+    """Drop MLflow's lines a user cannot act on (also used by `make run`)."""
+    for name in ("mlflow.store.db.utils", "mlflow.sklearn", "mlflow.pytorch"):
         logging.getLogger(name).addFilter(_KnownNoise())
 
 
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     if not args.verbose:
-        _quiet_mlflow()
+        quiet_mlflow()
     try:
         return int(args.func(args) or 0)
     except MfdError as exc:
