@@ -132,3 +132,21 @@ def no_process_left_behind() -> Iterator[None]:
             return
         time.sleep(0.5)
     pytest.fail("processes left running after the tests:\n" + "\n".join(stray), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The production stack (`make stack`) in a temporary directory on free ports, once per session, for
+    tests/e2e; stopped afterwards. See tests/e2e/stack_helpers.py."""
+    from stack_helpers import started_stack  # tests/e2e, on sys.path once its test modules are collected
+
+    with started_stack(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pipeline(running_stack: object) -> object:
+    """Generated CSV files -> sensors -> a champion -> every reading scored, once per session, on the stack."""
+    from stack_helpers import run_pipeline
+
+    return run_pipeline(running_stack)
