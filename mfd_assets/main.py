@@ -22,6 +22,7 @@ import dagster as dg
 from mfd.cli import main as cli
 from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
+from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
 from mfd_sensors.incoming import PERIPHERAL_ROUTE, READINGS_ROUTE, Route, route
@@ -162,16 +163,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     drift = defs.resolve_job_def("drift_job").execute_in_process(instance=instance, raise_on_error=True)
     _done(started, f"readings 1..{last_id} scored")
 
-    (batch,) = scored.get_asset_materialization_events()
+    print(summary(args, defs, settings, ingested, last_id, scored, drift))
+    return 0
+
+
+def summary(
+    args: argparse.Namespace,
+    defs: dg.Definitions,
+    settings: Settings,
+    ingested: Ingested,
+    last_id: int,
+    scored: dg.ExecuteInProcessResult,
+    drift: dg.ExecuteInProcessResult,
+) -> str:
+    """What `make run` did and where to look next."""
+    [batch] = [
+        e
+        for e in scored.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("prediction_batches")
+    ]
     failures = int(batch.materialization.metadata["failures"].value)
-    (check,) = drift.get_asset_check_evaluations()
+    [check] = [e for e in drift.get_asset_check_evaluations() if e.check_name == "drift_within_thresholds"]
     mlflow_ui = (
         settings.mlflow_tracking_uri
         if settings.mlflow_tracking_uri
         else f"http://127.0.0.1:{args.mlflow_port}"
     )
     rejected = f" ({len(ingested.rejected_files)} files rejected)" if ingested.rejected_files else ""
-    print(
+    return (
         "\nDone.\n"
         f"  readings: {ingested.loaded:,} loaded, {ingested.rejected_rows:,} rejected{rejected}; "
         f"{store.describe(settings.readings_url)}\n"
@@ -185,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`BENTOML_HOME={settings.bentoml_home} .venv/bin/bentoml serve bento.service:MachineFailureService "
         f"--port {args.bento_port}`"
     )
-    return 0
 
 
 if __name__ == "__main__":
