@@ -46,6 +46,7 @@ SERVE = (
 )
 MATERIALIZE = ".venv/bin/dagster asset materialize -m mfd_assets.definitions"
 BENCH = "a benchmark: minutes of measuring, nothing checked (`make bench`)"
+STACK = "needs `make stack` running: tests/e2e starts the stack and walks it"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ WALK: tuple[Step, ...] = (
     Step(".venv/bin/mfd generate --machines 1 --rate 1", how="interrupt"),
     Step(".venv/bin/mfd generate --machines 50 --duration 86400"),
     Step(
-        "from mfd.generator.fleet import generate_readings, iter_readings, generate_peripheral\n\n"
+        "from mfd.generator import generate_peripheral, generate_readings, iter_readings\n\n"
         "df = generate_readings(machines=50, rows=100_000, seed=1)  # a DataFrame\n"
         "for block in iter_readings(machines=1000, rows=1_000_000, seed=1):  # blocks of ~65,536 rows\n"
         "    ...\n"
@@ -207,6 +208,25 @@ WALK: tuple[Step, ...] = (
     ),
     Step("make run", how="skip", why="the whole pipeline again (~6 min); the steps above ran its assets"),
     Step(".venv/bin/python -m mfd.registry.retag <name> <version>", how="skip", why="placeholders"),
+    # README "Operating mfd": the production stack on this machine; tests/e2e starts and checks it.
+    *(
+        Step(command, how="skip", why=STACK)
+        for command in (
+            "make stack",
+            ".venv/bin/python -m mfd.services.stack status",
+            'eval "$(.venv/bin/python -m mfd.services.stack env)"',
+            ".venv/bin/python deploy/graphql/runs.py materialize training_set cleaned_set holdout",
+            ".venv/bin/python deploy/graphql/runs.py launch training_job \\\n"
+            """  --config '{"ops": {"candidate_model": {"config": {"family": "hgb", "folds": 3, "trials": 3}}}}'""",
+            ".venv/bin/python deploy/graphql/runs.py status <run id> --wait 600",
+            ".venv/bin/python deploy/graphql/runs.py events candidate_model",
+            "for db in mfd mlflow dagster; do pg_dump -h 127.0.0.1 -p 5433 -U mfd -Fc -f backup-$db.dump $db; done",
+            "pg_restore -h 127.0.0.1 -p 5433 -U mfd -d mfd --clean backup-mfd.dump",
+            "aws --endpoint-url http://127.0.0.1:8333 s3 sync s3://mfd ./backup-mfd",
+            "aws --endpoint-url http://127.0.0.1:8333 s3 sync s3://mfd-mlflow ./backup-mfd-mlflow",
+            "make stop",
+        )
+    ),
     # last: its malformed files make every later `mfd ingest` exit 1 (as documented)
     Step(".venv/bin/mfd generate --sink files --rows 20000 --bad-rate 0.05"),
 )
