@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
 from mfd.features import FEATURE_COLUMNS, feature_array
+from mfd.modeling.calibration import CalibratedModel
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
@@ -45,8 +46,11 @@ Kind = Literal["tree", "sampled"]
 
 
 def final_estimator(pipeline: Pipeline) -> BaseEstimator:
-    """The fitted estimator after the feature step (a FlatTreeClassifier's inner estimator)."""
+    """The fitted estimator after the feature step (a FlatTreeClassifier's inner estimator; a calibrated
+    model's uncalibrated one: calibration is monotone, so it keeps which features push towards failure)."""
     model = pipeline.steps[-1][1]
+    if isinstance(model, CalibratedModel):
+        model = model.model
     return getattr(model, "estimator_", model)
 
 

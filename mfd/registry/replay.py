@@ -52,8 +52,9 @@ def read_recent_days(engine: Engine, days: float) -> pd.DataFrame:
     """Readings of the last `days` before the newest stored reading (PostgreSQL: one COPY TO)."""
     with engine.connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(readings.c.timestamp))).scalar()
-    if newest is None:
-        return pd.DataFrame(columns=list(REPLAY_COLUMNS))
+    if newest is None:  # typed, so the figures of an empty store are zeros, not a dtype error
+        empty = pd.DataFrame(columns=list(REPLAY_COLUMNS))
+        return empty.astype({"timestamp": "datetime64[ns, UTC]", LABEL_COLUMN: "Int8"})
     since = (
         pd.Timestamp(newest).tz_localize("UTC")
         if pd.Timestamp(newest).tzinfo is None

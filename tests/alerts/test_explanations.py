@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from mfd.alerts.explanations import Explainer, top_features
 from mfd.alerts.rules import nearest_rules, rule_hits, rule_margins
 from mfd.features import FEATURE_COLUMNS
+from mfd.modeling.calibration import CalibratedModel, Calibrator
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
@@ -55,6 +56,25 @@ def test_shap_values_sum_to_the_model_output(ai4i: pd.DataFrame, estimator, kind
         if features:
             assert features[0]["feature"] == values.idxmax()
         assert not {f["feature"] for f in features} & set(FAILURE_MODE_COLUMNS)
+
+
+def test_a_calibrated_tree_model_keeps_the_tree_explainer(ai4i: pd.DataFrame) -> None:
+    """Candidates are calibrated now: SHAP explains the tree inside (calibration is monotone), not the
+    slow sampled explainer, and the features it ranks first still push towards failure."""
+    y = ai4i[LABEL_COLUMN].astype(int)
+    tree = build_pipeline(HistGradientBoostingClassifier(max_iter=40, random_state=0)).fit(ai4i, y)
+    features, inner = tree.named_steps["features"], tree.steps[-1][1]
+    calibrator = Calibrator("sigmoid").fit(inner.predict_proba(features.transform(ai4i))[:, 1], y)
+    tree.steps[-1] = (tree.steps[-1][0], CalibratedModel(inner, calibrator))
+    rows = ai4i[ai4i[LABEL_COLUMN] == 1].head(8)
+    explainer = Explainer(tree)
+    explanation = explainer.explain(rows)
+    assert explainer.kind == "tree" and explanation.output == "log-odds"
+    total = explanation.values.sum(axis=1).to_numpy() + explanation.base_value
+    boosted = getattr(inner, "estimator_", inner)
+    np.testing.assert_allclose(
+        total, np.ravel(boosted.decision_function(features.transform(rows))), atol=1e-6
+    )
 
 
 def reading(machine_type: str = "L", **sensors: float) -> dict[str, object]:
