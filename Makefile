@@ -13,7 +13,7 @@ export DAGSTER_HOME := $(CURDIR)/.mfd/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
 run dev: export BENTOML_HOME := $(CURDIR)/.mfd/bentoml
 
-.PHONY: help run test install deps dev lint bench clean stack stop
+.PHONY: help run test test-docs install deps dev lint bench clean stack stop
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,7 +50,10 @@ test: install deps ## ruff, import contracts and the whole test suite (real Post
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not docs_walk" --durations=15
+
+test-docs: install deps ## run every README/docs command verbatim in a copy of the checkout (about 30 min)
+	$(BIN)/pytest -q -s -p no:cacheprovider -m docs_walk tests/docs
 
 # The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance) and the MLflow UI over
 # the embedded store, side by side; Ctrl-C stops both.

@@ -371,6 +371,7 @@ def _run(step: Step, root: Path, env: dict[str, str]) -> str | None:
     return None
 
 
+@pytest.mark.docs_walk
 @pytest.mark.timeout(7200)
 def test_documented_commands_work_verbatim(tmp_path: Path) -> None:
     root = _copy_of_the_checkout(tmp_path / "mfd")
