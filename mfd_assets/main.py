@@ -22,6 +22,7 @@ import dagster as dg
 from mfd.cli import main as cli
 from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
+from mfd.ingestion.maintenance import is_maintenance
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
@@ -73,7 +74,8 @@ def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Inges
     objects = defs.resources["object_store"].objects()
     files: dict[Route, list[str]] = {READINGS_ROUTE: [], PERIPHERAL_ROUTE: []}
     for obj in objects.list(INCOMING):
-        files[route(obj.key)].append(obj.key)
+        if not is_maintenance(obj.key):  # maintenance records are maintenance_records' (its sensor's)
+            files[route(obj.key)].append(obj.key)
     ingested = Ingested()
     for target, keys in files.items():
         instance.add_dynamic_partitions(target.partitions.name, [partition_key(k) for k in keys])

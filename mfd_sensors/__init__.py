@@ -6,6 +6,7 @@ import dagster as dg
 
 from mfd.settings import Settings
 from mfd_assets.jobs import drift_job
+from mfd_sensors.alerts import alert_delivery_sensor
 from mfd_sensors.champion import build_champion_changed_sensor
 from mfd_sensors.incoming import incoming_files_sensor
 from mfd_sensors.maintenance import maintenance_files_sensor
@@ -32,4 +33,5 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         maintenance_files_sensor,
         build_retraining_sensor(RetrainPolicy.from_settings(settings)),
         run_failure_sensor,
+        alert_delivery_sensor,
     ]

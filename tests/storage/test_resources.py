@@ -147,6 +147,7 @@ def test_definitions_keep_their_names_and_tell_the_true_lineage() -> None:
         "maintenance_files_sensor",
         "retraining_sensor",
         "run_failure_sensor",
+        "alert_delivery_sensor",
     }
     assert {j.name for j in defs.jobs} >= {
         "prediction_job",

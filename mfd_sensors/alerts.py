@@ -1,0 +1,44 @@
+"""`alert_delivery_sensor`: a delivery pass (`alert_deliveries`) whenever the outbox holds due alerts and
+webhooks are configured, one pass at a time, apart from detection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from mfd.alerts.outbox import due_ids
+from mfd_resources import ReadingsStore
+from mfd_resources.alerts import AlertWebhooks
+from mfd_sensors.incoming import IN_PROGRESS
+
+alert_delivery_job = dg.define_asset_job(
+    "alert_delivery_job",
+    selection=dg.AssetSelection.assets("alert_deliveries"),
+    executor_def=dg.in_process_executor,
+    description="Post the due failure alerts of the outbox to the configured webhooks.",
+)
+
+
+@dg.sensor(
+    job=alert_delivery_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts alert_delivery_job when the alert outbox holds due alerts and a webhook is set.",
+)
+def alert_delivery_sensor(
+    context: dg.SensorEvaluationContext, readings_store: ReadingsStore, alert_webhooks: AlertWebhooks
+) -> dg.RunRequest | dg.SkipReason:
+    if not alert_webhooks.targets():
+        return dg.SkipReason(
+            "no webhook configured (MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS): alerts wait in the outbox"
+        )
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=alert_delivery_job.name, statuses=list(IN_PROGRESS)), limit=1
+    )
+    if running:
+        return dg.SkipReason(f"delivery run {running[0].run_id} still in progress")
+    due = due_ids(readings_store.engine, datetime.now(UTC), limit=1)
+    if not due:
+        return dg.SkipReason("no alert due")
+    return dg.RunRequest(tags={"mfd/first_due_alert": str(due[0])})
