@@ -6,7 +6,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from mfd.detection.shadow import challenger_version, score_shadow
+from mfd.detection.shadow import challenger_policy, challenger_version, score_shadow
 from mfd.modeling.model_io import load_model_version
 from mfd_resources import ReadingsStore, Tracking
 
@@ -31,6 +31,7 @@ def shadow_predictions(
         client = tracking.client()
         version = challenger_version(client, tracking.model_name)
         model = load_model_version(client, tracking.model_name, version) if version else None
+        policy = challenger_policy(client, tracking.model_name, model) if model is not None else None
     except Exception as exc:  # noqa: BLE001 - the shadow never fails the detection run
         context.log.warning("no shadow batch: %s: %s", type(exc).__name__, exc)
         return dg.MaterializeResult(metadata={"shadowed": False, "reason": f"{type(exc).__name__}: {exc}"})
@@ -38,7 +39,7 @@ def shadow_predictions(
         return dg.MaterializeResult(
             metadata={"shadowed": False, "reason": "no challenger besides the champion"}
         )
-    result = score_shadow(readings_store.engine, model, config.first_id, config.last_id)
+    result = score_shadow(readings_store.engine, model, config.first_id, config.last_id, policy)
     latency = time.perf_counter() - start
     return dg.MaterializeResult(
         metadata={

@@ -21,9 +21,11 @@ from sklearn.metrics import average_precision_score
 from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
+from mfd.alerts.costs import DecisionPolicy
 from mfd.detection.batches import invalid_reasons, read_batch
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_model_version
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
+from mfd.registry.champion import POLICY_TAGS
 from mfd.schema import LABEL_COLUMN
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.tables import predictions, readings, shadow_predictions
@@ -40,6 +42,13 @@ def challenger_version(client: MlflowClient, name: str) -> str | None:
     """The version `challenger` points at, when it is not the champion's (else None: nothing to shadow)."""
     challenger = _alias(client, name, CHALLENGER)
     return challenger if challenger is not None and challenger != _alias(client, name, CHAMPION) else None
+
+
+def challenger_policy(client: MlflowClient, name: str, model: FailureModel) -> DecisionPolicy:
+    """The challenger version's thresholds per machine type (its `thresholds`/`cost_matrix` tags), as the
+    champion's are applied in detection; the model's one threshold where the version has none."""
+    tags = client.get_model_version(name, model.version).tags
+    return DecisionPolicy.from_tags({t: tags[t] for t in POLICY_TAGS if t in tags}, model.threshold)
 
 
 def load_challenger(client: MlflowClient, name: str) -> FailureModel | None:
@@ -59,16 +68,20 @@ class ShadowResult:
     seconds: dict[str, float]
 
 
-def score_frame(model: FailureModel, batch: pd.DataFrame) -> pd.DataFrame:
-    """Shadow rows (reading_id, probability, label) of the valid readings of `batch`."""
+def score_frame(
+    model: FailureModel, batch: pd.DataFrame, policy: DecisionPolicy | None = None
+) -> pd.DataFrame:
+    """Shadow rows (reading_id, probability, label) of the valid readings of `batch`, labelled at the
+    `policy`'s threshold for each machine type (None: the model's one threshold)."""
     valid = batch[invalid_reasons(batch).isna()]
     with threadpool_limits(1):
         probability = model.probability(valid) if len(valid) else np.empty(0)
+    threshold = policy.threshold_for(valid["machine_type"]) if policy is not None else model.threshold
     return pd.DataFrame(
         {
             "reading_id": valid["id"].to_numpy(),
             "probability": probability,
-            "label": (probability >= model.threshold).astype("int8"),
+            "label": (probability >= threshold).astype("int8"),
         }
     )
 
@@ -91,12 +104,14 @@ def write_shadow(engine: Engine, model: FailureModel, scored: pd.DataFrame) -> i
         ).write_frame(scored)
 
 
-def score_shadow(engine: Engine, model: FailureModel, first_id: int, last_id: int) -> ShadowResult:
+def score_shadow(
+    engine: Engine, model: FailureModel, first_id: int, last_id: int, policy: DecisionPolicy | None = None
+) -> ShadowResult:
     """Score the readings with first_id <= id <= last_id with the challenger into `shadow_predictions`."""
     t0 = time.perf_counter()
     batch = read_batch(engine, first_id, last_id)
     t1 = time.perf_counter()
-    scored = score_frame(model, batch)
+    scored = score_frame(model, batch, policy)
     t2 = time.perf_counter()
     write_shadow(engine, model, scored)
     t3 = time.perf_counter()

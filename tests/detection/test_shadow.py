@@ -13,9 +13,10 @@ from mlflow import start_run
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
+from mfd.alerts.costs import DecisionPolicy
 from mfd.cli.main import main
-from mfd.detection.shadow import challenger_version, shadow_evidence
-from mfd.modeling.model_io import CHALLENGER, CHAMPION, log_failure_model
+from mfd.detection.shadow import challenger_version, score_frame, shadow_evidence
+from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
@@ -140,3 +141,29 @@ def test_no_shadow_when_the_challenger_is_the_champion(pg_url: str, champion: Tr
     finally:
         if saved is not None:
             client.set_registered_model_alias(champion.model_name, CHALLENGER, saved)
+
+
+class _FixedProbability:
+    """A stand-in pyfunc: the failure probability is the reading's tool wear / 100."""
+
+    def predict(self, readings: pd.DataFrame) -> pd.Series:
+        return readings["tool_wear_min"] / 100.0
+
+
+def test_shadow_labels_follow_the_challengers_thresholds_per_machine_type() -> None:
+    batch = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4],
+            "machine_id": ["M-1", "M-2", "M-3", "M-4"],
+            "machine_type": ["L", "L", "H", "H"],
+            "air_temperature_k": 300.0,
+            "process_temperature_k": 310.0,
+            "rotational_speed_rpm": 1500.0,
+            "torque_nm": 40.0,
+            "tool_wear_min": [30.0, 60.0, 30.0, 60.0],
+        }
+    )
+    model = FailureModel("m", "2", 0.5, _FixedProbability())
+    assert score_frame(model, batch)["label"].tolist() == [0, 1, 0, 1]  # one threshold, 0.5
+    policy = DecisionPolicy.from_tags({"thresholds": '{"L": 0.7, "H": 0.2}'}, 0.5)
+    assert score_frame(model, batch, policy)["label"].tolist() == [0, 0, 1, 1]
