@@ -207,6 +207,7 @@ WALK: tuple[Step, ...] = (
         answers=("http://127.0.0.1:3000/server_info", "http://127.0.0.1:5000/health"),
     ),
     Step("make run", how="skip", why="the whole pipeline again (~6 min); the steps above ran its assets"),
+    Step("make test", how="skip", why="the suite this walk is part of (CI runs it: .ci/run)"),
     Step(".venv/bin/python -m mfd.registry.retag <name> <version>", how="skip", why="placeholders"),
     # README "Operating mfd": the production stack on this machine; tests/e2e starts and checks it.
     *(
