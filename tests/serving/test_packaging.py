@@ -50,4 +50,14 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
     packages = yaml.safe_load(BENTOFILE.read_text())["python"]["packages"]
     assert set(packages) <= set(declared)
     names = {p.split(">")[0].split("=")[0].split("<")[0] for p in packages}
-    assert names == {"bentoml", "mlflow", "scikit-learn", "pandas", "pydantic", "pydantic-settings"}
+    # shap for /explain; matplotlib because the calibrated model's module draws its reliability plot
+    assert names == {
+        "bentoml",
+        "mlflow",
+        "scikit-learn",
+        "pandas",
+        "pydantic",
+        "pydantic-settings",
+        "shap",
+        "matplotlib",
+    }
