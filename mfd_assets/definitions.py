@@ -58,3 +58,18 @@ defs = dg.Definitions(
     # Asset outputs live on the object store (S3 or its local twin), not on one machine's disk.
     resources={**resources, "io_manager": ObjectStoreIOManager(object_store=resources["object_store"])},
 )
+
+
+def with_executor(executor: dg.ExecutorDefinition) -> dg.Definitions:
+    """This code location's definitions with `executor` as the default instead of the in-process one
+    (deploy/celery, deploy/k8s); jobs that set their own executor keep it."""
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        sensors=defs.sensors,
+        schedules=defs.schedules,
+        resources=defs.resources,
+        loggers=defs.loggers,
+        executor=executor,
+    )
