@@ -55,15 +55,22 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "bench-detection"
 
 
-def register_champion(settings: Settings) -> None:
-    """A HistGradientBoosting champion on AI4I in the embedded MLflow store under MFD_HOME."""
+def _register(settings: Settings, alias: str, max_iter: int, seed: int) -> str:
+    """A HistGradientBoosting on AI4I registered under `alias` in the embedded MLflow store under MFD_HOME;
+    its version."""
     client = connect(settings.tracking_uri)
     ai4i = load_ai4i()
-    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=100, random_state=0))
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed))
     pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
     with mlflow.start_run(experiment_id=experiment_id(client, "bench", settings.artifacts_dir.as_uri())):
         _, version = log_failure_model(pipeline, ai4i, registered_name=MODEL_NAME, threshold=0.5)
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version.version)
+    client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+    return version.version
+
+
+def register_champion(settings: Settings) -> None:
+    """The bench's champion (HistGradientBoosting, 100 iterations)."""
+    _register(settings, CHAMPION, max_iter=100, seed=0)
 
 
 def champion_model(settings: Settings) -> FailureModel:
@@ -161,14 +168,8 @@ def throughput(pg_url: str, settings: Settings, rows: int, http_rows: int) -> No
 
 def challenger_model(settings: Settings) -> FailureModel:
     """A smaller HistGradientBoosting registered under the `challenger` alias."""
-    client = connect(settings.tracking_uri)
-    ai4i = load_ai4i()
-    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=50, random_state=1))
-    pipeline.fit(ai4i, ai4i[LABEL_COLUMN].astype(int))
-    with mlflow.start_run(experiment_id=experiment_id(client, "bench", settings.artifacts_dir.as_uri())):
-        _, version = log_failure_model(pipeline, ai4i, registered_name=MODEL_NAME, threshold=0.5)
-    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version.version)
-    return load_model_version(client, MODEL_NAME, version.version)
+    version = _register(settings, CHALLENGER, max_iter=50, seed=1)
+    return load_model_version(connect(settings.tracking_uri), MODEL_NAME, version)
 
 
 def shadow_throughput(pg_url: str, settings: Settings, rows: int) -> None:
