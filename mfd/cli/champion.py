@@ -7,13 +7,14 @@ import argparse
 
 import pandas as pd
 
-from mfd.detection.shadow import challenger_version, shadow_evidence
+from mfd.detection.shadow import challenger_version
 from mfd.modeling.experiment import tracking_from_settings
 from mfd.modeling.model_io import load_model_version
 from mfd.plots import table_markdown
 from mfd.preparation.labels import label_window
 from mfd.registry import promotion as registry
 from mfd.registry.replay import replay_models
+from mfd.registry.shadow_evidence import shadow_evidence
 from mfd.settings import load_settings
 from mfd.storage import readings as store
 

@@ -1,9 +1,7 @@
 """The shadow challenger: while a `challenger` alias points at another version than `champion`, every
 prediction batch is also scored by it into `shadow_predictions` (one row per reading and model version).
 Shadow rows never create failure events; only the champion's predictions do (`mfd.detection.batches`).
-
-`shadow_evidence` compares the two on the readings both scored: how often they agree, alerts per
-machine-day, and PR AUC on the readings that carry a label by now (their own or a maintenance record's).
+The promotion gate reads them back as evidence (`mfd.registry.shadow_evidence`).
 """
 
 from __future__ import annotations
@@ -14,21 +12,17 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import average_precision_score
 from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.detection.batches import invalid_reasons, read_batch
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_model_version
-from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
 from mfd.registry.champion import POLICY_TAGS
-from mfd.schema import LABEL_COLUMN
 from mfd.storage.bulk import BulkWriter
-from mfd.storage.tables import predictions, readings, shadow_predictions
+from mfd.storage.tables import shadow_predictions
 
 
 def _alias(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -122,60 +116,3 @@ def score_shadow(
         int(scored["label"].sum()),
         {"read": t1 - t0, "score": t2 - t1, "write": t3 - t2},
     )
-
-
-def _side_by_side(engine: Engine, challenger: str) -> pd.DataFrame:
-    """Readings scored by both the champion (`predictions`) and the challenger version (shadow)."""
-    shadow_predictions.create(engine, checkfirst=True)
-    s, p, r = shadow_predictions.alias("s"), predictions.alias("p"), readings.alias("r")
-    query = (
-        sa.select(
-            r.c.id,
-            r.c.machine_id,
-            r.c.timestamp,
-            r.c[LABEL_COLUMN],
-            p.c.model_version.label("champion_version"),
-            p.c.probability.label("champion_probability"),
-            p.c.label.label("champion_label"),
-            s.c.probability.label("challenger_probability"),
-            s.c.label.label("challenger_label"),
-        )
-        .select_from(s.join(p, p.c.reading_id == s.c.reading_id).join(r, r.c.id == s.c.reading_id))
-        .where(s.c.model_version == challenger)
-        .order_by(r.c.id)
-    )
-    with engine.connect() as conn:
-        df = pd.read_sql(query, conn).rename(columns=str)
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-    return df
-
-
-def _pr_auc(labels: pd.Series, probability: pd.Series) -> float:
-    y = labels.astype("int64")
-    return float(average_precision_score(y, probability)) if y.nunique() == 2 else float("nan")
-
-
-def shadow_evidence(engine: Engine, challenger: str, label_window: pd.Timedelta) -> pd.DataFrame:
-    """Champion vs challenger `challenger` on the readings both scored: one row per model with readings,
-    agreement, alerts, alerts per machine-day, labelled readings and PR AUC on them (NaN with one class)."""
-    both = _side_by_side(engine, challenger)
-    labelled = apply_maintenance_labels(both, read_maintenance(engine), label_window)
-    machine_days = both.groupby([both["machine_id"], both["timestamp"].dt.floor("D")]).ngroups
-    agreement = (
-        float((both["champion_label"] == both["challenger_label"]).mean()) if len(both) else float("nan")
-    )
-    rows = {}
-    for role in ("champion", "challenger"):
-        alerts = int(both[f"{role}_label"].sum())
-        version = challenger if role == "challenger" else ",".join(sorted(both["champion_version"].unique()))
-        rows[f"{role} v{version}"] = {
-            "readings": len(both),
-            "agreement": agreement,
-            "alerts": alerts,
-            "alerts_per_machine_day": alerts / machine_days if machine_days else float("nan"),
-            "labelled_readings": len(labelled),
-            "pr_auc_labelled": _pr_auc(labelled[LABEL_COLUMN], labelled[f"{role}_probability"])
-            if len(labelled)
-            else float("nan"),
-        }
-    return pd.DataFrame.from_dict(rows, orient="index")

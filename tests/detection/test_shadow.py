@@ -15,10 +15,11 @@ from sklearn.metrics import average_precision_score
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.cli.main import main
-from mfd.detection.shadow import challenger_version, score_frame, shadow_evidence
+from mfd.detection.shadow import challenger_version, score_frame
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
+from mfd.registry.shadow_evidence import shadow_evidence
 from mfd.schema import LABEL_COLUMN
 from mfd.storage.tables import failure_events, predictions, shadow_predictions
 from mfd_assets.detection import prediction_batches
