@@ -2,8 +2,10 @@
 
 Both answer on their own, so a refused request never reaches the model. Keys are compared in constant
 time and never logged. With keys configured every HTTP route and websocket needs one except the health
-probes (HEALTH_PATHS); `/metrics` is not a probe (it names the served versions and the traffic), so a
-Prometheus scraper sends a key. In production a service without keys refuses to start (`required_keys`).
+probes (HEALTH_PATHS) and, for GET and HEAD, BentoML's Swagger page with its OpenAPI spec and static assets
+(DOC_PATHS, DOC_PREFIXES: the API's shape, no model, no data); `/metrics` is not a probe (it names the served
+versions and the traffic), so a Prometheus scraper sends a key, and so does `/status`. In production a
+service without keys refuses to start (`required_keys`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH_PATHS: frozenset[str] = frozenset({"/healthz", "/livez", "/readyz"})
+# BentoML's docs: the Swagger page (`/`), its spec (`/docs.json`, `/schema.json`) and the files it loads.
+DOC_PATHS: frozenset[str] = frozenset({"/", "/docs.json", "/schema.json"})
+DOC_PREFIXES: tuple[str, ...] = ("/static_content/", "/assets/")
+
+
+def is_docs(method: str, path: str) -> bool:
+    """True for a GET or HEAD of the Swagger page, its spec or one of its static files (never `..`)."""
+    if method not in ("GET", "HEAD") or ".." in path.split("/"):
+        return False
+    return path in DOC_PATHS or path.startswith(DOC_PREFIXES)
 
 
 def parse_keys(setting: str) -> tuple[str, ...]:
@@ -76,7 +88,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class ApiKeyMiddleware:
-    """401 unless `Authorization: Bearer <key>` names a configured key; health probes stay open."""
+    """401 unless `Authorization: Bearer <key>` names a configured key; health probes and docs stay open."""
 
     def __init__(
         self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str] = HEALTH_PATHS
@@ -86,6 +98,8 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket") or not self.keys or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+        elif kind == "http" and is_docs(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
         elif key_matches(_header(scope, b"authorization"), self.keys):
             await self.app(scope, receive, send)

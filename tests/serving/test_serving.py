@@ -329,17 +329,27 @@ def test_routes_need_a_key_and_refusals_never_reach_the_model(
         assert client.post("/reload", json={}, headers=headers).status_code == 401
         assert client.get("/status", headers=headers).status_code == 401
         assert client.get("/metrics", headers=headers).status_code == 401
-        for docs in ("/", "/docs.json", "/schema.json", "/static_content/index.css", "/nowhere"):
-            assert client.get(docs, headers=headers).status_code == 401, docs
+        assert client.get("/nowhere", headers=headers).status_code == 401
+        assert client.post("/", json={}, headers=headers).status_code == 401
         for probe in ("/healthz", "/livez", "/readyz"):
             assert client.get(probe, headers=headers).status_code == 200
     assert counter(service, "mfd_predictions", "1") == before
     assert KEYS[0] not in service.log.read_text() and KEYS[1] not in service.log.read_text()
 
 
-def test_the_docs_are_served_with_a_key(service: Service) -> None:
+def test_the_swagger_page_and_its_spec_are_open_while_the_routes_it_shows_need_a_key(
+    service: Service,
+) -> None:
     with service.client() as client:
-        assert "/predict" in client.get("/docs.json", headers=AUTH).json()["paths"]
+        page = client.get("/")
+        assert page.status_code == 200 and "swagger-initializer.js" in page.text
+        for asset in ("swagger-initializer.js", "swagger-ui-bundle.js", "swagger-ui.css", "index.css"):
+            assert client.get(f"/static_content/{asset}").status_code == 200, asset
+        for spec in ("/docs.json", "/schema.json"):
+            assert client.get(spec).status_code == 200, spec
+        assert {"/predict", "/explain", "/reload"} <= set(client.get("/docs.json").json()["paths"])
+        assert client.post("/predict", json={"readings": [READING]}).status_code == 401
+        assert client.get("/docs.json", headers=AUTH).status_code == 200
 
 
 def test_production_without_keys_refuses_to_start(registered: Registered, tmp_path: Path) -> None:

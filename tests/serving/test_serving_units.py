@@ -28,7 +28,7 @@ from mfd.services import wait_until
 from mfd.serving.bentoml_tuning import json_output
 from mfd.serving.champion import Poller
 from mfd.serving.compat import cancel_request_timers
-from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, key_matches, parse_keys
+from mfd.serving.guards import ApiKeyMiddleware, BodyLimitMiddleware, is_docs, key_matches, parse_keys
 from mfd.serving.packaging import local_tag, store_name
 from mfd.serving.readings import Prediction, RejectedRequest, parse_readings
 from mfd.settings import Settings
@@ -115,6 +115,25 @@ def test_guards_refuse_without_key_and_over_size_even_when_chunked() -> None:
     chunks = iter([b"x" * 60, b"x" * 60])
     assert client.post("/predict", content=chunks, headers=ok).status_code == 413
     assert client.post("/predict", content=iter([b"x" * 50, b"x" * 50]), headers=ok).text == "100"
+
+
+def test_only_reads_of_the_docs_pass_without_a_key() -> None:
+    app = Starlette(
+        routes=[
+            Route("/", _echo, methods=["GET", "POST"]),
+            Route("/docs.json", _echo),
+            Route("/static_content/{name:path}", _echo),
+            Route("/predict", _echo, methods=["POST"]),
+        ]
+    )
+    client = TestClient(ApiKeyMiddleware(app, keys=("secret",)))
+    for path in ("/", "/docs.json", "/static_content/swagger-ui.css"):
+        assert client.get(path).status_code == 200, path
+        assert client.head(path).status_code == 200, path
+    assert client.post("/").status_code == 401
+    assert client.post("/predict").status_code == 401
+    assert not is_docs("GET", "/static_content/../predict")  # a client may send it un-normalised
+    assert client.get("/docsXjson").status_code == 401
 
 
 def test_no_keys_configured_means_open() -> None:
