@@ -3,9 +3,12 @@ once per session on 127.0.0.1 (lazily, only when a test asks), plus fresh per-te
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,11 @@ from mfd.storage.objects import LocalObjects, S3Objects
 from mfd_resources import Tracking
 
 _names = itertools.count()
+
+# Every process the suite starts inherits this marker (not MFD_*: tests strip those), so one that outlives its
+# parent and is reparented to init is still found at the end by its /proc/<pid>/environ.
+SESSION_MARKER = "PYTEST_MFD_SESSION"
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
 
 def unique(prefix: str) -> str:
@@ -97,9 +105,9 @@ def champion(mlflow: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> 
     return tracking
 
 
-def _live_descendants(root: int) -> list[str]:
-    """`pid command line` of every live (not zombie) descendant of `root`, read from /proc."""
-    parent: dict[int, int] = {}
+def _live_processes() -> dict[int, tuple[int, Path]]:
+    """pid -> (parent pid, /proc entry) of every live (not zombie) process."""
+    live: dict[int, tuple[int, Path]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -109,29 +117,51 @@ def _live_descendants(root: int) -> list[str]:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
         if state != "Z":
-            parent[int(entry.name)] = int(ppid)
-    found, frontier = [], {root}
+            live[int(entry.name)] = (int(ppid), entry)
+    return live
+
+
+def _marked(entry: Path, marker: bytes) -> bool:
+    try:
+        return marker in (entry / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
+
+
+def stray_processes(root: int, marker: str) -> dict[int, str]:
+    """pid -> command line of every live process descended from `root` or started with `marker`
+    (NAME=value) in its environment: the orphans reparented to init as well as the children still attached."""
+    live = _live_processes()
+    found = {pid for pid, (_, entry) in live.items() if pid != root and _marked(entry, marker.encode())}
+    frontier = {root}
     while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier}
-        for pid in sorted(frontier):
-            try:
-                command = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            found.append(f"{pid} {command.strip()[:200]}")
-    return found
+        frontier = {pid for pid, (ppid, _) in live.items() if ppid in frontier}
+        found |= frontier
+    strays = {}
+    for pid in sorted(found):
+        try:
+            strays[pid] = (live[pid][1] / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()[:200]
+        except OSError:
+            continue
+    return strays
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind() -> Iterator[None]:
-    """After the session, once every service fixture has stopped, no process the tests started is alive."""
+    """After the session, once every service fixture has stopped, no process the tests started is alive,
+    attached or orphaned: survivors are listed, killed, and fail the session."""
     yield
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}"
     for _ in range(20):  # a stopped server may take a moment to exit
-        stray = _live_descendants(os.getpid())
+        stray = stray_processes(os.getpid(), marker)
         if not stray:
             return
         time.sleep(0.5)
-    pytest.fail("processes left running after the tests:\n" + "\n".join(stray), pytrace=False)
+    for pid in stray:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    listed = "\n".join(f"{pid} {command}" for pid, command in stray.items())
+    pytest.fail(f"processes left running after the tests (now killed):\n{listed}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,14 +38,33 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0, log:
     raise MfdError(f"{what} did not start within {timeout:.0f}s\n{tail}")
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # gone meanwhile
+            continue
+        if state != "Z" and int(pgrp) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
 def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Send `sig` to the process group of `proc` (started with start_new_session=True); SIGKILL the group
-    if it outlives `timeout` seconds."""
-    try:
+    """Send `sig` to the process group of `proc` (started with start_new_session=True) and wait for the whole
+    group, not only `proc`: a child (dagster's code server) can outlive its parent. Whatever of the group is
+    still alive after `timeout` seconds gets SIGKILL."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        proc.wait()
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    while group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
