@@ -38,6 +38,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise MfdError(f"--folds must be at least 2 (stratified cross-validation), got {args.folds}")
     if args.trials < 1:
         raise MfdError(f"--trials must be at least 1, got {args.trials}")
+    if args.budget is not None and args.budget <= 0:
+        raise MfdError(f"--budget must be a positive number of seconds, got {args.budget}")
     if args.margin < 0:
         raise MfdError(f"--margin must be 0 or more, got {args.margin}")
 
@@ -53,7 +55,12 @@ def train(args: argparse.Namespace) -> int:
     )
     with log_progress("mfd.modeling", unit="trial"):
         candidate = train_candidate(
-            df, family=args.family, folds=args.folds, trials=args.trials, seed=args.seed
+            df,
+            family=args.family,
+            folds=args.folds,
+            trials=args.trials,
+            seed=args.seed,
+            time_budget_s=args.budget,
         )
     logged = log_candidate(
         candidate,
@@ -106,6 +113,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--folds", type=int, default=5, help="stratified CV folds per trial (default 5)")
     parser.add_argument("--trials", type=int, default=5, help="optuna trials per family (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, optuna and models (default 0)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-time budget of the candidate in seconds, 60 %% of it for tuning (candidate_model's "
+        "time_budget_s, 60 there; default: none, every trial runs)",
+    )
     parser.add_argument(
         "--data",
         choices=DATA_SOURCES,

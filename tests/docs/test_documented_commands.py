@@ -129,7 +129,7 @@ WALK: tuple[Step, ...] = (
     # docs/quality.md
     Step(
         f"{MATERIALIZE} \\\n  --select "
-        "'training_set,cleaned_set,augmented_gan,augmented_oversampling,augmented_corruption,quality_scores'"
+        "'training_set,holdout,cleaned_set,augmented_gan,augmented_oversampling,augmented_corruption,quality_scores'"
     ),
     Step(
         f"{MATERIALIZE} --select quality_scores --config-json '\n"
@@ -146,7 +146,7 @@ WALK: tuple[Step, ...] = (
     Step(".venv/bin/python bench/quality.py", how="skip", why=BENCH),
     Step(".venv/bin/python bench/quality.py --naive-sets raw", how="skip", why=BENCH),
     # docs/training.md
-    Step(".venv/bin/mfd train --family auto --trials 5 --data ai4i --register"),
+    Step(".venv/bin/mfd train --family auto --trials 5 --data ai4i --register --budget 60"),
     Step(".venv/bin/mfd champion show"),
     Step(
         f"{MATERIALIZE} --select candidate_model,champion_model \\\n"
