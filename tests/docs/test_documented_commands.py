@@ -27,6 +27,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from markdown_commands import REPO, documented  # noqa: E402
 
+from mfd.services.processes import group_members  # noqa: E402
+
 CURL = (
     "curl -s -X POST http://127.0.0.1:3001/predict \\\n"
     "  -H 'Authorization: Bearer change-me' -H 'Content-Type: application/json' \\\n"
@@ -206,7 +208,7 @@ WALK: tuple[Step, ...] = (
         port=3000,
         answers=("http://127.0.0.1:3000/server_info", "http://127.0.0.1:5000/health"),
     ),
-    Step("make run", how="skip", why="the whole pipeline again (~6 min); the steps above ran its assets"),
+    Step("make run", how="skip", why="test_make_run.py runs it on a fresh copy, then reopens the UI"),
     Step("make test", how="skip", why="the suite this walk is part of (CI runs it: .ci/run)"),
     Step(".venv/bin/python -m mfd.registry.retag <name> <version>", how="skip", why="placeholders"),
     # README "Operating mfd": the production stack on this machine; tests/e2e starts and checks it.
@@ -290,16 +292,24 @@ def _tail(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> str:
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C to the command's process group, as a terminal sends it; SIGTERM, then SIGKILL, to whatever of
+    the group is still alive (the command and every child it left, e.g. a code server) when it lingers."""
+    output = None
     for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             break
         try:
-            return process.communicate(timeout=wait)
+            output = output or process.communicate(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-    return process.communicate()
+        deadline = time.monotonic() + wait
+        while group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not group_members(process.pid):
+            break
+    return output or process.communicate()
 
 
 def _run(step: Step, root: Path, env: dict[str, str]) -> str | None:
