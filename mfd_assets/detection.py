@@ -75,6 +75,14 @@ def prediction_batches(
         raise dg.Failure(str(exc), allow_retries=False) from exc
     if champion.fallback:
         context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
+    service_down = tracking.service_down()
+    scored_by = f"in-process (service at {tracking.service_url} down)" if service_down else "in-process"
+    if service_down:
+        context.log.warning(
+            "the champion's service at %s does not answer (%s): detection goes on in-process",
+            tracking.service_url,
+            service_down,
+        )
     result = score_batch(
         readings_store.engine, champion.model, config.first_id, config.last_id, champion.policy
     )
@@ -99,6 +107,7 @@ def prediction_batches(
             "model_source": champion.source,
             "registry_fallback": champion.fallback,
             "registry_error": champion.registry_error or "",
+            "scored_by": scored_by,
             "latency_s": dg.MetadataValue.float(round(latency, 3)),
             "rows_per_s": dg.MetadataValue.float(round(result.rows_scored / latency, 1) if latency else 0.0),
             "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),

@@ -63,6 +63,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             artifact_location=None if settings.mlflow_tracking_uri else settings.artifacts_dir.as_uri(),
             model_name=settings.model_name,
             home=str(settings.home),
+            service_url=settings.service_url,
         ),
         "alert_webhooks": AlertWebhooks(
             webhook_urls=dg.EnvVar("MFD_WEBHOOK_URLS") if settings.webhook_urls else "",

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import Engine
 
 from mfd.alerts.costs import CostMatrix
 from mfd.modeling import experiment
 from mfd.modeling.experiment import LoggedCandidate
 from mfd.registry import promotion as registry
 from mfd.registry.promotion import ChampionStatus, Decision, Rollback
+from mfd.registry.shadow_evidence import ShadowGate
+from mfd.serving.client import service_down
 from mfd.settings import project_home
 from mfd.storage import tracking
 
@@ -24,11 +27,16 @@ class Tracking(dg.ConfigurableResource):
     experiment_name: str = "mfd"
     model_name: str = "mfd-failure-classifier"
     home: str | None = None  # MFD_HOME: keeps the last champion loaded for scoring; None: ./.mfd
+    service_url: str | None = None  # MFD_SERVICE_URL: where `bentoml serve` serves the champion, if anywhere
 
     @property
     def local_home(self) -> Path:
         """Where the last champion loaded is kept, to score with when the registry is down."""
         return Path(self.home) if self.home else project_home()
+
+    def service_down(self) -> str | None:
+        """Why the champion's service does not answer (None: it does, or none is configured)."""
+        return service_down(self.service_url) if self.service_url else None
 
     def client(self) -> MlflowClient:
         """Connected client; also sets the process-wide MLflow tracking and registry URI."""
@@ -48,9 +56,12 @@ class Tracking(dg.ConfigurableResource):
         margin: float,
         tags: dict[str, str],
         cost_matrix: CostMatrix | None = None,
+        shadow_gate: ShadowGate | None = None,
+        engine: Engine | None = None,
     ) -> Decision:
         """Register the logged candidate (thresholds per machine type from its validation predictions under
-        `cost_matrix`, a model card) and move `champion` to it only if it wins on the shared holdout."""
+        `cost_matrix`, a model card) and move `champion` to it only if it wins on the shared holdout (and,
+        with `shadow_gate`, on its shadow evidence in `engine`)."""
         client = self.client()
         return registry.promote_candidate(
             client,
@@ -63,7 +74,13 @@ class Tracking(dg.ConfigurableResource):
             tags=tags,
             validation=getattr(logged.candidate, "validation", None),
             cost_matrix=cost_matrix,
+            shadow_gate=shadow_gate,
+            engine=engine,
         )
+
+    def promote_challenger(self, engine: Engine, gate: ShadowGate) -> Decision:
+        """Move `champion` to the shadowed `challenger` when its holdout verdict and shadow evidence pass."""
+        return registry.promote_challenger(self.client(), self.model_name, engine, gate)
 
     def rollback(self) -> Rollback:
         """Move `champion` back to the previous champion version."""

@@ -1,4 +1,4 @@
-"""`prediction_sensor`: every 30 seconds, the readings after the cursor become prediction_batches runs."""
+"""`prediction_sensor`: every 5 seconds, the readings after the cursor become prediction_batches runs."""
 
 import dagster as dg
 import sqlalchemy as sa
@@ -11,6 +11,10 @@ from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
 from mfd_assets.shadow import ShadowConfig
 from mfd_resources import ReadingsStore, Tracking
+
+# A reading waits for this tick after it is loaded: 5 s keeps the stack's reading -> prediction p95 under 40 s
+# (docs/operating.md). A tick without new readings is one max(id) query.
+INTERVAL_S = 5
 
 
 def starting_cursor(text: str | None, engine: Engine) -> DetectionCursor:
@@ -32,7 +36,7 @@ def build_prediction_sensor(
     @dg.sensor(
         name=name,
         job=prediction_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests a prediction_batches run per id range of readings not requested before; the "
         "cursor holds the settled frontier, so a reading whose id commits late is still scored once.",

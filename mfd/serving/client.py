@@ -24,3 +24,12 @@ def request_reload(service_url: str, api_key: str | None = None, timeout_s: floa
         raise MfdError(
             f"reload of {service_url} failed ({exc}); check MFD_SERVICE_URL and MFD_API_KEYS"
         ) from exc
+
+
+def service_down(service_url: str, timeout_s: float = 2.0) -> str | None:
+    """None when `<service_url>/readyz` answers 200, else why not: for callers that go on without it."""
+    try:
+        with urllib.request.urlopen(f"{service_url.rstrip('/')}/readyz", timeout=timeout_s) as response:  # noqa: S310
+            return None if response.status == 200 else f"/readyz answered {response.status}"
+    except OSError as exc:
+        return str(exc)
