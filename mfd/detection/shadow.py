@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -18,7 +17,7 @@ from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
 from mfd.alerts.costs import DecisionPolicy
-from mfd.detection.batches import invalid_reasons, read_batch
+from mfd.detection.batches import invalid_reasons, read_batch, score_valid
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_model_version
 from mfd.registry.champion import POLICY_TAGS
 from mfd.storage.bulk import BulkWriter
@@ -69,7 +68,7 @@ def score_frame(
     `policy`'s threshold for each machine type (None: the model's one threshold)."""
     valid = batch[invalid_reasons(batch).isna()]
     with threadpool_limits(1):
-        probability = model.probability(valid) if len(valid) else np.empty(0)
+        probability = score_valid(model, valid)
     threshold = policy.threshold_for(valid["machine_type"]) if policy is not None else model.threshold
     return pd.DataFrame(
         {

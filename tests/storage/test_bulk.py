@@ -78,3 +78,23 @@ def test_postgres_bad_value_rolls_back_only_that_write(engine: sa.Engine) -> Non
             writer.write_csv(b"1,0.5,0\n2,not-a-number,0\n")
         assert writer.write_csv(b"3,0.7,1\n") == 1  # the transaction is still usable
     assert _stored(engine)["reading_id"].tolist() == [3]
+
+
+def test_numbers_round_trip_bit_for_bit_and_an_out_of_range_label_is_refused(engine: sa.Engine) -> None:
+    # PostgreSQL sends a frame of numbers as COPY BINARY: floats keep every bit, constants every character,
+    # and a value the column cannot hold is refused by the server, never wrapped around on the way.
+    probability = [0.1 + 0.2, 1 / 3, 5e-324, 0.9999999999999999]
+    scored = pd.DataFrame({"reading_id": [1, 2, 3, 4], "probability": probability, "label": [0, 0, 0, 1]})
+    with engine.begin() as conn:
+        assert _writer(conn, "7").write_frame(scored) == 4
+    stored = _stored(engine)
+    assert stored["probability"].tolist() == probability
+    assert stored["model_name"].tolist() == ['m, "quoted"'] * 4 and set(stored["model_version"]) == {"7"}
+    scored_at = pd.to_datetime(stored["scored_at"], utc=True)
+    assert (scored_at - pd.Timestamp.now(tz="UTC")).abs().max() < pd.Timedelta(minutes=5)
+    if engine.dialect.name != "postgresql":
+        return  # SQLite stores any integer in any integer column
+    too_big = pd.DataFrame({"reading_id": [5], "probability": [0.5], "label": [70_000]})
+    with pytest.raises((sa.exc.DBAPIError, psycopg.Error)), engine.begin() as conn:
+        _writer(conn, "7").write_frame(too_big)
+    assert _stored(engine)["reading_id"].tolist() == [1, 2, 3, 4]
