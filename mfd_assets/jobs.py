@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mfd_assets.training import rollback_champion
+from mfd_assets.training import promote_challenger, rollback_champion
 
 # Detection runs every 30 s: one process per run, no subprocess per step (the location default too).
 prediction_job = dg.define_asset_job(
@@ -62,5 +62,6 @@ JOBS: list[dg.UnresolvedAssetJobDefinition] = [
     champion_bento_job,
     training_job,
     rollback_champion,
+    promote_challenger,
     main_job,
 ]

@@ -37,6 +37,7 @@ from mfd.plots import png_markdown
 from mfd.preparation.labels import LABELLED_READINGS_TAG, label_window
 from mfd.preparation.training_set import DEFAULT_LABEL_WINDOW
 from mfd.registry.replay import Replay, logged_model, replay_figure, replay_models
+from mfd.registry.shadow_evidence import BLOCK, ON_INSUFFICIENT, ShadowGate
 from mfd.schema import LABEL_COLUMN
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ReadingsStore, Tracking
@@ -154,7 +155,56 @@ class SequenceModelsConfig(dg.Config):
         )
 
 
-class ChampionModelConfig(dg.Config):
+class ShadowGateConfig(dg.Config):
+    """The shadow gate: live shadow evidence the challenger needs besides the holdout."""
+
+    shadow_min_readings: int = Field(
+        ShadowGate.min_readings, description="Shadow gate: readings scored by both that are enough evidence."
+    )
+    shadow_min_agreement: float = Field(
+        ShadowGate.min_agreement, description="Shadow gate: least share of readings both label alike."
+    )
+    shadow_max_alert_rate_ratio: float = Field(
+        ShadowGate.max_alert_rate_ratio,
+        description="Shadow gate: most alerts per machine-day, as a multiple of the champion's.",
+    )
+    shadow_min_labelled: int = Field(
+        ShadowGate.min_labelled,
+        description="Shadow gate: labelled readings (both classes) needed to judge PR AUC on them.",
+    )
+    shadow_pr_auc_margin: float = Field(
+        ShadowGate.pr_auc_margin,
+        description="Shadow gate: how far below the champion's the PR AUC on labelled readings may be.",
+    )
+    shadow_on_insufficient: str = Field(
+        BLOCK,
+        description=f"Shadow gate with too little evidence, one of {', '.join(ON_INSUFFICIENT)}: `block` keeps "
+        "the champion (the version stays challenger and shadows), `holdout` lets the holdout decide.",
+    )
+    shadow_label_window: str = Field(
+        DEFAULT_LABEL_WINDOW,
+        description="Shadow gate: how long before a maintenance record its readings are labelled.",
+    )
+
+    def shadow_settings(self) -> ShadowGate:
+        """These settings as the registry's ShadowGate."""
+        return ShadowGate(
+            min_readings=self.shadow_min_readings,
+            min_agreement=self.shadow_min_agreement,
+            max_alert_rate_ratio=self.shadow_max_alert_rate_ratio,
+            min_labelled=self.shadow_min_labelled,
+            pr_auc_margin=self.shadow_pr_auc_margin,
+            on_insufficient=self.shadow_on_insufficient,
+            label_window=label_window(self.shadow_label_window),
+        )
+
+
+class ChampionModelConfig(ShadowGateConfig):
+    shadow_gate: bool = Field(
+        False,
+        description="Also judge on live shadow evidence (shadow_predictions vs the champion's predictions); "
+        "a new version has none yet: see shadow_on_insufficient, and the promote_challenger job.",
+    )
     metric: str = Field(
         "pr_auc", description=f"Metric the challenger must win on: one of {', '.join(METRICS)}."
     )
@@ -177,6 +227,10 @@ class ChampionModelConfig(dg.Config):
         description="Keep the champion when the replay shows the candidate catching fewer labelled "
         "failures or raising more false alarms.",
     )
+
+    def gate(self) -> ShadowGate | None:
+        """The shadow gate configured, None when it is off."""
+        return self.shadow_settings() if self.shadow_gate else None
 
 
 def _source_run(context: dg.AssetExecutionContext, name: str) -> str:
@@ -370,6 +424,8 @@ def champion_model(
         margin=float("inf") if blocked else config.margin,
         tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
         cost_matrix=parse_cost_matrix(config.cost_matrix),
+        shadow_gate=config.gate(),
+        engine=readings_store.engine,
     )
     reason = f"champion kept: {verdict[1]}" if blocked else decision.reason
     context.log.info(reason)
@@ -378,6 +434,7 @@ def champion_model(
             "promoted": decision.promoted,
             "reason": reason,
             "replay_verdict": verdict[1],
+            "shadow_verdict": decision.shadow.reason if decision.shadow is not None else "shadow gate off",
             **(_replay_metadata(replay) if replay is not None else {}),
             "challenger_version": decision.challenger,
             "champion_version": decision.champion_after or "",
@@ -417,6 +474,35 @@ def _replay_metadata(replay: Replay) -> dict[str, object]:
             png_markdown(replay_figure(replay), "replay: candidate vs champion")
         ),
     }
+
+
+@dg.op(
+    description="Move `champion` to the shadowed `challenger` when its holdout verdict at registration and "
+    "its live shadow evidence pass the shadow gate."
+)
+def promote_shadowed_challenger(
+    context: dg.OpExecutionContext,
+    config: ShadowGateConfig,
+    tracking: Tracking,
+    readings_store: ReadingsStore,
+) -> dg.Output[str]:
+    decision = tracking.promote_challenger(readings_store.engine, config.shadow_settings())
+    context.log.info(decision.reason)
+    return dg.Output(
+        decision.champion_after or "",
+        metadata={
+            "promoted": decision.promoted,
+            "reason": decision.reason,
+            "challenger_version": decision.challenger,
+            "champion_version": decision.champion_after or "",
+            "gate": table_metadata(decision.table()),
+        },
+    )
+
+
+@dg.job(description="Promote the shadowed challenger if its shadow evidence passes the shadow gate.")
+def promote_challenger() -> None:
+    promote_shadowed_challenger()
 
 
 @dg.op(description="Move the `champion` alias back to the previous champion version.")

@@ -8,6 +8,12 @@ and on each version `promoted_at` / `promotion_reason` / `demoted_at` / `rolled_
 With validation predictions and a cost matrix, each version is also tagged with its cost-optimal
 `thresholds` per machine type and its `cost_matrix` (what detection and serving decide with), the gate may
 compare on `expected_cost` (per holdout reading, lower wins), and every version gets a model card.
+
+With a `ShadowGate` the gate also reads the live shadow evidence of the version (`shadow_evidence`): a
+holdout win is not enough while the evidence is against the challenger, and too little of it either blocks
+the promotion (the version stays `challenger` and shadows; `promote_challenger` decides later) or leaves
+the decision to the holdout. Each version records its holdout verdict (`gate_holdout_verdict` against
+`gate_champion`, whose scores are `gate_champion_score_*`) and the shadow verdict (`gate_shadow_verdict`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import Engine
 
 from mfd.alerts.costs import (
     CostMatrix,
@@ -36,6 +43,7 @@ from mfd.errors import MfdError
 from mfd.modeling.metrics import METRICS, scores
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
 from mfd.registry.model_card import CardInputs, attach_card, build_card
+from mfd.registry.shadow_evidence import BLOCK, ShadowGate, ShadowVerdict, shadow_verdict
 from mfd.schema import LABEL_COLUMN
 
 HISTORY_TAG = "champion_history"
@@ -46,6 +54,14 @@ THRESHOLDS_TAG = "thresholds"
 COST_MATRIX_TAG = "cost_matrix"
 EXPECTED_COST = "expected_cost"
 PROMOTION_METRICS: tuple[str, ...] = (*METRICS, EXPECTED_COST)
+# The gate's record on a version (what `promote_challenger` decides on once the version has shadowed).
+GATE_CHAMPION_TAG = "gate_champion"
+HOLDOUT_VERDICT_TAG = "gate_holdout_verdict"
+HOLDOUT_REASON_TAG = "gate_holdout_reason"
+GATE_METRIC_TAG = "gate_metric"
+GATE_MARGIN_TAG = "gate_margin"
+CHAMPION_SCORE_PREFIX = "gate_champion_score_"
+SHADOW_VERDICT_TAG = "gate_shadow_verdict"
 
 
 def _now() -> str:
@@ -154,13 +170,24 @@ class Decision:
     reason: str
     thresholds: dict[str, float] = field(default_factory=dict)
     card: str = ""
+    shadow: ShadowVerdict | None = None
 
     def table(self) -> pd.DataFrame:
-        """Challenger vs champion scores on the shared holdout, one row per model."""
+        """Challenger vs champion scores on the shared holdout, one row per model; with a shadow gate also
+        their shadow evidence (`shadow_*` columns)."""
         rows = {f"challenger v{self.challenger}": self.challenger_scores}
         if self.champion_scores is not None:
             rows[f"champion v{self.champion_before}"] = self.champion_scores
-        return pd.DataFrame.from_dict(rows, orient="index")
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        if self.shadow is None:
+            return table
+        evidence = self.shadow.evidence.add_prefix("shadow_")
+        roles = {
+            "challenger": f"challenger v{self.challenger}",
+            "champion": f"champion v{self.champion_before}",
+        }
+        evidence.index = [roles[str(i).split(" ")[0]] for i in evidence.index]
+        return table.join(evidence, how="outer")
 
 
 def _set_champion(client: MlflowClient, name: str, version: str, previous: str | None, reason: str) -> None:
@@ -191,6 +218,54 @@ def _verdict(
     return False, f"champion kept: challenger not better by the margin: {figures}"
 
 
+def _with_shadow(
+    holdout_ok: bool,
+    holdout_reason: str,
+    verdict: ShadowVerdict | None,
+    gate: ShadowGate | None,
+    version: str,
+) -> tuple[bool, str]:
+    """The holdout verdict combined with the shadow verdict of `gate` (None: the holdout alone)."""
+    if verdict is None or gate is None:
+        return holdout_ok, holdout_reason
+    if not holdout_ok:
+        return False, f"{holdout_reason}; {verdict.reason}"
+    if verdict.sufficient:
+        if verdict.passed:
+            return True, f"{holdout_reason}; {verdict.reason}"
+        return False, f"champion kept: {verdict.reason} (holdout: {holdout_reason})"
+    if gate.on_insufficient == BLOCK:
+        return False, (
+            f"champion kept: {verdict.reason}; version {version} stays challenger and shadows "
+            f"(holdout: {holdout_reason})"
+        )
+    return True, f"{holdout_reason} ({verdict.reason}: the holdout alone decides)"
+
+
+def _record_gate(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    champion: str,
+    holdout: tuple[bool, str],
+    champion_scores: dict[str, float],
+    verdict: ShadowVerdict | None,
+    metric: str,
+    margin: float,
+) -> None:
+    """The holdout verdict against `champion` (and its scores) and the shadow verdict as version tags:
+    what `promote_challenger` decides on later."""
+    client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, champion)
+    client.set_model_version_tag(name, version, GATE_METRIC_TAG, metric)
+    client.set_model_version_tag(name, version, GATE_MARGIN_TAG, str(margin))
+    client.set_model_version_tag(name, version, HOLDOUT_VERDICT_TAG, "passed" if holdout[0] else "failed")
+    client.set_model_version_tag(name, version, HOLDOUT_REASON_TAG, holdout[1][:4000])
+    for key, value in champion_scores.items():
+        client.set_model_version_tag(name, version, f"{CHAMPION_SCORE_PREFIX}{key}", f"{value:.6f}")
+    if verdict is not None:
+        client.set_model_version_tag(name, version, SHADOW_VERDICT_TAG, verdict.reason[:4000])
+
+
 def promote_candidate(
     client: MlflowClient,
     name: str,
@@ -203,9 +278,12 @@ def promote_candidate(
     tags: dict[str, str] | None = None,
     validation: pd.DataFrame | None = None,
     cost_matrix: CostMatrix | None = None,
+    shadow_gate: ShadowGate | None = None,
+    engine: Engine | None = None,
 ) -> Decision:
     """Register `model_uri` as a new version, evaluate it and the champion on the same `holdout`, and move
-    `champion` only when the challenger wins on `metric` by at least `margin`.
+    `champion` only when the challenger wins on `metric` by at least `margin` (and, with `shadow_gate`,
+    its shadow evidence in `engine` passes or, too little of it, the gate falls back to the holdout).
 
     `validation` (out-of-fold predictions: `y`, `proba`, `machine_type`) gives the version its cost-optimal
     threshold per machine type under `cost_matrix` (None: the default matrix). Every version gets a model
@@ -213,6 +291,8 @@ def promote_candidate(
     """
     if metric not in PROMOTION_METRICS:
         raise MfdError(f"unknown promotion metric {metric!r}; choose one of {', '.join(PROMOTION_METRICS)}")
+    if shadow_gate is not None and engine is None:
+        raise MfdError("the shadow gate needs the readings database (engine) its shadow predictions are in")
     matrix = cost_matrix if cost_matrix is not None else parse_cost_matrix(None)
     choices: dict[str, ThresholdChoice] = (
         thresholds_by_type(validation, matrix) if validation is not None and len(validation) else {}
@@ -243,13 +323,20 @@ def promote_candidate(
 
     status = champion_status(client, name)
     champion_scores = None
+    verdict = None
     if status.version is None:
         promoted = True
         reason = f"first champion ({status.problem})" if status.problem else "first champion: none existed"
         _set_champion(client, name, version, None, reason)
     else:
         champion_scores = evaluate_version(client, name, status.version, holdout, matrix)
-        promoted, reason = _verdict(metric, margin, challenger_scores, champion_scores)
+        on_holdout = _verdict(metric, margin, challenger_scores, champion_scores)
+        if shadow_gate is not None and engine is not None:
+            verdict = shadow_verdict(engine, version, shadow_gate)
+        _record_gate(
+            client, name, version, status.version, on_holdout, champion_scores, verdict, metric, margin
+        )
+        promoted, reason = _with_shadow(*on_holdout, verdict, shadow_gate, version)
         if promoted:
             _set_champion(client, name, version, status.version, reason)
     inputs = CardInputs(
@@ -277,6 +364,72 @@ def promote_candidate(
         reason,
         thresholds=evaluation.thresholds,
         card=card,
+        shadow=verdict,
+    )
+
+
+def _scores(tags: dict[str, str], prefix: str) -> dict[str, float]:
+    """The numeric tags starting with `prefix`, without it (e.g. `holdout_pr_auc` -> `pr_auc`)."""
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(prefix):
+            try:
+                out[key[len(prefix) :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def promote_challenger(client: MlflowClient, name: str, engine: Engine, gate: ShadowGate) -> Decision:
+    """Decide on the version under `challenger` now that it has shadowed: its recorded holdout verdict
+    against the champion (`promote_candidate`) combined with the shadow evidence stored in `engine`.
+
+    The champion stays when the challenger never won on the holdout, was compared with another champion
+    than today's (retrain to compare again), or its shadow evidence is against it or too little (`block`).
+    """
+    try:
+        version = str(client.get_model_version_by_alias(name, CHALLENGER).version)
+    except MlflowException as exc:
+        raise MfdError(f"{name!r} has no `{CHALLENGER}` version to promote") from exc
+    status = champion_status(client, name)
+    if status.version is None:
+        raise MfdError(f"{name!r} has no usable champion to compare with: {status.problem or 'none yet'}")
+    if version == status.version:
+        raise MfdError(f"the challenger of {name!r}, version {version}, already is the champion")
+    tags = dict(client.get_model_version(name, version).tags)
+    compared_with = tags.get(GATE_CHAMPION_TAG)
+    verdict = shadow_verdict(engine, version, gate)
+    client.set_model_version_tag(name, version, SHADOW_VERDICT_TAG, verdict.reason[:4000])
+    if compared_with is None:
+        promoted, reason = (
+            False,
+            (f"champion kept: version {version} has no recorded holdout verdict against a champion"),
+        )
+    elif compared_with != status.version:
+        promoted, reason = (
+            False,
+            (
+                f"champion kept: version {version} was compared on the holdout with version {compared_with}, "
+                f"the champion is now version {status.version}: retrain to compare again"
+            ),
+        )
+    else:
+        holdout_ok = tags.get(HOLDOUT_VERDICT_TAG) == "passed"
+        promoted, reason = _with_shadow(holdout_ok, tags.get(HOLDOUT_REASON_TAG, ""), verdict, gate, version)
+    if promoted:
+        _set_champion(client, name, version, status.version, reason)
+    return Decision(
+        promoted,
+        version,
+        status.version,
+        version if promoted else status.version,
+        tags.get(GATE_METRIC_TAG, ""),
+        float(tags.get(GATE_MARGIN_TAG, "nan")),
+        _scores(tags, "holdout_"),
+        _scores(tags, CHAMPION_SCORE_PREFIX),
+        reason,
+        thresholds=parse_thresholds(tags.get(THRESHOLDS_TAG)),
+        shadow=verdict,
     )
 
 
