@@ -81,6 +81,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time of the first reading, ISO 8601 (UTC unless a zone is given); default: the history ends "
         "now (with --rate: it starts now and follows the clock)",
     )
+    parser.add_argument(
+        "--maintenance",
+        action="store_true",
+        help="also file maintenance records of the simulated failures as one CSV under "
+        "incoming/maintenance/ (late, some missing), for maintenance_records to ingest",
+    )
+    parser.add_argument(
+        "--maintenance-delay",
+        type=float,
+        default=3600.0,
+        help="most seconds a record is filed after its failure (uniform from 0; default 3600)",
+    )
+    parser.add_argument(
+        "--maintenance-missing-share",
+        type=float,
+        default=0.1,
+        help="share of failures never filed (default 0.1)",
+    )
     parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -103,6 +121,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise MfdError(f"--file-rows must be a positive number of readings per file (got {args.file_rows})")
     if not 0.0 <= args.bad_rate <= 1.0:
         raise MfdError(f"--bad-rate must be a share between 0 and 1 (got {args.bad_rate})")
+    if not 0.0 <= args.maintenance_missing_share <= 1.0:
+        raise MfdError(
+            f"--maintenance-missing-share must be a share between 0 and 1 (got {args.maintenance_missing_share})"
+        )
+    if args.maintenance_delay < 0:
+        raise MfdError(f"--maintenance-delay must not be negative (got {args.maintenance_delay})")
     sinks = frozenset(args.sink or ["db"])
     unknown = sorted(sinks - set(SINKS))
     if unknown:
@@ -132,6 +156,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         bad_rate=args.bad_rate,
         database_url=args.database_url,
         quiet=args.quiet,
+        maintenance=args.maintenance,
+        maintenance_delay=timedelta(seconds=args.maintenance_delay),
+        maintenance_missing=args.maintenance_missing_share,
     )
 
 
@@ -173,6 +200,10 @@ def summary(plan: Plan, outcome: Outcome, places: list[str], seconds: float) -> 
     if plan.peripheral:
         parts.append(
             f"{outcome.peripheral_rows:,} peripheral rows in {_count(outcome.peripheral_files, 'file')}"
+        )
+    if plan.maintenance:
+        parts.append(
+            f"{_count(outcome.maintenance_records, 'maintenance record')} under incoming/maintenance/"
         )
     if plan.bad_rate > 0:
         parts.append("defects " + " ".join(f"{k}={v}" for k, v in outcome.defects.items()))

@@ -4,17 +4,23 @@ time after the failure it reports, at most `max_delay`) and incomplete (a `missi
 A failure reading with a mode flag gets that mode as its outcome (the first set, in FAILURE_MODE_COLUMNS
 order), one without a flag `rnf` (a random failure). The records are CSV for `incoming/maintenance/`
 (`mfd.ingestion.maintenance`); with a label window of at least `max_delay`, each filed record labels the
-failure reading it reports.
+failure reading it reports. `MaintenanceSink` collects a generator run's failures and files their records
+as one CSV under `incoming/maintenance/` when the run ends (`mfd generate --maintenance`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MAINTENANCE_COLUMNS
+from mfd.storage.objects import INCOMING, Objects
+
+# Where `mfd.ingestion.maintenance` reads maintenance files from (and readings ingestion leaves alone).
+MAINTENANCE_PREFIX = f"{INCOMING}maintenance/"
 
 
 def maintenance_records(
@@ -22,9 +28,11 @@ def maintenance_records(
     seed: int,
     max_delay: timedelta = timedelta(hours=1),
     missing: float = 0.1,
+    orders: str | None = None,
 ) -> pd.DataFrame:
     """One record per failure reading of `readings` (GENERATED_COLUMNS), `missing` of them left out,
-    each dated a uniform 0..`max_delay` after its failure; columns MAINTENANCE_COLUMNS, by time."""
+    each dated a uniform 0..`max_delay` after its failure; columns MAINTENANCE_COLUMNS, by time. Work
+    orders are `WO-<orders>-<n>` (`orders` default: the seed)."""
     if not 0.0 <= missing <= 1.0:
         raise ValueError(f"missing must be a share in [0, 1], got {missing}")
     if max_delay < timedelta(0):
@@ -40,7 +48,7 @@ def maintenance_records(
             "machine_id": failed["machine_id"].astype(str).to_numpy(),
             "timestamp": pd.DatetimeIndex(pd.to_datetime(failed["timestamp"], utc=True)) + delay,
             "outcome": outcome,
-            "work_order_id": [f"WO-{seed}-{i}" for i in range(len(failed))],
+            "work_order_id": [f"WO-{seed if orders is None else orders}-{i}" for i in range(len(failed))],
         }
     )[filed]
     return records.sort_values("timestamp", kind="stable").reset_index(drop=True)[list(MAINTENANCE_COLUMNS)]
@@ -52,3 +60,32 @@ def maintenance_csv(records: pd.DataFrame) -> bytes:
         timestamp=pd.to_datetime(records["timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     return out.to_csv(index=False).encode()
+
+
+@dataclass
+class MaintenanceSink:
+    """Collects the failure readings of a generator run; `flush` files their records (late, some missing)
+    as one CSV `incoming/maintenance/maintenance-<tag>.csv`, work orders named after the run's `tag`."""
+
+    objects: Objects
+    tag: str
+    seed: int
+    max_delay: timedelta
+    missing: float
+
+    def __post_init__(self) -> None:
+        self.failures: list[pd.DataFrame] = []
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        self.failures.append(chunk[chunk[LABEL_COLUMN].fillna(0).astype(bool)])
+
+    def flush(self) -> int:
+        """Write the records (none: no file); returns how many."""
+        if not self.failures:
+            return 0
+        failed = pd.concat(self.failures)
+        self.failures = []
+        records = maintenance_records(failed, self.seed, self.max_delay, self.missing, orders=self.tag)
+        if len(records):
+            self.objects.put(f"{MAINTENANCE_PREFIX}maintenance-{self.tag}.csv", maintenance_csv(records))
+        return len(records)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from mfd.generator import (
     rechunk,
     to_csv_bytes,
 )
+from mfd.generator.maintenance import MaintenanceSink
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.connect import S3_SETTINGS, engine_from_settings, objects_from_settings
@@ -55,6 +56,9 @@ class Plan:
     bad_rate: float
     database_url: str | None
     quiet: bool
+    maintenance: bool = False  # also file maintenance records of the failures under incoming/maintenance/
+    maintenance_delay: timedelta = timedelta(hours=1)
+    maintenance_missing: float = 0.1
 
     @property
     def tag(self) -> str:
@@ -72,6 +76,7 @@ class Outcome:
     peripheral_rows: int = 0
     peripheral_files: int = 0
     defects: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*ROW_DEFECTS, *FILE_DEFECTS), 0))
+    maintenance_records: int = 0
     interrupted: bool = False
 
 
@@ -176,6 +181,13 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
         objects = objects_from_settings(settings)
         files = FileSink(objects, plan, outcome)
         places.append(f"files {objects.describe()}")
+    records = None
+    if plan.maintenance:
+        objects = objects_from_settings(settings)
+        records = MaintenanceSink(
+            objects, plan.tag, plan.seed, plan.maintenance_delay, plan.maintenance_missing
+        )
+        places.append(f"maintenance {objects.describe()}")
     source = f"generator seed={plan.seed}"
     batch = max(1, round(plan.rate)) if plan.rate else plan.file_rows
     period = batch / plan.rate if plan.rate else 0.0
@@ -194,6 +206,8 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
                 outcome.inserted += insert(engine, chunk, source, setting)
             if files is not None:
                 files.add(chunk)
+            if records is not None:
+                records.add(chunk)
             outcome.rows += len(chunk)
             bar.update(len(chunk))
             if plan.rate and not stop.is_set():
@@ -205,4 +219,6 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
     bar.close()
     if files is not None:
         files.flush()
+    if records is not None:
+        outcome.maintenance_records = records.flush()
     return outcome, places
