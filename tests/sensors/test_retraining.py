@@ -109,6 +109,10 @@ def test_new_labels_and_drift_due_together_start_one_run(postgres, tracking: Tra
         first = tick(sensor, instance, readings, tracking)
         (request,) = first.run_requests
         assert request.tags[TRIGGER_TAG] == "drift" and request.tags["mfd/triggers"] == "drift,labels"
+        # The same tick evaluated again (its cursor update lost) asks for the same run_key: Dagster
+        # starts one run per run_key, so the two triggers still start one training run.
+        (again,) = tick(sensor, instance, readings, tracking).run_requests
+        assert again.run_key == request.run_key and again.run_key.startswith("retrain-drift:")
         assert RetrainCursor.parse(first.cursor).labels_at == 3000
         assert tick(sensor, instance, readings, tracking, first.cursor).run_requests == []
 
