@@ -7,7 +7,6 @@ cost against "no model" and against "alarm on every rule hit"."""
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from mfd.alerts.costs import DecisionPolicy, batch_costs
 from mfd.alerts.explanations import Explainer, explainer_for, top_features
 from mfd.alerts.rules import nearest_rules, rule_hits
 from mfd.modeling.model_io import FailureModel
+from mfd.modeling.tree_predictor import scoring_threads
 from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.tables import (
@@ -40,9 +40,7 @@ BATCH_COLUMNS: tuple[str, ...] = ("id", "machine_id", "timestamp", "machine_type
 # explains at most this many events, so a flood of events (a backlog, a plant-wide fault) keeps detection
 # near its scoring speed. Each machine's first event in the batch is explained first.
 EXPLAIN_LIMIT = 200
-# Scoring threads (row chunks, `chunked_predict_proba`): both cores of the 2-core host when they are free;
-# chunks never spin, so when other runs hold the cores a batch costs the CPU of one thread.
-SCORING_THREADS = min(2, len(os.sched_getaffinity(0)))
+SCORING_THREADS = scoring_threads()  # row chunks on Python threads (`chunked_predict_proba`)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ row chunks on a few threads (`chunked_predict_proba`)."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,14 @@ MAX_FLAT_ROWS = 256
 MIN_THREADED_ROWS = 8_000
 # chunked_predict_proba: rows per chunk (scikit-learn's per-call cost, ~10 us per tree, stays negligible)
 CHUNK_ROWS = 16_384
+
+
+def scoring_threads() -> int:
+    """Threads for scoring big batches: both cores of the 2-core host (or this process's one) when free;
+    chunks never spin, so when other runs hold the cores a batch costs the CPU of one thread."""
+    return min(2, len(os.sched_getaffinity(0)))
+
+
 TREE_ENSEMBLES = (RandomForestClassifier, HistGradientBoostingClassifier)
 
 

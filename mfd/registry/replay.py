@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
 from mfd.modeling.model_io import FailureModel
+from mfd.modeling.tree_predictor import scoring_threads
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 from mfd.storage.tables import readings
@@ -186,7 +187,9 @@ def replay_models(
     rows, seconds = {}, {"read": t1 - t0}
     for name, model in models.items():
         start = time.perf_counter()
-        alert = model.probability(frame) >= model.threshold if len(frame) else np.zeros(0, dtype=bool)
+        # typed columns from the store: MLflow's per-value schema checks would only cost time here
+        probability = model.probability_of_valid(frame, scoring_threads()) if len(frame) else np.zeros(0)
+        alert = probability >= model.threshold
         rows[name] = replay_figures(frame, alert, horizon)
         seconds[name] = time.perf_counter() - start
     table = pd.DataFrame.from_dict(rows, orient="index")[list(FIGURES)]
