@@ -52,7 +52,7 @@ test: install deps ## ruff, import contracts and the whole test suite (real Post
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider -m "not docs_walk" --durations=15
 
-test-docs: install deps ## run every README/docs command verbatim in a copy of the checkout (about 30 min)
+test-docs: install deps ## run every README/docs command verbatim in a copy of the checkout, then make run + make dev (~55 min)
 	$(BIN)/pytest -q -s -p no:cacheprovider -m docs_walk tests/docs
 
 # The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance) and the MLflow UI over

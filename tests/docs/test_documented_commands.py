@@ -154,7 +154,6 @@ WALK: tuple[Step, ...] = (
         f"{MATERIALIZE} --select candidate_model,champion_model \\\n"
         """  --config-json '{"ops": {"candidate_model": {"config": {"family": "hgb"}}}}'"""
     ),
-    Step(".venv/bin/mfd champion rollback"),
     Step(".venv/bin/python bench/quality_model.py", how="skip", why=BENCH),
     Step(f"{MATERIALIZE} --select sequence_models"),
     # docs/serving.md
