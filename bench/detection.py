@@ -217,6 +217,22 @@ def instance_yaml(home: Path) -> None:
     shutil.copy(REPO / "deploy" / "dagster" / "dagster.yaml", home / "dagster.yaml")
 
 
+def processes_of_instance(dagster_home: Path) -> list[str]:
+    """`pid command` of every live process started with DAGSTER_HOME=`dagster_home` (the daemon, its code
+    servers and runs), in or out of the daemon's process group."""
+    marker = f"DAGSTER_HOME={dagster_home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            alive = entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            if alive and marker in (entry / "environ").read_bytes().split(b"\0"):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append(f"{entry.name} {command}")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
 def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
     url = pg.create_database("freshness")
     dagster_db = pg.create_database("dagster")
@@ -288,8 +304,15 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         while time.time() < deadline and scored_count() < sum(len(ids) for ids, _ in written):
             time.sleep(2)
     finally:
-        stop_process_group(daemon, signal.SIGINT, timeout=60)  # dagster stops cleanly on SIGINT
+        # SIGINT to the daemon's whole group (dagster stops cleanly on it), waiting for its code server too.
+        stop_process_group(daemon, signal.SIGINT, timeout=60)
         log.close()
+        left = processes_of_instance(dagster_home)
+        if left:
+            for process in left:
+                os.kill(int(process.split()[0]), signal.SIGKILL)
+            raise SystemExit(f"processes of the daemon's instance left after stopping it (killed): {left}")
+        print(f"  dagster-daemon stopped: no process of {dagster_home} left")
 
     with engine.connect() as conn:
         stored = pd.read_sql(sa.text("SELECT reading_id, scored_at FROM predictions"), conn)
