@@ -7,9 +7,11 @@ import pandas as pd
 from pydantic import Field
 
 from mfd.alerts.costs import parse_cost_matrix
+from mfd.modeling.budget import Deadline, Spent
 from mfd.modeling.calibration import CALIBRATIONS
 from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import (
+    LOG_RESERVE_S,
     LoggedCandidate,
     calibration_figure,
     confusion_figure,
@@ -23,7 +25,12 @@ from mfd.modeling.metrics import METRICS
 from mfd.modeling.model_io import CHAMPION, load_version
 from mfd.modeling.robust import OBJECTIVES, Robustness
 from mfd.modeling.sequence.architectures import ARCHITECTURES
-from mfd.modeling.sequence.experiment import log_sequence_models, pr_curves_figure
+from mfd.modeling.sequence.experiment import (
+    SEQUENCE_FINISH_RESERVE_S,
+    SEQUENCE_LOG_RESERVE_S,
+    SequenceRuns,
+    pr_curves_figure,
+)
 from mfd.modeling.sequence.models import (
     SequenceSettings,
     check_architectures,
@@ -136,7 +143,11 @@ class SequenceModelsConfig(dg.Config):
     seed: int = Field(0, description="Seed of the weights and of the batch order.")
     time_budget_s: float = Field(
         20.0,
-        description="Training budget of all architectures, shared equally: no epoch starts past its share.",
+        description="Wall-time budget of the whole step (windows, training, scoring, MLflow logging); the "
+        "architectures share what is left for training equally, each stopping its epochs in time to score.",
+    )
+    max_train_windows: int = Field(
+        4000, description="Most training windows (all failures up to half, a seeded sample of the rest)."
     )
 
     def window_options(self) -> dict[str, int | float]:
@@ -151,7 +162,6 @@ class SequenceModelsConfig(dg.Config):
             patience=self.patience,
             threads=self.threads,
             seed=self.seed,
-            time_budget_s=self.time_budget_s / max(len(self.architectures), 1),
         )
 
 
@@ -273,7 +283,8 @@ def candidate_model(
 ) -> dg.Output[LoggedCandidate]:
     """The configured model family (or the best of all, `auto`), tuned with optuna on stratified k-fold CV
     of cleaned_set without the holdout rows, its threshold chosen on the validation folds, scored on the
-    shared holdout, logged to MLflow."""
+    shared holdout, logged to MLflow, all within time_budget_s (budget vs spent per phase in metadata)."""
+    spent = Spent(config.time_budget_s)
     train = without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
     robustness = config.robustness()
@@ -288,26 +299,40 @@ def candidate_model(
         calibration=config.calibration,
         shifts=config.shifts(robustness.noise),
         time_budget_s=config.time_budget_s,
+        spent=spent,
+        reserve_s=LOG_RESERVE_S,
     )
     version = data_version(train)
-    logged = log_candidate(
-        candidate,
-        experiment_id=experiment_id,
-        settings=config.model_dump(),
-        tags={
-            "dagster_run_id": context.run_id,
-            "training_set": "cleaned_set",
-            "training_set_run_id": _source_run(context, "cleaned_set"),
-            "holdout_run_id": _source_run(context, "holdout"),
-            LABELLED_READINGS_TAG: _training_set_rows(context),
-            "training_set_version": version,
-        },
-    )
+    with spent.phase("mlflow_logging"):
+        logged = log_candidate(
+            candidate,
+            experiment_id=experiment_id,
+            settings=config.model_dump(),
+            tags={
+                "dagster_run_id": context.run_id,
+                "training_set": "cleaned_set",
+                "training_set_run_id": _source_run(context, "cleaned_set"),
+                "holdout_run_id": _source_run(context, "holdout"),
+                LABELLED_READINGS_TAG: _training_set_rows(context),
+                "training_set_version": version,
+            },
+        )
     context.log.info("candidate %s logged in MLflow run %s", candidate.family, logged.run_id)
     scored = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
+    with spent.phase("plots"):
+        plots = {
+            "shifted_holdouts": png_markdown(shift_figure(candidate), "clean vs shifted holdouts"),
+            "reliability": png_markdown(calibration_figure(candidate), "reliability"),
+            "confusion_matrix": png_markdown(confusion_figure(candidate), "confusion matrix"),
+            "pr_curve": png_markdown(pr_curve_figure(candidate), "PR curve"),
+        }
+    context.log.info("candidate_model %s", spent.line())
     return dg.Output(
         logged,
         metadata={
+            **{name: dg.MetadataValue.md(text) for name, text in plots.items()},
+            **spent.record(),
+            "budget": table_metadata(spent.table()),
             "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.run_id)),
             "family": candidate.family,
             "threshold": candidate.threshold,
@@ -319,25 +344,15 @@ def candidate_model(
                 f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
                 for shift in candidate.shifted["shift"].unique()
             },
-            "shifted_holdouts": dg.MetadataValue.md(
-                png_markdown(shift_figure(candidate), "clean vs shifted holdouts")
-            ),
             "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
             "objective": config.objective,
             "calibration": config.calibration,
             "holdout_brier": candidate.calibration["holdout_brier"],
             "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
-            "reliability": dg.MetadataValue.md(png_markdown(calibration_figure(candidate), "reliability")),
-            "time_budget_s": config.time_budget_s,
-            "tuning_s": candidate.budget["tuning_s"],
             "latency_row_ms": candidate.latency["latency_row_ms"],
             "latency_10k_ms": candidate.latency["latency_10k_ms"],
             "train_seconds": candidate.seconds,
             "training_set_version": version,
-            "confusion_matrix": dg.MetadataValue.md(
-                png_markdown(confusion_figure(candidate), "confusion matrix")
-            ),
-            "pr_curve": dg.MetadataValue.md(png_markdown(pr_curve_figure(candidate), "PR curve")),
         },
     )
 
@@ -353,8 +368,11 @@ def sequence_models(
     time per machine (train, validation, test), one nested MLflow run each. Only rows with a per-machine
     series count; without any (e.g. AI4I, one reading per product), nothing is trained and the metadata
     says why. No registry change: the champion stays the tabular model."""
+    spent = Spent(config.time_budget_s)
     check_architectures(config.architectures)
-    _, split = split_windows(training_set, **config.window_options())
+    with spent.phase("windows"):
+        _, split = split_windows(training_set, **config.window_options())
+        split = split.bounded(config.max_train_windows, config.seed)
     windows = {
         "machines": split.machines,
         "rows_used": split.rows_used,
@@ -368,11 +386,7 @@ def sequence_models(
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
     settings = config.settings()
     results = []
-    for architecture in config.architectures:
-        results.append(train_sequence_model(architecture, split, settings))
-        context.log.info("%s: %s", architecture, results[-1].scores)
-    logged = log_sequence_models(
-        results,
+    runs = SequenceRuns(
         split,
         experiment_id=experiment_id,
         settings=settings,
@@ -383,13 +397,31 @@ def sequence_models(
             "training_set_version": data_version(training_set),
         },
     )
+    with runs:
+        for k, architecture in enumerate(config.architectures):
+            # An equal share of what is left, less this architecture's logging (as long as the last one's).
+            left = spent.deadline.remaining() - SEQUENCE_FINISH_RESERVE_S
+            log_s = SEQUENCE_LOG_RESERVE_S if runs.log_s is None else runs.log_s
+            share = Deadline.after(left / (len(config.architectures) - k) - log_s)
+            with spent.phase("training"):
+                results.append(train_sequence_model(architecture, split, settings, share))
+            context.log.info("%s: %s", architecture, results[-1].scores)
+            with spent.phase("mlflow_logging"):
+                runs.log(results[-1])
+        with spent.phase("mlflow_logging"):
+            logged = runs.finish(results)
     table = comparison_table(results)
     table["mlflow_run"] = [
         f"[run]({tracking.run_url(experiment_id, logged.run_ids[a])})" for a in table.index
     ]
     best = table.index[0]
+    with spent.phase("plots"):
+        pr_curves = png_markdown(pr_curves_figure(results), "PR curves")
+    context.log.info("sequence_models %s", spent.line())
     return dg.MaterializeResult(
         metadata={
+            **spent.record(),
+            "budget": table_metadata(spent.table()),
             "trained": True,
             "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.parent_run_id)),
             "comparison": table_metadata(table),
@@ -398,7 +430,7 @@ def sequence_models(
             "time_budget_s": config.time_budget_s,
             "fit_s_total": float(table["fit_s"].sum()),
             **windows,
-            "pr_curves": dg.MetadataValue.md(png_markdown(pr_curves_figure(results), "PR curves")),
+            "pr_curves": dg.MetadataValue.md(pr_curves),
         }
     )
 

@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.features import FEATURE_COLUMNS, feature_array
+from mfd.modeling.budget import NO_DEADLINE, Deadline
 from mfd.modeling.shifts import NoiseLevels
 from mfd.modeling.tree_predictor import FlatTreeClassifier
 from mfd.schema import MACHINE_TYPES, SENSOR_COLUMNS
@@ -57,10 +58,15 @@ class JitterBlend(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> JitterBlend:  # noqa: N803 - sklearn API
+        return self.fit_within(X, y, NO_DEADLINE)
+
+    def fit_within(self, X: np.ndarray, y: np.ndarray, deadline: Deadline) -> JitterBlend:  # noqa: N803
+        """`fit`, raising OutOfTime when `deadline` passes between the sharp and the robust half."""
         x, y = np.asarray(X, dtype="float64"), np.asarray(y)
         self.sharp_ = FlatTreeClassifier(
             HistGradientBoostingClassifier(early_stopping=False, random_state=self.random_state)
         ).fit(x, y)
+        deadline.check()
         rows, noise = readings_of(x), NoiseLevels(seed=self.random_state)
         noisy = [
             feature_array(noise.apply(rows, seed=noise.seed + 31 * k, scale=self.scale))

@@ -4,29 +4,42 @@ on the shifted holdouts (`mfd.modeling.shifts`)."""
 
 from __future__ import annotations
 
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from mfd.errors import MfdError
+from mfd.modeling.budget import NO_DEADLINE, Deadline, OutOfTime, Spent
 from mfd.modeling.calibration import CALIBRATIONS, CalibratedModel, brier
 from mfd.modeling.families import FAMILIES, check_family
 from mfd.modeling.holdout import assert_disjoint, holdout_split
 from mfd.modeling.metrics import latency, scores
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
 from mfd.modeling.robust import Robustness
-from mfd.modeling.shifts import ShiftConfig, shifted_scores
+from mfd.modeling.shifts import (
+    CrossSource,
+    ShiftConfig,
+    cross_source_scores,
+    cross_sources,
+    shifted_scores,
+)
 from mfd.modeling.training_data import labelled, trainability_problem
 from mfd.modeling.tuning import Tuned, fit_pipeline, prepare_folds, refit, tune_families
 from mfd.schema import LABEL_COLUMN
 
-# Of the time budget, the share the tuning race may spend; the rest refits, calibrates and scores shifts.
+# Of the time budget, the share the tuning race may spend at most; the rest refits, calibrates and scores
+# the shifted holdouts.
 TUNING_SHARE = 0.6
+# The race also ends this many of the slowest contender's fold fits before the deadline: the winner's refit
+# (all tuning rows: 1.25 folds' rows) runs beside its two cross-source fits (0.8 each) on two threads.
+REFIT_FOLDS = 2.0
+# Kept after the other families' fits for the latency measurement.
+LATENCY_RESERVE_S = 2.0
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Candidate:
     robustness: Robustness = field(default_factory=Robustness)
     shifts: ShiftConfig = field(default_factory=ShiftConfig)
     budget: dict[str, float] = field(default_factory=dict)
+    spent: Spent = field(default_factory=lambda: Spent(None))
 
     @property
     def holdout_proba(self) -> np.ndarray:
@@ -108,30 +122,45 @@ def _split_off_holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
     return split.train, split.holdout
 
 
-def _shifted_rows(
+@dataclass(frozen=True)
+class _FitJob:
+    """One fit after the race: `family`'s tuned params on `source` (`tuning` rows, or a cross-source one)."""
+
+    tuned: Tuned
+    source: str
+    deadline: Deadline
+
+
+def _fit_after_race(
+    job: _FitJob, tuning: pd.DataFrame, cross: CrossSource | None, seed: int, robustness: Robustness
+) -> Pipeline | None:
+    """The job's pipeline; None when its deadline came first."""
+    rows = tuning if job.source == "tuning" else cross_sources(cross)[job.source]
+    try:
+        return fit_pipeline(job.tuned.family, job.tuned.params, rows, seed, robustness, job.deadline)
+    except OutOfTime:
+        return None
+
+
+def _rows_of(
     tuned: Tuned,
     pipeline: Pipeline | None,
     threshold: float,
-    tuning: pd.DataFrame,
+    cross_fits: dict[str, Pipeline],
     held: pd.DataFrame,
-    seed: int,
-    robustness: Robustness,
     shifts: ShiftConfig,
-    cross: bool,
 ) -> list[dict[str, Any]]:
-    """One row per holdout of `tuned`'s scores: `pipeline` (fit on `tuning` here when None) on the clean
-    and shifted holdouts, and, with `cross`, its params refit on each source and scored on the other."""
-
-    def fit(rows: pd.DataFrame) -> Pipeline:
-        return fit_pipeline(tuned.family, tuned.params, rows, seed, robustness)
-
-    if pipeline is None:
-        pipeline = fit(tuning)
-    config = shifts if cross else ShiftConfig(shifts.noise, shifts.label, None)
-    out = shifted_scores(pipeline, threshold, held, config, fit=fit)
+    """One row per holdout of a family's scores: `pipeline` on the clean and shifted holdouts (none without
+    it) and its `cross_fits` (training source -> pipeline) on the other source."""
+    out = {} if pipeline is None else shifted_scores(pipeline, threshold, held, shifts)
+    if shifts.cross is not None:
+        out |= cross_source_scores(cross_fits, shifts.cross, threshold)
     return [{"family": tuned.family, "shift": name, **s} for name, s in out.items()]
 
 
+# One thread per fit and per prediction (two at a time): on a small, busy machine OpenMP threads mostly
+# spin against each other (10,000 blend predictions took 8x the CPU with two threads at load 15).
+@threadpool_limits.wrap(limits=1)
 def train_candidate(
     df: pd.DataFrame,
     *,
@@ -147,17 +176,23 @@ def train_candidate(
     shifts: ShiftConfig | None = None,
     time_budget_s: float | None = None,
     candidates: tuple[str, ...] | None = None,
+    spent: Spent | None = None,
+    reserve_s: float = 0.0,
 ) -> Candidate:
     """Tune `family` (or all, for `auto`) on `df` for the `robustness` objective, refit the best on `df`,
     calibrate it (`calibration`: sigmoid, isotonic or none) on its validation folds, and score it and every
-    other tuned family on `holdout` and on its shifted copies (`shifts`; cross-source for every family while
-    the time budget lasts, for the chosen one always).
+    other tuned family on `holdout` and on its shifted copies (`shifts`; cross-source for the chosen family
+    always, for the others while the time budget lasts).
 
     `holdout` is the shared holdout (the `holdout` asset); when both frames carry reading ids, a reading in
     both raises MfdError. Without it, the shared holdout mechanism splits `holdout_fraction` of `df` off
-    first (seeded with `seed`). `time_budget_s` bounds the whole call: the tuning race gets TUNING_SHARE of
-    it. `candidates` limits `auto` to those families."""
-    started = time.perf_counter()
+    first (seeded with `seed`). `time_budget_s` bounds the whole call in wall-clock time (or `spent`, the
+    caller's running budget, bounds it, less `reserve_s` the caller keeps for what follows, e.g. MLflow
+    logging): the race gets at most TUNING_SHARE of it and ends early enough for the winner's refit and
+    cross-source fits (REFIT_FOLDS of its fold fits); the other families' fits after it are cut at the
+    deadline. `candidates` limits `auto` to those families. Everything runs on one thread per fit, the
+    latency measurement included."""
+    spent = spent or Spent(time_budget_s)
     check_family(family)
     if calibration not in CALIBRATIONS:
         raise MfdError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
@@ -166,54 +201,64 @@ def train_candidate(
     problem = trainability_problem(df if holdout is None else pd.concat([df, holdout]), folds)
     if problem:
         raise MfdError(f"cannot train on this training set: {problem}")
-    if holdout is None:
-        df, holdout = _split_off_holdout(df, holdout_fraction, seed)
-    elif "id" in df.columns and "id" in holdout.columns:
-        assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
-    tuning, held = labelled(df), labelled(holdout)
-    prepared = prepare_folds(tuning, folds, seed, robustness)
-    tuning_budget = (
-        None if time_budget_s is None else TUNING_SHARE * time_budget_s - (time.perf_counter() - started)
-    )
-    results = tune_families(
-        family,
-        tuning,
-        folds=folds,
-        trials=trials,
-        seed=seed,
-        metric=metric,
-        robustness=robustness,
-        time_budget_s=tuning_budget,
-        prepared=prepared,
-        candidates=candidates,
-    )
-    tuned_s = time.perf_counter() - started
+    end = spent.deadline.earlier(reserve_s)
+    with spent.phase("folds"):
+        if holdout is None:
+            df, holdout = _split_off_holdout(df, holdout_fraction, seed)
+        elif "id" in df.columns and "id" in holdout.columns:
+            assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
+        tuning, held = labelled(df), labelled(holdout)
+        prepared = prepare_folds(tuning, folds, seed, robustness)
+    with spent.phase("tuning"):
+        results = tune_families(
+            family,
+            tuning,
+            folds=folds,
+            trials=trials,
+            seed=seed,
+            metric=metric,
+            robustness=robustness,
+            prepared=prepared,
+            candidates=candidates,
+            deadline=end,
+            latest=Deadline(spent.started + TUNING_SHARE * spent.budget_s) if spent.budget_s else None,
+            reserve_fits=REFIT_FOLDS,
+        )
+    tuned_s = spent.total_s
     pool = (candidates or tuple(FAMILIES)) if family == "auto" else (family,)
     skipped = tuple(f for f in pool if f not in {r.family for r in results})
-    best = results[0]
-    fit_started = time.perf_counter()
-    final = refit(best, tuning, prepared, seed=seed, robustness=robustness, calibration=calibration)
-    fit_seconds = time.perf_counter() - fit_started
-    y_held = held[LABEL_COLUMN].to_numpy()
-    proba = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
-    model = final.pipeline.steps[-1][1]
-    raw = (
-        model.model.predict_proba(final.pipeline.steps[0][1].transform(held))[:, 1]
-        if isinstance(model, CalibratedModel)
-        else proba
-    )
-    shifted = _shifted_rows(
-        best, final.pipeline, final.threshold, tuning, held, seed, robustness, shifts, True
-    )
-    others = [r for r in results[1:] if r.eligible]
-    out_of_time = time_budget_s is not None and time.perf_counter() - started > time_budget_s
-    if others:
-        cross = not out_of_time
-        for rows in Parallel(n_jobs=2, prefer="threads")(
-            delayed(_shifted_rows)(r, None, r.threshold, tuning, held, seed, robustness, shifts, cross)
-            for r in others
-        ):
-            shifted += rows
+    best, others = results[0], [r for r in results[1:] if r.eligible]
+    # The winner's cross-source fits always, then every other family's fit on the tuning rows and its
+    # cross-source fits while the budget lasts (two threads, in that order; the refit runs beside them).
+    sources = () if shifts.cross is None else ("ai4i", "fleet")
+    optional = end.earlier(LATENCY_RESERVE_S)
+    jobs = [_FitJob(best, s, NO_DEADLINE) for s in sources]
+    jobs += [_FitJob(r, "tuning", optional) for r in others]
+    jobs += [_FitJob(r, s, optional) for r in others for s in sources]
+    with spent.phase("refit_and_shifted_holdouts"), ThreadPoolExecutor(2) as pool_:
+        refitted = pool_.submit(
+            refit, best, tuning, prepared, seed=seed, robustness=robustness, calibration=calibration
+        )
+        futures = [pool_.submit(_fit_after_race, j, tuning, shifts.cross, seed, robustness) for j in jobs]
+        final = refitted.result()
+        fitted = {(j.tuned.family, j.source): f.result() for j, f in zip(jobs, futures, strict=True)}
+        y_held = held[LABEL_COLUMN].to_numpy()
+        proba = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
+        model = final.pipeline.steps[-1][1]
+        raw = (
+            model.model.predict_proba(final.pipeline.steps[0][1].transform(held))[:, 1]
+            if isinstance(model, CalibratedModel)
+            else proba
+        )
+        shifted = []
+        for tuned in [best, *others]:
+            pipeline = final.pipeline if tuned is best else fitted[(tuned.family, "tuning")]
+            threshold = final.threshold if tuned is best else tuned.threshold
+            cross_fits = {s: fitted[(tuned.family, s)] for s in sources if fitted[(tuned.family, s)]}
+            shifted += _rows_of(tuned, pipeline, threshold, cross_fits, held, shifts)
+    cut = sum(f is None for f in fitted.values())
+    with spent.phase("latency"):
+        measured = latency(final.pipeline, pd.concat([tuning, held], ignore_index=True))
     return Candidate(
         family=best.family,
         params=best.params,
@@ -222,10 +267,10 @@ def train_candidate(
         cv=best.cv,
         holdout_scores=scores(y_held, proba, final.threshold),
         holdout=held,
-        families=family_table(results, skipped, time_budget_s or 0.0),
-        fit_seconds=fit_seconds,
-        seconds=time.perf_counter() - started,
-        latency=latency(final.pipeline, pd.concat([tuning, held], ignore_index=True)),
+        families=family_table(results, skipped, spent.budget_s or 0.0),
+        fit_seconds=spent.phases.get("refit_and_shifted_holdouts", 0.0),
+        seconds=spent.total_s,
+        latency=measured,
         validation=pd.DataFrame({"y": prepared.y, "proba": final.oof, "machine_type": prepared.machine_type})
         .dropna(subset=["proba"])
         .reset_index(drop=True),
@@ -241,6 +286,7 @@ def train_candidate(
         budget={
             "time_budget_s": float("nan") if time_budget_s is None else time_budget_s,
             "tuning_s": tuned_s,
-            "cross_source_for_every_family": float(not out_of_time),
+            "fits_cut_by_budget": float(cut),
         },
+        spent=spent,
     )

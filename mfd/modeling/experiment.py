@@ -11,6 +11,8 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from mfd.modeling.calibration import reliability_figure
 from mfd.modeling.candidate import Candidate
@@ -21,6 +23,10 @@ from mfd.plots import draw_pr_curve, table_markdown
 from mfd.schema import LABEL_COLUMN
 from mfd.settings import Settings
 from mfd.storage import tracking
+
+# What a candidate's MLflow logging (plots, tables, the model) and its asset's plots take, about: the
+# candidate's time budget keeps it.
+LOG_RESERVE_S = 6.0
 
 
 def confusion_figure(candidate: Candidate) -> Figure:
@@ -102,6 +108,7 @@ def metrics(candidate: Candidate) -> dict[str, float]:
         **{k: v for k, v in candidate.calibration.items() if k.startswith("holdout_brier")},
         **candidate.latency,
         **{f"budget_{k}": v for k, v in candidate.budget.items()},
+        **{f"step_{k}": v for k, v in candidate.spent.record().items()},
         "threshold": candidate.threshold,
         "fit_seconds": candidate.fit_seconds,
         "train_seconds": candidate.seconds,
@@ -135,10 +142,17 @@ def log_candidate(
     tags: dict[str, str],
     run_name: str | None = None,
 ) -> LoggedCandidate:
-    """Log the candidate in a new MLflow run (ended FAILED if anything raises) and return where it is."""
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name or f"candidate-{candidate.family}"
-    ) as run:
+    """Log the candidate in a new MLflow run (ended FAILED if anything raises) and return where it is. The
+    run starts when the candidate's training started (`candidate.spent.started_at`), so its duration in
+    MLflow is the training's and the logging's."""
+    name = run_name or f"candidate-{candidate.family}"
+    created = MlflowClient().create_run(
+        experiment_id,
+        start_time=int(candidate.spent.started_at * 1000),
+        tags=resolve_tags({MLFLOW_RUN_NAME: name}),
+        run_name=name,
+    )
+    with mlflow.start_run(run_id=created.info.run_id) as run:
         mlflow.set_tags({**tags, "family": candidate.family})
         mlflow.log_params(
             {

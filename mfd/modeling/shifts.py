@@ -12,7 +12,7 @@ Every level and seed is a field of `ShiftConfig`, recorded with the scores (`Shi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -175,9 +175,23 @@ def shifted_scores(
     }
     if fit is not None and config.cross is not None:
         sources = cross_sources(config.cross)
-        for train, test in (("ai4i", "fleet"), ("fleet", "ai4i")):
-            out[f"{train}->{test}"] = _score(fit(sources[train]), sources[test], threshold)
+        out |= cross_source_scores(
+            {train: fit(rows) for train, rows in sources.items()}, config.cross, threshold
+        )
     return out
+
+
+def cross_source_scores(
+    fitted: Mapping[str, Pipeline], cross: CrossSource, threshold: float
+) -> dict[str, dict[str, float]]:
+    """`ai4i->fleet` / `fleet->ai4i` scores of the pipelines `fitted` on a source (keyed by its name, see
+    `cross_sources`), each scored on the other source; a source missing from `fitted` is left out."""
+    sources = cross_sources(cross)
+    return {
+        f"{train}->{test}": _score(fitted[train], sources[test], threshold)
+        for train, test in (("ai4i", "fleet"), ("fleet", "ai4i"))
+        if train in fitted
+    }
 
 
 SHIFTS: tuple[str, ...] = ("clean", "noisy", "label_noise", "ai4i->fleet", "fleet->ai4i")

@@ -7,6 +7,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
+from mfd.modeling.budget import NO_DEADLINE, Deadline
 from mfd.torch_threads import torch_threads
 
 
@@ -47,6 +48,10 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         return nn.Sequential(*blocks)
 
     def fit(self, X: object, y: object) -> TorchMLPClassifier:  # noqa: N803 - sklearn API
+        return self.fit_within(X, y, NO_DEADLINE)
+
+    def fit_within(self, X: object, y: object, deadline: Deadline) -> TorchMLPClassifier:  # noqa: N803
+        """`fit`, raising OutOfTime at the first epoch's end past `deadline`."""
         x = np.asarray(X, dtype="float32")
         target = np.asarray(y).astype("float32")
         self.classes_ = np.array([0, 1])
@@ -56,10 +61,12 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         generator = torch.Generator().manual_seed(self.random_state)
         with torch_threads(1), torch.random.fork_rng():
             torch.manual_seed(self.random_state)
-            self.network_ = self._train(x, target, generator)
+            self.network_ = self._train(x, target, generator, deadline)
         return self
 
-    def _train(self, x: np.ndarray, target: np.ndarray, generator: torch.Generator) -> nn.Sequential:
+    def _train(
+        self, x: np.ndarray, target: np.ndarray, generator: torch.Generator, deadline: Deadline
+    ) -> nn.Sequential:
         net = self._network(x.shape[1])
         positives = max(float(target.sum()), 1.0)
         pos_weight = min((len(target) - positives) / positives, self.max_pos_weight)
@@ -75,6 +82,7 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
                 optimizer.zero_grad()
                 loss_fn(net(inputs[batch]).squeeze(1), labels[batch]).backward()
                 optimizer.step()
+            deadline.check()
         net.eval()
         return net
 

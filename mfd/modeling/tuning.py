@@ -10,7 +10,14 @@ used here.
 by fold on two threads, and a family whose running objective after two or more folds trails the best
 family at the same fold by more than SCREEN_MARGIN stops there (it cannot win); the families that finish
 within SCREEN_MARGIN of the best share what is left of the tuning budget for more trials (optuna, median
-pruning after each fold; a trial still running when the budget is spent is pruned).
+pruning after each fold).
+
+The budget is wall-clock and holds inside a fold: every fit gets the race's deadline
+(`mfd.modeling.budget.fit_within`: forests and boosting grow in chunks, the deadline checked in between),
+a fold is not started when the family's slowest fold so far would not finish before it, and the deadline
+comes early by `reserve_fits` x the slowest fold fit of a family still in the race, the time the winner's
+refit and cross-source fits after the race will take. Until one family has run two folds (the least a
+candidate needs) no fit is cut.
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ from threadpoolctl import threadpool_limits
 
 from mfd.errors import MfdError
 from mfd.features import feature_matrix
+from mfd.modeling.budget import NO_DEADLINE, Deadline, OutOfTime, fit_within
 from mfd.modeling.calibration import CalibratedModel, Calibrator
 from mfd.modeling.families import FAMILIES, check_family
 from mfd.modeling.metrics import best_threshold, scores
-from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, ReadingFeatures, build_pipeline
 from mfd.modeling.robust import Robustness, combined
 from mfd.modeling.training_data import labelled
 from mfd.schema import LABEL_COLUMN
@@ -64,6 +72,7 @@ class Tuned:
     seconds: float
     folds_run: int
     stopped: str = ""
+    fold_fit_s: float = 0.0  # the slowest fold fit of the family (wall seconds)
 
     @property
     def pruned(self) -> bool:
@@ -122,13 +131,19 @@ def prepare_folds(df: pd.DataFrame, folds: int, seed: int, robustness: Robustnes
 
 @dataclass
 class Race:
-    """The running objective of each family after each fold, shared by the racing threads; `deadline`
-    (perf_counter seconds) ends tuning."""
+    """The running objective of each family after each fold, shared by the racing threads, and when tuning
+    ends: `end` brought forward by `reserve_fits` x the slowest fold fit of a family still in the race, or
+    `latest`, whichever comes first."""
 
     margin: float = SCREEN_MARGIN
-    deadline: float | None = None
+    end: Deadline = NO_DEADLINE
+    latest: Deadline = NO_DEADLINE
+    reserve_fits: float = 0.0
     by_fold: dict[int, dict[str, float]] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
+    eligible: set[str] = field(default_factory=set)  # ran two folds or more
+    trailing: set[str] = field(default_factory=set)
+    fold_s: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def trails(self, family: str, fold: int, value: float) -> bool:
@@ -138,10 +153,31 @@ class Race:
             at = self.by_fold.setdefault(fold, {})
             at[family] = value
             others = [v for f, v in at.items() if f != family]
-        return fold >= 1 and bool(others) and value < max(others) - self.margin
+            trails = fold >= 1 and bool(others) and value < max(others) - self.margin
+            if trails:
+                self.trailing.add(family)
+            elif fold >= 1:
+                self.eligible.add(family)
+        return trails
+
+    def fitted(self, family: str, seconds: float) -> None:
+        with self.lock:
+            self.fold_s[family] = max(self.fold_s.get(family, 0.0), seconds)
+
+    def deadline(self) -> Deadline:
+        with self.lock:
+            slowest = max((self.fold_s.get(f, 0.0) for f in self.eligible - self.trailing), default=0.0)
+        return Deadline(min(self.latest.at, self.end.earlier(self.reserve_fits * slowest).at))
+
+    def fit_deadline(self) -> Deadline:
+        """The deadline a fit gets: none until some family has run two folds, so the race always has a
+        candidate."""
+        with self.lock:
+            some = bool(self.eligible - self.trailing)
+        return self.deadline() if some else NO_DEADLINE
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.perf_counter() > self.deadline
+        return self.deadline().passed()
 
 
 def _fold_metric(y: np.ndarray, proba: np.ndarray, metric: str) -> float:
@@ -163,10 +199,11 @@ def tune(
 ) -> Tuned | None:
     """`trials` optuna trials (TPE, seeded; the family's reference params first if `reference`; median
     pruning after each fold) scored by stratified `folds`-fold CV on `df` (labelled readings), or on the
-    `prepared` folds. With a `race`, the family stops when it trails and trials stop at its deadline;
+    `prepared` folds. With a `race`, the family stops when it trails and fits stop at its deadline;
     None when no trial finished a fold (the deadline came first)."""
     check_family(family, tuple(FAMILIES))
     robustness = robustness or Robustness()
+    race = race or Race()
     started = time.perf_counter()
     if prepared is None:
         if df is None:
@@ -175,16 +212,24 @@ def tune(
     y, spec = prepared.y, FAMILIES[family]
     outcome: dict[int, tuple[np.ndarray, np.ndarray, int, str]] = {}
 
+    def stop(trial: optuna.Trial, step: int, oof: np.ndarray, oof_noisy: np.ndarray) -> None:
+        if step and reference:  # the race's reference trial: keep the folds it ran
+            outcome[trial.number] = (oof, oof_noisy, step, "time budget")
+        trial.study.stop()  # no more trials either
+        raise optuna.TrialPruned()
+
     def objective(trial: optuna.Trial) -> float:
         params = spec.space(trial)
         oof, oof_noisy = np.full(len(y), np.nan), np.full(len(y), np.nan)
         values: list[float] = []
         for step, fold in enumerate(prepared.splits):
-            if race is not None and race.out_of_time() and (outcome or race.finished):
-                if step and reference:  # the race's reference trial: keep the folds it ran
-                    outcome[trial.number] = (oof, oof_noisy, step, "time budget")
-                raise optuna.TrialPruned()
-            model = clone(spec.make(params, seed)).fit(fold.train_x, fold.train_y)
+            deadline, fit_started = race.fit_deadline(), time.perf_counter()
+            try:
+                deadline.check(expected_s=race.fold_s.get(family, 0.0))
+                model = fit_within(clone(spec.make(params, seed)), fold.train_x, fold.train_y, deadline)
+            except OutOfTime:
+                stop(trial, step, oof, oof_noisy)
+            race.fitted(family, time.perf_counter() - fit_started)
             oof[fold.valid] = model.predict_proba(fold.valid_x)[:, 1]
             oof_noisy[fold.valid] = model.predict_proba(fold.noisy_x)[:, 1]
             yv = y[fold.valid]
@@ -195,7 +240,7 @@ def tune(
             )
             mean = float(np.mean(values))
             trial.report(mean, step)
-            if race is not None and reference and race.trails(family, step, mean):
+            if reference and race.trails(family, step, mean):
                 outcome[trial.number] = (oof, oof_noisy, step + 1, "trails")
                 raise optuna.TrialPruned()
             if trial.should_prune():
@@ -215,10 +260,9 @@ def tune(
         study.enqueue_trial(spec.reference)
     if spec.regularized is not None and (not reference or trials > 1):
         study.enqueue_trial(spec.regularized)
-    timeout = None if race is None or race.deadline is None else max(race.deadline - time.perf_counter(), 0.0)
     # One thread per fit: on a small, busy machine OpenMP/BLAS threads mostly spin against each other.
     with threadpool_limits(1):
-        study.optimize(objective, n_trials=trials, timeout=timeout)
+        study.optimize(objective, n_trials=trials)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if completed:
         best = max(completed, key=lambda t: t.value)
@@ -227,7 +271,7 @@ def tune(
     else:
         return None
     oof, oof_noisy, folds_run, stopped = outcome[best.number]
-    if race is not None and not stopped:
+    if not stopped:
         with race.lock:
             race.finished.add(family)
     return _summarize(
@@ -242,6 +286,7 @@ def tune(
         seconds=time.perf_counter() - started,
         folds_run=folds_run,
         stopped=stopped,
+        fold_fit_s=race.fold_s.get(family, 0.0),
     )
 
 
@@ -283,14 +328,20 @@ def tune_families(
     time_budget_s: float | None = None,
     prepared: Folds | None = None,
     candidates: tuple[str, ...] | None = None,
+    deadline: Deadline | None = None,
+    latest: Deadline | None = None,
+    reserve_fits: float = 0.0,
 ) -> list[Tuned]:
     """Tuning results, best objective first (families that cannot be the candidate last). For `auto`: the race of
     every family's reference params, then up to `trials - 1` more trials for the families within
-    SCREEN_MARGIN of the best, all within `time_budget_s` (None: no limit); `candidates` limits the race
-    to those families (default: all)."""
+    SCREEN_MARGIN of the best, all before `deadline` (default: `time_budget_s` from now; None: no limit)
+    less `reserve_fits` x the slowest fold fit of a family in the race, and before `latest`; `candidates`
+    limits the race to those families (default: all)."""
     robustness = robustness or Robustness()
     prepared = prepared or prepare_folds(df, folds, seed, robustness)
-    race = Race(deadline=None if time_budget_s is None else time.perf_counter() + time_budget_s)
+    race = Race(
+        end=deadline or Deadline.after(time_budget_s), latest=latest or NO_DEADLINE, reserve_fits=reserve_fits
+    )
     common = {"seed": seed, "metric": metric, "robustness": robustness, "prepared": prepared, "race": race}
     if family != "auto":
         return [r for r in [tune(family, trials=trials, **common)] if r is not None]
@@ -300,7 +351,7 @@ def tune_families(
     order = [f for f in SCREEN_ORDER if f in pool] + [f for f in pool if f not in SCREEN_ORDER]
     screened = [r for r in _tune_all(order, trials=1, **common) if r is not None]
     done = [r for r in screened if not r.pruned]
-    best = max(r.objective for r in done)
+    best = max((r.objective for r in screened if r.eligible), default=-np.inf)
     contenders = [r.family for r in done if r.objective >= best - SCREEN_MARGIN]
     more = (
         {
@@ -308,7 +359,7 @@ def tune_families(
             for r in _tune_all(contenders, trials=trials - 1, reference=False, **common)
             if r is not None
         }
-        if trials > 1 and not race.out_of_time()
+        if trials > 1 and contenders and not race.out_of_time()
         else {}
     )
     results = []
@@ -330,13 +381,20 @@ def fit_pipeline(
     rows: pd.DataFrame,
     seed: int,
     robustness: Robustness | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Pipeline:
-    """The family's pipeline fit on labelled `rows` (and their jittered copies, if configured)."""
+    """The family's pipeline fit on labelled `rows` (and their jittered copies, if configured). With a
+    `deadline` (OutOfTime past it) the model is fit by `fit_within` and left unflattened: the same
+    probabilities, for scoring holdouts, not for serving."""
     fit_rows = (robustness or Robustness()).jittered(labelled(rows), seed=seed * 100 + 99)
+    x, y = fit_rows[list(MODEL_INPUT_COLUMNS)], fit_rows[LABEL_COLUMN].to_numpy()
+    estimator = FAMILIES[family].make(params, seed)
     with threadpool_limits(1):
-        return build_pipeline(FAMILIES[family].make(params, seed)).fit(
-            fit_rows[list(MODEL_INPUT_COLUMNS)], fit_rows[LABEL_COLUMN].to_numpy()
-        )
+        if not deadline.bounded:
+            return build_pipeline(estimator).fit(x, y)
+        features = ReadingFeatures()
+        model = fit_within(estimator, features.transform(x), y, deadline)
+        return Pipeline([("features", features), ("model", model)])
 
 
 @dataclass(frozen=True)
@@ -379,6 +437,7 @@ def refit(
     return Final(pipeline, threshold, oof, oof_noisy)
 
 
+@threadpool_limits.wrap(limits=1)
 def nested_cv(
     df: pd.DataFrame,
     *,

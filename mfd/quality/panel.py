@@ -4,7 +4,8 @@ Every training set (raw, cleaned, each augmented set) is scored on the same unto
 (`mfd.modeling.holdout`), and on its shifted copies when given (`noisy_pr_auc`, ...). Grid search uses
 stratified K-fold CV scored by PR AUC (average precision), the metric that matters for a 3 % failure rate;
 the refitted best model is then scored on the holdouts. The time budget is shared out between the training
-sets: each set's grid searches start only while its share (and what earlier sets left) lasts.
+sets: each set's grid searches run only while its share (and what earlier sets left) lasts, and a search
+that would not end within it is not started.
 """
 
 from __future__ import annotations
@@ -209,8 +210,9 @@ def run_panel(
     """One row per (training set, classifier): holdout ROC AUC / PR AUC / F1, times, best params, and
     `<shift>_roc_auc` / `<shift>_pr_auc` on each `shifted` holdout (name -> rows, e.g. `noisy`).
 
-    The k-th training set may start grid searches until k/n of `time_budget_s` is spent; the rows it
-    cannot start are listed with empty scores and a note saying so. A classifier that cannot be fitted
+    The k-th training set may run grid searches until k/n of `time_budget_s` is spent: a search starts only
+    when it would end by then, judged by the same classifier's last search (seconds per training row); the
+    rows it cannot run are listed with empty scores and a note saying so. A classifier that cannot be fitted
     on a set (e.g. QDA with fewer failures than features) gets empty scores and the error as its note.
     """
     config = config or PanelConfig()
@@ -219,16 +221,19 @@ def run_panel(
         raise MfdError("the holdout needs at least one failure and one non-failure to be scored")
     shifted_xy = {name: xy(rows) for name, rows in (shifted or {}).items()}
     started = time.perf_counter()
+    per_row: dict[str, float] = {}  # classifier -> wall seconds of its last search and scoring per row
     rows = []
     for k, (dataset, train) in enumerate(train_sets.items(), start=1):
         share = config.time_budget_s * k / len(train_sets)
         for name in config.classifiers:
-            elapsed = time.perf_counter() - started
+            used = min(len(train), config.max_train_rows.get(name, len(train)))
+            expected = per_row.get(name, 0.0) * used
             row: dict[str, Any] = {"dataset": dataset, "classifier": name}
-            if elapsed > share:
+            if time.perf_counter() - started + expected > share:
                 row["note"] = f"skipped: time budget of {config.time_budget_s:g} s spent"
                 row["train_rows"] = len(train)
             else:
+                search_started = time.perf_counter()
                 try:
                     row |= _search_one(name, train, (hx, hy), config, shifted_xy)
                 except (ValueError, np.linalg.LinAlgError) as exc:
@@ -237,6 +242,7 @@ def run_panel(
                     log(f"{dataset} / {name}: {row['note']}")
                 else:
                     log(f"{dataset} / {name}: PR AUC {row['pr_auc']:.3f} in {row['search_s']:.1f} s")
+                per_row[name] = (time.perf_counter() - search_started) / max(used, 1)
             rows.append(row)
     extra = [f"{shift}_{metric}" for shift in shifted_xy for metric in ("roc_auc", "pr_auc")]
     return pd.DataFrame(rows).reindex(columns=[*TABLE_COLUMNS, *extra])

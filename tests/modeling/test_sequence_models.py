@@ -3,6 +3,8 @@ fault only a window can see, and the `sequence_models` asset against the real ML
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from mfd.errors import MfdError
 from mfd.features import FEATURE_COLUMNS, add_physics, feature_array
+from mfd.modeling.budget import Deadline
 from mfd.modeling.sequence.architectures import AUTOENCODER, CLASSIFIERS
 from mfd.modeling.sequence.models import SequenceSettings, check_architectures, train_sequence_model
 from mfd.modeling.sequence.windows import WindowSplit, split_windows
@@ -160,6 +163,25 @@ def test_a_spent_time_budget_stops_training_after_the_epoch_that_spent_it(split:
     assert train_sequence_model("gru", split, unbudgeted).epochs_run > 1
 
 
+def test_a_passed_deadline_keeps_the_first_epoch_and_starts_no_other(split: WindowSplit) -> None:
+    settings = SequenceSettings(**{**FAST.__dict__, "epochs": 5, "patience": 5})
+    result = train_sequence_model("gru", split, settings, deadline=Deadline(time.perf_counter()))
+    assert result.epochs_run == 1 and np.isfinite(result.test_score).all()
+    assert train_sequence_model("gru", split, settings, deadline=Deadline.after(3600.0)).epochs_run > 1
+
+
+def test_a_bounded_split_samples_training_windows_only(split: WindowSplit) -> None:
+    bounded = split.bounded(200, seed=1)
+    assert len(bounded.train) == 200
+    # every failure window up to half of the sample, the rest normal windows, all from the training part
+    assert bounded.train.failures == min(split.train.failures, 100)
+    rows = {(m, f) for m, f in zip(split.train.machine, split.train.first, strict=True)}
+    assert {(m, f) for m, f in zip(bounded.train.machine, bounded.train.first, strict=True)} <= rows
+    assert bounded.validation is split.validation and bounded.test is split.test
+    assert split.bounded(len(split.train), seed=1) is split and split.bounded(None, seed=1) is split
+    np.testing.assert_array_equal(split.bounded(200, seed=1).train.first, bounded.train.first)  # seeded
+
+
 def test_the_autoencoder_scores_faulty_windows_above_normal_ones(split: WindowSplit) -> None:
     result = train_sequence_model(AUTOENCODER, split, FAST)
     errors, faulty = result.test_score, split.test.y == 1
@@ -199,6 +221,10 @@ def test_asset_logs_one_nested_run_per_architecture(mlflow: MlflowServer) -> Non
     assert "roc_auc" in table and "latency_window_ms" in table
     assert "'lstm_autoencoder'" in table and "'gru'" in table
     assert metadata["time_budget_s"] == config.time_budget_s and metadata["fit_s_total"] > 0
+    # the whole step's budget vs what it spent, per phase
+    assert metadata["budget_s"] == config.time_budget_s
+    assert 0 < metadata["training_s"] + metadata["mlflow_logging_s"] <= metadata["spent_s"]
+    assert "'mlflow_logging'" in str(metadata["budget"])
     assert "data:image/png;base64," in metadata["pr_curves"]
     parent_id = metadata["mlflow_run"].rsplit("/", 1)[-1]
     client = tracking.client()

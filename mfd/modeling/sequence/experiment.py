@@ -3,6 +3,7 @@ params, test metrics, losses per epoch, loss + PR-curve plot and the network; pl
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import mlflow
@@ -13,6 +14,11 @@ from mlflow.models import infer_signature
 from mfd.modeling.sequence.models import SequenceResult, SequenceSettings, comparison_table
 from mfd.modeling.sequence.windows import WindowSplit
 from mfd.plots import draw_pr_curve, table_markdown
+
+# What logging one architecture's nested run (figure, network) takes, about, until one has been logged;
+# and what the parent run's comparison and PR curves plus the step's own plot take.
+SEQUENCE_LOG_RESERVE_S = 1.5
+SEQUENCE_FINISH_RESERVE_S = 1.5
 
 
 def result_figure(result: SequenceResult) -> Figure:
@@ -85,6 +91,52 @@ def _log_result(
     return run.info.run_id
 
 
+class SequenceRuns:
+    """The parent run of a sequence-models step, open while the architectures train: `log` adds each
+    result's nested run as soon as it is trained (so a step's budget sees what logging costs), `finish`
+    the comparison table and all PR curves; `log_s` is the mean seconds one `log` took (None before)."""
+
+    def __init__(
+        self,
+        split: WindowSplit,
+        *,
+        experiment_id: str,
+        settings: SequenceSettings,
+        params: dict[str, object],
+        tags: dict[str, str],
+    ) -> None:
+        self.split, self.experiment_id, self.tags = split, experiment_id, tags
+        self.params = {**params, **asdict(settings)}
+        self.run_ids: dict[str, str] = {}
+        self._log_seconds: list[float] = []
+
+    def __enter__(self) -> SequenceRuns:
+        self._parent = mlflow.start_run(experiment_id=self.experiment_id, run_name="sequence-models")
+        mlflow.set_tags({**self.tags, "kind": "sequence_models"})
+        mlflow.log_params({**self.params, "machines": self.split.machines, "rows_used": self.split.rows_used})
+        mlflow.log_text(table_markdown(self.split.summary()), "windows_by_part.md")
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        mlflow.end_run("FAILED" if error is not None else "FINISHED")
+
+    @property
+    def log_s(self) -> float | None:
+        return float(np.mean(self._log_seconds)) if self._log_seconds else None
+
+    def log(self, result: SequenceResult) -> str:
+        started = time.perf_counter()
+        run_id = _log_result(result, self.split.test.x[:5], self.experiment_id, self.params, self.tags)
+        self.run_ids[result.architecture] = run_id
+        self._log_seconds.append(time.perf_counter() - started)
+        return run_id
+
+    def finish(self, results: list[SequenceResult]) -> LoggedSequenceModels:
+        mlflow.log_text(table_markdown(comparison_table(results)), "comparison.md")
+        mlflow.log_figure(pr_curves_figure(results), "plots/pr_curves.png")
+        return LoggedSequenceModels(self.experiment_id, self._parent.info.run_id, dict(self.run_ids))
+
+
 def log_sequence_models(
     results: list[SequenceResult],
     split: WindowSplit,
@@ -96,14 +148,9 @@ def log_sequence_models(
 ) -> LoggedSequenceModels:
     """A parent run (split params and counts, comparison table, all PR curves) with one nested run per
     result; runs end FAILED if anything raises."""
-    run_params = {**params, **asdict(settings)}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="sequence-models") as parent:
-        mlflow.set_tags({**tags, "kind": "sequence_models"})
-        mlflow.log_params({**run_params, "machines": split.machines, "rows_used": split.rows_used})
-        mlflow.log_text(table_markdown(split.summary()), "windows_by_part.md")
-        mlflow.log_text(table_markdown(comparison_table(results)), "comparison.md")
-        mlflow.log_figure(pr_curves_figure(results), "plots/pr_curves.png")
-        run_ids = {
-            r.architecture: _log_result(r, split.test.x[:5], experiment_id, run_params, tags) for r in results
-        }
-    return LoggedSequenceModels(experiment_id, parent.info.run_id, run_ids)
+    with SequenceRuns(
+        split, experiment_id=experiment_id, settings=settings, params=params, tags=tags
+    ) as runs:
+        for result in results:
+            runs.log(result)
+        return runs.finish(results)

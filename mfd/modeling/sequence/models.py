@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mfd.errors import MfdError
+from mfd.modeling.budget import NO_DEADLINE, Deadline
 from mfd.modeling.metrics import best_threshold, scores
 from mfd.modeling.sequence.architectures import ARCHITECTURES, AUTOENCODER
 from mfd.modeling.sequence.windows import WindowSplit
@@ -78,11 +79,15 @@ def check_architectures(names: list[str]) -> None:
 
 
 def train_sequence_model(
-    architecture: str, split: WindowSplit, settings: SequenceSettings | None = None
+    architecture: str,
+    split: WindowSplit,
+    settings: SequenceSettings | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> SequenceResult:
     """Fit `architecture` on the training windows (the autoencoder on the normal ones only, with early
     stopping on the normal validation windows), choose the F1-best threshold on all validation windows and
-    score the test windows."""
+    score the test windows, all by `deadline` (the epochs stop early enough for the scoring, see
+    `nets.fit`; the first epoch always runs)."""
     check_architectures([architecture])
     problem = split.problem()
     if problem:
@@ -101,7 +106,7 @@ def train_sequence_model(
         torch.manual_seed(settings.seed)
         started = time.perf_counter()
         network = nets.build_network(architecture, train, settings.hidden)
-        losses = nets.fit(network, train, validation, **loop)
+        losses = nets.fit(network, train, validation, **loop, deadline=deadline)
         fit_seconds = time.perf_counter() - started
         threshold = best_threshold(split.validation.y, nets.score(network, split.validation.x))
         test_score = nets.score(network, split.test.x)

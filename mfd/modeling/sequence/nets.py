@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mfd.modeling.budget import NO_DEADLINE, Deadline
 from mfd.modeling.sequence.architectures import AUTOENCODER, CLASSIFIERS
 from mfd.modeling.sequence.windows import Windows
 
@@ -133,30 +134,41 @@ def fit(
     max_pos_weight: float,
     seed: int,
     time_budget_s: float | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> pd.DataFrame:
     """Adam over shuffled batches (seeded); keeps the weights of the epoch with the lowest validation loss
-    and stops after `patience` epochs without improvement, or after the epoch that spent `time_budget_s`.
-    Returns the losses per epoch."""
+    and stops after `patience` epochs without improvement, after the epoch that spent `time_budget_s`, or,
+    from the second epoch on, at `deadline`: no epoch starts unless it and as long again (the scoring that
+    follows) fit before it, and an epoch it cuts short is dropped. Returns the losses per epoch."""
     started = time.perf_counter()
     loss_fn = _loss_fn(network, train.y, max_pos_weight)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     x, y = _tensor(train.x), torch.from_numpy(train.y.astype("float32"))
     vx, vy = _tensor(validation.x), torch.from_numpy(validation.y.astype("float32"))
-    history, best, best_state, waited = [], np.inf, None, 0
+    history, best, best_state, waited, epoch_s = [], np.inf, None, 0, 0.0
     for _ in range(epochs):
+        if history and deadline.remaining() < 2 * epoch_s:
+            break
+        epoch_started = time.perf_counter()
         network.train()
-        total = 0.0
+        total, cut = 0.0, False
         for batch in torch.randperm(len(x), generator=generator).split(batch_size):
+            if history and deadline.passed():
+                cut = True
+                break
             optimizer.zero_grad()
             loss = loss_fn(x[batch], y[batch])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
+        if cut:
+            break
         network.eval()
         with torch.inference_mode():
             valid = loss_fn(vx, vy).item()
         history.append({"train_loss": total / len(x), "validation_loss": valid})
+        epoch_s = time.perf_counter() - epoch_started
         if valid < best:
             best, best_state, waited = valid, copy.deepcopy(network.state_dict()), 0
         else:

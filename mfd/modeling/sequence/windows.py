@@ -11,7 +11,7 @@ readings than a window needs, e.g. AI4I, where every product id is one reading) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,19 @@ class WindowSplit:
         """Windows and failures per part."""
         rows = [{"part": k, "windows": len(w), "failures": w.failures} for k, w in self.parts().items()]
         return pd.DataFrame(rows).set_index("part")
+
+    def bounded(self, max_train: int | None, seed: int) -> WindowSplit:
+        """This split with at most `max_train` training windows: every failure window (up to half of them)
+        and a seeded sample of the others; validation and test windows stay as they are."""
+        if max_train is None or len(self.train) <= max_train:
+            return self
+        rng = np.random.default_rng(seed)
+        failures, normal = np.flatnonzero(self.train.y == 1), np.flatnonzero(self.train.y == 0)
+        failures = rng.choice(failures, min(len(failures), max_train // 2), replace=False)
+        normal = rng.choice(normal, max_train - len(failures), replace=False)
+        keep = np.zeros(len(self.train), dtype=bool)
+        keep[np.concatenate([failures, normal])] = True
+        return replace(self, train=self.train.subset(keep))
 
     def problem(self) -> str | None:
         """Why these windows cannot train and score a model, or None if they can."""
