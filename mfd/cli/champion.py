@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from mfd.detection.shadow import challenger_version
 from mfd.modeling.experiment import tracking_from_settings
 from mfd.modeling.model_io import load_model_version
@@ -46,16 +44,9 @@ def compare(args: argparse.Namespace) -> int:
         )
         return 1
     versions = {f"challenger v{challenger}": challenger, f"champion v{status.version}": status.version}
-    holdout = {
-        row: {
-            k[len("holdout_") :]: v
-            for k, v in client.get_model_version(name, v).tags.items()
-            if k.startswith("holdout_")
-        }
-        for row, v in versions.items()
-    }
-    print("holdout (at registration):")
-    print(table_markdown(pd.DataFrame.from_dict(holdout, orient="index")))
+    holdout, which = registry.recorded_holdout(client, name, challenger, status.version)
+    print(f"holdout ({which}):")
+    print(table_markdown(holdout))
     engine = store.create_engine(settings.readings_url)
     store.ensure_tables(engine)
     window = label_window(args.horizon)

@@ -380,6 +380,25 @@ def _scores(tags: dict[str, str], prefix: str) -> dict[str, float]:
     return out
 
 
+def recorded_holdout(
+    client: MlflowClient, name: str, challenger: str, champion: str
+) -> tuple[pd.DataFrame, str]:
+    """The holdout scores recorded for the challenger and the champion (one row each), and which holdout:
+    the challenger's gate record when it was compared with this champion (one holdout for both), else each
+    version's own registration holdout."""
+    tags = dict(client.get_model_version(name, challenger).tags)
+    if tags.get(GATE_CHAMPION_TAG) == champion:
+        theirs, note = (
+            _scores(tags, CHAMPION_SCORE_PREFIX),
+            "the challenger's, both scored at its registration",
+        )
+    else:
+        theirs = _scores(dict(client.get_model_version(name, champion).tags), "holdout_")
+        note = "each version's own, at its registration"
+    rows = [_scores(tags, "holdout_"), theirs]
+    return pd.DataFrame(rows, index=[f"challenger v{challenger}", f"champion v{champion}"]), note
+
+
 def promote_challenger(client: MlflowClient, name: str, engine: Engine, gate: ShadowGate) -> Decision:
     """Decide on the version under `challenger` now that it has shadowed: its recorded holdout verdict
     against the champion (`promote_candidate`) combined with the shadow evidence stored in `engine`.

@@ -5,6 +5,7 @@ refused with that reason, one whose evidence is good takes over. Every verdict c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sqlalchemy.engine import Engine
 
+from mfd.cli.main import main
 from mfd.detection.batches import score_batch
 from mfd.detection.shadow import score_shadow
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, load_version, log_failure_model
@@ -180,6 +182,39 @@ def test_a_challenger_alerting_far_more_than_the_champion_is_refused(
     assert table.loc[f"champion v{before}", "shadow_alerts"] == champion_alerts
     tags = champion.client().get_model_version(champion.model_name, eager).tags
     assert tags[registry.SHADOW_VERDICT_TAG].startswith("shadow evidence against")
+
+
+def test_champion_compare_prints_holdout_shadow_and_replay_side_by_side(
+    weak: Tracking,
+    model_uri: str,
+    store: ReadingsStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    champion = weak
+    before = _champion(champion)
+    twin = _register(champion, model_uri, 0.5, store.engine).challenger
+    _score(champion, store.engine, twin, 1500)
+    monkeypatch.setenv("MFD_DATABASE_URL", store.url)
+    monkeypatch.setenv("MFD_MLFLOW_TRACKING_URI", champion.tracking_uri)
+    monkeypatch.setenv("MFD_MODEL_NAME", champion.model_name)
+    capsys.readouterr()
+    assert main(["champion", "compare", "--days", "100000"]) == 0
+    out = capsys.readouterr().out
+    holdout, rest = out.split("shadow (readings both scored):")
+    shadow, replay = rest.split("replay of the last 100000 days (1500 readings")
+    tags = champion.client().get_model_version(champion.model_name, twin).tags
+    assert holdout.startswith("holdout (the challenger's, both scored at its registration):")
+    for tag in ("holdout_pr_auc", f"{registry.CHAMPION_SCORE_PREFIX}pr_auc"):  # 1 and about 0.54
+        assert f"{float(tags[tag]):.4g}"[:4] in holdout
+    both = _both(store.engine, twin)
+    agreement = float((both["label_p"] == both["label_s"]).mean())
+    for section in (holdout, shadow, replay):
+        assert f"challenger v{twin}" in section and f"champion v{before}" in section
+    assert f"{agreement:.4g}"[:4] in shadow
+    alerts = _alerts(store.engine, twin)
+    assert all(re.search(rf"\b{n}\b", shadow) for n in alerts), shadow
+    assert "replay not worse" in replay or "replay worse" in replay, replay
 
 
 def test_a_challenger_with_good_shadow_evidence_takes_over(
