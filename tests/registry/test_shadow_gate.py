@@ -28,7 +28,15 @@ from mfd.registry import promotion as registry
 from mfd.registry.shadow_evidence import HOLDOUT, ShadowGate
 from mfd.schema import LABEL_COLUMN
 from mfd.storage.tables import predictions, readings, shadow_predictions
-from mfd_assets.training import ShadowGateConfig, promote_challenger
+from mfd_assets.training import (
+    CandidateModelConfig,
+    ChampionModelConfig,
+    ShadowGateConfig,
+    candidate_model,
+    champion_model,
+    holdout,
+    promote_challenger,
+)
 from mfd_resources import ReadingsStore, Tracking
 
 pytestmark = pytest.mark.integration
@@ -243,3 +251,39 @@ def test_a_challenger_with_good_shadow_evidence_takes_over(
     assert f"PR AUC on 1500 labelled {pr_aucs[0]:.4f} vs {pr_aucs[1]:.4f}" in meta["reason"]
     assert _champion(champion) == twin != before
     assert registry.history(champion.client(), champion.model_name)[-1] == twin
+
+
+def test_champion_model_with_the_shadow_gate_reports_a_new_version_without_evidence(
+    weak: Tracking, store: ReadingsStore
+) -> None:
+    """The asset path: champion_model with shadow_gate on registers the candidate, finds no shadow rows
+    of the new version in the readings store, keeps the champion and says so in its metadata."""
+    champion = weak
+    before = _champion(champion)
+    frame = load_ai4i().head(3000).copy()
+    frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype="int64"))
+
+    @dg.asset(name="training_set")
+    def training_set() -> pd.DataFrame:
+        return frame
+
+    @dg.asset(name="cleaned_set", deps=[training_set])
+    def cleaned_set() -> pd.DataFrame:
+        return frame
+
+    result = dg.materialize(
+        [training_set, cleaned_set, holdout, candidate_model, champion_model],
+        resources={"tracking": champion, "readings_store": store},
+        run_config=dg.RunConfig(
+            {
+                "candidate_model": CandidateModelConfig(family="logreg", folds=2, trials=1),
+                "champion_model": ChampionModelConfig(margin=-1.0, replay_days=0, shadow_gate=True),
+            }
+        ),
+    )
+    [event] = result.asset_materializations_for_node("champion_model")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    insufficient = "shadow evidence insufficient: 0 readings scored by both (need 1000)"
+    assert meta["promoted"] is False and insufficient in meta["reason"]
+    assert meta["shadow_verdict"] == insufficient and _champion(champion) == before
+    assert "shadow_readings" in [c.name for c in meta["scores"].schema.columns]
