@@ -9,6 +9,7 @@ asked whether they answer, and stopped; commands that run until Ctrl-C get a SIG
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -311,6 +312,20 @@ def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
     return output or process.communicate()
 
 
+def _wait_until_streaming(root: Path, process: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    """Until the streaming generator has written to its sink (readings.db, incoming/ or its stdout), at most
+    `timeout_s`, plus a few seconds: a reader presses Ctrl-C on a running stream, not on an interpreter still
+    importing (under load a Ctrl-C 4 s after the start was once not answered within a minute)."""
+    started = time.time()
+    sinks = [root / ".mfd" / "readings.db", root / "incoming"]
+    while time.time() < started + timeout_s and process.poll() is None:
+        written = [p for sink in sinks if sink.exists() for p in (sink, *sink.glob("*")) if p.is_file()]
+        if any(p.stat().st_mtime > started for p in written) or select.select([process.stdout], [], [], 0)[0]:
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+
+
 def _run(step: Step, root: Path, env: dict[str, str]) -> str | None:
     """None when the step worked as documented, else what went wrong."""
     if step.how == "skip":
@@ -355,7 +370,7 @@ def _run(step: Step, root: Path, env: dict[str, str]) -> str | None:
     )
     try:
         if step.how == "interrupt":
-            time.sleep(4)
+            _wait_until_streaming(root, process)
             out, err = _stop(process)
             worked = process.returncode == 0 and "interrupted" in out
             return None if worked else f"exit {process.returncode} after SIGINT:\n{_tail((out, err))}"
