@@ -158,9 +158,6 @@ def _rows_of(
     return [{"family": tuned.family, "shift": name, **s} for name, s in out.items()]
 
 
-# One thread per fit and per prediction (two at a time): on a small, busy machine OpenMP threads mostly
-# spin against each other (10,000 blend predictions took 8x the CPU with two threads at load 15).
-@threadpool_limits.wrap(limits=1)
 def train_candidate(
     df: pd.DataFrame,
     *,
@@ -190,8 +187,7 @@ def train_candidate(
     caller's running budget, bounds it, less `reserve_s` the caller keeps for what follows, e.g. MLflow
     logging): the race gets at most TUNING_SHARE of it and ends early enough for the winner's refit and
     cross-source fits (REFIT_FOLDS of its fold fits); the other families' fits after it are cut at the
-    deadline. `candidates` limits `auto` to those families. Everything runs on one thread per fit, the
-    latency measurement included."""
+    deadline. `candidates` limits `auto` to those families."""
     spent = spent or Spent(time_budget_s)
     check_family(family)
     if calibration not in CALIBRATIONS:
@@ -209,7 +205,7 @@ def train_candidate(
             assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
         tuning, held = labelled(df), labelled(holdout)
         prepared = prepare_folds(tuning, folds, seed, robustness)
-    with spent.phase("tuning"):
+    with spent.phase("tuning"), threadpool_limits(1):  # the racing threads' limits nest inside this one
         results = tune_families(
             family,
             tuning,
@@ -235,7 +231,14 @@ def train_candidate(
     jobs = [_FitJob(best, s, NO_DEADLINE) for s in sources]
     jobs += [_FitJob(r, "tuning", optional) for r in others]
     jobs += [_FitJob(r, s, optional) for r in others for s in sources]
-    with spent.phase("refit_and_shifted_holdouts"), ThreadPoolExecutor(2) as pool_:
+    # One thread per fit and prediction, two at a time: on a small, busy machine OpenMP threads mostly spin
+    # against each other (10,000 blend predictions took 8x the CPU with two threads at load 15). The
+    # latency below is measured as the model is served, with the default threads.
+    with (
+        spent.phase("refit_and_shifted_holdouts"),
+        threadpool_limits(1),
+        ThreadPoolExecutor(2) as pool_,
+    ):
         refitted = pool_.submit(
             refit, best, tuning, prepared, seed=seed, robustness=robustness, calibration=calibration
         )
