@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal
@@ -13,9 +14,18 @@ from sqlalchemy.engine import Engine
 from mfd.storage import readings as store
 from mfd.validation import TimestampWindow
 
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    # One engine per URL and process. Locked: the code server evaluates sensors on threads, and two
+    # first ticks creating the tables at once collide in PostgreSQL's catalog (UniqueViolation on pg_type).
+    with _ENGINE_LOCK:
+        return _created_engine(url)
+
 
 @cache
-def _engine(url: str) -> Engine:
+def _created_engine(url: str) -> Engine:
     engine = store.create_engine(url)
     store.ensure_tables(engine)
     return engine

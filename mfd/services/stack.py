@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "deploy" / "Procfile"
 INSTANCE_YAML = REPO / "deploy" / "dagster" / "dagster.yaml"
 CODE_SERVER = REPO / "deploy" / "dagster" / "code_server.py"
+AFTER_CODE_SERVER = REPO / "deploy" / "dagster" / "after_code_server.py"
 SERVICES = ("postgres", "s3", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "bento")
 BUCKET = "mfd"
 MLFLOW_BUCKET = "mfd-mlflow"
@@ -329,11 +330,6 @@ def _workspace(stack: Stack) -> Path:
     return path
 
 
-def _wait_for_code_server(stack: Stack) -> None:
-    """Until the code server has loaded the code location (imports take a while on a busy machine)."""
-    wait_until(stack.code_ready, "stack code server", timeout=900)
-
-
 def _wait_for_champion(stack: Stack) -> None:
     while stack.champion_version() is None:
         time.sleep(5)
@@ -365,8 +361,7 @@ def prepare(stack: Stack, service: str) -> tuple[list[str], int]:
         cmd += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/", "--host", "127.0.0.1"]
         return cmd + ["--port", str(ports.mlflow), "--workers", "1"], signal.SIGTERM
     if service == "dagster-code":
-        _ensure_databases(stack)
-        _ensure_buckets(stack)
+        _ensure_databases(stack)  # not the buckets: the location loads without S3 (the daemon waits for them)
         _dagster_home(stack)
         # `dagster api grpc` whose runs fork from a process that imported the location once
         # (deploy/dagster/code_server.py): a run starts in well under a second instead of re-importing.
@@ -376,18 +371,14 @@ def prepare(stack: Stack, service: str) -> tuple[list[str], int]:
         _ensure_databases(stack)
         _dagster_home(stack)
         workspace = str(_workspace(stack))
-        _wait_for_code_server(stack)
         if service == "dagster-daemon":
-            return ["dagster-daemon", "run", "-w", workspace], signal.SIGTERM
-        return [
-            "dagster-webserver",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(ports.dagster),
-            "-w",
-            workspace,
-        ], signal.SIGTERM
+            _ensure_buckets(stack)  # the sensors list them
+            args = ["run", "-w", workspace]
+        else:
+            args = ["-h", "127.0.0.1", "-p", str(ports.dagster), "-w", workspace]
+        # Imports while the code server loads the location, then starts once it serves.
+        code = f"127.0.0.1:{ports.dagster_code}"
+        return [sys.executable, str(AFTER_CODE_SERVER), code, service, *args], signal.SIGTERM
     if service == "bento":
         _wait_for_champion(stack)
         cmd = ["bentoml", "serve", "bento.service:MachineFailureService", "--host", "127.0.0.1"]
@@ -452,15 +443,40 @@ def run(stack: Stack, service: str) -> int:
     return 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process under `pid`, read from /proc (bentoml's workers leave its process group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def hold(stack: Stack, service: str) -> None:
-    """Stop `service` (SIGKILL: a crash) and keep it down until `release`."""
+    """Stop `service` (SIGKILL of it and every process under it: a crash) and keep it down until `release`."""
     _hold_file(stack, service).touch()
     pid_file = _pid_file(stack, service)
     if pid_file.exists():
+        pid = int(pid_file.read_text())
+        tree = _descendants(pid)
         try:
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for child in tree:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def release(stack: Stack, service: str) -> None:

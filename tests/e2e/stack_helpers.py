@@ -5,6 +5,7 @@ session fixtures `running_stack` and `pipeline` in tests/conftest.py call these.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dagster_graphql import DagsterGraphQLClient
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from mfd.services import free_port
 from mfd.services.stack import Ports, Stack
@@ -223,3 +224,36 @@ def run_pipeline(running_stack: RunningStack) -> Pipeline:
     phase("every reading scored (s)")
     print(f"\ne2e pipeline on the stack: {figures}")
     return Pipeline(generated, files, materialize_run, training_run, champion, figures)
+
+
+RUNS_QUERY = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    ... on Runs {
+      results { runId jobName status creationTime startTime endTime tags { key value } }
+    }
+  }
+}
+"""
+
+
+def runs(running: RunningStack, **run_filter: Any) -> list[dict]:
+    """The runs matching a GraphQL RunsFilter (e.g. pipelineName=..., statuses=[...]), newest first; each
+    with its tags as a dict."""
+    try:
+        data = running.graphql()._execute(RUNS_QUERY, {"filter": run_filter})  # noqa: SLF001
+    except DagsterGraphQLClientError:
+        # After a PostgreSQL restart the webserver's pooled connection (no pre-ping) fails one query, then
+        # reconnects: docs/operating.md.
+        data = running.graphql()._execute(RUNS_QUERY, {"filter": run_filter})  # noqa: SLF001
+    found = data["runsOrError"]["results"]
+    return [{**run, "tags": {t["key"]: t["value"] for t in run["tags"]}} for run in found]
+
+
+def asset_events(running: RunningStack, asset: str, limit: int = 1) -> list[dict]:
+    """The asset's latest materializations through deploy/graphql/runs.py's `events` (the documented
+    example): run id, time, partition and metadata {label: value}."""
+    spec = importlib.util.spec_from_file_location("graphql_runs", REPO / "deploy" / "graphql" / "runs.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.events(running.graphql(), asset, limit)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from stack_helpers import ROWS_PER_FILE, Pipeline, RunningStack, generate
+from stack_helpers import ROWS_PER_FILE, Pipeline, RunningStack, generate, runs
 
 pytestmark = pytest.mark.integration
 
@@ -141,4 +141,12 @@ def test_freshness_of_new_files_on_the_stack(running_stack: RunningStack, pipeli
         f"\nfreshness on the stack (file written -> prediction stored), {added} readings: "
         f"p50 {np.percentile(lags, 50):.1f} s, p95 {np.percentile(lags, 95):.1f} s"
     )
+    for job in ("ingest_readings_job", "prediction_job"):
+        waits = [
+            r["startTime"] - r["creationTime"] for r in runs(running, pipelineName=job) if r["startTime"]
+        ]
+        print(
+            f"{job} requested -> started over {len(waits)} runs: median {np.median(waits):.1f} s, "
+            f"max {max(waits):.1f} s"
+        )
     assert (lags > 0).all()

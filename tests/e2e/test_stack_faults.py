@@ -1,6 +1,7 @@
-"""Faults on the running stack (after the happy path): the S3 server down for 60 s while files arrive, and
-MLflow down. Services are stopped the way they fail (SIGKILL) and held down by their supervisor
-(`python -m mfd.services.stack hold|release <service>`); counts stay exact."""
+"""Faults on the running stack (after the happy path): the S3 server down for 60 s while files arrive,
+PostgreSQL crashing under running ingestion runs, `bentoml serve` killed, and MLflow down. Services are
+stopped the way they fail (SIGKILL) and held down by their supervisor (`python -m mfd.services.stack
+hold|release <service>`); counts stay exact."""
 
 from __future__ import annotations
 
@@ -8,10 +9,27 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from stack_helpers import ROWS_PER_FILE, Pipeline, RunningStack, generate, launch, wait_for_run
+from stack_helpers import (
+    ROWS_PER_FILE,
+    Pipeline,
+    RunningStack,
+    asset_events,
+    generate,
+    launch,
+    runs,
+    wait_for_run,
+)
+
+from mfd.services.stack import hold, release
 
 pytestmark = pytest.mark.integration
 
+# Longer than Dagster's and mfd's connection retries (~6 s): the runs in flight fail and are retried.
+PG_DOWN_S = 15
+IN_FLIGHT = ["STARTING", "STARTED"]
+SENSORS_QUERY = """
+query { repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name sensorState { status } } } } } }
+"""
 RUN_FAILURE_QUERY = """
 query Failures($runId: ID!) {
   runOrError(runId: $runId) {
@@ -74,6 +92,81 @@ def test_s3_down_for_60_s_while_files_arrive(running_stack: RunningStack, pipeli
         timeout=600,
     )
     assert running.scalar("SELECT count(*) FROM predictions") == readings + added
+
+
+def test_postgres_crash_under_running_ingestion_runs_retries_them_counts_exact(
+    running_stack: RunningStack, pipeline: Pipeline
+) -> None:
+    running = running_stack
+    readings, predictions = (running.scalar(f"SELECT count(*) FROM {t}") for t in ("readings", "predictions"))
+    files = _processed(running)
+    added = generate(running, 2 * ROWS_PER_FILE, 13, "--start", _hours_ahead(6), "--interval", "1")
+    in_flight = running.wait(
+        lambda: runs(running, pipelineName="ingest_readings_job", statuses=IN_FLIGHT),
+        "an ingestion run in flight",
+        timeout=300,
+    )
+    hold(running.stack, "postgres")  # in-process, no CLI start-up: the run is still in flight
+    try:
+        time.sleep(PG_DOWN_S)
+    finally:
+        release(running.stack, "postgres")
+    running.wait(
+        lambda: (
+            _incoming(running) == 0
+            and running.scalar("SELECT count(*) FROM predictions") == predictions + added
+        ),
+        "both files ingested and scored after PostgreSQL came back",
+        timeout=600,
+    )
+    assert running.scalar("SELECT count(*) FROM readings") == readings + added  # none lost, none twice
+    assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == readings + added
+    assert _processed(running) == files + 2
+    # The runs caught by the crash failed and their run retries (dagster.yaml run_retries) succeeded.
+    ended = {run["runId"]: run for run in runs(running, pipelineName="ingest_readings_job")}
+    crashed = [ended[run["runId"]] for run in in_flight]
+    assert {run["status"] for run in crashed} == {"FAILURE"}, crashed
+    for run in crashed:
+        retries = [r for r in ended.values() if r["tags"].get("dagster/parent_run_id") == run["runId"]]
+        assert [r["status"] for r in retries] == ["SUCCESS"], (run["runId"], retries)
+    # The webserver holds one pooled connection per storage (runs, events, schedules) without a pre-ping:
+    # each fails one query after the restart, then reconnects. Until all three answer, launching fails.
+    running.wait(
+        lambda: (
+            runs(running, pipelineName="ingest_readings_job")
+            and asset_events(running, "prediction_batches")
+            and running.graphql()._execute(SENSORS_QUERY)["repositoriesOrError"]["nodes"]  # noqa: SLF001
+        ),
+        "the webserver answers from every storage again",
+        timeout=120,
+    )
+
+
+def test_bento_killed_detection_goes_on_in_process_and_says_so(
+    running_stack: RunningStack, pipeline: Pipeline
+) -> None:
+    running = running_stack
+    total = running.scalar("SELECT count(*) FROM readings")
+    last_id = running.scalar("SELECT max(id) FROM readings")
+    hold(running.stack, "bento")
+    try:
+        running.wait(lambda: not running.stack.health()["bento"], "bentoml serve down", timeout=60)
+        added = generate(running, ROWS_PER_FILE, 14, "--start", _hours_ahead(7), "--interval", "1")
+        running.wait(
+            lambda: running.scalar("SELECT count(*) FROM predictions") == total + added,
+            "readings scored with the service down",
+            timeout=600,
+        )
+    finally:
+        release(running.stack, "bento")
+    assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == total + added
+    batches = [
+        e for e in asset_events(running, "prediction_batches", 10) if e["metadata"]["first_id"] > last_id
+    ]
+    url = running.env["MFD_SERVICE_URL"]
+    assert {e["metadata"]["scored_by"] for e in batches} == {f"in-process (service at {url} down)"}
+    assert {e["metadata"]["model_version"] for e in batches} == {pipeline.champion}
+    assert sum(e["metadata"]["rows_scored"] for e in batches) == added
 
 
 def test_mlflow_down_detection_goes_on_and_training_fails_naming_the_setting(
