@@ -154,8 +154,10 @@ def explain_events(
         },
         index=failed.index,
     )
-    explainer = explainer or explainer_for(model.name, model.version, model.pyfunc.get_raw_model())
     rows = failed[chosen]
+    if rows.empty:  # explain_limit 0: nearest rules only, no SHAP
+        return out
+    explainer = explainer or explainer_for(model.name, model.version, model.pyfunc.get_raw_model())
     out.loc[rows.index, "top_features"] = top_features(rows, explainer.explain(rows))
     out.loc[rows.index, "explainer"] = f"shap {explainer.kind}"
     return out

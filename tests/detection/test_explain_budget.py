@@ -40,3 +40,13 @@ def test_events_over_the_budget_keep_their_rule_but_no_shap() -> None:
     assert (
         out["nearest_rule"].map(lambda r: r["rule"]).isin(["heat_dissipation", "power", "overstrain"]).all()
     )
+
+
+def test_a_budget_of_zero_gives_rules_only_and_never_builds_an_explainer() -> None:
+    ai4i = load_ai4i()
+    failed = ai4i[ai4i[LABEL_COLUMN] == 1].head(3).assign(machine_id=["a", "b", "c"])
+    # model None: building an explainer would fail, so the rules-only path must not reach it
+    out = explain_events(None, failed, np.array([0.9, 0.8, 0.7]), limit=0)  # type: ignore[arg-type]
+    assert out["top_features"].eq("[]").all()
+    assert out["explainer"].str.contains("budget of 0").all()
+    assert out["nearest_rule"].map(lambda r: r["rule"]).notna().all()
