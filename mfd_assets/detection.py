@@ -15,6 +15,7 @@ from mfd.detection.drift import drift_figure, drift_table, read_recent
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
+from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import AlertWebhooks, ReadingsStore, Tracking
 
@@ -95,29 +96,33 @@ def prediction_batches(
     invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
     invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
     return dg.MaterializeResult(
-        metadata={
-            "first_id": config.first_id,
-            "last_id": config.last_id,
-            "rows_read": result.rows_read,
-            "rows_scored": result.rows_scored,
-            "failures": result.failures,
-            "invalid_rows": result.invalid_rows,
-            "model": f"{result.model_name} v{result.model_version}",
-            "model_version": result.model_version,
-            "model_source": champion.source,
-            "registry_fallback": champion.fallback,
-            "registry_error": champion.registry_error or "",
-            "scored_by": scored_by,
-            "latency_s": dg.MetadataValue.float(round(latency, 3)),
-            "rows_per_s": dg.MetadataValue.float(round(result.rows_scored / latency, 1) if latency else 0.0),
-            "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
-            "thresholds_by_machine_type": dg.MetadataValue.json(
-                result.thresholds or {"all": champion.model.threshold}
-            ),
-            **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
-            "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
-            "failure_events": table_metadata(result.events.head(20)),
-        },
+        metadata=rounded(
+            {
+                "first_id": config.first_id,
+                "last_id": config.last_id,
+                "rows_read": result.rows_read,
+                "rows_scored": result.rows_scored,
+                "failures": result.failures,
+                "invalid_rows": result.invalid_rows,
+                "model": f"{result.model_name} v{result.model_version}",
+                "model_version": result.model_version,
+                "model_source": champion.source,
+                "registry_fallback": champion.fallback,
+                "registry_error": champion.registry_error or "",
+                "scored_by": scored_by,
+                "latency_s": dg.MetadataValue.float(round(latency, 3)),
+                "rows_per_s": dg.MetadataValue.float(
+                    round(result.rows_scored / latency, 1) if latency else 0.0
+                ),
+                "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
+                "thresholds_by_machine_type": dg.MetadataValue.json(
+                    result.thresholds or {"all": champion.model.threshold}
+                ),
+                **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
+                "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
+                "failure_events": table_metadata(result.events.head(20)),
+            }
+        ),
         check_results=[
             dg.AssetCheckResult(
                 check_name="valid_readings",
@@ -187,15 +192,17 @@ def alert_deliveries(
     )
     status = outbox_status(readings_store.engine)
     return dg.MaterializeResult(
-        metadata={
-            "delivered": report.delivered,
-            "suppressed": report.suppressed,
-            "failed": report.failed,
-            "errors": dg.MetadataValue.json(sorted(set(report.errors))[:20]),
-            "outbox_by_status": dg.MetadataValue.json(status),
-            "pending": status.get("pending", 0),
-            "summary": report.line(),
-        }
+        metadata=rounded(
+            {
+                "delivered": report.delivered,
+                "suppressed": report.suppressed,
+                "failed": report.failed,
+                "errors": dg.MetadataValue.json(sorted(set(report.errors))[:20]),
+                "outbox_by_status": dg.MetadataValue.json(status),
+                "pending": status.get("pending", 0),
+                "summary": report.line(),
+            }
+        )
     )
 
 
@@ -210,19 +217,21 @@ def drift_report(config: DriftConfig, readings_store: ReadingsStore) -> dg.Outpu
     table = drift_table(reference, recent, config.psi_threshold, config.ks_threshold)
     return dg.Output(
         table,
-        metadata={
-            "recent_rows": len(recent),
-            "recent_ids": f"{recent['id'].min()}..{recent['id'].max()}",
-            "reference": f"AI4I 2020 ({len(reference)} rows)",
-            "drifted_features": dg.MetadataValue.json(table.index[table["drifted"]].tolist()),
-            "max_psi": dg.MetadataValue.float(round(float(table["psi"].max()), 4)),
-            "psi_threshold": config.psi_threshold,
-            "ks_threshold": config.ks_threshold,
-            "drift": table_metadata(table),
-            "histograms": dg.MetadataValue.md(
-                png_markdown(drift_figure(reference, recent, table), "reference vs recent")
-            ),
-        },
+        metadata=rounded(
+            {
+                "recent_rows": len(recent),
+                "recent_ids": f"{recent['id'].min()}..{recent['id'].max()}",
+                "reference": f"AI4I 2020 ({len(reference)} rows)",
+                "drifted_features": dg.MetadataValue.json(table.index[table["drifted"]].tolist()),
+                "max_psi": dg.MetadataValue.float(round(float(table["psi"].max()), 4)),
+                "psi_threshold": config.psi_threshold,
+                "ks_threshold": config.ks_threshold,
+                "drift": table_metadata(table),
+                "histograms": dg.MetadataValue.md(
+                    png_markdown(drift_figure(reference, recent, table), "reference vs recent")
+                ),
+            }
+        ),
     )
 
 
@@ -234,9 +243,13 @@ def drift_within_thresholds(drift_report: pd.DataFrame) -> dg.AssetCheckResult:
         passed=drifted.empty,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"drift in {', '.join(drifted.index)}" if len(drifted) else "no feature drifted",
-        metadata={
-            "drifted_features": dg.MetadataValue.json(drifted.index.tolist()),
-            "max_psi": dg.MetadataValue.float(round(float(drift_report["psi"].max()), 4)),
-            "max_ks_statistic": dg.MetadataValue.float(round(float(drift_report["ks_statistic"].max()), 4)),
-        },
+        metadata=rounded(
+            {
+                "drifted_features": dg.MetadataValue.json(drifted.index.tolist()),
+                "max_psi": dg.MetadataValue.float(round(float(drift_report["psi"].max()), 4)),
+                "max_ks_statistic": dg.MetadataValue.float(
+                    round(float(drift_report["ks_statistic"].max()), 4)
+                ),
+            }
+        ),
     )

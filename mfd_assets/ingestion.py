@@ -15,7 +15,7 @@ from mfd.ingestion.incoming import object_key
 from mfd.ingestion.layouts import PERIPHERAL, READINGS
 from mfd.storage import readings as store
 from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
-from mfd_assets.metadata import table
+from mfd_assets.metadata import rounded, table
 from mfd_resources import ObjectStore, ReadingsStore
 
 GROUP = "ingestion"
@@ -163,12 +163,14 @@ def _expectations(
     results = checks.summary_table(summary)
     return dg.AssetCheckResult(
         passed=passed,
-        metadata={
-            "rows_checked": summary["rows"],
-            "evaluated_expectations": summary["evaluated_expectations"],
-            "successful_expectations": summary["successful_expectations"],
-            "expectations": table(results),
-        },
+        metadata=rounded(
+            {
+                "rows_checked": summary["rows"],
+                "evaluated_expectations": summary["evaluated_expectations"],
+                "successful_expectations": summary["successful_expectations"],
+                "expectations": table(results),
+            }
+        ),
     )
 
 

@@ -74,3 +74,11 @@ def table(df: pd.DataFrame, digits: int = DIGITS) -> dg.TableMetadataValue:
 def plot(fig: Figure, alt: str) -> dg.MarkdownMetadataValue:
     """The figure as a PNG that fits the metadata modal (`mfd.plots.png_markdown` caps its width)."""
     return dg.MetadataValue.md(png_markdown(fig, alt))
+
+
+def rounded(metadata: dict[str, Any], digits: int = DIGITS) -> dict[str, Any]:
+    """The metadata with plain float values to `digits` significant digits (`threshold 0.4170489143423529`
+    reads 0.417); other values as they are."""
+    return {
+        k: _round(float(v), digits) if isinstance(v, (float, np.floating)) else v for k, v in metadata.items()
+    }

@@ -24,6 +24,7 @@ from mfd.preparation.training_set import (
     rows_with_peripheral,
 )
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
+from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ObjectStore, ReadingsStore
 
@@ -93,15 +94,17 @@ def maintenance_records(
     )
     reasons = pd.Series(refused, name="records", dtype="int64").rename_axis("reason").to_frame()
     return dg.MaterializeResult(
-        metadata={
-            "files": len(reports),
-            "files_rejected": sum(r.status == "rejected" for r in reports),
-            "records_stored": sum(r.stored for r in reports),
-            "records_refused": sum(refused.values()),
-            "prefix": MAINTENANCE_PREFIX,
-            "by_file": dg.MetadataValue.md(table_markdown(files) if len(files) else "no files"),
-            "refused_by_reason": dg.MetadataValue.md(table_markdown(reasons) if len(reasons) else "none"),
-        }
+        metadata=rounded(
+            {
+                "files": len(reports),
+                "files_rejected": sum(r.status == "rejected" for r in reports),
+                "records_stored": sum(r.stored for r in reports),
+                "records_refused": sum(refused.values()),
+                "prefix": MAINTENANCE_PREFIX,
+                "by_file": dg.MetadataValue.md(table_markdown(files) if len(files) else "no files"),
+                "refused_by_reason": dg.MetadataValue.md(table_markdown(reasons) if len(reasons) else "none"),
+            }
+        )
     )
 
 
@@ -129,21 +132,23 @@ def training_set(
     modes = df[list(FAILURE_MODE_COLUMNS)].sum().rename("rows").to_frame().rename_axis("failure mode")
     return dg.Output(
         df,
-        metadata={
-            "rows": len(df),
-            "failures": failures,
-            "label_rate": float(failures / len(df)) if len(df) else 0.0,
-            "rows_with_peripheral": with_peripheral,
-            "labelled_by_maintenance": int(by_source.loc[FROM_MAINTENANCE, "rows"]),
-            "maintenance_records": len(sources.maintenance),
-            "label_window": config.label_window,
-            "candidate_readings_unlabelled": len(sources.readings) - len(labelled),
-            "merge_tolerance": config.merge_tolerance,
-            "label_coverage_by_source": table_metadata(by_source),
-            "label_coverage_by_machine": table_metadata(by_machine.head(MACHINES_SHOWN)),
-            "failure_modes": table_metadata(modes),
-            "preview": table_metadata(df.head(10)),
-        },
+        metadata=rounded(
+            {
+                "rows": len(df),
+                "failures": failures,
+                "label_rate": float(failures / len(df)) if len(df) else 0.0,
+                "rows_with_peripheral": with_peripheral,
+                "labelled_by_maintenance": int(by_source.loc[FROM_MAINTENANCE, "rows"]),
+                "maintenance_records": len(sources.maintenance),
+                "label_window": config.label_window,
+                "candidate_readings_unlabelled": len(sources.readings) - len(labelled),
+                "merge_tolerance": config.merge_tolerance,
+                "label_coverage_by_source": table_metadata(by_source),
+                "label_coverage_by_machine": table_metadata(by_machine.head(MACHINES_SHOWN)),
+                "failure_modes": table_metadata(modes),
+                "preview": table_metadata(df.head(10)),
+            }
+        ),
     )
 
 
@@ -160,12 +165,14 @@ def training_set_expectations(
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "expectations": len(summary),
-            "failed": len(failed),
-            "failed_expectations": dg.MetadataValue.md(table_markdown(failed) if len(failed) else "none"),
-            "results": table_metadata(summary),
-        },
+        metadata=rounded(
+            {
+                "expectations": len(summary),
+                "failed": len(failed),
+                "failed_expectations": dg.MetadataValue.md(table_markdown(failed) if len(failed) else "none"),
+                "results": table_metadata(summary),
+            }
+        ),
     )
 
 
@@ -193,19 +200,21 @@ def cleaned_set(config: CleanedSetConfig, training_set: pd.DataFrame) -> dg.Outp
     cleaned, report = remove_outliers_iqr(training_set, config.iqr_k)
     return dg.Output(
         cleaned,
-        metadata={
-            "rows_before": report.rows_before,
-            "rows_after": report.rows_after,
-            "rows_removed": report.rows_removed,
-            "failures_kept": report.failures_kept,
-            "naive_iqr_failures_dropped": dg.MetadataValue.int(report.naive_failures_dropped),
-            "iqr_k": config.iqr_k,
-            "removed_by_feature": table_metadata(report.by_feature),
-            "fences": table_metadata(report.bounds),
-            "before_after": dg.MetadataValue.md(
-                png_markdown(outlier_boxplot(training_set, cleaned), "feature distributions before/after")
-            ),
-        },
+        metadata=rounded(
+            {
+                "rows_before": report.rows_before,
+                "rows_after": report.rows_after,
+                "rows_removed": report.rows_removed,
+                "failures_kept": report.failures_kept,
+                "naive_iqr_failures_dropped": dg.MetadataValue.int(report.naive_failures_dropped),
+                "iqr_k": config.iqr_k,
+                "removed_by_feature": table_metadata(report.by_feature),
+                "fences": table_metadata(report.bounds),
+                "before_after": dg.MetadataValue.md(
+                    png_markdown(outlier_boxplot(training_set, cleaned), "feature distributions before/after")
+                ),
+            }
+        ),
     )
 
 

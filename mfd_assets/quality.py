@@ -23,6 +23,7 @@ from mfd.quality.panel import (
     lift_summary,
     run_panel,
 )
+from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ObjectStore
 
@@ -117,26 +118,28 @@ def quality_scores(
     context.log.info("quality_scores %s", spent.line())
     return dg.Output(
         table,
-        metadata={
-            **spent.record(),
-            "budget": table_metadata(spent.table()),
-            "scores": table_metadata(shown, digits=3),
-            "pr_auc_chart": dg.MetadataValue.md(chart),
-            "lift_over_raw": table_metadata(lift_summary(table), digits=3),
-            "best_params": table_metadata(table[["dataset", "classifier", "best_params"]]),
-            "csv": dg.MetadataValue.path(f"{objects.describe()}: {REPORT_KEY}"),
-            "holdout_rows": dg.MetadataValue.int(len(holdout)),
-            "holdout_failures": dg.MetadataValue.int(int(holdout["machine_failure"].astype(int).sum())),
-            "subsampled": dg.MetadataValue.text(
-                "; ".join(f"{k}: at most {v} training rows" for k, v in panel.max_train_rows.items())
-                or "none"
-            ),
-            "skipped_for_time_budget": dg.MetadataValue.int(int(notes.str.startswith("skipped").sum())),
-            "time_budget_s": dg.MetadataValue.float(config.time_budget_s),
-            "search_s_total": dg.MetadataValue.float(float(table["search_s"].fillna(0).sum())),
-            "shift_settings": dg.MetadataValue.json(shifts.record()),
-            "failed_to_fit": dg.MetadataValue.int(int(notes.str.startswith("failed").sum())),
-            "seed": dg.MetadataValue.int(config.seed),
-            "dagster/row_count": dg.MetadataValue.int(len(table)),
-        },
+        metadata=rounded(
+            {
+                **spent.record(),
+                "budget": table_metadata(spent.table()),
+                "scores": table_metadata(shown, digits=3),
+                "pr_auc_chart": dg.MetadataValue.md(chart),
+                "lift_over_raw": table_metadata(lift_summary(table), digits=3),
+                "best_params": table_metadata(table[["dataset", "classifier", "best_params"]]),
+                "csv": dg.MetadataValue.path(f"{objects.describe()}: {REPORT_KEY}"),
+                "holdout_rows": dg.MetadataValue.int(len(holdout)),
+                "holdout_failures": dg.MetadataValue.int(int(holdout["machine_failure"].astype(int).sum())),
+                "subsampled": dg.MetadataValue.text(
+                    "; ".join(f"{k}: at most {v} training rows" for k, v in panel.max_train_rows.items())
+                    or "none"
+                ),
+                "skipped_for_time_budget": dg.MetadataValue.int(int(notes.str.startswith("skipped").sum())),
+                "time_budget_s": dg.MetadataValue.float(config.time_budget_s),
+                "search_s_total": dg.MetadataValue.float(float(table["search_s"].fillna(0).sum())),
+                "shift_settings": dg.MetadataValue.json(shifts.record()),
+                "failed_to_fit": dg.MetadataValue.int(int(notes.str.startswith("failed").sum())),
+                "seed": dg.MetadataValue.int(config.seed),
+                "dagster/row_count": dg.MetadataValue.int(len(table)),
+            }
+        ),
     )

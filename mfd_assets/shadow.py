@@ -8,6 +8,7 @@ from pydantic import Field
 
 from mfd.detection.shadow import challenger_policy, challenger_version, score_shadow
 from mfd.modeling.model_io import load_model_version
+from mfd_assets.metadata import rounded
 from mfd_resources import ReadingsStore, Tracking
 
 GROUP = "detection"
@@ -42,15 +43,17 @@ def shadow_predictions(
     result = score_shadow(readings_store.engine, model, config.first_id, config.last_id, policy)
     latency = time.perf_counter() - start
     return dg.MaterializeResult(
-        metadata={
-            "shadowed": True,
-            "model": f"{model.name} v{model.version}",
-            "model_version": model.version,
-            "first_id": config.first_id,
-            "last_id": config.last_id,
-            "rows_scored": result.rows_scored,
-            "alerts": result.alerts,
-            "latency_s": dg.MetadataValue.float(round(latency, 3)),
-            "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
-        }
+        metadata=rounded(
+            {
+                "shadowed": True,
+                "model": f"{model.name} v{model.version}",
+                "model_version": model.version,
+                "first_id": config.first_id,
+                "last_id": config.last_id,
+                "rows_scored": result.rows_scored,
+                "alerts": result.alerts,
+                "latency_s": dg.MetadataValue.float(round(latency, 3)),
+                "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
+            }
+        )
     )

@@ -46,6 +46,7 @@ from mfd.preparation.training_set import DEFAULT_LABEL_WINDOW
 from mfd.registry.replay import Replay, logged_model, replay_figure, replay_models
 from mfd.registry.shadow_evidence import BLOCK, ON_INSUFFICIENT, ShadowGate
 from mfd.schema import LABEL_COLUMN
+from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ReadingsStore, Tracking
 
@@ -263,13 +264,15 @@ def holdout(config: HoldoutConfig, training_set: pd.DataFrame) -> dg.Output[pd.D
     failures = int(rows[LABEL_COLUMN].astype("int64").sum())
     return dg.Output(
         rows,
-        metadata={
-            "dagster/row_count": len(rows),
-            "failures": failures,
-            "training_set_rows": len(training_set),
-            "fraction": config.fraction,
-            "seed": config.seed,
-        },
+        metadata=rounded(
+            {
+                "dagster/row_count": len(rows),
+                "failures": failures,
+                "training_set_rows": len(training_set),
+                "fraction": config.fraction,
+                "seed": config.seed,
+            }
+        ),
     )
 
 
@@ -329,31 +332,33 @@ def candidate_model(
     context.log.info("candidate_model %s", spent.line())
     return dg.Output(
         logged,
-        metadata={
-            **{name: dg.MetadataValue.md(text) for name, text in plots.items()},
-            **spent.record(),
-            "budget": table_metadata(spent.table()),
-            "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.run_id)),
-            "family": candidate.family,
-            "threshold": candidate.threshold,
-            "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
-            "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
-            "holdout_scores": table_metadata(scored),
-            "cv_by_family": table_metadata(candidate.families),
-            **{
-                f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
-                for shift in candidate.shifted["shift"].unique()
-            },
-            "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
-            "objective": config.objective,
-            "calibration": config.calibration,
-            "holdout_brier": candidate.calibration["holdout_brier"],
-            "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
-            "latency_row_ms": candidate.latency["latency_row_ms"],
-            "latency_10k_ms": candidate.latency["latency_10k_ms"],
-            "train_seconds": candidate.seconds,
-            "training_set_version": version,
-        },
+        metadata=rounded(
+            {
+                **{name: dg.MetadataValue.md(text) for name, text in plots.items()},
+                **spent.record(),
+                "budget": table_metadata(spent.table()),
+                "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.run_id)),
+                "family": candidate.family,
+                "threshold": candidate.threshold,
+                "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
+                "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
+                "holdout_scores": table_metadata(scored),
+                "cv_by_family": table_metadata(candidate.families),
+                **{
+                    f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
+                    for shift in candidate.shifted["shift"].unique()
+                },
+                "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
+                "objective": config.objective,
+                "calibration": config.calibration,
+                "holdout_brier": candidate.calibration["holdout_brier"],
+                "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
+                "latency_row_ms": candidate.latency["latency_row_ms"],
+                "latency_10k_ms": candidate.latency["latency_10k_ms"],
+                "train_seconds": candidate.seconds,
+                "training_set_version": version,
+            }
+        ),
     )
 
 
@@ -419,19 +424,21 @@ def sequence_models(
         pr_curves = png_markdown(pr_curves_figure(results), "PR curves")
     context.log.info("sequence_models %s", spent.line())
     return dg.MaterializeResult(
-        metadata={
-            **spent.record(),
-            "budget": table_metadata(spent.table()),
-            "trained": True,
-            "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.parent_run_id)),
-            "comparison": table_metadata(table),
-            "best_architecture": best,
-            "best_test_pr_auc": float(table.loc[best, "pr_auc"]),
-            "time_budget_s": config.time_budget_s,
-            "fit_s_total": float(table["fit_s"].sum()),
-            **windows,
-            "pr_curves": dg.MetadataValue.md(pr_curves),
-        }
+        metadata=rounded(
+            {
+                **spent.record(),
+                "budget": table_metadata(spent.table()),
+                "trained": True,
+                "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.parent_run_id)),
+                "comparison": table_metadata(table),
+                "best_architecture": best,
+                "best_test_pr_auc": float(table.loc[best, "pr_auc"]),
+                "time_budget_s": config.time_budget_s,
+                "fit_s_total": float(table["fit_s"].sum()),
+                **windows,
+                "pr_curves": dg.MetadataValue.md(pr_curves),
+            }
+        )
     )
 
 
@@ -462,24 +469,28 @@ def champion_model(
     reason = f"champion kept: {verdict[1]}" if blocked else decision.reason
     context.log.info(reason)
     return dg.MaterializeResult(
-        metadata={
-            "promoted": decision.promoted,
-            "reason": reason,
-            "replay_verdict": verdict[1],
-            "shadow_verdict": decision.shadow.reason if decision.shadow is not None else "shadow gate off",
-            **(_replay_metadata(replay) if replay is not None else {}),
-            "challenger_version": decision.challenger,
-            "champion_version": decision.champion_after or "",
-            "previous_champion_version": decision.champion_before or "",
-            "metric": decision.metric,
-            "margin": decision.margin,
-            "scores": table_metadata(decision.table()),
-            "thresholds_by_machine_type": dg.MetadataValue.json(decision.thresholds),
-            "model_card": dg.MetadataValue.md(decision.card),
-            "mlflow_run": dg.MetadataValue.url(
-                tracking.run_url(candidate_model.experiment_id, candidate_model.run_id)
-            ),
-        }
+        metadata=rounded(
+            {
+                "promoted": decision.promoted,
+                "reason": reason,
+                "replay_verdict": verdict[1],
+                "shadow_verdict": decision.shadow.reason
+                if decision.shadow is not None
+                else "shadow gate off",
+                **(_replay_metadata(replay) if replay is not None else {}),
+                "challenger_version": decision.challenger,
+                "champion_version": decision.champion_after or "",
+                "previous_champion_version": decision.champion_before or "",
+                "metric": decision.metric,
+                "margin": decision.margin,
+                "scores": table_metadata(decision.table()),
+                "thresholds_by_machine_type": dg.MetadataValue.json(decision.thresholds),
+                "model_card": dg.MetadataValue.md(decision.card),
+                "mlflow_run": dg.MetadataValue.url(
+                    tracking.run_url(candidate_model.experiment_id, candidate_model.run_id)
+                ),
+            }
+        )
     )
 
 
@@ -522,13 +533,15 @@ def promote_shadowed_challenger(
     context.log.info(decision.reason)
     return dg.Output(
         decision.champion_after or "",
-        metadata={
-            "promoted": decision.promoted,
-            "reason": decision.reason,
-            "challenger_version": decision.challenger,
-            "champion_version": decision.champion_after or "",
-            "gate": table_metadata(decision.table()),
-        },
+        metadata=rounded(
+            {
+                "promoted": decision.promoted,
+                "reason": decision.reason,
+                "challenger_version": decision.challenger,
+                "champion_version": decision.champion_after or "",
+                "gate": table_metadata(decision.table()),
+            }
+        ),
     )
 
 

@@ -200,6 +200,18 @@ def test_tables_are_sortable_with_plain_labels_and_rounded_numbers() -> None:
     assert unnamed.records[0].data == {"cv / pr_auc": 1.235}
 
 
+def test_scalar_metadata_floats_are_rounded_and_the_rest_kept() -> None:
+    import numpy as np
+
+    from mfd_assets.metadata import rounded
+
+    out = rounded(
+        {"threshold": 0.45062499999999983, "ms": np.float64(63.579279001714895), "rows": 3, "f": "x"}
+    )
+    assert out == {"threshold": 0.4506, "ms": 63.58, "rows": 3, "f": "x"}
+    assert type(out["ms"]) is float and type(out["rows"]) is int
+
+
 def test_plots_fit_the_metadata_modal() -> None:
     import base64
     import io
