@@ -62,7 +62,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml ## Dagster UI on :3000 and MLflow UI o
 	@setsid $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/.mfd/mlflow.db \
 		--default-artifact-root $(CURDIR)/.mfd/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		>.mfd/mlflow-ui.log 2>&1 & mlflow=$$!; \
-	trap 'kill -TERM -- -$$mlflow 2>/dev/null; wait $$mlflow 2>/dev/null' EXIT; \
+	trap 'kill -TERM -- -$$mlflow 2>/dev/null; wait $$mlflow 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (log .mfd/mlflow-ui.log)"; \
 	echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"; \
 	env -u DAGSTER_HOME $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)

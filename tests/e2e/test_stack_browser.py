@@ -47,12 +47,22 @@ def _open(page: object, running: RunningStack, path: str) -> None:
     page.goto(
         f"http://127.0.0.1:{running.stack.ports.dagster}{path}", wait_until="networkidle", timeout=WAIT_MS
     )
-    skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
-    try:
-        skip.wait_for(timeout=5_000)
-        skip.click()
-    except Exception:  # noqa: BLE001 - not shown this time
-        pass
+    _dismiss(page, wait_ms=5_000)
+
+
+def _dismiss(page: object, wait_ms: int = 0) -> None:
+    """Close the first-visit dialogs (newsletter "Skip", announcements) that can cover the page; they may
+    appear a while after the page loads, so this runs again before each click."""
+    if wait_ms:
+        try:
+            page.get_by_role("button", name="Skip").wait_for(timeout=wait_ms)
+        except Exception:  # noqa: BLE001 - not shown this time
+            pass
+    for name in ("Skip", "Dismiss", "Close"):
+        for button in page.get_by_role("button", name=name).all():
+            if button.is_visible():
+                button.click()
+    page.keyboard.press("Escape")
 
 
 def test_asset_graph_shows_every_group(
@@ -76,8 +86,28 @@ def test_latest_materialization_shows_its_table_and_plot(
     table.wait_for(timeout=WAIT_MS)
     assert "pr_auc" in table.inner_text()
     page.screenshot(path=str(tmp_path / "candidate-model.png"))
+    # Typed columns (Dagster table metadata with a schema), numbers rounded to 4 significant digits.
+    assert table.locator("th").first.inner_text().strip() != ""
+    cells = [c.strip() for c in table.locator("td").all_inner_texts()]
+    numbers = [c for c in cells if c.replace(".", "", 1).isdigit()]
+    assert numbers and all(len(c.replace(".", "").lstrip("0")) <= 4 for c in numbers), cells
+    _dismiss(page)
     page.locator("tr", has_text="confusion_matrix").first.get_by_text("Show Markdown").click()
-    plot = page.locator("img[src^='data:image/png']").first
+    dialog = page.get_by_role("dialog").last
+    plot = dialog.locator("img[src^='data:image/png']").first
     plot.wait_for(timeout=WAIT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
     assert plot.evaluate("img => img.naturalWidth") > 100
+    # Rendered whole: the image inside the dialog's box, at (or scaled to) its full width, nothing to scroll.
+    box, frame = plot.bounding_box(), dialog.bounding_box()
+    assert box and frame
+    assert frame["x"] - 1 <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1, (
+        box,
+        frame,
+    )
+    assert box["width"] >= 0.99 * min(plot.evaluate("img => img.naturalWidth"), frame["width"] - 2), box
+    assert dialog.evaluate(
+        "d => [d, ...d.querySelectorAll('*')].every(e => e.scrollWidth <= e.clientWidth + 1 || "
+        "getComputedStyle(e).overflowX === 'visible')"
+    )
     page.screenshot(path=str(tmp_path / "confusion-matrix.png"))
