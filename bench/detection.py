@@ -325,11 +325,14 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         f"  {len(joined):,} readings written over {minutes} min ({rate:g}/s), {len(lag):,} scored in {runs} runs, "
         f"{joined['scored_at'].isna().sum()} never scored"
     )
-    p50, p95 = np.percentile(lag, [50, 95])
-    print(
-        f"  prediction stored - reading written: p50 {p50:.1f}s  p95 {p95:.1f}s  max {lag.max():.1f}s; "
-        f"target p95 <= 40 s: {'met' if p95 <= 40 else 'NOT met'}"
-    )
+    if lag.empty:
+        print("  no reading was scored in the window: target p95 <= 40 s NOT met (run >= 5 minutes)")
+    else:
+        p50, p95 = np.percentile(lag, [50, 95])
+        print(
+            f"  prediction stored - reading written: p50 {p50:.1f}s  p95 {p95:.1f}s  max {lag.max():.1f}s; "
+            f"target p95 <= 40 s: {'met' if p95 <= 40 else 'NOT met'}"
+        )
     with sa.create_engine(dagster_db).connect() as conn:
         runs = pd.read_sql(
             sa.text(
