@@ -50,7 +50,8 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
     packages = yaml.safe_load(BENTOFILE.read_text())["python"]["packages"]
     assert set(packages) <= set(declared)
     names = {p.split(">")[0].split("=")[0].split("<")[0] for p in packages}
-    # shap for /explain; matplotlib because the calibrated model's module draws its reliability plot
+    # shap for /explain; matplotlib because the calibrated model's module draws its reliability plot;
+    # threadpoolctl because scoring holds each chunk's thread to one OpenMP thread
     assert names == {
         "bentoml",
         "mlflow",
@@ -60,4 +61,12 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
         "pydantic-settings",
         "shap",
         "matplotlib",
+        "threadpoolctl",
     }
+
+
+def test_the_data_the_service_reads_ships_with_it() -> None:
+    include = bentofile()["include"]
+    # the sampled explainer of a non-tree champion takes its background rows from the vendored AI4I file
+    assert "mfd/reference.py" in include
+    assert "mfd/data/ai4i2020.csv" in include and "mfd/data/README.md" in include
