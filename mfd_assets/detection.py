@@ -1,7 +1,8 @@
-"""Detection: prediction batches scored by the champion every 30 seconds, their alerts delivered to the
-webhooks, and drift of recent readings."""
+"""Detection: prediction batches scored by the champion every 30 seconds (and by the challenger, in the
+same pass, into shadow predictions), their alerts delivered to the webhooks, and drift of recent readings."""
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -12,6 +13,7 @@ from mfd.alerts.outbox import deliver_due, outbox_status
 from mfd.detection.batches import score_batch
 from mfd.detection.coverage import unscored_readings
 from mfd.detection.drift import drift_figure, drift_table, read_recent
+from mfd.detection.shadow import Challenger, load_challenger
 from mfd.plots import png_markdown, table_markdown
 from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
@@ -43,10 +45,25 @@ class DriftConfig(dg.Config):
     ks_threshold: float = Field(0.1, description="A feature drifts when its KS statistic exceeds this.")
 
 
-@dg.asset(
+@dg.multi_asset(
     group_name=GROUP,
-    deps=["readings"],
-    kinds={"sklearn"},
+    specs=[
+        dg.AssetSpec(
+            "prediction_batches",
+            deps=["readings"],
+            kinds={"sklearn"},
+            description="Readings of one id range scored by the champion into `predictions`; predicted "
+            "failures, explained, into `failure_events` and the alert outbox. Re-runs upsert.",
+        ),
+        dg.AssetSpec(
+            "shadow_predictions",
+            deps=["readings"],
+            kinds={"sklearn"},
+            skippable=True,
+            description="The batch's readings scored by the `challenger` version (when it is not the "
+            "champion) in the same pass, keyed by reading and model version; never failure events.",
+        ),
+    ],
     retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
     check_specs=[
         dg.AssetCheckSpec("valid_readings", asset="prediction_batches"),
@@ -62,9 +79,11 @@ def prediction_batches(
     config: PredictionBatchConfig,
     readings_store: ReadingsStore,
     tracking: Tracking,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The readings with first_id <= id <= last_id scored by the champion into `predictions`; predicted
-    failures also into `failure_events`. Invalid readings are counted, never scored. Re-runs upsert."""
+    failures also into `failure_events`. Invalid readings are counted, never scored. Re-runs upsert. A
+    challenger scores the same validated frame into `shadow_predictions` in the same transaction; a
+    registry that cannot name or load it skips the shadow (the champion's batch stands)."""
     if config.first_id > config.last_id:
         raise dg.Failure(f"first_id {config.first_id} > last_id {config.last_id}", allow_retries=False)
     start = time.perf_counter()
@@ -84,8 +103,14 @@ def prediction_batches(
             tracking.service_url,
             service_down,
         )
+    challenger = None if champion.fallback else _challenger(context, tracking)  # fallback: registry down
     result = score_batch(
-        readings_store.engine, champion.model, config.first_id, config.last_id, champion.policy
+        readings_store.engine,
+        champion.model,
+        config.first_id,
+        config.last_id,
+        champion.policy,
+        challenger=challenger,
     )
     latency = time.perf_counter() - start
     unscored = unscored_readings(
@@ -95,7 +120,8 @@ def prediction_batches(
     )
     invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
     invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
+        asset_key="prediction_batches",
         metadata=rounded(
             {
                 "first_id": config.first_id,
@@ -149,6 +175,28 @@ def prediction_batches(
             ),
         ],
     )
+    if result.shadow is not None:
+        yield dg.MaterializeResult(
+            asset_key="shadow_predictions",
+            metadata={
+                "model": f"{result.shadow.model_name} v{result.shadow.model_version}",
+                "model_version": result.shadow.model_version,
+                "first_id": config.first_id,
+                "last_id": config.last_id,
+                "rows_scored": result.shadow.rows_scored,
+                "alerts": result.shadow.alerts,
+                "score_s": dg.MetadataValue.float(round(result.seconds.get("shadow", 0.0), 3)),
+            },
+        )
+
+
+def _challenger(context: dg.AssetExecutionContext, tracking: Tracking) -> Challenger | None:
+    """The challenger to shadow, None when there is none or the registry cannot give it (logged)."""
+    try:
+        return load_challenger(tracking.client(), tracking.model_name)
+    except Exception as exc:  # noqa: BLE001 - the shadow never fails the detection run
+        context.log.warning("no shadow batch: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _cost_table(costs: dict[str, float]) -> str:

@@ -9,7 +9,6 @@ from mfd.registry.champion import champion_version
 from mfd.storage.tables import ensure_detection_tables, predictions
 from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
-from mfd_assets.shadow import ShadowConfig
 from mfd_resources import ReadingsStore, Tracking
 
 # A reading waits for this tick after it is loaded: 5 s keeps the stack's reading -> prediction p95 under 40 s
@@ -67,9 +66,6 @@ def build_prediction_sensor(
                     run_config=dg.RunConfig(
                         ops={
                             "prediction_batches": PredictionBatchConfig(
-                                first_id=batch.first_id, last_id=batch.last_id
-                            ),
-                            "shadow_predictions": ShadowConfig(
                                 first_id=batch.first_id, last_id=batch.last_id
                             ),
                         }

@@ -1,13 +1,16 @@
 """Prediction batches: readings in an id range read in one query, validated, scored in one model call,
 labelled at the version's threshold for each machine type, and written once into `predictions`,
 `failure_events` and, in the same transaction, the alert outbox (upserts, so a re-run writes the same rows).
-Only the predicted failures are explained (SHAP, nearest physics rule); every batch reports its expected
-cost against "no model" and against "alarm on every rule hit"."""
+A challenger, when given, scores the same validated frame into `shadow_predictions` in that transaction.
+Only the predicted failures are explained (SHAP, nearest physics rule), on a worker thread while the
+predictions are written; every batch reports its expected cost against "no model" and against "alarm on
+every rule hit"."""
 
 from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +25,7 @@ from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy, batch_costs
 from mfd.alerts.explanations import Explainer, explainer_for, top_features
 from mfd.alerts.rules import nearest_rules, rule_hits
+from mfd.detection.shadow import Challenger, ShadowResult, shadow_rows, write_shadow
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
 from mfd.schema import SENSOR_COLUMNS
@@ -60,6 +64,7 @@ class BatchResult:
     events: pd.DataFrame = field(repr=False)
     costs: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    shadow: ShadowResult | None = None
 
     @property
     def invalid_rows(self) -> int:
@@ -175,10 +180,13 @@ def score_batch(
     last_id: int,
     policy: DecisionPolicy | None = None,
     explain_limit: int = EXPLAIN_LIMIT,
+    challenger: Challenger | None = None,
 ) -> BatchResult:
     """Read, validate, score and write the readings with first_id <= id <= last_id; `policy` gives the
     thresholds per machine type and the cost matrix (None: the model's one threshold, default costs);
-    at most `explain_limit` events get SHAP values."""
+    at most `explain_limit` events get SHAP values; a `challenger` also scores them into
+    `shadow_predictions`. `seconds`: read, score, shadow (the challenger's scoring), explain (on its
+    worker thread) and write (the transaction, the explanations awaited inside it)."""
     if first_id > last_id:
         raise ValueError(f"first_id {first_id} is after last_id {last_id}")
     policy = policy or DecisionPolicy.from_tags({}, model.threshold)
@@ -196,11 +204,12 @@ def score_batch(
         probability = score_valid(model, valid)
         threshold = policy.threshold_for(valid["machine_type"])
         alarm = probability >= threshold
-        label = alarm.astype("int8")
         costs = batch_costs(
             probability, alarm, rule_hits(valid), valid["machine_type"].to_numpy(), policy.cost_matrix
         )
         t2 = time.perf_counter()
+        shadow = shadow_rows(challenger, valid, SCORING_THREADS) if challenger is not None else None
+        t3 = time.perf_counter()
         failed = valid[alarm]
         events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
             probability=probability[alarm],
@@ -208,11 +217,19 @@ def score_batch(
             model_name=model.name,
             model_version=model.version,
         )
-        events = events.join(explain_events(model, failed, probability[alarm], explain_limit))
-    t3 = time.perf_counter()
-    scored = pd.DataFrame({"reading_id": valid["id"].to_numpy(), "probability": probability, "label": label})
-    write_batch(engine, model, scored, events, first_id, last_id)
-    t4 = time.perf_counter()
+        scored = pd.DataFrame(
+            {"reading_id": valid["id"].to_numpy(), "probability": probability, "label": alarm.astype("int8")}
+        )
+        # SHAP (CPU, one thread) beside the COPYs of the predictions (the server's CPU): the events are
+        # written after both, in the same transaction.
+        with ThreadPoolExecutor(1, thread_name_prefix="mfd-explain") as pool:
+            explained = pool.submit(_timed_explain, model, failed, probability[alarm], explain_limit)
+            written = write_batch(
+                engine, model, scored, events, first_id, last_id, explained, challenger, shadow
+            )
+        t4 = time.perf_counter()
+    explanations, explain_seconds = explained.result()
+    events = events.join(explanations)
     return BatchResult(
         first_id=first_id,
         last_id=last_id,
@@ -223,11 +240,27 @@ def score_batch(
         invalid_ids=df.loc[reasons.notna(), "id"].astype(int).tolist(),
         model_name=model.name,
         model_version=model.version,
-        seconds={"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3},
+        seconds={
+            "read": t1 - t0,
+            "score": t2 - t1,
+            **({"shadow": t3 - t2} if challenger is not None else {}),
+            "explain": explain_seconds,
+            "write": t4 - t3,
+        },
         events=events.rename(columns={"id": "reading_id"}),
         costs=costs,
         thresholds={t: float(v) for t, v in policy.thresholds.items()},
+        shadow=written,
     )
+
+
+def _timed_explain(
+    model: FailureModel, failed: pd.DataFrame, probability: np.ndarray, limit: int
+) -> tuple[pd.DataFrame, float]:
+    start = time.perf_counter()
+    with threadpool_limits(1):  # per thread for OpenMP: this worker's own limit
+        out = explain_events(model, failed, probability, limit)
+    return out, time.perf_counter() - start
 
 
 _PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
@@ -241,12 +274,17 @@ def write_batch(
     events: pd.DataFrame,
     first_id: int,
     last_id: int,
-) -> None:
-    """Upsert predictions and events and add the events' alerts to the outbox, in one transaction
-    (`mfd.storage.bulk`); events of readings no longer predicted to fail in the range are removed (their
-    undelivered alerts withdrawn), so a re-run with another model leaves the same state as a first run."""
+    explained: Future[tuple[pd.DataFrame, float]],
+    challenger: Challenger | None = None,
+    shadow: pd.DataFrame | None = None,
+) -> ShadowResult | None:
+    """Upsert predictions (and the challenger's `shadow` rows), then the events with their `explained`
+    columns, and add the events' alerts to the outbox, in one transaction (`mfd.storage.bulk`); events of
+    readings no longer predicted to fail in the range are removed (their undelivered alerts withdrawn), so
+    a re-run with another model leaves the same state as a first run."""
     now = datetime.now(UTC)
     by = {"model_name": model.name, "model_version": model.version}
+    written = None
     with engine.begin() as conn:
         BulkWriter(
             conn,
@@ -256,6 +294,9 @@ def write_batch(
             update=_PREDICTION_UPDATE,
             constants={**by, "scored_at": now},
         ).write_frame(scored)
+        if challenger is not None and shadow is not None:
+            written = write_shadow(conn, challenger.model, shadow)
+        events = events.join(explained.result()[0])
         if len(events):
             BulkWriter(
                 conn,
@@ -275,3 +316,4 @@ def write_batch(
         )
         outbox.enqueue(conn, events.rename(columns={"id": "reading_id"}), now)
         outbox.withdraw(conn, first_id, last_id)
+    return written

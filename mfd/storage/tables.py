@@ -84,8 +84,8 @@ failure_events = sa.Table(
 
 
 def ensure_detection_tables(engine: Engine) -> None:
-    """Create `predictions` and `failure_events` if missing."""
-    metadata.create_all(engine, tables=[predictions, failure_events])
+    """Create `predictions`, `failure_events` and `shadow_predictions` if missing."""
+    metadata.create_all(engine, tables=[predictions, failure_events, shadow_predictions])
 
 
 # Maintenance records (incoming/maintenance/*.csv): what a technician found on a machine, and when. They

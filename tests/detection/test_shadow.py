@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.cli.main import main
-from mfd.detection.shadow import challenger_version, score_frame
+from mfd.detection.shadow import Challenger, challenger_version, shadow_rows
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
@@ -23,7 +23,6 @@ from mfd.registry.shadow_evidence import shadow_evidence
 from mfd.schema import LABEL_COLUMN
 from mfd.storage.tables import failure_events, predictions, shadow_predictions
 from mfd_assets.detection import prediction_batches
-from mfd_assets.shadow import shadow_predictions as shadow_asset
 from mfd_resources import ReadingsStore, Tracking
 
 pytestmark = pytest.mark.integration
@@ -56,9 +55,9 @@ def run_batch(
 ) -> dg.ExecuteInProcessResult:
     ids = {"first_id": first_id, "last_id": last_id}
     return dg.materialize(
-        [prediction_batches, shadow_asset],
+        [prediction_batches],
         resources={"readings_store": store, "tracking": tracking},
-        run_config={"ops": {"prediction_batches": {"config": ids}, "shadow_predictions": {"config": ids}}},
+        run_config={"ops": {"prediction_batches": {"config": ids}}},
     )
 
 
@@ -81,7 +80,7 @@ def test_shadow_rows_are_keyed_by_version_and_never_become_failure_events(
         for e in result.get_asset_materialization_events()
         if e.asset_key.path[-1] == "shadow_predictions"
     ]
-    assert meta["shadowed"].value is True and meta["model_version"].value == challenger_v
+    assert meta["model_version"].value == challenger_v and meta["rows_scored"].value == 1500
 
     shadow = frame(store, shadow_predictions)
     champion_rows = frame(store, predictions)
@@ -132,12 +131,8 @@ def test_no_shadow_when_the_challenger_is_the_champion(pg_url: str, champion: Tr
         store.insert(load_ai4i().head(50))
         ids = store.read()["id"].tolist()
         result = run_batch(store, champion, ids[0], ids[-1])
-        (meta,) = [
-            e.materialization.metadata
-            for e in result.get_asset_materialization_events()
-            if e.asset_key.path[-1] == "shadow_predictions"
-        ]
-        assert meta["shadowed"].value is False and frame(store, shadow_predictions).empty
+        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+        assert materialized == {"prediction_batches"} and frame(store, shadow_predictions).empty
         assert len(frame(store, predictions)) == 50
     finally:
         if saved is not None:
@@ -165,6 +160,7 @@ def test_shadow_labels_follow_the_challengers_thresholds_per_machine_type() -> N
         }
     )
     model = FailureModel("m", "2", 0.5, _FixedProbability())
-    assert score_frame(model, batch)["label"].tolist() == [0, 1, 0, 1]  # one threshold, 0.5
-    policy = DecisionPolicy.from_tags({"thresholds": '{"L": 0.7, "H": 0.2}'}, 0.5)
-    assert score_frame(model, batch, policy)["label"].tolist() == [0, 0, 1, 1]
+    one = Challenger(model, DecisionPolicy.from_tags({}, 0.5))
+    assert shadow_rows(one, batch)["label"].tolist() == [0, 1, 0, 1]  # one threshold, 0.5
+    per_type = Challenger(model, DecisionPolicy.from_tags({"thresholds": '{"L": 0.7, "H": 0.2}'}, 0.5))
+    assert shadow_rows(per_type, batch)["label"].tolist() == [0, 0, 1, 1]

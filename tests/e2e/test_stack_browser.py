@@ -105,7 +105,12 @@ def test_latest_materialization_shows_its_table_and_plot(
         box,
         frame,
     )
-    assert box["width"] >= 0.99 * min(plot.evaluate("img => img.naturalWidth"), frame["width"] - 2), box
+    # The width the image may take: its container's content box (the dialog's padding is not available).
+    room = plot.evaluate(
+        "img => { const p = img.parentElement, s = getComputedStyle(p);"
+        " return p.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight); }"
+    )
+    assert box["width"] >= 0.99 * min(plot.evaluate("img => img.naturalWidth"), room), (box, room)
     assert dialog.evaluate(
         "d => [d, ...d.querySelectorAll('*')].every(e => e.scrollWidth <= e.clientWidth + 1 || "
         "getComputedStyle(e).overflowX === 'visible')"

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from mfd.cli.main import main
 from mfd.detection.batches import score_batch
-from mfd.detection.shadow import score_shadow
+from mfd.detection.shadow import Challenger, challenger_policy
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
@@ -111,8 +111,10 @@ def _score(tracking: Tracking, engine: Engine, version: str, rows: int) -> None:
     """The first `rows` readings scored by the champion (predictions) and by `version` (shadow)."""
     ids = pd.read_sql("select id from readings order by id", engine)["id"].tolist()[:rows]
     client = tracking.client()
-    score_batch(engine, load_version(client, tracking.model_name, CHAMPION), ids[0], ids[-1])
-    score_shadow(engine, load_model_version(client, tracking.model_name, version), ids[0], ids[-1])
+    model = load_model_version(client, tracking.model_name, version)
+    challenger = Challenger(model, challenger_policy(client, tracking.model_name, model))
+    champion = load_version(client, tracking.model_name, CHAMPION)
+    score_batch(engine, champion, ids[0], ids[-1], challenger=challenger)
 
 
 def _both(engine: Engine, version: str) -> pd.DataFrame:
