@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from mfd.augmentation import corruption as cor
+from mfd.augmentation import selection
 from mfd.augmentation.frames import AUGMENTED_COLUMNS
 from mfd.augmentation.gan import GanConfig, conditions, gan_augment
 from mfd.augmentation.oversampling import smote_augment
-from mfd.augmentation.selection import closeness, select_rows
+from mfd.augmentation.selection import BLOCK_BYTES, block_rows, closeness, select_rows
 from mfd.errors import MfdError
 from mfd.features import add_physics
 from mfd.modeling.holdout import assert_disjoint, holdout_ids, holdout_split, without_holdout
@@ -150,6 +151,29 @@ def test_selection_takes_the_n_smallest_distances_to_the_nearest_reference():
         nearest = np.array([min(distance(c, r) for r in reference) for c in candidates])
         assert np.allclose(closeness(candidates, reference, strategy), nearest)
         assert set(select_rows(candidates, reference, 15, strategy)) == set(np.argsort(nearest)[:15])
+
+
+def test_closeness_never_holds_more_than_one_block_of_distances(monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(1)
+    candidates, reference = rng.normal(size=(1000, 4)), rng.normal(size=(30, 4))
+    blocks: list[tuple[int, int]] = []
+    cdist = selection.cdist
+
+    def recorded(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+        blocks.append((len(a), len(b)))
+        return cdist(a, b, metric=metric)
+
+    monkeypatch.setattr(selection, "cdist", recorded)
+    budget = 8 * 30 * 64  # 64 candidates a block
+    for strategy, metric in {"l1": "cityblock", "l2": "euclidean", "cosine": "cosine"}.items():
+        blocks.clear()
+        whole = cdist(candidates, reference, metric=metric).min(axis=1)
+        assert np.array_equal(closeness(candidates, reference, strategy, block_bytes=budget), whole)
+        assert max(rows * refs * 8 for rows, refs in blocks) <= budget
+        assert sum(rows for rows, _ in blocks) == len(candidates) and len(blocks) == 16
+    # A 340,000-row training set: its 11,927 training failures as reference, one block within the budget.
+    assert 0 < block_rows(11_927) * 11_927 * 8 <= BLOCK_BYTES <= 128 * 2**20
+    assert block_rows(10**9) == 1
 
 
 def test_random_selection_is_seeded_distinct_and_ignores_the_reference():
