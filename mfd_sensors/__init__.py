@@ -11,6 +11,7 @@ from mfd_sensors.champion import build_champion_changed_sensor
 from mfd_sensors.incoming import incoming_files_sensor
 from mfd_sensors.maintenance import maintenance_files_sensor
 from mfd_sensors.prediction import build_prediction_sensor
+from mfd_sensors.promotion import build_shadow_promotion_sensor
 from mfd_sensors.retraining import RetrainPolicy, build_retraining_sensor, run_failure_sensor
 
 # drift_report hourly: a failed drift check is what retraining_sensor's drift trigger waits for.
@@ -34,4 +35,5 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         build_retraining_sensor(RetrainPolicy.from_settings(settings)),
         run_failure_sensor,
         alert_delivery_sensor,
+        build_shadow_promotion_sensor(),
     ]

@@ -399,6 +399,19 @@ def recorded_holdout(
     return pd.DataFrame(rows, index=[f"challenger v{challenger}", f"champion v{champion}"]), note
 
 
+def awaiting_shadow_verdict(client: MlflowClient, name: str) -> str | None:
+    """The `challenger` version a shadow verdict can still promote: not the champion, and it passed the
+    holdout against today's champion (`promote_challenger` keeps the champion for any other); else None."""
+    try:
+        version = str(client.get_model_version_by_alias(name, CHALLENGER).version)
+        champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+    tags = client.get_model_version(name, version).tags
+    passed = tags.get(HOLDOUT_VERDICT_TAG) == "passed" and tags.get(GATE_CHAMPION_TAG) == champion
+    return version if version != champion and passed else None
+
+
 def promote_challenger(client: MlflowClient, name: str, engine: Engine, gate: ShadowGate) -> Decision:
     """Decide on the version under `challenger` now that it has shadowed: its recorded holdout verdict
     against the champion (`promote_candidate`) combined with the shadow evidence stored in `engine`.

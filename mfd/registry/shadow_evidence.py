@@ -53,6 +53,14 @@ def _side_by_side(engine: Engine, challenger: str) -> pd.DataFrame:
     return df
 
 
+def shadowed_readings(engine: Engine, challenger: str) -> int:
+    """Readings the challenger version has scored in the shadow (`shadow_predictions`)."""
+    shadow_predictions.create(engine, checkfirst=True)
+    query = sa.select(sa.func.count()).where(shadow_predictions.c.model_version == challenger)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
 def _pr_auc(labels: pd.Series, probability: pd.Series) -> float:
     y = labels.astype("int64")
     return float(average_precision_score(y, probability)) if y.nunique() == 2 else float("nan")

@@ -31,13 +31,13 @@ from mfd.storage.tables import predictions, readings, shadow_predictions
 from mfd_assets.training import (
     CandidateModelConfig,
     ChampionModelConfig,
-    ShadowGateConfig,
     candidate_model,
     champion_model,
     holdout,
     promote_challenger,
 )
 from mfd_resources import ReadingsStore, Tracking
+from mfd_sensors.promotion import build_shadow_promotion_sensor, evidence_step
 
 pytestmark = pytest.mark.integration
 
@@ -230,16 +230,29 @@ def test_champion_compare_prints_holdout_shadow_and_replay_side_by_side(
 def test_a_challenger_with_good_shadow_evidence_takes_over(
     weak: Tracking, model_uri: str, store: ReadingsStore
 ) -> None:
+    """Through shadow_promotion_sensor: no run before the gate's evidence bar, one run key at it."""
     champion = weak
     before = _champion(champion)
+    resources = {"tracking": champion, "readings_store": store}
+    sensor = build_shadow_promotion_sensor(min_readings=GATE.min_readings)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick() -> dg.SensorExecutionData:
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+
     twin = _register(champion, model_uri, 0.5, store.engine).challenger
+    _score(champion, store.engine, twin, 500)
+    early = tick()
+    assert not early.run_requests and f"v{twin} has shadowed 500 of the 1000" in early.skip_message
     _score(champion, store.engine, twin, 1500)
     champion_alerts, challenger_alerts = _alerts(store.engine, twin)
     assert champion_alerts == challenger_alerts > 0
+    (request,) = tick().run_requests
+    assert request.run_key == f"promote-v{twin}-1000" and request.tags["mfd/trigger"] == "shadow"
+    assert [r.run_key for r in tick().run_requests] == [request.run_key]  # same evidence, same key
 
     result = promote_challenger.execute_in_process(
-        resources={"tracking": champion, "readings_store": store},
-        run_config={"ops": {"promote_shadowed_challenger": {"config": ShadowGateConfig().model_dump()}}},
+        resources=resources, run_config=request.run_config, instance=instance
     )
     assert result.success
     [event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
@@ -253,6 +266,8 @@ def test_a_challenger_with_good_shadow_evidence_takes_over(
     assert f"PR AUC on 1500 labelled {pr_aucs[0]:.4f} vs {pr_aucs[1]:.4f}" in meta["reason"]
     assert _champion(champion) == twin != before
     assert registry.history(champion.client(), champion.model_name)[-1] == twin
+    after = tick()
+    assert not after.run_requests and "no challenger awaits a shadow verdict" in after.skip_message
 
 
 def test_champion_model_with_the_shadow_gate_reports_a_new_version_without_evidence(
@@ -289,3 +304,8 @@ def test_champion_model_with_the_shadow_gate_reports_a_new_version_without_evide
     assert meta["promoted"] is False and insufficient in meta["reason"]
     assert meta["shadow_verdict"] == insufficient and _champion(champion) == before
     assert "shadow_readings" in [c.name for c in meta["scores"].schema.columns]
+
+
+def test_evidence_steps_double_from_the_gates_bar() -> None:
+    steps = [evidence_step(n, 1000) for n in (0, 999, 1000, 1999, 2000, 3999, 4100)]
+    assert steps == [None, None, 1000, 1000, 2000, 2000, 4000]

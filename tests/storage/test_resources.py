@@ -148,6 +148,7 @@ def test_definitions_keep_their_names_and_tell_the_true_lineage() -> None:
         "retraining_sensor",
         "run_failure_sensor",
         "alert_delivery_sensor",
+        "shadow_promotion_sensor",
     }
     assert {j.name for j in defs.jobs} >= {
         "prediction_job",
