@@ -175,7 +175,13 @@ def prediction_batches(
             ),
         ],
     )
-    if result.shadow is not None:
+    if result.shadow is not None and result.shadow.error:
+        context.log.warning(
+            "no shadow batch: challenger v%s could not score: %s",
+            result.shadow.model_version,
+            result.shadow.error,
+        )
+    elif result.shadow is not None:
         yield dg.MaterializeResult(
             asset_key="shadow_predictions",
             metadata={

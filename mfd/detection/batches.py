@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,8 +187,8 @@ def score_batch(
     """Read, validate, score and write the readings with first_id <= id <= last_id; `policy` gives the
     thresholds per machine type and the cost matrix (None: the model's one threshold, default costs);
     at most `explain_limit` events get SHAP values; a `challenger` also scores them into
-    `shadow_predictions`. `seconds`: read, score, shadow (the challenger's scoring), explain (on its
-    worker thread) and write (the transaction, the explanations awaited inside it)."""
+    `shadow_predictions`. `seconds`: read, score, shadow (the challenger's scoring) and explain (each on
+    a worker thread beside the predictions' COPY), write (the transaction, both awaited inside it)."""
     if first_id > last_id:
         raise ValueError(f"first_id {first_id} is after last_id {last_id}")
     policy = policy or DecisionPolicy.from_tags({}, model.threshold)
@@ -208,8 +210,6 @@ def score_batch(
             probability, alarm, rule_hits(valid), valid["machine_type"].to_numpy(), policy.cost_matrix
         )
         t2 = time.perf_counter()
-        shadow = shadow_rows(challenger, valid, SCORING_THREADS) if challenger is not None else None
-        t3 = time.perf_counter()
         failed = valid[alarm]
         events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
             probability=probability[alarm],
@@ -220,14 +220,18 @@ def score_batch(
         scored = pd.DataFrame(
             {"reading_id": valid["id"].to_numpy(), "probability": probability, "label": alarm.astype("int8")}
         )
-        # SHAP (CPU, one thread) beside the COPYs of the predictions (the server's CPU): the events are
-        # written after both, in the same transaction.
-        with ThreadPoolExecutor(1, thread_name_prefix="mfd-explain") as pool:
-            explained = pool.submit(_timed_explain, model, failed, probability[alarm], explain_limit)
+        # The challenger's scoring and the events' SHAP (this process's CPU) run on worker threads beside
+        # the COPY of the predictions (the server's CPU); the shadow rows and the events are written after
+        # them, in the same transaction.
+        with ThreadPoolExecutor(2, thread_name_prefix="mfd-batch") as pool:
+            explained = pool.submit(_timed, explain_events, model, failed, probability[alarm], explain_limit)
+            shadow = (
+                pool.submit(_timed, shadow_rows, challenger, valid, SCORING_THREADS) if challenger else None
+            )
             written = write_batch(
                 engine, model, scored, events, first_id, last_id, explained, challenger, shadow
             )
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
     explanations, explain_seconds = explained.result()
     events = events.join(explanations)
     return BatchResult(
@@ -243,9 +247,9 @@ def score_batch(
         seconds={
             "read": t1 - t0,
             "score": t2 - t1,
-            **({"shadow": t3 - t2} if challenger is not None else {}),
+            **({"shadow": shadow.result()[1]} if shadow is not None and not shadow.exception() else {}),
             "explain": explain_seconds,
-            "write": t4 - t3,
+            "write": t3 - t2,
         },
         events=events.rename(columns={"id": "reading_id"}),
         costs=costs,
@@ -254,13 +258,24 @@ def score_batch(
     )
 
 
-def _timed_explain(
-    model: FailureModel, failed: pd.DataFrame, probability: np.ndarray, limit: int
-) -> tuple[pd.DataFrame, float]:
+def _timed(step: Callable[..., pd.DataFrame], *args: Any) -> tuple[pd.DataFrame, float]:
+    """`step(*args)` on a worker thread with its own OpenMP limit of one, and the seconds it took."""
     start = time.perf_counter()
-    with threadpool_limits(1):  # per thread for OpenMP: this worker's own limit
-        out = explain_events(model, failed, probability, limit)
+    with threadpool_limits(1):
+        out = step(*args)
     return out, time.perf_counter() - start
+
+
+def _shadow_written(
+    conn: sa.Connection, challenger: Challenger, shadow: Future[tuple[pd.DataFrame, float]]
+) -> ShadowResult:
+    """Write the challenger's rows; a challenger that failed to score writes none and says why."""
+    try:
+        rows, _ = shadow.result()
+    except Exception as exc:  # noqa: BLE001 - a broken challenger never fails the champion's batch
+        model = challenger.model
+        return ShadowResult(model.name, model.version, 0, 0, error=f"{type(exc).__name__}: {exc}")
+    return write_shadow(conn, challenger.model, rows)
 
 
 _PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
@@ -276,12 +291,12 @@ def write_batch(
     last_id: int,
     explained: Future[tuple[pd.DataFrame, float]],
     challenger: Challenger | None = None,
-    shadow: pd.DataFrame | None = None,
+    shadow: Future[tuple[pd.DataFrame, float]] | None = None,
 ) -> ShadowResult | None:
-    """Upsert predictions (and the challenger's `shadow` rows), then the events with their `explained`
-    columns, and add the events' alerts to the outbox, in one transaction (`mfd.storage.bulk`); events of
-    readings no longer predicted to fail in the range are removed (their undelivered alerts withdrawn), so
-    a re-run with another model leaves the same state as a first run."""
+    """Upsert predictions, then the challenger's `shadow` rows, then the events with their `explained`
+    columns (both awaited here), and add the events' alerts to the outbox, in one transaction
+    (`mfd.storage.bulk`); events of readings no longer predicted to fail in the range are removed (their
+    undelivered alerts withdrawn), so a re-run with another model leaves the same state as a first run."""
     now = datetime.now(UTC)
     by = {"model_name": model.name, "model_version": model.version}
     written = None
@@ -295,7 +310,7 @@ def write_batch(
             constants={**by, "scored_at": now},
         ).write_frame(scored)
         if challenger is not None and shadow is not None:
-            written = write_shadow(conn, challenger.model, shadow)
+            written = _shadow_written(conn, challenger, shadow)
         events = events.join(explained.result()[0])
         if len(events):
             BulkWriter(

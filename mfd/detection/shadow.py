@@ -62,12 +62,13 @@ def load_challenger(client: MlflowClient, name: str) -> Challenger | None:
 
 @dataclass(frozen=True)
 class ShadowResult:
-    """What the challenger scored in one batch."""
+    """What the challenger scored in one batch; `error` says why it scored nothing (empty: it scored)."""
 
     model_name: str
     model_version: str
     rows_scored: int
     alerts: int
+    error: str = ""
 
 
 def shadow_rows(challenger: Challenger, valid: pd.DataFrame, threads: int = 1) -> pd.DataFrame:

@@ -15,8 +15,9 @@ from sklearn.metrics import average_precision_score
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.cli.main import main
+from mfd.detection.batches import score_batch
 from mfd.detection.shadow import Challenger, challenger_version, shadow_rows
-from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, log_failure_model
+from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.reference import load_ai4i
 from mfd.registry.shadow_evidence import shadow_evidence
@@ -164,3 +165,26 @@ def test_shadow_labels_follow_the_challengers_thresholds_per_machine_type() -> N
     assert shadow_rows(one, batch)["label"].tolist() == [0, 1, 0, 1]  # one threshold, 0.5
     per_type = Challenger(model, DecisionPolicy.from_tags({"thresholds": '{"L": 0.7, "H": 0.2}'}, 0.5))
     assert shadow_rows(per_type, batch)["label"].tolist() == [0, 0, 1, 1]
+
+
+class _Broken:
+    """A stand-in pyfunc that cannot score (a corrupt or incompatible challenger artifact)."""
+
+    def predict(self, readings: pd.DataFrame) -> pd.Series:
+        raise RuntimeError("challenger artifact corrupt")
+
+
+def test_a_challenger_that_cannot_score_never_fails_the_champions_batch(
+    pg_url: str, champion: Tracking
+) -> None:
+    store = ReadingsStore(url=pg_url)
+    store.insert(load_ai4i().head(200))
+    ids = store.read()["id"].tolist()
+    model = load_version(champion.client(), champion.model_name, CHAMPION)
+    broken = Challenger(FailureModel("m", "99", 0.5, _Broken()), DecisionPolicy.from_tags({}, 0.5))
+    result = score_batch(store.engine, model, ids[0], ids[-1], challenger=broken)
+    assert result.shadow is not None and result.shadow.rows_scored == 0
+    assert result.shadow.error == "RuntimeError: challenger artifact corrupt"
+    assert "shadow" not in result.seconds
+    assert len(frame(store, predictions)) == 200 and frame(store, shadow_predictions).empty
+    assert len(frame(store, failure_events)) == result.failures
