@@ -170,11 +170,6 @@ def explain_events(
     return out
 
 
-def score_valid(model: FailureModel, valid: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities of validated readings (the raw pipeline on SCORING_THREADS threads)."""
-    return model.probability_of_valid(valid, SCORING_THREADS) if len(valid) else np.empty(0)
-
-
 def score_batch(
     engine: Engine,
     model: FailureModel,
@@ -203,7 +198,7 @@ def score_batch(
     # oversubscribe the cores (3.0 s with two against 1.1 s with one for 100k readings on the shared
     # 2-core host); the rows are scored in chunks on SCORING_THREADS Python threads instead.
     with threadpool_limits(1):
-        probability = score_valid(model, valid)
+        probability = model.probability_of_valid(valid, SCORING_THREADS)
         threshold = policy.threshold_for(valid["machine_type"])
         alarm = probability >= threshold
         costs = batch_costs(

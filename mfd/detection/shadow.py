@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from mlflow.exceptions import MlflowException
@@ -75,7 +74,7 @@ def shadow_rows(challenger: Challenger, valid: pd.DataFrame, threads: int = 1) -
     """Shadow rows (reading_id, probability, label) of readings that passed validation, labelled at the
     challenger's threshold for each machine type; rows in chunks over `threads`."""
     model = challenger.model
-    probability = model.probability_of_valid(valid, threads) if len(valid) else np.empty(0)
+    probability = model.probability_of_valid(valid, threads)
     threshold = challenger.policy.threshold_for(valid["machine_type"])
     return pd.DataFrame(
         {

@@ -145,7 +145,10 @@ class FailureModel:
         """`probability` of readings that passed `mfd.validation` (detection's `invalid_reasons`): the
         scikit-learn pipeline called directly, without MLflow's schema enforcement, which checks the
         type of every value in Python and cost as much as the 100-tree model itself on 100k readings;
-        rows in chunks over `threads` (`chunked_predict_proba`). Any other model goes through pyfunc."""
+        rows in chunks over `threads` (`chunked_predict_proba`). Any other model goes through pyfunc.
+        No readings: no probabilities (scikit-learn refuses an empty frame)."""
+        if not len(readings):
+            return np.empty(0)
         inputs = readings[list(MODEL_INPUT_COLUMNS)]
         raw = self._sklearn_model()
         if raw is None:

@@ -188,7 +188,7 @@ def replay_models(
     for name, model in models.items():
         start = time.perf_counter()
         # typed columns from the store: MLflow's per-value schema checks would only cost time here
-        probability = model.probability_of_valid(frame, scoring_threads()) if len(frame) else np.zeros(0)
+        probability = model.probability_of_valid(frame, scoring_threads())
         alert = probability >= model.threshold
         rows[name] = replay_figures(frame, alert, horizon)
         seconds[name] = time.perf_counter() - start

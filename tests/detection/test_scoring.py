@@ -45,3 +45,4 @@ def test_probability_of_valid_skips_schema_enforcement_but_not_the_model(pipelin
     np.testing.assert_array_equal(
         model.probability_of_valid(readings, threads=2), model.probability(readings)
     )
+    assert model.probability_of_valid(readings.head(0), threads=2).shape == (0,)  # an all-invalid batch
