@@ -27,6 +27,7 @@ from mfd.reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.registry.shadow_evidence import HOLDOUT, ShadowGate
 from mfd.schema import LABEL_COLUMN
+from mfd.services import free_port
 from mfd.storage.tables import predictions, readings, shadow_predictions
 from mfd_assets.training import (
     CandidateModelConfig,
@@ -309,3 +310,13 @@ def test_champion_model_with_the_shadow_gate_reports_a_new_version_without_evide
 def test_evidence_steps_double_from_the_gates_bar() -> None:
     steps = [evidence_step(n, 1000) for n in (0, 999, 1000, 1999, 2000, 3999, 4100)]
     assert steps == [None, None, 1000, 1000, 2000, 2000, 4000]
+
+
+def test_the_promotion_sensor_skips_a_tick_while_the_registry_is_down(store: ReadingsStore) -> None:
+    down = Tracking(tracking_uri=f"http://127.0.0.1:{free_port()}", model_name="nobody-listens")
+    sensor = build_shadow_promotion_sensor(min_readings=GATE.min_readings)
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"tracking": down, "readings_store": store}
+    )
+    result = sensor.evaluate_tick(context)
+    assert not result.run_requests and result.skip_message.startswith(f"registry at {down.tracking_uri}: ")
