@@ -42,7 +42,7 @@ from mfd.detection.shadow import Challenger, challenger_policy
 from mfd.generator import generate_readings, iter_readings, rechunk
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_model_version, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry.champion import load_champion
 from mfd.registry.replay import replay_models
 from mfd.schema import LABEL_COLUMN

@@ -54,7 +54,7 @@ from mfd.modeling.shifts import CrossSource, cross_sources
 from mfd.modeling.training_data import labelled
 from mfd.modeling.tree_predictor import MAX_FLAT_ROWS, FlatTreeClassifier
 from mfd.modeling.tuning import fit_pipeline, nested_cv
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""Physics features derived from a reading (AI4I failure physics) and the model's input matrix."""
+"""Derived features of a reading (the active profile's `derived`, e.g. AI4I's failure physics) and the model's
+input matrix: sensors, derived features, one-hot segment."""
 
 from __future__ import annotations
 
@@ -8,35 +9,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mfd.schema import MACHINE_TYPES, SENSOR_COLUMNS
+from mfd.schema import MACHINE_TYPES, PROFILE, SEGMENT_COLUMN, SENSOR_COLUMNS
 
-PHYSICS_COLUMNS: tuple[str, ...] = ("temperature_difference_k", "power_w", "strain_min_nm")
-TYPE_COLUMNS: tuple[str, ...] = tuple(f"type_{t}" for t in MACHINE_TYPES)
+PHYSICS_COLUMNS: tuple[str, ...] = PROFILE.derived_columns
+TYPE_COLUMNS: tuple[str, ...] = tuple(f"type_{t}" for t in MACHINE_TYPES) if PROFILE.segment_column else ()
 FEATURE_COLUMNS: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS, *TYPE_COLUMNS)
 
 
-def angular_speed(rpm: np.ndarray | pd.Series) -> np.ndarray | pd.Series:
-    """Rotational speed in rad/s."""
-    return rpm * (2.0 * np.pi / 60.0)
-
-
 def physics(sensors: Mapping[str, Any]) -> dict[str, Any]:
-    """Temperature difference, mechanical power and wear x torque from sensor columns (Series or arrays)."""
-    return {
-        "temperature_difference_k": sensors["process_temperature_k"] - sensors["air_temperature_k"],
-        "power_w": sensors["torque_nm"] * angular_speed(sensors["rotational_speed_rpm"]),
-        "strain_min_nm": sensors["tool_wear_min"] * sensors["torque_nm"],
-    }
+    """The profile's derived features from sensor columns (Series or arrays)."""
+    return {d.name: d.expression.evaluate(sensors) for d in PROFILE.derived}
 
 
 def add_physics(df: pd.DataFrame) -> pd.DataFrame:
-    """Copy of `df` with the physics features added."""
-    return df.assign(**physics(df))
+    """Copy of `df` with the derived features added."""
+    return df.assign(**physics(df)) if PROFILE.derived else df.copy()
 
 
 def feature_array(df: pd.DataFrame) -> np.ndarray:
     """Model inputs as a float64 array (rows x FEATURE_COLUMNS), read column by column without copying the
-    frame: sensors, physics features, one-hot machine type (NaN if the type is missing)."""
+    frame: sensors, derived features, one-hot segment (NaN if the segment is missing)."""
     out = np.empty((len(df), len(FEATURE_COLUMNS)))
     sensors = {}
     for i, col in enumerate(SENSOR_COLUMNS):
@@ -45,7 +37,9 @@ def feature_array(df: pd.DataFrame) -> np.ndarray:
     derived = physics(sensors)
     for i, col in enumerate(PHYSICS_COLUMNS, start=len(SENSOR_COLUMNS)):
         out[:, i] = derived[col]
-    types = df["machine_type"].to_numpy()
+    if not TYPE_COLUMNS:
+        return out
+    types = df[SEGMENT_COLUMN].to_numpy()
     missing = pd.isna(types)
     # pd.NA has no truth value: compare None instead (to_numpy(na_value=None) costs ~10x more per call).
     if missing.any():

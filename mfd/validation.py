@@ -1,4 +1,5 @@
-"""THE reading-rule table: per column its type, physical range, nullability and allowed values.
+"""THE reading-rule table: per column its type, physical range, nullability and allowed values, built from
+the active plant profile (`mfd.profiles`: its sensors, ranges, segment values, label and failure modes).
 
 Every check of a reading is derived from these two tables, looked up when it runs: the ingest row masks
 (`mfd.ingestion.rows`), the raw_readings and training_set Great Expectations suites, the `/predict`
@@ -15,7 +16,7 @@ from typing import Literal
 
 import pandas as pd
 
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES, PROFILE, SEGMENT_COLUMN
 
 Kind = Literal["text", "timestamp", "category", "number", "flag"]
 
@@ -95,26 +96,20 @@ _KEY_RULES: dict[str, Rule] = {
     "timestamp": Rule("timestamp", window=TimestampWindow()),
 }
 
-# Physical limits a real sensor can report; AI4I itself spans a narrower band
-# (air 295-305 K, speed 1168-2886 rpm, torque 3.8-76.6 Nm, wear 0-253 min).
+# The active profile's columns (`mfd.profiles`): the segment attribute (where declared), the sensors with
+# their physical ranges, the label and the failure modes (optional in incoming data).
 READING_RULES: dict[str, Rule] = {
     **_KEY_RULES,
-    "machine_type": Rule("category", allowed=MACHINE_TYPES),
-    "air_temperature_k": _number(250.0, 350.0, "K"),
-    "process_temperature_k": _number(250.0, 370.0, "K"),
-    "rotational_speed_rpm": _number(0.0, 6000.0, "rpm"),
-    "torque_nm": _number(0.0, 200.0, "Nm"),
-    "tool_wear_min": _number(0.0, 500.0, "min"),
-    # The label and the failure modes are optional in incoming data.
-    **{c: Rule("flag", nullable=True) for c in (LABEL_COLUMN, *FAILURE_MODE_COLUMNS)},
+    **({SEGMENT_COLUMN: Rule("category", allowed=MACHINE_TYPES)} if PROFILE.segment_column else {}),
+    **{s.name: _number(s.min, s.max, s.unit) for s in PROFILE.sensors},
+    **{c: Rule("flag", nullable=True) for c in ((LABEL_COLUMN,) if PROFILE.label_column else ())},
+    **{c: Rule("flag", nullable=True) for c in FAILURE_MODE_COLUMNS},
 }
 
-# Peripheral devices per machine (a power meter and an ambient sensor), on their own clock.
+# Peripheral devices per machine (the profile's `peripheral`), on their own clock.
 PERIPHERAL_RULES: dict[str, Rule] = {
     **_KEY_RULES,
-    "power_meter_w": _number(0.0, 50000.0, "W"),
-    "vibration_mm_s": _number(0.0, 100.0, "mm/s"),
-    "ambient_temperature_k": _number(250.0, 350.0, "K"),
+    **{s.name: _number(s.min, s.max, s.unit) for s in PROFILE.peripheral},
 }
 
 

@@ -12,10 +12,9 @@ from pydantic import Field
 from mfd.alerts.outbox import deliver_due, outbox_status
 from mfd.detection.batches import score_batch
 from mfd.detection.coverage import unscored_readings
-from mfd.detection.drift import drift_figure, drift_table, read_recent
+from mfd.detection.drift import drift_figure, drift_table, read_recent, reference_for_drift
 from mfd.detection.shadow import Challenger, load_challenger
 from mfd.plots import png_markdown, table_markdown
-from mfd.reference import load_ai4i
 from mfd.registry.champion import NoChampion, load_champion
 from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
@@ -262,12 +261,12 @@ def alert_deliveries(
 
 @dg.asset(group_name=GROUP, deps=["readings"], kinds={"pandas"})
 def drift_report(config: DriftConfig, readings_store: ReadingsStore) -> dg.Output[pd.DataFrame]:
-    """PSI and KS statistic per feature of the newest valid readings against AI4I 2020, the data the
-    models are trained on; features past a threshold are marked drifted."""
+    """PSI and KS statistic per feature of the newest valid readings against the plant's reference data
+    (AI4I 2020 for `ai4i`; else its oldest stored readings); features past a threshold are marked drifted."""
     recent = read_recent(readings_store.engine, config.recent_rows)
     if len(recent) < config.min_rows:
         raise dg.Failure(f"drift_report needs at least {config.min_rows} valid readings, found {len(recent)}")
-    reference = load_ai4i()
+    reference, described = reference_for_drift(readings_store.engine, config.recent_rows)
     table = drift_table(reference, recent, config.psi_threshold, config.ks_threshold)
     return dg.Output(
         table,
@@ -275,7 +274,7 @@ def drift_report(config: DriftConfig, readings_store: ReadingsStore) -> dg.Outpu
             {
                 "recent_rows": len(recent),
                 "recent_ids": f"{recent['id'].min()}..{recent['id'].max()}",
-                "reference": f"AI4I 2020 ({len(reference)} rows)",
+                "reference": described,
                 "drifted_features": dg.MetadataValue.json(table.index[table["drifted"]].tolist()),
                 "max_psi": dg.MetadataValue.float(round(float(table["psi"].max()), 4)),
                 "psi_threshold": config.psi_threshold,

@@ -38,7 +38,7 @@ from mfd.modeling.sequence.models import (
     train_sequence_model,
 )
 from mfd.modeling.sequence.windows import split_windows
-from mfd.modeling.shifts import CrossSource, LabelNoise, NoiseLevels, ShiftConfig
+from mfd.modeling.shifts import CrossSource, LabelNoise, NoiseLevels, ShiftConfig, cross_source_applies
 from mfd.modeling.training_data import data_version
 from mfd.plots import png_markdown
 from mfd.preparation.labels import LABELLED_READINGS_TAG, label_window
@@ -82,13 +82,13 @@ class CandidateModelConfig(dg.Config):
     time_budget_s: float = Field(
         60.0, description="Wall-time budget of the whole candidate (tuning race gets 60 % of it)."
     )
-    noise_air_k: float = Field(NoiseLevels.air_temperature_k, description="Noise sd, air temperature (K).")
-    noise_process_k: float = Field(
-        NoiseLevels.process_temperature_k, description="Noise sd, process temperature (K)."
+    noise_scale: float = Field(
+        1.0, description="Measurement noise of the noisy holdout, as a multiple of the plant profile's levels."
     )
-    noise_speed: float = Field(NoiseLevels.rotational_speed_rpm, description="Noise sd, share of the speed.")
-    noise_torque: float = Field(NoiseLevels.torque_nm, description="Noise sd, share of the torque.")
-    noise_wear_min: float = Field(NoiseLevels.tool_wear_min, description="Noise sd, tool wear (min).")
+    noise_levels: dict[str, float] = Field(
+        default_factory=dict,
+        description="Noise sd per sensor, overriding the profile's level (sensor name -> sd).",
+    )
     noise_seed: int = Field(
         NoiseLevels.seed, description="Seed of the noisy holdout (folds and jitter derive from it)."
     )
@@ -107,21 +107,19 @@ class CandidateModelConfig(dg.Config):
     def robustness(self) -> Robustness:
         return Robustness(
             objective=self.objective,
-            noise=NoiseLevels(
-                self.noise_air_k,
-                self.noise_process_k,
-                self.noise_speed,
-                self.noise_torque,
-                self.noise_wear_min,
-                self.noise_seed,
-            ),
+            noise=self.noise(),
             jitter_copies=self.jitter_copies,
             jitter_scale=self.jitter_scale,
         )
 
+    def noise(self) -> NoiseLevels:
+        """The profile's noise levels, scaled, with the per-sensor overrides."""
+        base = NoiseLevels.of(self.noise_seed, **self.noise_levels)
+        return NoiseLevels(tuple((c, sd * self.noise_scale) for c, sd in base.levels), self.noise_seed)
+
     def shifts(self, noise: NoiseLevels) -> ShiftConfig:
         cross = (
-            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed) if self.cross_source else None
+            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed) if self.cross_source and cross_source_applies() else None
         )
         return ShiftConfig(noise, LabelNoise(self.label_band, self.label_flip, self.label_seed), cross)
 

@@ -26,7 +26,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mfd.features import FEATURE_COLUMNS, feature_array
 from mfd.modeling.calibration import CalibratedModel
-from mfd.reference import load_ai4i
+from mfd.profiles.physics import reference_readings
 from mfd.schema import LABEL_COLUMN
 
 TOP_FEATURES = 3
@@ -54,11 +54,14 @@ def final_estimator(pipeline: Pipeline) -> BaseEstimator:
     return getattr(model, "estimator_", model)
 
 
-def background() -> np.ndarray:
-    """Model inputs of BACKGROUND_ROWS healthy AI4I readings (seeded): the sampled explainer's baseline."""
-    ai4i = load_ai4i()
-    healthy = ai4i[ai4i[LABEL_COLUMN] == 0].sample(BACKGROUND_ROWS, random_state=0)
-    return feature_array(healthy)
+def background(readings: pd.DataFrame) -> np.ndarray:
+    """The sampled explainer's baseline: model inputs of BACKGROUND_ROWS healthy readings (seeded) of the
+    plant's reference data (AI4I 2020 for `ai4i`); a plant without one uses the first readings it explains."""
+    reference = reference_readings()
+    if reference is None:
+        return feature_array(readings.head(BACKGROUND_ROWS))
+    healthy = reference[reference[LABEL_COLUMN] == 0]
+    return feature_array(healthy.sample(min(BACKGROUND_ROWS, len(healthy)), random_state=0))
 
 
 @dataclass(frozen=True)
@@ -80,19 +83,19 @@ class Explainer:
         self._shap: object | None = None
         self._lock = threading.Lock()
 
-    def _build(self) -> object:
+    def _build(self, readings: pd.DataFrame) -> object:
         import shap  # noqa: PLC0415 - numba compiles on import: only where events are explained
 
         if self.kind == "tree":
             return shap.TreeExplainer(self.estimator)
-        masker = shap.maskers.Independent(background(), max_samples=BACKGROUND_ROWS)
+        masker = shap.maskers.Independent(background(readings), max_samples=BACKGROUND_ROWS)
         return shap.PermutationExplainer(lambda x: self.estimator.predict_proba(x)[:, 1], masker)
 
     def explain(self, readings: pd.DataFrame) -> Explanation:
         """SHAP values of `readings` (MODEL_INPUT_COLUMNS) over the model's input features."""
         with self._lock:
             if self._shap is None:
-                self._shap = self._build()
+                self._shap = self._build(readings)
         x = feature_array(readings)
         if self.kind == "tree":
             values = np.asarray(self._shap.shap_values(x, check_additivity=False))

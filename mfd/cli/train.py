@@ -14,8 +14,9 @@ from mfd.modeling.families import FAMILY_CHOICES
 from mfd.modeling.metrics import METRICS
 from mfd.modeling.training_data import data_version
 from mfd.plots import table_markdown
-from mfd.reference import load_ai4i
+from mfd.profiles.physics import reference_readings
 from mfd.registry.promotion import promote_candidate
+from mfd.schema import PROFILE
 from mfd.settings import load_settings
 from mfd.storage import readings as store
 from mfd.storage.connect import engine_from_settings
@@ -25,7 +26,10 @@ DATA_SOURCES: tuple[str, ...] = ("ai4i", "db")
 
 def _training_data(source: str) -> pd.DataFrame:
     if source == "ai4i":
-        return load_ai4i()
+        reference = reference_readings()
+        if reference is None:
+            raise MfdError(f"profile {PROFILE.name} has no reference data set: use --data db")
+        return reference
     df = store.read_readings(engine_from_settings(load_settings()))
     if df.empty:
         raise MfdError("the readings table is empty: load readings first (mfd generate) or use --data ai4i")

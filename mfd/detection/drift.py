@@ -12,19 +12,34 @@ from sqlalchemy.engine import Engine
 
 from mfd.detection.batches import BATCH_COLUMNS, invalid_reasons, read_batch
 from mfd.features import PHYSICS_COLUMNS, add_physics
-from mfd.schema import SENSOR_COLUMNS
+from mfd.profiles.physics import plant_physics, reference_readings
+from mfd.schema import PROFILE, SENSOR_COLUMNS
 from mfd.storage.readings import readings
 
 DRIFT_FEATURES: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
-# The temperatures follow the plant's slow ambient walk: a window of a few hours covers a narrow slice of
-# the reference's range, so its shape differs even when nothing changed (either half of AI4I itself has a
-# KS statistic of 0.16-0.17 against the whole on process temperature). They drift when their mean moves
-# more than MEAN_SHIFT_SD reference standard deviations; PSI and KS judge every other feature.
-SLOW_FEATURES: frozenset[str] = frozenset(
-    {"air_temperature_k", "process_temperature_k", "temperature_difference_k"}
-)
+# Features that follow a plant's slow walk (its physics' SLOW_FEATURES, e.g. AI4I's temperatures): a window of a
+# few hours covers a narrow slice of the reference's range, so its shape differs even when nothing changed.
+# They drift when their mean moves more than MEAN_SHIFT_SD reference standard deviations; PSI and KS judge
+# every other feature.
+_PHYSICS = plant_physics()
+SLOW_FEATURES: frozenset[str] = frozenset(_PHYSICS.SLOW_FEATURES) if _PHYSICS is not None else frozenset()
 MEAN_SHIFT_SD = 1.0
 _EPS = 1e-4
+
+
+def reference_for_drift(engine: Engine, rows: int) -> tuple[pd.DataFrame, str]:
+    """The plant's reference data set (AI4I 2020 for `ai4i`), else its oldest `rows` valid stored
+    readings; with a line saying which."""
+    reference = reference_readings()
+    if reference is not None:
+        return reference, f"{PROFILE.name} reference data ({len(reference):,} rows)"
+    with engine.connect() as conn:
+        ids = conn.execute(sa.select(readings.c.id).order_by(readings.c.id).limit(rows)).scalars().all()
+    if not ids:
+        return pd.DataFrame(columns=list(BATCH_COLUMNS)), "no stored readings"
+    df = read_batch(engine, min(ids), max(ids))
+    df = df[invalid_reasons(df).isna()].reset_index(drop=True)
+    return df, f"the oldest {len(df):,} valid stored readings (ids {min(ids)}..{max(ids)})"
 
 
 def read_recent(engine: Engine, rows: int) -> pd.DataFrame:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from mfd.features import angular_speed
 from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,
@@ -43,6 +42,11 @@ HDF_DIFF_K, HDF_SPEED_RPM = 8.6, 1380.0
 PWF_LOW_W, PWF_HIGH_W = 3500.0, 9000.0
 
 BLOCK_ROWS = 65536  # rows drawn per vectorised block; fixed so that output never depends on chunking
+
+
+def angular_speed(rpm: np.ndarray | pd.Series | float) -> np.ndarray | pd.Series | float:
+    """Rotational speed in rad/s."""
+    return rpm * (2.0 * np.pi / 60.0)
 
 
 def machine_ids(machines: int) -> list[str]:

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from mfd.features import angular_speed
+from mfd.generator.fleet import angular_speed
 from mfd.generator.randomness import keyed_normal, keyed_uniform, splitmix64
 from mfd.schema import PERIPHERAL_COLUMNS
 

@@ -1,11 +1,12 @@
 """Shifted holdouts: the rows a model meets on another plant, made from the clean holdout or another source.
 
-- measurement noise (`NoiseLevels`): Gaussian noise on each sensor, absolute for the temperatures and tool
-  wear, relative for speed and torque, clipped to the physical ranges; nothing else changes;
-- label noise near the failure thresholds (`LabelNoise`): the AI4I rules are exact cut-offs, a real plant's
-  are not, so a share of the rows close to a heat-dissipation, power or overstrain threshold get the other
+- measurement noise (`NoiseLevels`): Gaussian noise on each sensor, clipped to the physical ranges; the
+  levels are the plant's (`mfd.profiles.physics`: AI4I's, absolute or relative per sensor) or 1 % of each
+  sensor's physical range; nothing else changes;
+- label noise near the failure thresholds (`LabelNoise`), where the plant has physics rules: the AI4I rules
+  are exact cut-offs, a real plant's are not, so a share of the rows close to a threshold get the other
   label; the sensors and every other row stay as they are;
-- cross-source (`CrossSource`): train on AI4I and score the generator's fleet, and the other way round.
+- cross-source (`CrossSource`, AI4I only): train on AI4I and score the generator's fleet, and back.
 
 Every level and seed is a field of `ShiftConfig`, recorded with the scores (`ShiftConfig.record`).
 """
@@ -22,42 +23,60 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from mfd.augmentation.corruption import sensor_noise
-from mfd.features import angular_speed
-from mfd.generator.fleet import (
-    HDF_DIFF_K,
-    HDF_SPEED_RPM,
-    OSF_LIMIT_MIN_NM,
-    PWF_HIGH_W,
-    PWF_LOW_W,
-    generate_readings,
-)
+from mfd.generator.fleet import generate_readings
 from mfd.modeling.metrics import scores
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
-from mfd.reference import load_ai4i
-from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.profiles.ai4i_reference import load_ai4i
+from mfd.profiles.physics import plant_physics
+from mfd.schema import LABEL_COLUMN, PROFILE, SENSOR_COLUMNS
 
-RELATIVE_NOISE: tuple[str, ...] = ("rotational_speed_rpm", "torque_nm")
+PLANT_RANGE_SHARE = 0.01  # noise sd of a plant without its own levels: 1 % of each sensor's physical range
+
+
+def plant_levels() -> tuple[tuple[str, float], ...]:
+    """The active plant's noise sd per sensor (its physics' levels, else a share of the physical range)."""
+    physics = plant_physics()
+    if physics is not None:
+        return tuple((c, float(physics.NOISE_LEVELS.get(c, 0.0))) for c in SENSOR_COLUMNS)
+    return tuple((s.name, PLANT_RANGE_SHARE * (s.max - s.min)) for s in PROFILE.sensors)
+
+
+def _relative() -> tuple[str, ...]:
+    physics = plant_physics()
+    return tuple(physics.RELATIVE_NOISE) if physics is not None else ()
 
 
 @dataclass(frozen=True)
 class NoiseLevels:
-    """Measurement noise, one standard deviation per sensor: K and min absolute, speed and torque as a
-    share of the reading (0.02 = 2 %)."""
+    """Measurement noise, one standard deviation per sensor (`levels`: sensor -> sd; the relative sensors
+    of the plant's physics as a share of the reading, 0.02 = 2 %, the others in the sensor's unit)."""
 
-    air_temperature_k: float = 0.5
-    process_temperature_k: float = 0.5
-    rotational_speed_rpm: float = 0.02
-    torque_nm: float = 0.03
-    tool_wear_min: float = 5.0
+    levels: tuple[tuple[str, float], ...] = field(default_factory=plant_levels)
     seed: int = 1
+
+    @classmethod
+    def of(cls, seed: int = 1, **overrides: float) -> NoiseLevels:
+        """The plant's levels with `overrides` (sensor=sd) and `seed`."""
+        unknown = set(overrides) - set(SENSOR_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such sensor in profile {PROFILE.name}: {', '.join(sorted(unknown))}")
+        return cls(tuple((c, float(overrides.get(c, sd))) for c, sd in plant_levels()), seed)
+
+    def level(self, column: str) -> float:
+        return dict(self.levels).get(column, 0.0)
+
+    def record(self) -> dict[str, float | int]:
+        """Every level and the seed, flat (`noise_torque_nm`, ..., `noise_seed`)."""
+        return {**{f"noise_{c}": sd for c, sd in self.levels}, "noise_seed": self.seed}
 
     def sd(self, df: pd.DataFrame, scale: float = 1.0) -> dict[str, float | np.ndarray]:
         """Per sensor, the noise sd for the rows of `df` (an array for the relative levels)."""
         out: dict[str, float | np.ndarray] = {}
-        for col in SENSOR_COLUMNS:
-            level = scale * float(getattr(self, col))
+        relative = _relative()
+        for col, sd in self.levels:
+            level = scale * float(sd)
             if level:
-                out[col] = level * df[col].to_numpy(dtype="float64") if col in RELATIVE_NOISE else level
+                out[col] = level * df[col].to_numpy(dtype="float64") if col in relative else level
         return out
 
     def apply(self, df: pd.DataFrame, seed: int | None = None, scale: float = 1.0) -> pd.DataFrame:
@@ -86,39 +105,29 @@ class CrossSource:
     seed: int = 7
 
 
+def cross_source_applies() -> bool:
+    """Cross-source scores need the AI4I file and its physics generator: the `ai4i` plant only."""
+    return plant_physics() is not None
+
+
 @dataclass(frozen=True)
 class ShiftConfig:
     noise: NoiseLevels = field(default_factory=NoiseLevels)
     label: LabelNoise = field(default_factory=LabelNoise)
-    cross: CrossSource | None = field(default_factory=CrossSource)
+    cross: CrossSource | None = field(default_factory=lambda: CrossSource() if cross_source_applies() else None)
 
     def record(self) -> dict[str, float | int]:
         """Every level and seed, flat (`noise_torque_nm`, `label_band`, `cross_seed`, ...)."""
-        parts = {"noise": self.noise, "label": self.label, "cross": self.cross}
-        return {f"{p}_{k}": v for p, obj in parts.items() if obj is not None for k, v in asdict(obj).items()}
-
-
-def _near(value: np.ndarray, threshold: float | np.ndarray, band: float) -> np.ndarray:
-    return np.abs(value / threshold - 1.0) < band
+        parts = {"label": self.label, "cross": self.cross}
+        flat = {f"{p}_{k}": v for p, obj in parts.items() if obj is not None for k, v in asdict(obj).items()}
+        return {**self.noise.record(), **flat}
 
 
 def near_threshold(df: pd.DataFrame, band: float) -> np.ndarray:
-    """Rows within relative distance `band` of a failure rule's threshold: heat dissipation (temperature
-    difference and speed), power (both limits) or overstrain (wear x torque against the type's limit)."""
-    air, process = df["air_temperature_k"].to_numpy(float), df["process_temperature_k"].to_numpy(float)
-    speed, torque = df["rotational_speed_rpm"].to_numpy(float), df["torque_nm"].to_numpy(float)
-    wear = df["tool_wear_min"].to_numpy(float)
-    diff = process - air
-    hdf = (_near(diff, HDF_DIFF_K, band) & (speed < HDF_SPEED_RPM * (1 + band))) | (
-        _near(speed, HDF_SPEED_RPM, band) & (diff < HDF_DIFF_K * (1 + band))
-    )
-    power = torque * angular_speed(speed)
-    pwf = _near(power, PWF_LOW_W, band) | _near(power, PWF_HIGH_W, band)
-    limit = (
-        df["machine_type"].astype("string").map(OSF_LIMIT_MIN_NM).to_numpy(dtype="float64", na_value=np.nan)
-    )
-    osf = _near(wear * torque, limit, band)
-    return hdf | pwf | osf
+    """Rows within relative distance `band` of one of the plant's failure-rule thresholds (none for a plant
+    without physics rules)."""
+    physics = plant_physics()
+    return physics.near_threshold(df, band) if physics is not None else np.zeros(len(df), dtype=bool)
 
 
 def label_noise(df: pd.DataFrame, noise: LabelNoise) -> pd.DataFrame:

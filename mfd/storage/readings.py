@@ -7,12 +7,16 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+import json
+from datetime import UTC, datetime
+
 from mfd.errors import with_retries
-from mfd.schema import KEY_COLUMNS
+from mfd.profiles import ProfileError
+from mfd.schema import KEY_COLUMNS, PROFILE
 from mfd.storage.bulk import BulkWriter
 
 # The tables, beside the queries that read them (`store.readings`, `store.peripheral_readings`).
-from mfd.storage.tables import metadata, peripheral_readings, readings  # noqa: F401
+from mfd.storage.tables import metadata, peripheral_readings, plant_profile, readings  # noqa: F401
 
 INSERT_COLUMNS: tuple[str, ...] = tuple(c.name for c in readings.columns if c.name != "id")
 
@@ -55,7 +59,9 @@ def ensure_tables(engine: Engine, setting: str = "MFD_DATABASE_URL") -> None:
     while the server is unreachable."""
 
     def create() -> None:
+        check_profile(engine)
         metadata.create_all(engine)
+        _record_profile(engine)
         if engine.dialect.name == "postgresql":
             _widen_source(engine)
 
@@ -65,6 +71,52 @@ def ensure_tables(engine: Engine, setting: str = "MFD_DATABASE_URL") -> None:
         setting=setting,
         retry_on=(sa.exc.OperationalError, sa.exc.InterfaceError),
     )
+
+
+def _columns() -> list[str]:
+    return [c.name for c in readings.columns]
+
+
+def check_profile(engine: Engine) -> None:
+    """ProfileError (one line naming both) when the database holds another profile's readings: another
+    name in `plant_profile`, or a `readings` table with other columns. Reads only: nothing is written."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(readings.name):
+        return
+    stored = [c["name"] for c in inspector.get_columns(readings.name)]
+    name = "ai4i (recorded before profiles)"
+    if inspector.has_table(plant_profile.name):
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(plant_profile.c.name, plant_profile.c.columns)).first()
+        if row is not None:
+            name, stored = row.name, json.loads(row.columns)
+    same_name = name.split(" ")[0] == PROFILE.name
+    if not same_name or sorted(stored) != sorted(_columns()):
+        differ = sorted(set(stored) ^ set(_columns()))
+        raise ProfileError(
+            f"the readings database {describe(str(engine.url))} holds profile {name}'s readings, not "
+            f"profile {PROFILE.name}'s (MFD_PROFILE={PROFILE.path}; columns differing: "
+            f"{', '.join(differ) or 'none'}): point MFD_DATABASE_URL at another database or set MFD_PROFILE"
+        )
+
+
+def _record_profile(engine: Engine) -> None:
+    """Record the active profile in a database that has no record yet."""
+    with engine.begin() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(plant_profile)).scalar():
+            return
+        row = {
+            "id": 1,
+            "name": PROFILE.name,
+            "digest": PROFILE.digest,
+            "columns": json.dumps(_columns()),
+            "recorded_at": datetime.now(UTC),
+        }
+        try:
+            with conn.begin_nested():
+                conn.execute(plant_profile.insert().values(**row))
+        except sa.exc.IntegrityError:  # another process recorded it meanwhile
+            pass
 
 
 def _widen_source(engine: Engine) -> None:

@@ -1,12 +1,24 @@
 """Every table of the readings database: `readings`, `peripheral_readings`, `reading_revisions`, `predictions`,
-`failure_events`, `maintenance_records`, `shadow_predictions`, `run_failures`."""
+`failure_events`, `maintenance_records`, `shadow_predictions`, `run_failures`, `alert_outbox`, `plant_profile`.
+
+The readings and peripheral columns are the active profile's (`mfd.profiles`): a database holds one
+profile's readings, recorded in `plant_profile` (`mfd.storage.readings` refuses another profile's)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, PERIPHERAL_VALUE_COLUMNS, SENSOR_COLUMNS
+from mfd.profiles import NO_SEGMENT
+from mfd.schema import (
+    FAILURE_MODE_COLUMNS,
+    LABEL_COLUMN,
+    MACHINE_TYPES,
+    PERIPHERAL_VALUE_COLUMNS,
+    PROFILE,
+    SEGMENT_COLUMN,
+    SENSOR_COLUMNS,
+)
 
 metadata = sa.MetaData()
 
@@ -21,7 +33,13 @@ readings = sa.Table(
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("machine_id", MachineId, nullable=False),
     sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("machine_type", sa.String(1), nullable=False),
+    # The profile's segment attribute (AI4I: L/M/H); a profile without one stores its single value NO_SEGMENT.
+    sa.Column(
+        SEGMENT_COLUMN,
+        sa.String(max(len(v) for v in MACHINE_TYPES)),
+        nullable=False,
+        **({} if PROFILE.segment_column else {"server_default": NO_SEGMENT}),
+    ),
     *(sa.Column(c, sa.Float, nullable=False) for c in SENSOR_COLUMNS),
     sa.Column(LABEL_COLUMN, sa.SmallInteger, nullable=True),
     *(sa.Column(c, sa.SmallInteger, nullable=True) for c in FAILURE_MODE_COLUMNS),
@@ -152,3 +170,14 @@ alert_outbox = sa.Table(
 def ensure_alert_tables(engine: Engine) -> None:
     """Create `failure_events` and `alert_outbox` if missing."""
     metadata.create_all(engine, tables=[failure_events, alert_outbox])
+
+# The profile whose readings the database holds: one row (name, digest, the readings columns as JSON).
+plant_profile = sa.Table(
+    "plant_profile",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -23,7 +23,7 @@ from mfd.modeling.shifts import (
     shifted_holdouts,
 )
 from mfd.modeling.tuning import prepare_folds, refit, tune, tune_families
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 
 
@@ -39,7 +39,7 @@ def small(ai4i: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_measurement_noise_changes_only_the_sensors_by_the_configured_levels(ai4i: pd.DataFrame) -> None:
-    levels = NoiseLevels(air_temperature_k=0.5, process_temperature_k=0.0, seed=5)
+    levels = NoiseLevels.of(seed=5, air_temperature_k=0.5, process_temperature_k=0.0)
     noisy = levels.apply(ai4i)
     others = [c for c in ai4i.columns if c not in SENSOR_COLUMNS]
     pd.testing.assert_frame_equal(noisy[others], ai4i[others])

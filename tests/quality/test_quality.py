@@ -14,7 +14,7 @@ from mfd.errors import MfdError
 from mfd.modeling.holdout import holdout_split
 from mfd.modeling.shifts import NoiseLevels
 from mfd.quality.panel import CLASSIFIERS, TABLE_COLUMNS, PanelConfig, lift_summary, run_panel
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd_assets.augmentation import augmented_sets
 from mfd_assets.quality import REPORT_KEY, quality_scores
@@ -69,7 +69,7 @@ def test_panel_has_every_classifier_by_dataset_row_with_scores(rows):
 
 def test_panel_scores_every_classifier_on_the_shifted_holdouts_too(rows):
     split = holdout_split(rows, 0.25, seed=0)
-    noisy = NoiseLevels(torque_nm=0.3, seed=4).apply(split.holdout)
+    noisy = NoiseLevels.of(seed=4, torque_nm=0.3).apply(split.holdout)
     config = PanelConfig(
         classifiers=("DecisionTree", "GaussianNB"), grids=TINY_GRIDS, folds=2, n_jobs=1, time_budget_s=3600
     )
