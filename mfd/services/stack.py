@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +43,8 @@ from mfd.services.s3 import weed_binary
 
 REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "deploy" / "Procfile"
-INSTANCE_YAML = REPO / "deploy" / "dagster" / "dagster.yaml"
+DAGSTER_DEPLOY = REPO / "deploy" / "dagster"
+INSTANCE_YAML = DAGSTER_DEPLOY / "dagster.yaml"
 CODE_SERVER = REPO / "deploy" / "dagster" / "code_server.py"
 AFTER_CODE_SERVER = REPO / "deploy" / "dagster" / "after_code_server.py"
 SERVICES = ("postgres", "s3", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "bento")
@@ -49,9 +52,9 @@ BUCKET = "mfd"
 MLFLOW_BUCKET = "mfd-mlflow"
 DATABASES = ("mfd", "mlflow", "dagster")
 PG_USER = "mfd"
-S3_ACCESS_KEY = "mfd-stack-access"  # a loopback-only server; production keys come from the environment
-S3_SECRET_KEY = "mfd-stack-secret"  # noqa: S105
-API_KEY = "mfd-stack-key"  # the stack's one serving key unless MFD_API_KEYS is set
+# The stack's credentials, generated on its first start into <root>/secrets.json (mode 0600): no two stacks
+# share a key, and only the stack's owner reads them (`python -m mfd.services.stack env`).
+SECRET_NAMES = ("s3_access_key", "s3_secret_key", "api_key", "pg_password")
 STOP_WAIT_S = 30.0  # a child runs in its own session: honcho's SIGKILL of its supervisor never reaches it
 
 
@@ -90,6 +93,29 @@ class Stack:
 
     # -- where things live -------------------------------------------------------------------------------
     @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    def secrets(self) -> dict[str, str]:
+        """The stack's keys and passwords: read from `secrets_file`, generated there on first use (0600)."""
+        path = self.secrets_file
+        if path.exists():
+            return json.loads(path.read_text())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = {name: secrets.token_hex(8 if name == "s3_access_key" else 24) for name in SECRET_NAMES}
+        made["s3_access_key"] = f"mfd{made['s3_access_key']}"
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            json.dump(made, out)
+        try:
+            os.link(temporary, path)  # the first writer wins; a concurrent `up` reads its secrets
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+        return json.loads(path.read_text())
+
+    @property
     def pg_data(self) -> Path:
         return self.root / "pg" / "data"
 
@@ -105,8 +131,10 @@ class Stack:
     def log(self) -> Path:
         return self.root / "stack.log"
 
-    def pg_url(self, dbname: str, driver: str = "psycopg") -> str:
-        return f"postgresql+{driver}://{PG_USER}@127.0.0.1:{self.ports.postgres}/{dbname}"
+    def pg_url(self, dbname: str, driver: str = "psycopg", password: bool = True) -> str:
+        """SQLAlchemy URL of a stack database, with the password unless `password=False` (for display)."""
+        secret = f":{self.secrets()['pg_password']}" if password else ""
+        return f"postgresql+{driver}://{PG_USER}{secret}@127.0.0.1:{self.ports.postgres}/{dbname}"
 
     @property
     def s3_url(self) -> str:
@@ -119,12 +147,13 @@ class Stack:
             "MLflow": f"http://127.0.0.1:{self.ports.mlflow}",
             "Bento (champion)": f"http://127.0.0.1:{self.ports.bento}",
             "S3 (SeaweedFS)": self.s3_url,
-            "PostgreSQL": self.pg_url("mfd"),
+            "PostgreSQL": self.pg_url("mfd", password=False),
         }
 
     def env(self) -> dict[str, str]:
         """The variables every service and the code location get: the same as pointing mfd at a real
         MinIO, PostgreSQL and MLflow (docs/operating.md)."""
+        keys = self.secrets()
         return {
             "MFD_STACK_HOME": str(self.root),
             **self.ports.env(),
@@ -133,25 +162,31 @@ class Stack:
             "MFD_DATABASE_URL": self.pg_url("mfd"),
             "MFD_S3_BUCKET": BUCKET,
             "MFD_S3_ENDPOINT_URL": self.s3_url,
-            "MFD_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
-            "MFD_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "MFD_S3_ACCESS_KEY_ID": keys["s3_access_key"],
+            "MFD_S3_SECRET_ACCESS_KEY": keys["s3_secret_key"],
             "MFD_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.ports.mlflow}",
             "MFD_MODEL_NAME": self.model_name,
             "MFD_SERVICE_URL": f"http://127.0.0.1:{self.ports.bento}",
-            "MFD_API_KEYS": os.environ.get("MFD_API_KEYS") or API_KEY,
+            "MFD_API_KEYS": os.environ.get("MFD_API_KEYS") or keys["api_key"],
             "DAGSTER_HOME": str(self.dagster_home),
             "MFD_DAGSTER_PG_HOST": "127.0.0.1",
             "MFD_DAGSTER_PG_PORT": str(self.ports.postgres),
             "MFD_DAGSTER_PG_USER": PG_USER,
-            "MFD_DAGSTER_PG_PASSWORD": "",
+            "MFD_DAGSTER_PG_PASSWORD": keys["pg_password"],
+            "PGHOST": "127.0.0.1",  # pg_dump, psql: the stack's server without flags
+            "PGPORT": str(self.ports.postgres),
+            "PGUSER": PG_USER,
+            "PGPASSWORD": keys["pg_password"],
             "MFD_DAGSTER_PG_DB": "dagster",
             "BENTOML_HOME": str(self.root / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
             "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
-            "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "AWS_ACCESS_KEY_ID": keys["s3_access_key"],
+            "AWS_SECRET_ACCESS_KEY": keys["s3_secret_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # deploy/dagster/stack_run_launcher.py, the instance's run launcher, for every Dagster process
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(DAGSTER_DEPLOY), os.environ.get("PYTHONPATH")])),
         }
 
     # -- readiness checks ---------------------------------------------------------------------------------
@@ -159,21 +194,26 @@ class Stack:
         import boto3
         from botocore.config import Config
 
+        keys = self.secrets()
         return boto3.client(
             "s3",
             endpoint_url=self.s3_url,
-            aws_access_key_id=S3_ACCESS_KEY,
-            aws_secret_access_key=S3_SECRET_KEY,
+            aws_access_key_id=keys["s3_access_key"],
+            aws_secret_access_key=keys["s3_secret_key"],
             region_name="us-east-1",
             config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
         )
 
-    def pg_ready(self) -> bool:
+    def pg_connect(self, **kwargs: object):  # noqa: ANN201 - a psycopg connection
         import psycopg
 
-        with psycopg.connect(
-            host="127.0.0.1", port=self.ports.postgres, user=PG_USER, dbname="postgres", connect_timeout=2
-        ) as conn:
+        password = self.secrets()["pg_password"]
+        return psycopg.connect(
+            host="127.0.0.1", port=self.ports.postgres, user=PG_USER, password=password, **kwargs
+        )
+
+    def pg_ready(self) -> bool:
+        with self.pg_connect(dbname="postgres", connect_timeout=2) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     def s3_ready(self) -> bool:
@@ -255,13 +295,10 @@ def _http_ok(url: str) -> bool:
 
 
 def _ensure_databases(stack: Stack) -> None:
-    import psycopg
     from psycopg import errors
 
     wait_until(stack.pg_ready, "stack PostgreSQL", timeout=120)
-    with psycopg.connect(
-        host="127.0.0.1", port=stack.ports.postgres, user=PG_USER, dbname="postgres", autocommit=True
-    ) as conn:
+    with stack.pg_connect(dbname="postgres", autocommit=True) as conn:
         have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
         for name in DATABASES:
             if name not in have:
@@ -297,23 +334,34 @@ def _initdb(stack: Stack) -> None:
             shutil.chown(path, "postgres")
     if (stack.pg_data / "PG_VERSION").exists():
         return
-    made = subprocess.run(
-        as_postgres_user([initdb, "-D", str(stack.pg_data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"]),
-        capture_output=True,
-        text=True,
-    )
+    # The password reaches initdb in a file only its user reads, removed at once; scram-sha-256 on every
+    # connection (local socket included), none trusted.
+    pwfile = pg_root / "pwfile"
+    with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(stack.secrets()["pg_password"] + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    cmd = [initdb, "-D", str(stack.pg_data), "-U", PG_USER, "--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    try:
+        made = subprocess.run(as_postgres_user([*cmd, "-E", "UTF8"]), capture_output=True, text=True)
+    finally:
+        pwfile.unlink(missing_ok=True)
     if made.returncode:
         raise MfdError(f"initdb into {stack.pg_data} failed: {made.stderr.strip()}")
 
 
 def _s3_config(stack: Stack) -> Path:
+    """SeaweedFS's identities file: the stack's keys, readable by its owner only."""
     config = stack.root / "s3.json"
+    keys = stack.secrets()
     identity = {
         "name": "mfd",
-        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+        "credentials": [{"accessKey": keys["s3_access_key"], "secretKey": keys["s3_secret_key"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    config.write_text(json.dumps({"identities": [identity]}))
+    with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump({"identities": [identity]}, out)
+    os.chmod(config, 0o600)  # a file written by an earlier version was 0644
     return config
 
 
@@ -357,7 +405,8 @@ def prepare(stack: Stack, service: str) -> tuple[list[str], int]:
     if service == "mlflow":
         _ensure_databases(stack)
         _ensure_buckets(stack)
-        cmd = ["mlflow", "server", "--backend-store-uri", stack.pg_url("mlflow", "psycopg2")]
+        # No password on the command line (`ps` shows it to every user): libpq reads PGPASSWORD from env().
+        cmd = ["mlflow", "server", "--backend-store-uri", stack.pg_url("mlflow", "psycopg2", password=False)]
         cmd += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/", "--host", "127.0.0.1"]
         return cmd + ["--port", str(ports.mlflow), "--workers", "1"], signal.SIGTERM
     if service == "dagster-code":
@@ -394,6 +443,138 @@ def _pid_file(stack: Stack, service: str) -> Path:
     return stack.run_dir / f"{service}.pid"
 
 
+def _tree_file(stack: Stack, service: str) -> Path:
+    """The service's process tree as last seen: [pid, create_time] per process (a pid alone can be reused)."""
+    return stack.run_dir / f"{service}.tree"
+
+
+def service_ports(stack: Stack, service: str) -> list[int]:
+    """The ports `service` listens on."""
+    ports = stack.ports
+    return {
+        "postgres": [ports.postgres],
+        "s3": [ports.s3, ports.weed_master, ports.weed_volume, ports.weed_filer],
+        "mlflow": [ports.mlflow],
+        "dagster-code": [ports.dagster_code],
+        "dagster-webserver": [ports.dagster],
+        "bento": [ports.bento],
+    }.get(service, [])
+
+
+def _become_subreaper() -> None:
+    """Orphans of this supervisor's child (bentoml's workers after a SIGKILL of `bentoml serve`) are
+    re-parented to this process instead of PID 1, so they stay in its process tree (Linux prctl)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # not Linux: the recorded tree still finds them
+        pass
+
+
+def _record_tree(stack: Stack, service: str, pid: int) -> None:
+    """Remember `pid` and every process under it (and orphans re-parented to this supervisor)."""
+    import psutil
+
+    members: list[psutil.Process] = []
+    for root in (pid, os.getpid()):
+        try:
+            members += psutil.Process(root).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+    try:
+        members.append(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        pass
+    seen = {(p.pid, p.create_time()) for p in members if p.is_running()}
+    path = _tree_file(stack, service)
+    old = {tuple(entry) for entry in json.loads(path.read_text())} if path.exists() else set()
+    alive = {entry for entry in old if _alive(*entry)}
+    path.write_text(json.dumps(sorted(seen | alive)))
+
+
+def _alive(pid: int, created: float) -> bool:
+    """Process `pid` exists, is not a zombie, and is the one created at `created` (not a reused pid)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap() -> None:
+    """Collect exited orphans re-parented to this supervisor (subreaper), so none stays a zombie."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+def kill_tree(stack: Stack, service: str, adopted: bool = False, timeout: float = 10.0) -> list[int]:
+    """SIGKILL every process of the service's recorded tree still alive (and, from its supervisor, the
+    orphans it adopted); wait until they are gone. The pids killed."""
+    import psutil
+
+    path = _tree_file(stack, service)
+    recorded = [tuple(entry) for entry in json.loads(path.read_text())] if path.exists() else []
+    mine = [(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)] if adopted else []
+    targets = [(pid, created) for pid, created in {*recorded, *mine} if _alive(pid, created)]
+    for pid, _created in targets:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(_alive(*target) for target in targets) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.1)
+    _reap()
+    path.unlink(missing_ok=True)
+    return [pid for pid, _created in targets]
+
+
+def port_holders(port: int) -> list[int]:
+    """Pids listening on 127.0.0.1:`port` (or all interfaces)."""
+    import psutil
+
+    held = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            held.append(conn.pid)
+    return sorted(set(held))
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def clear_orphans(stack: Stack, service: str) -> bool:
+    """Before (re)starting `service`: kill what is left of its earlier process tree (by recorded pid and
+    creation time, never by name). True once its ports are free; False (said once a wait) when another
+    program holds one."""
+    killed = kill_tree(stack, service, adopted=True)
+    if killed:
+        print(f"{service}: stopped {len(killed)} leftover process(es) of its tree: {killed}", flush=True)
+    busy = [port for port in service_ports(stack, service) if not _port_free(port)]
+    for port in busy:
+        print(f"{service}: port {port} held by pid(s) {port_holders(port)}, not this service's", flush=True)
+    return not busy
+
+
 def _stop_child(child: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(child.pid, sig)
@@ -405,9 +586,25 @@ def _stop_child(child: subprocess.Popen, sig: int) -> None:
         child.wait()
 
 
+def _supervise(stack: Stack, service: str, child: subprocess.Popen, stopping: Callable[[], bool]) -> None:
+    """Wait while `child` runs, recording its process tree every 2 s and reaping adopted orphans."""
+    polls = 0
+    while child.poll() is None and not stopping():
+        if polls % 10 == 0:
+            try:
+                _record_tree(stack, service, child.pid)
+                _reap()
+            except Exception as exc:  # noqa: BLE001 - a process gone between two reads: next time
+                print(f"{service}: process tree not recorded ({exc})", flush=True)
+        polls += 1
+        time.sleep(0.2)
+
+
 def run(stack: Stack, service: str) -> int:
-    """Run `service` in the foreground (a Procfile line): restart it when it dies, unless held."""
+    """Run `service` in the foreground (a Procfile line): restart it when it dies, unless held. Before each
+    start, what is left of its earlier process tree is killed; a port another program holds is waited for."""
     stack.run_dir.mkdir(parents=True, exist_ok=True)
+    _become_subreaper()
     stopping = False
     child: subprocess.Popen | None = None
     cmd, stop_signal = [], signal.SIGTERM
@@ -428,53 +625,40 @@ def run(stack: Stack, service: str) -> int:
     os.environ.update(stack.env())
     cmd, stop_signal = prepare(stack, service)
     while not stopping:
-        if _hold_file(stack, service).exists():
-            time.sleep(0.2)
+        if _hold_file(stack, service).exists() or not clear_orphans(stack, service):
+            time.sleep(0.2 if _hold_file(stack, service).exists() else 2)
             continue
         child = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
         _pid_file(stack, service).write_text(str(child.pid))
-        while child.poll() is None and not stopping:
-            time.sleep(0.2)
+        _supervise(stack, service, child, lambda: stopping)
         if stopping:
             break
         print(f"{service} exited with {child.returncode}; restarting", flush=True)
         time.sleep(1)
+    kill_tree(stack, service, adopted=True)
     _pid_file(stack, service).unlink(missing_ok=True)
     return 0
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process under `pid`, read from /proc (bentoml's workers leave its process group)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):  # gone meanwhile
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def hold(stack: Stack, service: str) -> None:
     """Stop `service` (SIGKILL of it and every process under it: a crash) and keep it down until `release`."""
+    import psutil
+
     _hold_file(stack, service).touch()
     pid_file = _pid_file(stack, service)
     if pid_file.exists():
         pid = int(pid_file.read_text())
-        tree = _descendants(pid)
+        try:
+            tree = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            tree = []
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        for child in tree:
+        for member in tree:
             try:
-                os.kill(child, signal.SIGKILL)
+                os.kill(member, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -610,8 +794,19 @@ def down(stack: Stack, timeout: float = 30.0) -> int:
     for pid_file in stack.run_dir.glob("*.pid"):  # a child still stopping (PostgreSQL's checkpoint)
         _wait_then_kill(int(pid_file.read_text()), deadline=time.monotonic() + timeout)
         pid_file.unlink(missing_ok=True)
+    for tree in stack.run_dir.glob("*.tree"):  # what a supervisor killed with SIGKILL left behind
+        if killed := kill_tree(stack, tree.stem):
+            print(f"{tree.stem}: stopped {len(killed)} leftover process(es) of its tree")
     print(f"mfd stack stopped; data kept in {stack.root}")
     return 0
+
+
+def env_script(stack: Stack) -> str:
+    """`export` lines for a shell (`eval "$(python -m mfd.services.stack env)"`): the stack's settings and
+    secrets (readable by the stack's owner only), and the venv's bin directory (`mfd`, `dagster`) on PATH."""
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in stack.env().items() if key != "PATH"]
+    venv_bin = shlex.quote(str(Path(sys.executable).parent))
+    return "\n".join([*lines, f'export PATH={venv_bin}:"$PATH"'])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,9 +829,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<18} {'up' if ok else 'down'}")
             return 0
         if args.command == "env":
-            for key, value in stack.env().items():
-                if key != "PATH":
-                    print(f"export {key}={value}")
+            print(env_script(stack))
             return 0
         if args.command == "run":
             return run(stack, args.service)
@@ -644,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except MfdError as exc:
         print(f"mfd stack: error: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:  # secrets.json is its owner's
+        print(f"mfd stack: error: {exc}: the stack's secrets are readable by its owner only", file=sys.stderr)
         return 1
 
 
