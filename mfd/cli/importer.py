@@ -16,7 +16,7 @@ from mfd.profiles import DEFAULT_PROFILE, ENV_VAR, ProfileError, load, resolve
 from mfd.profiles.cmapss_import import DEFAULT_DIR, FILE_ROWS, SPLITS, Converted, convert
 from mfd.settings import load_settings
 from mfd.storage.connect import S3_SETTINGS, objects_from_settings
-from mfd.storage.objects import Objects, S3Objects
+from mfd.storage.objects import INCOMING, Objects, S3Objects
 
 PROFILE = "cmapss"
 
@@ -79,7 +79,7 @@ def summary(args: argparse.Namespace, converted: Converted, where: str, seconds:
             else ""
         )
         + f" -> {where} ({seconds:.2f} s)",
-        *(f"  {key}" for key, _ in (*converted.readings, *converted.maintenance)),
+        *(f"  {INCOMING}{key}" for key, _ in (*converted.readings, *converted.maintenance)),
     ]
     if converted.rul is not None:
         lines.append(f"{converted.rul}: true remaining cycles per test engine, not imported (bench scoring)")
@@ -103,6 +103,6 @@ def run_cmapss(args: argparse.Namespace) -> int:
     converted = convert(args.directory, args.subset, args.split, load(PROFILE), args.file_rows)
     objects = objects_from_settings(load_settings())
     for key, data in (*converted.readings, *converted.maintenance):
-        _put(objects, key, data)
+        _put(objects, f"{INCOMING}{key}", data)
     print("\n".join(summary(args, converted, objects.describe(), time.perf_counter() - started)))
     return 0

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from mfd.errors import MfdError
 from mfd.profiles import Profile
-from mfd.storage.objects import INCOMING
 
 # A number as NASA writes it (and Arrow reads it): sign, digits, a decimal point, an exponent; no nan/inf.
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -33,7 +32,9 @@ VALUES = COLUMNS - 2
 START = datetime(2020, 1, 1, tzinfo=UTC)
 CYCLE = timedelta(hours=1)
 FILE_ROWS = 10_000
-MAINTENANCE_PREFIX = f"{INCOMING}maintenance/"  # where mfd.ingestion.maintenance reads records from
+# Keys are relative to the object store's incoming/ prefix (mfd.storage.objects.INCOMING, prepended by the
+# command: the core imports no storage); maintenance records go where mfd.ingestion.maintenance reads them.
+MAINTENANCE_FOLDER = "maintenance/"
 FAILURE_OUTCOME = "failure"  # the outcome of a profile that names no failure modes
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data" / "cmapss"  # FD001, vendored
 
@@ -53,7 +54,7 @@ class Engine:
 
 @dataclass(frozen=True)
 class Converted:
-    """What a conversion produces: object keys and their bytes, and the counts for the summary."""
+    """What a conversion produces: keys under incoming/ and their bytes, and the counts for the summary."""
 
     engines: int
     rows: int
@@ -169,7 +170,7 @@ def readings_files(
         groups[-1].append(engine)
         held += len(engine.cycles)
     return [
-        (f"{INCOMING}cmapss-{subset}-{split}-{part:03d}.csv", _csv(head, group, subset, split))
+        (f"cmapss-{subset}-{split}-{part:03d}.csv", _csv(head, group, subset, split))
         for part, group in enumerate(groups, start=1)
     ]
 
@@ -181,7 +182,7 @@ def maintenance_file(engines: dict[int, Engine], subset: str, split: str) -> tup
         name = engine_name(subset, split, engine.unit)
         at = cycle_time(engine.cycles[-1])
         lines.append(f"{name},{at:%Y-%m-%dT%H:%M:%SZ},{FAILURE_OUTCOME},WO-cmapss-{name}")
-    return f"{MAINTENANCE_PREFIX}cmapss-{subset}-{split}.csv", ("\n".join(lines) + "\n").encode()
+    return f"{MAINTENANCE_FOLDER}cmapss-{subset}-{split}.csv", ("\n".join(lines) + "\n").encode()
 
 
 def check_subset(subset: str, profile: Profile) -> None:
