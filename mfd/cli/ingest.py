@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from mfd.errors import MfdError
 from mfd.ingestion import load as ingest
@@ -115,7 +114,7 @@ def ingest_one(
         print(f"{key}: rejected: {failure_line(exc)}")
         tally.rejected.append(key)
         return
-    except (MfdError, OSError, SQLAlchemyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a service, the disk, the store or a bug: this file fails, the run goes on
         log.debug("ingesting %s failed", key, exc_info=True)
         print(f"{key}: failed: {failure_line(exc)}")
         tally.failed.append(key)

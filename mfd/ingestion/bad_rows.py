@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from mfd.ingestion.blocks import Block
 from mfd.ingestion.parsing import Chunk
 from mfd.ingestion.spool import CsvSpool
 
@@ -25,3 +26,14 @@ class BadRows(CsvSpool):
             reasons[hit] = reasons[hit] + "; " + label
         rows["reason"] = reasons.str.removeprefix("; ").to_numpy()
         self.write(rows)
+
+    def add_record(self, block: Block, columns: list[str], reason: str, tally: Counter) -> None:
+        """One record no parser can take (`block` holds it alone): its text split at commas fills the
+        columns in order (the rest joined into the last one)."""
+        text = block.data.decode("utf-8", errors="replace").rstrip("\r\n")
+        values = text.split(",")
+        if len(values) > len(columns):
+            values = [*values[: len(columns) - 1], ",".join(values[len(columns) - 1 :])]
+        row = dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=True))
+        tally[reason] += 1
+        self.write(pd.DataFrame([{**row, "line": block.first_line, "reason": reason}]))

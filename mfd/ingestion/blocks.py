@@ -1,9 +1,14 @@
 """An incoming CSV object as a header and blocks of whole records (linear, bounded), and the header rules
-(delimiter, missing, extra and duplicate columns) that reject a file before any row is read."""
+(delimiter, missing, extra and duplicate columns) that reject a file before any row is read.
+
+Line ends: LF, CRLF, and a bare CR (old Mac exports, a CR pasted into a line) are all line ends: a bare CR
+is read as LF as the bytes come in, so no parser ever meets one. A quoted field that the file ends inside
+is set aside as one unreadable record (`Block.unclosed`); the records before it load."""
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -11,8 +16,18 @@ from typing import IO
 from mfd.ingestion.layouts import Layout
 from mfd.ingestion.records import QuoteScan
 from mfd.ingestion.rejection import FileRejected
+from mfd.schema import PROFILE
 
 MAX_RECORD_BYTES = 1 << 20  # a reading is ~100 bytes; a "record" this long is a quote that never closes
+_BARE_CR = re.compile(rb"\r(?!\n)")
+UNCLOSED = "row: a quoted field opened on this line never closes (the file ends inside it)"
+
+
+def bare_crs_as_line_ends(data: bytes) -> bytes:
+    """`data` with every CR not followed by LF read as LF (CRLF stays as it is)."""
+    if b"\r" not in data or data.count(b"\r") == data.count(b"\r\n"):
+        return data
+    return _BARE_CR.sub(b"\n", data)
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,7 @@ class Block:
     data: bytes
     first_line: int
     spans: list[int]
+    unclosed: bool = False  # one record the file ends inside (an unclosed quote): set aside whole
 
 
 class CsvBlocks:
@@ -41,14 +57,22 @@ class CsvBlocks:
         self.copied = 0  # bytes of an unfinished record carried into the next buffer
         self.quotes = QuoteScan()
         self._header: bytes | None = None
+        self._cr = b""  # a CR that ended the last read: a line end of its own unless LF comes next
 
     def _fill(self) -> bool:
         data = self.stream.read(self.size)
         if not data:
             self.eof = True
+            if self._cr:
+                self.pending += b"\n"
+                self._cr = b""
+                return True
             return False
+        data, self._cr = self._cr + data, b""
+        if data.endswith(b"\r"):
+            data, self._cr = data[:-1], b"\r"
         self.copied += len(self.pending)
-        self.pending += data
+        self.pending += bare_crs_as_line_ends(data)
         return True
 
     def _first_line_of_pending(self) -> int:
@@ -94,8 +118,11 @@ class CsvBlocks:
                 if data.strip():  # trailing blank lines carry no records
                     yield block
             if self.eof:
-                if scan.open_at >= 0:
-                    self._unclosed("a quoted field opened here is never closed (the file ends inside it)")
+                if scan.open_at >= 0 and self.pending.strip():
+                    # The last record opens a quote the file ends inside: that record alone is set aside.
+                    data, self.pending = self.pending, b""
+                    yield Block(data, self._first_line_of_pending(), [], unclosed=True)
+                    self.lines += data.count(b"\n") + (not data.endswith(b"\n"))
                 return
             if len(self.pending) > self.max_record:
                 if scan.open_at >= 0:
@@ -129,8 +156,15 @@ class CsvBlocks:
         return self.lines
 
 
+def source(column: str) -> str:
+    """The plant profile's name of a canonical column."""
+    return PROFILE.source_name(column)
+
+
 def check_header(header: bytes, first_line: bytes, layout: Layout) -> list[str]:
-    """The file's columns, or FileRejected naming the rule (delimiter, missing/extra/duplicate columns)."""
+    """The file's columns by their canonical names (the plant profile's source names renamed, e.g. a pump's
+    `asset_id` -> `machine_id`), or FileRejected naming the rule (delimiter, missing/extra/duplicate
+    columns) and the profile."""
     try:
         names = [c.strip() for c in next(csv.reader([header.decode("utf-8")]), [])]
     except UnicodeDecodeError as exc:
@@ -139,7 +173,8 @@ def check_header(header: bytes, first_line: bytes, layout: Layout) -> list[str]:
         raise FileRejected("malformed_csv", f"the header line is not valid CSV ({exc})") from exc
     data = first_line.decode("utf-8", errors="replace")
     examples = dict(zip(names, next(csv.reader([data]), []), strict=False)) if data else {}
-    expected = f"expected a comma-separated header with {', '.join(layout.required)}"
+    required, allowed = [source(c) for c in layout.required], [source(c) for c in layout.columns]
+    expected = f"plant profile {PROFILE.name} expects a comma-separated header with {', '.join(required)}"
     if len(names) == 1:
         for delimiter in (";", "\t", "|"):
             split = names[0].split(delimiter)
@@ -153,15 +188,15 @@ def check_header(header: bytes, first_line: bytes, layout: Layout) -> list[str]:
     duplicated = sorted({c for c in names if names.count(c) > 1})
     if duplicated:
         raise FileRejected("duplicate_columns", f"columns appear twice; {expected}", duplicated, examples)
-    missing = [c for c in layout.required if c not in names]
+    missing = [c for c in required if c not in names]
     if missing:
         raise FileRejected("missing_columns", f"required columns are missing; {expected}", missing, examples)
-    extra = [c for c in names if c not in layout.columns]
+    extra = [c for c in names if c not in allowed]
     if extra:
         raise FileRejected(
             "unexpected_columns",
-            f"columns not in the schema (allowed: {', '.join(layout.columns)})",
+            f"columns not in plant profile {PROFILE.name} (allowed: {', '.join(allowed)})",
             extra,
             {c: examples.get(c) for c in extra},
         )
-    return names
+    return [PROFILE.to_canonical.get(c, c) for c in names]

@@ -15,6 +15,7 @@ commit and only for the version read, so a newer upload under the same key is ne
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -26,16 +27,19 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import numpy as np
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
+import urllib3.exceptions
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError, ServiceUnavailable
 from mfd.ingestion.bad_rows import BadRows
-from mfd.ingestion.blocks import CsvBlocks, check_header
+from mfd.ingestion.blocks import UNCLOSED, CsvBlocks, check_header
 from mfd.ingestion.conflict_rows import ConflictRows
+from mfd.ingestion.headers import RepeatedHeaders
 from mfd.ingestion.layouts import Layout, layout_for
 from mfd.ingestion.parsing import Chunk, parse
 from mfd.ingestion.rejection import FileRejected
@@ -47,6 +51,7 @@ from mfd.storage.objects import PROCESSED, REJECTED, ObjectChanged, ObjectMissin
 from mfd.storage.pause import pause_point
 from mfd.validation import TimestampWindow
 
+log = logging.getLogger(__name__)
 CHUNK_BYTES = 8 << 20
 PREVIEW_ROWS = 5
 # A lost or refused database connection: the run fails, nothing from the file is committed.
@@ -55,6 +60,18 @@ DATABASE_DOWN = (
     sa.exc.InterfaceError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
+)
+# Failures of the database or of this program's own state, not of a file's bytes: they fail the run (the file
+# stays in incoming/ for the next one) instead of rejecting the file.
+NOT_THE_FILE = (
+    MfdError,
+    sa.exc.SQLAlchemyError,
+    psycopg.Error,
+    OSError,
+    MemoryError,
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    urllib3.exceptions.HTTPError,
 )
 
 
@@ -125,13 +142,7 @@ def ingest_object(
             try:
                 _load(engine, layout, key, blocks, report, bad_rows, conflicts)
             except FileRejected as exc:
-                if exc.reason["rule"] != "no_valid_rows":
-                    bad_rows.discard()
-                conflicts.discard()
-                report.read = blocks.drain_lines()
-                report.loaded = report.duplicate = report.conflicting = 0
-                report.rejected = report.read
-                report.status, report.reason = "rejected", {"key": key, **exc.reason}
+                _reject_whole(report, exc, blocks, bad_rows, conflicts)
             except DATABASE_DOWN as exc:
                 cause = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
                 raise ServiceUnavailable(
@@ -139,9 +150,33 @@ def ingest_object(
                     f"({cause[0]}); nothing from the file was committed "
                     "and it stays in incoming/: re-run once the database is back (check MFD_DATABASE_URL)"
                 ) from exc
+            except (*NOT_THE_FILE, ObjectMissing, ObjectChanged):
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever these bytes broke: this file's rejection, not the run's
+                log.exception("ingesting %s failed", key)
+                cause = FileRejected(
+                    "unreadable_file", f"the file could not be read: {type(exc).__name__}: {exc}"
+                )
+                _reject_whole(report, cause, blocks, bad_rows, conflicts)
         _file_away(objects, key, report, bad_rows, conflicts)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _reject_whole(
+    report: IngestReport, exc: FileRejected, blocks: CsvBlocks, bad_rows: BadRows, conflicts: ConflictRows
+) -> None:
+    """Nothing from the file is stored (the transaction rolled back): every line counts as rejected."""
+    if exc.reason["rule"] != "no_valid_rows":
+        bad_rows.discard()
+    conflicts.discard()
+    try:
+        report.read = blocks.drain_lines()
+    except Exception:  # noqa: BLE001 - the stream itself failed: count what was read
+        report.read = blocks.lines
+    report.loaded = report.duplicate = report.conflicting = 0
+    report.rejected = report.read
+    report.status, report.reason = "rejected", {"key": report.key, **exc.reason}
 
 
 def _load(
@@ -203,10 +238,17 @@ def _checked(
     blocks: CsvBlocks, columns: list[str], layout: Layout, report: IngestReport, bad_rows: BadRows
 ) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Each block parsed and validated, its rows counted and its bad rows spooled: the chunks that have
-    good rows, with their mask."""
+    good rows, with their mask. A record the file ends inside (an unclosed quote) is one bad row; rows after
+    a second header with another column order are bad rows (`headers`)."""
+    headers = RepeatedHeaders(columns, layout)
     for block in blocks:
-        chunk = parse(block, columns, layout)
-        problems = row_problems(chunk, layout)
+        if block.unclosed:
+            report.read += 1
+            report.rejected += 1
+            bad_rows.add_record(block, columns, UNCLOSED, report.problems)
+            continue
+        chunk = parse(headers.blank(block), columns, layout)
+        problems = headers.set_aside(chunk, row_problems(chunk, layout))
         bad = np.zeros(len(chunk.frame), dtype=bool)
         for mask in problems.values():
             bad |= mask

@@ -1,7 +1,10 @@
 """One block of CSV records parsed into a `Chunk`: Arrow's reader for the common case, pandas' C reader (and
 a per-value diagnosis) for the rest. Records the readers cannot take (a wrong field count, bytes that are
-not UTF-8) are taken out first and come back as rows marked `unreadable`, so that one of them costs its own
-row, never the file or the block's fast path."""
+not UTF-8, a control character inside a field) are taken out first and come back as rows marked
+`unreadable`, so that one of them costs its own row, never the file or the block's fast path.
+
+Timestamps are ISO 8601 as spelled by `ISO_TIMESTAMP` and nothing else: words pandas and PostgreSQL both
+take (`now`, `today`, `epoch`, `infinity`) would be stored at each one's own clock."""
 
 from __future__ import annotations
 
@@ -27,6 +30,21 @@ from mfd.ingestion.rejection import FileRejected
 NA_TEXT = ("", "NA", "N/A", "NaN", "nan", "-nan", "NULL", "null", "None", "#N/A")
 CATEGORICAL = ("machine_id", "machine_type")
 NOT_UTF8 = "row: not UTF-8 text"
+# C0 control characters but LF and CR (line ends; a bare CR is read as LF before parsing), and DEL: readers
+# cut a value at a NUL, PostgreSQL refuses it; a row holding one is set aside whole.
+CONTROL = bytes([*range(0x00, 0x0A), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_CONTROL_TABLE = bytes(1 if i in CONTROL else 0 for i in range(256))
+ISO_TIMESTAMP = (
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
+def control_label(byte: int) -> str:
+    return f"row: control character U+{byte:04X} inside a field"
+
+
+def has_control(data: bytes) -> bool:
+    return len(data.translate(None, CONTROL)) != len(data)
 
 
 @dataclass
@@ -147,7 +165,7 @@ def parse(block: Block | bytes, columns: list[str], layout: Layout) -> Chunk:
     numeric = tuple(c for c in columns if c in layout.ranges or c in layout.flags)
     flags = tuple(c for c in layout.flags if c in columns)
     data = block.data
-    frame = _read_arrow(data, columns, numeric)
+    frame = None if has_control(data) else _read_arrow(data, columns, numeric)
     if frame is not None:
         simple = not block.spans and b'"' not in data and _one_row_per_line(data, len(frame))
         chunk = Chunk(frame, frame["timestamp"], {}, None, block, flags, simple=simple)
@@ -220,6 +238,8 @@ def _unreadable(data: bytes, records: Records, width: int) -> dict[str, np.ndarr
     for count in np.unique(records.fields[records.fields != width]).tolist():
         label = f"row: {count} field{'' if count == 1 else 's'}, the header has {width}"
         found[label] = records.fields == count
+    if has_control(data):
+        found.update(_controls(data, records))
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -230,6 +250,22 @@ def _unreadable(data: bytes, records: Records, width: int) -> dict[str, np.ndarr
             ],
             dtype=bool,
         )
+    return found
+
+
+def _controls(data: bytes, records: Records) -> dict[str, np.ndarray]:
+    """One mask per control character found: the records holding it (a record's first one names it)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(np.frombuffer(data.translate(_CONTROL_TABLE), dtype=np.uint8))
+    row = np.searchsorted(records.starts, at, side="right") - 1
+    inside = (row >= 0) & (at < records.ends[np.maximum(row, 0)])
+    at, row = at[inside], row[inside]
+    first = np.unique(row, return_index=True)[1]
+    found: dict[str, np.ndarray] = {}
+    for byte in np.unique(arr[at[first]]).tolist():
+        mask = np.zeros(len(records), dtype=bool)
+        mask[row[first][arr[at[first]] == byte]] = True
+        found[control_label(byte)] = mask
     return found
 
 
@@ -257,7 +293,8 @@ def _spread_mask(mask: np.ndarray, readable: np.ndarray) -> np.ndarray:
 def _timestamps(text: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
     """ISO 8601 text as UTC timestamps, and which of those that failed are real timestamps pandas cannot
     hold (before 1677 or after 2262, e.g. 9999-12-31): outside any plausible window, not unparsable."""
-    stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    iso = text.astype("string").str.fullmatch(ISO_TIMESTAMP).fillna(False).to_numpy(dtype=bool)
+    stamps = pd.to_datetime(text.where(iso), format="ISO8601", utc=True, errors="coerce")
     failed = (stamps.isna() & text.notna()).to_numpy()
     if not failed.any():
         return stamps, None

@@ -1,10 +1,17 @@
 """The row rules of an incoming file (from `mfd.validation`, via its layout) as one boolean mask per problem:
 a row the parser could not read (field count, encoding) has that one problem; a readable row every
-problem it has (missing, range, category, flag, timestamp and its plausible window)."""
+problem it has (missing, range, category, flag, timestamp and its plausible window).
+
+Text columns (the machine key) are compared byte for byte, so a value with whitespace around it, or an
+invisible character anywhere in it (a zero-width space, a BOM, a bidi mark, a non-breaking space, a tab),
+would store another machine: such a row is refused, never normalized (`INVISIBLE`)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
+import pandas as pd
 
 from mfd.ingestion.layouts import Layout
 from mfd.ingestion.parsing import Chunk
@@ -26,6 +33,8 @@ def row_problems(chunk: Chunk, layout: Layout) -> dict[str, np.ndarray]:
         if column not in ranges:
             add(f"{column}: missing", frame[column].isna().to_numpy())
     for column, rule in layout.rules.items():
+        if rule.kind == "text" and column in frame.columns:
+            add(f"{column}: {INVISIBLE}", _invisible(frame[column]))
         if rule.max_length is not None and frame[column].notna().any():
             add(
                 f"{column}: longer than {rule.max_length} characters",
@@ -65,3 +74,28 @@ def row_problems(chunk: Chunk, layout: Layout) -> dict[str, np.ndarray]:
             broken = chunk.unparsable.get(column, False)
             add(f"{column}: not 0 or 1", (~np.isin(values, (0.0, 1.0)) & ~np.isnan(values)) | broken)
     return problems
+
+
+INVISIBLE = "whitespace around it or an invisible character in it (keys are compared byte for byte)"
+_SHOWN = (" ", "\n")  # a plain space, and a line break inside a quoted value: seen when the key is printed
+
+
+def _is_invisible(value: object) -> bool:
+    """Whitespace at either end, or a character that prints as nothing (format, control, separators but
+    the plain space and a line break inside a quoted value) anywhere."""
+    if not isinstance(value, str) or not value:
+        return False
+    if value != value.strip():
+        return True
+    return any(unicodedata.category(c)[0] in "CZ" and c not in _SHOWN for c in value if not c.isalnum())
+
+
+def _invisible(values: pd.Series) -> np.ndarray:
+    """Which values are `_is_invisible`, judged once per distinct value."""
+    distinct = (
+        values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else values.dropna().unique()
+    )
+    bad = [v for v in distinct if _is_invisible(v)]
+    if not bad:
+        return np.zeros(len(values), dtype=bool)
+    return values.isin(bad).to_numpy(dtype=bool)

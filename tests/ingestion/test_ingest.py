@@ -114,7 +114,6 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_loaded(
 
 
 WHOLE_FILE_CASES = {
-    "malformed_unclosed_quote": (None, "malformed_csv"),
     "zero_bytes": (b"", "empty_file"),
     "header_only": (None, "no_rows"),
     "missing_columns": (None, "missing_columns"),
@@ -136,9 +135,6 @@ def _whole_file_case(name: str, clean: pd.DataFrame) -> bytes:
         return to_csv_bytes(clean.head(50).assign(operator="ann"))
     if name == "wrong_delimiter":
         return text.replace(",", ";").encode()
-    if name == "malformed_unclosed_quote":
-        rows[10] = rows[10].replace("M-", '"M-', 1)
-        return "\n".join([header, *rows]).encode()
     if name == "all_rows_bad":
         return to_csv_bytes(clean.head(50).assign(machine_type="Q"))
     if name == "duplicate_columns":
@@ -170,15 +166,18 @@ def test_unusable_file_is_rejected_whole_with_reason(
         assert report.read == report.rejected > 0
 
 
-def test_malformed_line_late_in_the_file_rolls_back_earlier_chunks(
+def test_an_unclosed_quote_near_the_end_sets_aside_its_record_and_loads_the_rest(
     s3_objects: S3Objects, pg: Engine, clean: pd.DataFrame
 ) -> None:
     text = to_csv_bytes(clean).decode().splitlines()
-    text[-5] += ',"unterminated'
+    text[-5] += ',"unterminated'  # the file ends inside this quote: lines 1997-2001 are one record
     s3_objects.put(KEY, "\n".join(text).encode())
     report = ingest.ingest_object(s3_objects, pg, KEY, chunk_bytes=8 << 10)
-    assert report.status == "rejected" and report.reason["rule"] == "malformed_csv"
-    assert _count(pg) == 0 and report.read == report.rejected == len(clean)
+    assert report.status == "processed" and _adds_up(report)
+    assert (report.read, report.loaded, report.rejected) == (len(clean) - 4, len(clean) - 5, 1)
+    assert _count(pg) == len(clean) - 5
+    bad = pd.read_csv(pd.io.common.BytesIO(s3_objects.get(report.bad_rows_key)), dtype=str)
+    assert list(bad["line"]) == [str(len(clean) - 3)] and "never closes" in bad["reason"][0]
 
 
 def test_duplicates_within_and_across_files_are_counted_never_written_twice(
