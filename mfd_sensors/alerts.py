@@ -1,5 +1,7 @@
 """`alert_delivery_sensor`: a delivery pass (`alert_deliveries`) whenever the outbox holds due alerts and
-webhooks are configured, one pass at a time, apart from detection."""
+webhooks are configured, one pass at a time, apart from detection. With no webhook configured, each tick
+drops the pending alerts (they have nowhere to go; their events stay in `failure_events`) and the daemon's
+log says so once."""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from mfd.alerts.outbox import due_ids
+from mfd.alerts.outbox import drop_undeliverable, due_ids
 from mfd_resources import ReadingsStore
 from mfd_resources.alerts import AlertWebhooks
 from mfd_sensors.incoming import IN_PROGRESS
+
+NO_TARGET = "no-target"
+NO_TARGET_REASON = "no webhook configured (MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS)"
 
 alert_delivery_job = dg.define_asset_job(
     "alert_delivery_job",
@@ -24,15 +29,22 @@ alert_delivery_job = dg.define_asset_job(
     job=alert_delivery_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts alert_delivery_job when the alert outbox holds due alerts and a webhook is set.",
+    description="Starts alert_delivery_job when the alert outbox holds due alerts and a webhook is set; "
+    "with no webhook set, drops the pending alerts each tick (their events stay in failure_events).",
 )
 def alert_delivery_sensor(
     context: dg.SensorEvaluationContext, readings_store: ReadingsStore, alert_webhooks: AlertWebhooks
 ) -> dg.RunRequest | dg.SkipReason:
     if not alert_webhooks.targets():
-        return dg.SkipReason(
-            "no webhook configured (MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS): alerts wait in the outbox"
-        )
+        dropped = drop_undeliverable(readings_store.engine)
+        if context.cursor != NO_TARGET:  # said once in the daemon's log, until a webhook is set
+            context.log.warning(
+                f"{NO_TARGET_REASON}: alerts are not kept in the outbox (events stay in failure_events)"
+            )
+            context.update_cursor(NO_TARGET)
+        return dg.SkipReason(f"{NO_TARGET_REASON}: {dropped} pending alert(s) dropped from the outbox")
+    if context.cursor == NO_TARGET:
+        context.update_cursor("")
     running = context.instance.get_runs(
         filters=dg.RunsFilter(job_name=alert_delivery_job.name, statuses=list(IN_PROGRESS)), limit=1
     )

@@ -240,6 +240,15 @@ def deliver_due(
     return report
 
 
+def drop_undeliverable(engine: Engine) -> int:
+    """With no delivery target configured, pending alerts have nowhere to go: remove them, so the outbox does
+    not grow without bound (334,144 rows from one large file). Their events stay in `failure_events`, where
+    the console and `mfd events` read them. Returns the rows removed."""
+    ensure_alert_tables(engine)
+    with engine.begin() as conn:
+        return int(conn.execute(alert_outbox.delete().where(alert_outbox.c.status == PENDING)).rowcount or 0)
+
+
 def outbox_status(engine: Engine) -> dict[str, int]:
     """Alerts per status."""
     ensure_alert_tables(engine)

@@ -196,3 +196,14 @@ def test_without_targets_alerts_stay_pending(engine) -> None:
     report = outbox.deliver_due(engine, [], window=WINDOW, now=T0)
     assert report.delivered == 0 and "no webhook configured" in report.line()
     assert outbox.outbox_status(engine) == {"pending": 2}
+
+
+def test_without_targets_pending_alerts_are_dropped_and_delivered_ones_kept(
+    engine, receiver: Receiver
+) -> None:
+    enqueue(engine, events(1, 2))
+    outbox.deliver_due(engine, [Target(receiver.url)], window=WINDOW, now=T0)
+    enqueue(engine, events(10, 3))
+    assert outbox.drop_undeliverable(engine) == 3
+    assert outbox.outbox_status(engine) == {"delivered": 2}
+    assert outbox.drop_undeliverable(engine) == 0

@@ -56,6 +56,10 @@ def test_a_due_alert_with_a_webhook_starts_one_delivery_run(tmp_path: Path) -> N
     assert "no alert due" in _tick(url, hook).skip_message
     with engine.begin() as conn:
         outbox.enqueue(conn, _event(7), datetime.now(UTC) - timedelta(seconds=1))
-    assert "no webhook configured" in _tick(url, "").skip_message
+    skipped = _tick(url, "").skip_message
+    assert "no webhook configured" in skipped and "1 pending alert(s) dropped" in skipped
+    assert outbox.outbox_status(engine) == {}  # nowhere to go: the outbox does not accumulate
+    with engine.begin() as conn:
+        outbox.enqueue(conn, _event(8), datetime.now(UTC) - timedelta(seconds=1))
     request = _tick(url, hook)
     assert isinstance(request, dg.RunRequest) and request.tags["mfd/first_due_alert"]
