@@ -8,20 +8,17 @@ import os
 import mlflow.sklearn
 import pandas as pd
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import create_model
+
+from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
 
 app = FastAPI()
 mlflow.set_tracking_uri(os.environ["MFD_MLFLOW_TRACKING_URI"])
 model = mlflow.sklearn.load_model(f"models:/{os.environ['MFD_MODEL_NAME']}@champion")
 
 
-class Reading(BaseModel):
-    machine_type: str
-    air_temperature_k: float
-    process_temperature_k: float
-    rotational_speed_rpm: float
-    torque_nm: float
-    tool_wear_min: float
+# The active plant profile's reading: its segment and sensors, as a hand-written model would declare them.
+Reading = create_model("Reading", **{SEGMENT_COLUMN: (str, ...)}, **{c: (float, ...) for c in SENSOR_COLUMNS})
 
 
 @app.get("/health")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mfd.errors import MfdError
-from mfd.schema import MACHINE_TYPES
+from mfd.schema import MACHINE_TYPES, PROFILE
 
 COST_KINDS: tuple[str, ...] = ("missed_failure", "false_stop", "late_alarm")
 # A threshold no probability reaches: the cost-optimal decision may be to never alarm.
@@ -39,13 +39,8 @@ class Costs:
 
 CostMatrix = dict[str, Costs]
 
-# Example figures (one currency unit): a missed failure costs the repair and the lost production, a false
-# stop an inspection, a late alarm part of the damage. Heavier machines cost more to lose.
-DEFAULT_COST_MATRIX: CostMatrix = {
-    "L": Costs(missed_failure=8_000, false_stop=400, late_alarm=3_000),
-    "M": Costs(missed_failure=10_000, false_stop=500, late_alarm=4_000),
-    "H": Costs(missed_failure=12_000, false_stop=600, late_alarm=5_000),
-}
+# The plant profile's costs per segment (`costs`; example figures where it gives none).
+DEFAULT_COST_MATRIX: CostMatrix = {segment: Costs(**costs) for segment, costs in PROFILE.costs.items()}
 
 
 def parse_cost_matrix(raw: str | Mapping[str, Any] | None) -> CostMatrix:

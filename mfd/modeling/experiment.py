@@ -20,7 +20,7 @@ from mfd.modeling.metrics import METRICS, confusion
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
 from mfd.plots import draw_pr_curve, table_markdown
-from mfd.schema import LABEL_COLUMN
+from mfd.schema import LABEL_COLUMN, PROFILE
 from mfd.settings import Settings
 from mfd.storage import tracking
 
@@ -153,7 +153,7 @@ def log_candidate(
         run_name=name,
     )
     with mlflow.start_run(run_id=created.info.run_id) as run:
-        mlflow.set_tags({**tags, "family": candidate.family})
+        mlflow.set_tags({**tags, "family": candidate.family, "profile": PROFILE.stamp()})
         mlflow.log_params(
             {
                 **settings,

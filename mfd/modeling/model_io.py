@@ -30,7 +30,11 @@ from sklearn.pipeline import Pipeline
 from mfd.errors import MfdError
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.modeling.tree_predictor import chunked_predict_proba
-from mfd.schema import SENSOR_COLUMNS
+from mfd.profiles import DEFAULT_PROFILE, ProfileError
+from mfd.schema import PROFILE, SENSOR_COLUMNS
+
+# The MLmodel metadata keys naming the profile a model was trained on.
+PROFILE_KEY, PROFILE_DIGEST_KEY = "mfd_profile", "mfd_profile_digest"
 
 THRESHOLD_TAG = "threshold"
 CHAMPION = "champion"
@@ -123,20 +127,42 @@ def log_failure_model(
         signature=signature(inputs, pipeline.predict_proba(inputs)),
         input_example=inputs,
         pip_requirements=_requirements(),
+        metadata=profile_metadata(),
     )
     if registered_name is None:
         return info.model_uri, None
     return info.model_uri, register_logged_model(info.model_uri, registered_name, threshold=threshold)
 
 
+def profile_metadata() -> dict[str, str]:
+    """What a logged model records of the plant profile it was trained on (its MLmodel `metadata`)."""
+    return {PROFILE_KEY: PROFILE.name, PROFILE_DIGEST_KEY: PROFILE.digest}
+
+
+def trained_profile(pyfunc: Any) -> str:
+    """The profile a loaded model was trained on; `ai4i` for a model logged before profiles existed."""
+    model_meta = getattr(pyfunc, "metadata", None)
+    recorded = getattr(model_meta, "metadata", None) or {}
+    return str(recorded.get(PROFILE_KEY, DEFAULT_PROFILE))
+
+
 @dataclass(frozen=True)
 class FailureModel:
-    """A loaded model version: call `probability(readings)`; `threshold` turns it into labels."""
+    """A loaded model version: call `probability(readings)`; `threshold` turns it into labels. A model of
+    another plant profile than the active one is refused (ProfileError, one line) when it is loaded."""
 
     name: str
     version: str
     threshold: float
     pyfunc: mlflow.pyfunc.PyFuncModel
+
+    def __post_init__(self) -> None:
+        trained = trained_profile(self.pyfunc)
+        if trained != PROFILE.name:
+            raise ProfileError(
+                f"model {self.name} version {self.version} was trained on plant profile {trained}; this "
+                f"process runs profile {PROFILE.name} (MFD_PROFILE): its readings cannot be scored by it"
+            )
 
     def probability(self, readings: pd.DataFrame) -> np.ndarray:
         return failure_probability(self.pyfunc.predict(readings[list(MODEL_INPUT_COLUMNS)]))

@@ -9,10 +9,10 @@ from sklearn.pipeline import Pipeline
 
 from mfd.features import feature_array
 from mfd.modeling.tree_predictor import FlatTreeClassifier, flattenable
-from mfd.schema import SENSOR_COLUMNS
+from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
 
 # What a caller must send to score a reading: machine type plus the five sensors.
-MODEL_INPUT_COLUMNS: tuple[str, ...] = ("machine_type", *SENSOR_COLUMNS)
+MODEL_INPUT_COLUMNS: tuple[str, ...] = (SEGMENT_COLUMN, *SENSOR_COLUMNS)
 
 
 class ReadingFeatures(TransformerMixin, BaseEstimator):

@@ -66,7 +66,7 @@ class NoiseLevels:
         return dict(self.levels).get(column, 0.0)
 
     def record(self) -> dict[str, float | int]:
-        """Every level and the seed, flat (`noise_torque_nm`, ..., `noise_seed`)."""
+        """Every level and the seed, flat (`noise_<sensor>`, ..., `noise_seed`)."""
         return {**{f"noise_{c}": sd for c, sd in self.levels}, "noise_seed": self.seed}
 
     def sd(self, df: pd.DataFrame, scale: float = 1.0) -> dict[str, float | np.ndarray]:
@@ -114,10 +114,12 @@ def cross_source_applies() -> bool:
 class ShiftConfig:
     noise: NoiseLevels = field(default_factory=NoiseLevels)
     label: LabelNoise = field(default_factory=LabelNoise)
-    cross: CrossSource | None = field(default_factory=lambda: CrossSource() if cross_source_applies() else None)
+    cross: CrossSource | None = field(
+        default_factory=lambda: CrossSource() if cross_source_applies() else None
+    )
 
     def record(self) -> dict[str, float | int]:
-        """Every level and seed, flat (`noise_torque_nm`, `label_band`, `cross_seed`, ...)."""
+        """Every level and seed, flat (`noise_<sensor>`, `label_band`, `cross_seed`, ...)."""
         parts = {"label": self.label, "cross": self.cross}
         flat = {f"{p}_{k}": v for p, obj in parts.items() if obj is not None for k, v in asdict(obj).items()}
         return {**self.noise.record(), **flat}

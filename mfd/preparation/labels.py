@@ -2,6 +2,10 @@
 with its outcome (a failure mode: failure; `no_fault`: no failure). A label that came with a reading wins;
 maintenance labels fill the readings that came without one. Each labelled reading has a source: `reading`
 or `maintenance`.
+
+A profile without a label column (labels only from records, e.g. machines run to failure) also labels the
+readings further than the window before their machine's next record healthy (0): the machine ran on
+longer. Readings after a machine's last record have an unknown future: censored, left unlabelled.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, NO_FAULT
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, NO_FAULT, PROFILE
 from mfd.storage.tables import maintenance_records, readings
 
 SOURCE_COLUMN = "label_source"
@@ -61,9 +65,23 @@ def _windows(maintenance: pd.DataFrame, window: pd.Timedelta) -> Iterator[sa.Col
         )
 
 
+def _before_last_record() -> sa.ColumnElement[bool]:
+    """Readings at or before their machine's last maintenance record (their future is known)."""
+    last = (
+        sa.select(sa.func.max(maintenance_records.c.timestamp))
+        .where(maintenance_records.c.machine_id == readings.c.machine_id)
+        .scalar_subquery()
+    )
+    return readings.c.timestamp <= last
+
+
 def labelled_filter(maintenance: pd.DataFrame, window: pd.Timedelta) -> Iterator[sa.ColumnElement[bool]]:
-    """WHERE clauses whose union is the readings a training set uses: labelled, or in a window."""
+    """WHERE clauses whose union is the readings a training set uses: labelled, or in a window (for a
+    profile whose labels come only from records: every reading before its machine's last record)."""
     yield readings.c[LABEL_COLUMN].is_not(None)
+    if not PROFILE.label_column:
+        yield sa.and_(readings.c[LABEL_COLUMN].is_(None), _before_last_record())
+        return
     for condition in _windows(maintenance, window):
         yield sa.and_(readings.c[LABEL_COLUMN].is_(None), condition)
 
@@ -123,8 +141,11 @@ def apply_maintenance_labels(
             on="timestamp",
             by="machine_id",
             direction="forward",
-            tolerance=window,
+            tolerance=None if not PROFILE.label_column else window,
         ).dropna(subset=["outcome"])
+        # Records-only profiles: a reading further than the window before the next record ran on healthy.
+        ahead = (matched["_at"] - matched["timestamp"]) > window
+        matched.loc[ahead, "outcome"] = NO_FAULT
         rows = matched["_row"].to_numpy()
         outcome = matched["outcome"].to_numpy()
         df.loc[rows, LABEL_COLUMN] = (outcome != NO_FAULT).astype("int8")

@@ -16,6 +16,7 @@ from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,
     MACHINE_TYPES,
+    PROFILE,
     REQUIRED_COLUMNS,
     SENSOR_COLUMNS,
 )
@@ -32,7 +33,8 @@ TRAINING_COLUMNS: tuple[str, ...] = (
     LABEL_COLUMN,
     *FAILURE_MODE_COLUMNS,
 )
-DEFAULT_LABEL_WINDOW = "2h"  # readings this long before a maintenance record take its outcome
+# Readings this long before a maintenance record take its outcome: the profile's horizon (AI4I: 2 h).
+DEFAULT_LABEL_WINDOW = f"{int(PROFILE.horizon.total_seconds())}s"
 # Numeric columns screened for outliers: the sensors and the physics features derived from them.
 OUTLIER_COLUMNS: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
 

@@ -56,8 +56,12 @@ _TOP_KEYS = frozenset(
         "derived",
         "peripheral",
         "generator",
+        "costs",
     }
 )
+COST_KINDS: tuple[str, ...] = ("missed_failure", "false_stop", "late_alarm")
+# Example costs of a segment whose profile gives none (one currency unit).
+DEFAULT_COSTS: dict[str, float] = {"missed_failure": 10_000.0, "false_stop": 500.0, "late_alarm": 4_000.0}
 
 
 class ProfileError(MfdError):
@@ -102,6 +106,7 @@ class Profile:
     derived: tuple[Derived, ...]
     peripheral: tuple[Sensor, ...]
     generator: str
+    costs: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
     digest: str = field(default="", compare=False)
     path: str = field(default="", compare=False)
 
@@ -209,7 +214,7 @@ def _attributes(raw: object, where: str) -> tuple[str | None, tuple[str, ...]]:
     if len(attributes) > 1:
         names = ", ".join(map(str, attributes))
         raise _fail(where, "attributes", f"one attribute (the segment) is supported; got {names}")
-    (name, body), = attributes.items()
+    ((name, body),) = attributes.items()
     spec = _mapping(body, where, f"attributes.{name}")
     _no_unknown(spec, where, f"attributes.{name}", ("values",))
     values = spec.get("values")
@@ -250,6 +255,25 @@ def _derived(raw: object, where: str, sensors: tuple[str, ...]) -> tuple[Derived
             raise _fail(where, f"derived.{name}.expression", str(exc)) from exc
         out.append(Derived(name, expression, _unit(spec, where, f"derived.{name}")))
     return tuple(out)
+
+
+def _costs(raw: object, where: str, segments: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    given = _mapping(raw or {}, where, "costs")
+    unknown = sorted(set(map(str, given)) - set(segments))
+    if unknown:
+        raise _fail(where, f"costs.{unknown[0]}", f"not a segment value ({', '.join(segments)})")
+    out = {}
+    for segment in segments:
+        body = _mapping(given.get(segment, DEFAULT_COSTS), where, f"costs.{segment}")
+        extra = sorted(set(body) - set(COST_KINDS))
+        if extra:
+            raise _fail(
+                where, f"costs.{segment}.{extra[0]}", f"unknown key (allowed: {', '.join(COST_KINDS)})"
+            )
+        out[segment] = {
+            k: _number({**DEFAULT_COSTS, **body}, where, f"costs.{segment}", k) for k in COST_KINDS
+        }
+    return out
 
 
 def _failures(raw: object, where: str) -> tuple[str | None, tuple[str, ...]]:
@@ -325,6 +349,7 @@ def parse(raw: object, where: str) -> Profile:
         derived=_derived(body.get("derived"), where, tuple(s.name for s in sensors)),
         peripheral=_sensors(body.get("peripheral") or {}, where, "peripheral"),
         generator=generator,
+        costs=_costs(body.get("costs"), where, segments),
         digest=hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest(),
         path=where,
     )

@@ -116,6 +116,8 @@ def near_threshold(df: pd.DataFrame, band: float) -> np.ndarray:
         _near(speed, HDF_SPEED_RPM, band) & (diff < HDF_TEMPERATURE_K * (1 + band))
     )
     pwf = _near(power, POWER_LOW_W, band) | _near(power, POWER_HIGH_W, band)
-    limit = df[SEGMENT_COLUMN].astype("string").map(OVERSTRAIN_LIMIT).to_numpy(dtype="float64", na_value=np.nan)
+    limit = (
+        df[SEGMENT_COLUMN].astype("string").map(OVERSTRAIN_LIMIT).to_numpy(dtype="float64", na_value=np.nan)
+    )
     osf = _near(derived["strain_min_nm"], limit, band)
     return hdf | pwf | osf

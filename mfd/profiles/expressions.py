@@ -69,8 +69,10 @@ class Expression:
             and not node.keywords
         ):
             return self._check(node.args[0], allowed)
-        raise ExpressionError(f"{ast.unparse(node)!r}: only sensors, numbers, pi, + - * / ** and "
-                              f"{', '.join(_FUNCTIONS)} are allowed")
+        raise ExpressionError(
+            f"{ast.unparse(node)!r}: only sensors, numbers, pi, + - * / ** and "
+            f"{', '.join(_FUNCTIONS)} are allowed"
+        )
 
     def evaluate(self, values: Any) -> Any:
         """The expression over `values` (a mapping of sensor name -> array or Series)."""

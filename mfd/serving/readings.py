@@ -1,4 +1,6 @@
-"""The `/predict` request and response: one reading per item, checked against the rules of `mfd.validation`."""
+"""The `/predict` request and response: one reading per item, checked against the rules of `mfd.validation`.
+The request's field names are the plant profile's source names (its segment attribute and sensors); a
+validated reading carries the canonical names (`mfd.profiles`)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from typing_extensions import TypedDict
 
 from mfd.errors import MfdError
-from mfd.schema import SENSOR_COLUMNS
+from mfd.profiles import NO_SEGMENT
+from mfd.schema import PROFILE, SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.validation import READING_RULES, Rule
 
 # Most readings one `/explain` request may carry: SHAP costs per reading.
 EXPLAIN_LIMIT = 100
 
-# What a caller sends to score one reading: the machine type and the five sensors (numbers only).
-READING_FIELDS: tuple[str, ...] = ("machine_type", *SENSOR_COLUMNS)
+# What a caller sends to score one reading: the segment (where the profile has one) and the sensors.
+READING_FIELDS: tuple[str, ...] = (*((SEGMENT_COLUMN,) if PROFILE.segment_column else ()), *SENSOR_COLUMNS)
+# Request field -> canonical name, where the profile's name differs (e.g. a pump's `pump_model`).
+_RENAMED: dict[str, str] = {PROFILE.source_name(c): c for c in READING_FIELDS if PROFILE.source_name(c) != c}
 
 
 def _field(rule: Rule) -> Any:
@@ -34,9 +39,9 @@ def _field(rule: Rule) -> Any:
 def reading_type(rules: Mapping[str, Rule] = READING_RULES) -> type:
     """The `Reading` request item built from the rules (`mfd.validation`): a TypedDict, not a model, since
     validating 1,000 readings costs a third of what BaseModel instances cost; unknown fields are refused."""
-    fields = {column: _field(rules[column]) for column in READING_FIELDS}
+    fields = {PROFILE.source_name(column): _field(rules[column]) for column in READING_FIELDS}
     reading = TypedDict("Reading", fields)  # type: ignore[misc]
-    reading.__doc__ = "One reading to score: the machine type and the five sensors (numbers only)."
+    reading.__doc__ = f"One reading of plant profile {PROFILE.name} to score: {', '.join(fields)}."
     return with_config(ConfigDict(extra="forbid"))(reading)
 
 
@@ -104,6 +109,11 @@ def parse_readings(data: object, max_readings: int) -> list[Reading]:
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         )
     try:
-        return _readings.validate_python(data)
+        readings = _readings.validate_python(data)
     except ValidationError as exc:
         raise RejectedRequest(describe(exc)) from exc
+    if _RENAMED:
+        readings = [{_RENAMED.get(k, k): v for k, v in r.items()} for r in readings]
+    if not PROFILE.segment_column:
+        readings = [{**r, SEGMENT_COLUMN: NO_SEGMENT} for r in readings]
+    return readings
