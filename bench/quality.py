@@ -24,8 +24,8 @@ from mfd.augmentation.oversampling import smote_augment
 from mfd.features import add_physics
 from mfd.modeling.holdout import holdout_split, without_holdout
 from mfd.preparation.training_set import remove_outliers_iqr
-from mfd.quality.panel import PanelConfig, pipeline, run_panel, scores_of, xy
 from mfd.profiles.ai4i_reference import load_ai4i
+from mfd.quality.panel import PanelConfig, pipeline, run_panel, scores_of, xy
 
 BUDGET_S = 90.0
 
