@@ -13,8 +13,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mfd.features import physics
-from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
+from mfd.profiles import SEGMENT as SEGMENT_COLUMN
+from mfd.profiles import load
+
+_AI4I = load("ai4i")
+SENSOR_COLUMNS: tuple[str, ...] = _AI4I.sensor_columns
+
+
+def physics(sensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The `ai4i` profile's derived features (temperature difference, power, wear x torque)."""
+    return {d.name: d.expression.evaluate(sensors) for d in _AI4I.derived}
+
 
 HDF_TEMPERATURE_K = 8.6
 HDF_SPEED_RPM = 1380.0

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
+from mfd.profiles import LABEL as LABEL_COLUMN
+from mfd.profiles import load
+
+_AI4I = load("ai4i")
+FAILURE_MODE_COLUMNS: tuple[str, ...] = _AI4I.failure_modes
 
 AI4I_SHA256 = "dc6630cd9b1f0f853922fad78a1b6436570d3f1ec863f1dd5c4340ac56bc8a8e"
 
@@ -37,13 +41,7 @@ def load_ai4i(path: Path | None = None) -> pd.DataFrame:
         1, "timestamp", pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(raw["UDI"] - 1, unit="min")
     )
     df["machine_type"] = df["machine_type"].astype("string")
-    for col in [
-        "air_temperature_k",
-        "process_temperature_k",
-        "rotational_speed_rpm",
-        "torque_nm",
-        "tool_wear_min",
-    ]:
+    for col in _AI4I.sensor_columns:
         df[col] = df[col].astype("float64")
     for col in [LABEL_COLUMN, *FAILURE_MODE_COLUMNS]:
         df[col] = df[col].astype("Int8")
