@@ -83,7 +83,8 @@ class CandidateModelConfig(dg.Config):
         60.0, description="Wall-time budget of the whole candidate (tuning race gets 60 % of it)."
     )
     noise_scale: float = Field(
-        1.0, description="Measurement noise of the noisy holdout, as a multiple of the plant profile's levels."
+        1.0,
+        description="Measurement noise of the noisy holdout, as a multiple of the plant profile's levels.",
     )
     noise_levels: dict[str, float] = Field(
         default_factory=dict,
@@ -119,7 +120,9 @@ class CandidateModelConfig(dg.Config):
 
     def shifts(self, noise: NoiseLevels) -> ShiftConfig:
         cross = (
-            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed) if self.cross_source and cross_source_applies() else None
+            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed)
+            if self.cross_source and cross_source_applies()
+            else None
         )
         return ShiftConfig(noise, LabelNoise(self.label_band, self.label_flip, self.label_seed), cross)
 

@@ -18,7 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
 from mfd.storage.objects import LocalObjects, S3Objects

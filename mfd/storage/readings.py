@@ -3,12 +3,12 @@ the readings bulk insert (tables: `mfd.storage.tables`)."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-
-import json
-from datetime import UTC, datetime
 
 from mfd.errors import with_retries
 from mfd.profiles import ProfileError

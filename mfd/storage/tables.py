@@ -171,6 +171,7 @@ def ensure_alert_tables(engine: Engine) -> None:
     """Create `failure_events` and `alert_outbox` if missing."""
     metadata.create_all(engine, tables=[failure_events, alert_outbox])
 
+
 # The profile whose readings the database holds: one row (name, digest, the readings columns as JSON).
 plant_profile = sa.Table(
     "plant_profile",

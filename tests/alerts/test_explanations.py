@@ -17,7 +17,7 @@ from mfd.alerts.rules import nearest_rules, rule_hits, rule_margins
 from mfd.features import FEATURE_COLUMNS
 from mfd.modeling.calibration import CalibratedModel, Calibrator
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
 
 

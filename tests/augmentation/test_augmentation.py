@@ -14,7 +14,7 @@ from mfd.augmentation.selection import BLOCK_BYTES, block_rows, closeness, selec
 from mfd.errors import MfdError
 from mfd.features import add_physics
 from mfd.modeling.holdout import assert_disjoint, holdout_ids, holdout_split, without_holdout
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
 from mfd.validation import SENSOR_RANGES
 

@@ -21,7 +21,7 @@ from mfd.detection.drift import drift_table
 from mfd.errors import MfdError
 from mfd.generator.fleet import generate_readings
 from mfd.modeling.model_io import CHAMPION
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.services.processes import free_port
 from mfd.settings import Settings, load_settings, project_home
 from mfd.storage import readings as store

@@ -9,7 +9,7 @@ import pytest
 
 from mfd.errors import ServiceUnavailable, with_retries
 from mfd.features import FEATURE_COLUMNS, feature_matrix
-from mfd.reference import AI4I_SHA256, ai4i_path, load_ai4i
+from mfd.profiles.ai4i_reference import AI4I_SHA256, ai4i_path, load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, READING_COLUMNS
 from mfd.validation import SENSOR_RANGES
 

@@ -17,7 +17,7 @@ from mfd.ingestion.layouts import PERIPHERAL, READINGS
 from mfd.ingestion.parsing import parse
 from mfd.ingestion.rows import row_problems
 from mfd.preparation.expectations import training_set_suite
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import (
     FAILURE_MODE_COLUMNS,
     LABEL_COLUMN,

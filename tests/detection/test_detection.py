@@ -23,7 +23,7 @@ from mfd.errors import ServiceUnavailable
 from mfd.features import FEATURE_COLUMNS
 from mfd.modeling.model_io import load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry.champion import load_champion
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer

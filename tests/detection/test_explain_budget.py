@@ -12,7 +12,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from mfd.alerts.explanations import Explainer
 from mfd.detection.batches import explain_events, explained_first
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
 

@@ -11,7 +11,7 @@ from mfd.generator import generate_readings
 from mfd.modeling.model_io import FailureModel, signature
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
 from mfd.modeling.tree_predictor import CHUNK_ROWS, chunked_predict_proba
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
 

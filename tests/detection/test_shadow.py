@@ -19,7 +19,7 @@ from mfd.detection.batches import score_batch
 from mfd.detection.shadow import Challenger, challenger_version, shadow_rows
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, FailureModel, load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry.shadow_evidence import shadow_evidence
 from mfd.schema import LABEL_COLUMN
 from mfd.storage.tables import failure_events, predictions, shadow_predictions

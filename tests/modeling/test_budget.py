@@ -22,7 +22,7 @@ from mfd.modeling.experiment import log_candidate
 from mfd.modeling.shifts import ShiftConfig
 from mfd.modeling.torch_mlp import TorchMLPClassifier
 from mfd.modeling.tuning import Race
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer
 from mfd.storage import tracking

@@ -12,7 +12,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.storage.tracking import connect
 
 AI4I_FILE = Path(__file__).parents[2] / "mfd" / "data" / "ai4i2020.csv"

@@ -21,7 +21,7 @@ from mfd.modeling.budget import Deadline
 from mfd.modeling.sequence.architectures import AUTOENCODER, CLASSIFIERS
 from mfd.modeling.sequence.models import SequenceSettings, check_architectures, train_sequence_model
 from mfd.modeling.sequence.windows import WindowSplit, split_windows
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN
 from mfd.services import MlflowServer
 from mfd_assets.training import SequenceModelsConfig, sequence_models

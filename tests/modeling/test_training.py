@@ -19,7 +19,7 @@ from mfd.modeling.shifts import ShiftConfig
 from mfd.modeling.torch_mlp import TorchMLPClassifier
 from mfd.modeling.training_data import trainability_problem
 from mfd.modeling.tuning import SCREEN_MARGIN, nested_cv, tune
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
 

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from mfd.modeling.holdout import without_holdout
 from mfd.modeling.model_io import CHAMPION
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer

@@ -19,7 +19,7 @@ from mfd.modeling.tree_predictor import (
     FlatTreeClassifier,
     flattenable,
 )
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 
 TREE_FAMILIES = ("rf", "hgb", "vote")

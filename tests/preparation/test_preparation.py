@@ -23,7 +23,7 @@ from mfd.preparation.training_set import (
     remove_outliers_iqr,
     rows_with_peripheral,
 )
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import FAILURE_MODE_COLUMNS
 from mfd.storage import readings as store
 from mfd_assets.preparation import cleaned_set, machine_clusters, training_set, training_set_expectations

@@ -24,7 +24,7 @@ from mfd.modeling.model_io import (
     log_failure_model,
 )
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import champion as loader
 from mfd.registry.champion import LocalCopies, load_champion
 from mfd.registry.promotion import evaluate_version

@@ -16,7 +16,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from mfd.errors import ServiceUnavailable
 from mfd.modeling.model_io import CHAMPION, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import champion as loader
 from mfd.registry.champion import KEEP_VERSIONS, LocalCopies, NoChampion, champion_version, load_champion
 from mfd.schema import LABEL_COLUMN

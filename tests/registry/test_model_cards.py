@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 from mfd.alerts.costs import parse_cost_matrix, thresholds_by_type
 from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import LoggedCandidate, log_candidate
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.registry.model_card import CARD_TAG
 from mfd.schema import LABEL_COLUMN

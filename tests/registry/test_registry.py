@@ -18,7 +18,7 @@ from mfd.modeling.candidate import train_candidate
 from mfd.modeling.experiment import LoggedCandidate, log_candidate
 from mfd.modeling.model_io import CHALLENGER, CHAMPION
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer, free_port

@@ -12,7 +12,7 @@ import pytest
 
 from mfd.modeling.model_io import CHAMPION, load_version
 from mfd.preparation.labels import read_maintenance
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry.replay import labelled_failures, replay_figure, replay_figures, replay_models
 from mfd.storage import readings as store
 from mfd.storage.tables import maintenance_records

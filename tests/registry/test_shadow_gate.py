@@ -23,7 +23,7 @@ from mfd.detection.batches import score_batch
 from mfd.detection.shadow import Challenger, challenger_policy
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, load_version, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.registry.shadow_evidence import HOLDOUT, ShadowGate
 from mfd.schema import LABEL_COLUMN

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import unique
 
 from mfd.modeling.model_io import CHAMPION
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.services import MlflowServer
 from mfd.storage.tables import run_failures
 from mfd_assets.detection import drift_report, drift_within_thresholds

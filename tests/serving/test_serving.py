@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 
 from mfd.modeling.model_io import CHAMPION, log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, build_pipeline
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer, free_port, stop_process_group, wait_until
 from mfd.storage.tracking import connect

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from mfd.errors import ServiceUnavailable
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.storage import readings as store
 from mfd_resources import ReadingsStore
 
