@@ -136,6 +136,14 @@ def render(profile: Profile) -> str:
                 disable_numparse=True,
             ),
         ]
+    if profile.costs:
+        kinds = list(next(iter(profile.costs.values())))
+        rows = [[segment, *(_number(costs[k]) for k in kinds)] for segment, costs in profile.costs.items()]
+        parts += [
+            "",
+            "alarm costs per segment (one currency unit per event)",
+            tabulate(rows, headers=["segment", *kinds], tablefmt="simple", disable_numparse=True),
+        ]
     if profile.peripheral:
         parts += [
             "",

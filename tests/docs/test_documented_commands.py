@@ -129,6 +129,12 @@ WALK: tuple[Step, ...] = (
         how="python",
     ),
     Step(".venv/bin/pytest -q tests/preparation/test_preparation.py", how="paths"),
+    # docs/profiles.md
+    Step(".venv/bin/mfd profile list"),
+    Step(".venv/bin/mfd profile check docs/examples/compressor-station.yaml"),
+    Step(".venv/bin/mfd profile check cmapss"),
+    Step("MFD_HOME=.mfd/cmapss .venv/bin/mfd import cmapss --subset FD001"),
+    Step("MFD_HOME=.mfd/cmapss .venv/bin/mfd import cmapss mfd/data/cmapss --subset FD001 --split test"),
     # docs/quality.md
     Step(
         f"{MATERIALIZE} \\\n  --select "

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from mfd.cli.main import main
+from mfd.profiles import _TOP_KEYS, load
 
 # A plant that is neither AI4I nor C-MAPSS: every key of a profile, written as docs/profiles.md shows it.
 PUMP: dict = {
@@ -33,6 +34,7 @@ PUMP: dict = {
     "windows": [5, 30],
     "derived": {"hydraulic_power_kw": {"expression": "pressure_bar * motor_current_a / 10", "unit": "kW"}},
     "peripheral": {"ambient_temperature_c": {"unit": "degC", "min": -40, "max": 60}},
+    "costs": {"B": {"missed_failure": 25000, "false_stop": 800}},
     "generator": "generic",
 }
 
@@ -69,6 +71,10 @@ def test_a_plant_of_its_own_prints_its_rule_table(tmp_path: Path, capsys: pytest
     assert "hydraulic_power_kw" in rows and "pressure_bar * motor_current_a / 10" in out
     assert rows["ambient_temperature_c"] == ["ambient_temperature_c", "degC", "-40", "60"]
     assert "6 h" in out and "5, 30 readings" in out and "generic" in out
+    costs = out.split("alarm costs per segment")[1].splitlines()
+    assert costs[1].split() == ["segment", "missed_failure", "false_stop", "late_alarm"]
+    assert costs[3].split() == ["A", "10000", "500", "4000"]  # the example figures
+    assert costs[4].split() == ["B", "25000", "800", "4000"]
 
 
 @pytest.mark.parametrize("name", ["ai4i", "cmapss"])
@@ -120,6 +126,8 @@ def _broken(change: str) -> dict:
             sensors["pressure_bar"]["max"] = float("nan")
         case "horizon without unit":
             body["horizon"] = 30
+        case "costs of no segment":
+            body["costs"]["C"] = {"missed_failure": 1}
         case "column name with a space":
             sensors["motor current"] = {"min": 0, "max": 1}
     return body
@@ -141,6 +149,7 @@ CASES: dict[str, str] = {
     "no sensors key": "sensors: a profile needs at least one sensor",
     "not a number": "sensors.pressure_bar.max: expected a finite number",
     "horizon without unit": "horizon: 30 has no unit",
+    "costs of no segment": "costs.C: not a segment value (A, B)",
     "column name with a space": "sensors.motor current: 'motor current' is not a column name",
 }
 
@@ -202,3 +211,19 @@ def test_the_installed_command_binds_nothing_to_the_active_profile(tmp_path: Pat
                           timeout=120)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == f"mfd: error: profile {bad}: sensors.pressure_bar: min 20 above max 16\n"
+
+
+def test_the_documented_example_is_the_checked_file_and_every_key_is_documented() -> None:
+    """docs/profiles.md shows docs/examples/compressor-station.yaml verbatim, and its table names every key."""
+    repo = Path(__file__).resolve().parents[2]
+    page = (repo / "docs" / "profiles.md").read_text()
+    example = repo / "docs" / "examples" / "compressor-station.yaml"
+    assert f"```yaml\n{example.read_text()}```" in page
+    profile = load(str(example))
+    assert (profile.name, profile.segments, len(profile.sensors)) == (
+        "compressor-station",
+        ("two_throw", "four_throw"),
+        5,
+    )
+    for key in _TOP_KEYS:
+        assert f"| `{key}` |" in page, key
