@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from mfd.errors import MfdError
+from mfd.profiles import active
 
 # Subcommand -> (module defining `register(subparsers)`, one-line help). Only the module of the command
 # being run is imported, so `mfd --help` and light commands do not pay for torch or scikit-learn.
@@ -75,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = os.path.abspath(os.environ["DAGSTER_HOME"])
     command = next((arg for arg in argv if not arg.startswith("-")), None)
+    try:
+        if command not in (None, "profile"):  # `mfd profile check PATH` checks any profile
+            active()  # a bad MFD_PROFILE: one line naming the key, before any command module binds to it
+    except MfdError as exc:
+        print(f"mfd: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING
