@@ -299,7 +299,7 @@ def _timestamps(text: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
     if not failed.any():
         return stamps, None
     far = np.zeros(len(text), dtype=bool)
-    far[failed] = [_is_iso_timestamp(v) for v in text[failed]]
+    far[failed & iso] = [_is_iso_timestamp(v) for v in text[failed & iso]]
     return stamps, far
 
 

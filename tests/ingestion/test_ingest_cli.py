@@ -100,3 +100,17 @@ def test_a_symbolic_link_is_a_rejected_file_and_never_followed(
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("incoming/link.csv: rejected:") and "symbolic link" in out
     assert _loaded(home) == 20 and outside.exists()
+
+
+def test_a_bare_cr_in_the_first_data_line_neither_crashes_the_run_nor_blocks_the_next_file(
+    home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    objects = LocalObjects(home / "objects")
+    header, first, *rest = to_csv_bytes(generate_readings(2, 40, seed=5)).split(b"\n")
+    objects.put("incoming/a-cr.csv", b"\n".join([header, first + b"\r" + rest[0], *rest[1:]]))
+    objects.put("incoming/b-good.csv", to_csv_bytes(generate_readings(2, 40, seed=6)))
+    status = main(["ingest", "incoming/a-cr.csv", "incoming/b-good.csv"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "incoming/a-cr.csv: processed, read 40 = loaded 40" in out
+    assert "incoming/b-good.csv: processed, read 40 = loaded 40" in out
