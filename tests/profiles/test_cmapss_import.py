@@ -8,12 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import sqlalchemy as sa
 
 from mfd.cli.main import main
 from mfd.profiles import load
@@ -213,3 +216,29 @@ def test_missing_files_and_bad_options_exit_2_with_one_line(
     assert error == f"{fd003}/RUL_FD003.txt: 1 values, expected one per test engine (2)"
     with pytest.raises(CmapssError, match="--split 'dev': expected train or test"):
         convert(fd003, "FD003", "dev", load("cmapss"))
+
+
+def test_the_cmapss_profile_ingests_every_imported_reading(home: Path, capsys: pytest.CaptureFixture) -> None:
+    """The files pass the cmapss profile's own checks: `mfd ingest` in a process run with MFD_PROFILE=cmapss
+    loads every row of one, none refused."""
+    assert main(["import", "cmapss", "--split", "test"]) == 0
+    assert "ingest these with MFD_PROFILE=cmapss" in capsys.readouterr().out
+    key = "incoming/cmapss-FD001-test-002.csv"
+    lines = (home / "objects" / key).read_text().splitlines()
+    rows, name = len(lines) - 1, lines[1].split(",")[0]  # the file's first engine
+    env = {**os.environ, "MFD_PROFILE": "cmapss"}
+    cli = Path(sys.executable).parent / "mfd"
+    done = subprocess.run([str(cli), "ingest", key], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"read {rows:,} = loaded {rows:,} + duplicate 0 + conflicting 0 + rejected 0" in done.stdout
+    engine = sa.create_engine(f"sqlite:///{home / 'readings.db'}")
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT machine_type, setting_1, w32_lpt_coolant_bleed FROM readings WHERE machine_id = :m "
+                "ORDER BY timestamp"
+            ),
+            {"m": name},
+        ).all()
+    source = [c for c in _source(DEFAULT_DIR / "test_FD001.txt") if int(c[0]) == int(name[-3:])]
+    assert [tuple(r) for r in stored] == [("FD001", float(c[2]), float(c[25])) for c in source]
