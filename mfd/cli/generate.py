@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from mfd.errors import MfdError
+from mfd.generator.generic import default_interval_s
 from mfd.generator.runs import Outcome, Plan, execute
+from mfd.profiles import Profile, active
 from mfd.settings import load_settings
 from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
 
@@ -24,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="simulate a fleet of machines: readings into the database and/or CSV files under incoming/",
-        description="Simulate N machines emitting readings with the AI4I 2020 physics (deterministic for a "
-        "seed). Readings go to the readings table (--sink db: MFD_DATABASE_URL or SQLite under MFD_HOME) "
+        description="Simulate N machines emitting readings of the active profile (MFD_PROFILE) with its "
+        "generator: the AI4I 2020 physics for ai4i, the generic fleet (per-machine drift toward failure "
+        "on the profile's sensors) for any other; deterministic for a seed. Readings go to the readings table (--sink db: MFD_DATABASE_URL or SQLite under MFD_HOME) "
         "and/or as CSV files into the object store's incoming/ prefix (--sink files: S3 when MFD_S3_BUCKET "
         "is set, else a local directory). See docs/generator.md.",
     )
@@ -46,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--interval",
         type=float,
-        help=f"seconds between two readings of one machine (default {DEFAULT_INTERVAL_S:g}; with --rate: "
-        "machines / rate, so timestamps follow the wall clock)",
+        help=f"seconds between two readings of one machine (default {DEFAULT_INTERVAL_S:g} for ai4i, the "
+        "profile's horizon / 30 for a generic profile; with --rate: machines / rate, so timestamps follow "
+        "the wall clock)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed: same options, same readings (default 0)"
@@ -67,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--peripheral",
         action="store_true",
         help="also write the machines' peripheral devices (power meter, vibration, ambient temperature) as "
-        f"CSV files under {PERIPHERAL_PREFIX}",
+        f"CSV files under {PERIPHERAL_PREFIX} (ai4i only)",
     )
     parser.add_argument(
         "--bad-rate",
@@ -133,7 +137,13 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise MfdError(f"--sink {unknown[0]!r} is not a sink: use --sink db and/or --sink files")
     if args.bad_rate > 0 and "files" not in sinks:
         raise MfdError("--bad-rate needs --sink files: the database refuses malformed rows")
-    interval = args.interval or (args.machines / args.rate if args.rate else DEFAULT_INTERVAL_S)
+    profile = active()
+    interval = args.interval or (args.machines / args.rate if args.rate else default_interval(profile))
+    if args.peripheral and profile.generator != "ai4i":
+        raise MfdError(
+            f"--peripheral simulates the ai4i machines' devices; profile {profile.name} uses the "
+            f"{profile.generator} generator, which has none"
+        )
     if args.rows is not None:
         rows = args.rows
     elif args.duration is not None:
@@ -159,7 +169,14 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         maintenance=args.maintenance,
         maintenance_delay=timedelta(seconds=args.maintenance_delay),
         maintenance_missing=args.maintenance_missing_share,
+        profile=profile,
     )
+
+
+def default_interval(profile: Profile) -> float:
+    """Seconds between two readings of a machine without --interval or --rate: a minute for ai4i; for a
+    generic profile, its horizon over 30 (so a horizon holds 30 readings of a machine; C-MAPSS: 1 h)."""
+    return DEFAULT_INTERVAL_S if profile.generator == "ai4i" else default_interval_s(profile)
 
 
 def ending_now(now: datetime, rows: int, machines: int, interval_s: float) -> datetime:

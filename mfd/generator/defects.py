@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from mfd.generator.csv_encoding import to_csv_bytes
+from mfd.profiles import SEGMENT
 from mfd.schema import SENSOR_COLUMNS
 from mfd.validation import SENSOR_RANGES
 
@@ -40,7 +43,10 @@ def inject_defects(df: pd.DataFrame, rate: float, seed: int) -> tuple[pd.DataFra
             2.0 * SENSOR_RANGES[name].high
         )
         out.iloc[np.flatnonzero(text_rows & (column == i)), col] = DEFECT_TEXT
-    out.loc[kind == ROW_DEFECTS.index("bad_type"), "machine_type"] = DEFECT_TYPE
+    if SEGMENT in out.columns:  # a profile without an attribute has no segment to spoil
+        out.loc[kind == ROW_DEFECTS.index("bad_type"), SEGMENT] = DEFECT_TYPE
+    else:
+        kind[kind == ROW_DEFECTS.index("bad_type")] = -1
     dup = kind == ROW_DEFECTS.index("duplicate")
     if dup.any():
         order = np.concatenate([np.arange(n), np.flatnonzero(dup)])
@@ -49,11 +55,13 @@ def inject_defects(df: pd.DataFrame, rate: float, seed: int) -> tuple[pd.DataFra
     return out.reset_index(drop=True), counts
 
 
-def defect_file(df: pd.DataFrame, kind: str, seed: int) -> bytes:
+def defect_file(
+    df: pd.DataFrame, kind: str, seed: int, encode: Callable[[pd.DataFrame], bytes] = to_csv_bytes
+) -> bytes:
     """A whole bad CSV: `missing_columns` (the rows without one required sensor column) or `empty` (0 bytes)."""
     if kind == "empty":
         return b""
     if kind != "missing_columns":
         raise ValueError(f"unknown file defect {kind!r}; expected one of {FILE_DEFECTS}")
     dropped = SENSOR_COLUMNS[np.random.default_rng(seed).integers(0, len(SENSOR_COLUMNS))]
-    return to_csv_bytes(df.drop(columns=[dropped]))
+    return encode(df.drop(columns=[dropped]))

@@ -1,7 +1,10 @@
 """One generator run: a plan, the sinks it writes to (readings table, CSV files under incoming/), what it wrote.
 
-Rows go into the database in batches (one transaction each, duplicates skipped, retried while the database
-is unreachable); files are buffered to `file_rows` readings, with their peripheral files and defects.
+The plan's profile picks the generator (`readings_of`): `ai4i` simulates the AI4I physics
+(`mfd.generator.fleet`), `generic` any profile's sensors (`mfd.generator.generic`). Rows go into the
+database in batches (one transaction each, duplicates skipped, retried while the database is unreachable)
+in canonical names; files are buffered to `file_rows` readings, with their peripheral files and defects,
+and written in the profile's source column names.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -33,7 +37,9 @@ from mfd.generator import (
     rechunk,
     to_csv_bytes,
 )
-from mfd.generator.maintenance import MaintenanceSink
+from mfd.generator.generic import GenericFleet
+from mfd.generator.maintenance import FiledRecordsSink, MaintenanceSink
+from mfd.profiles import Profile, active
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.connect import S3_SETTINGS, engine_from_settings, objects_from_settings
@@ -59,6 +65,7 @@ class Plan:
     maintenance: bool = False  # also file maintenance records of the failures under incoming/maintenance/
     maintenance_delay: timedelta = timedelta(hours=1)
     maintenance_missing: float = 0.1
+    profile: Profile = field(default_factory=active)  # its generator, and the CSV header's column names
 
     @property
     def tag(self) -> str:
@@ -89,6 +96,7 @@ class FileSink:
         self.held = 0
         self.numbers = {INCOMING: 0, PERIPHERAL_PREFIX: 0}
         self.defect_rng = np.random.default_rng([plan.seed, 1])
+        self.encode = partial(to_csv_bytes, names=plan.profile.source_names)
 
     def add(self, chunk: pd.DataFrame) -> None:
         self.pending.append(chunk)
@@ -127,11 +135,11 @@ class FileSink:
                 rows, counts = inject_defects(readings, plan.bad_rate, int(self.defect_rng.integers(2**63)))
                 for kind, n in counts.items():
                     outcome.defects[kind] += n
-            self._put(self._key(INCOMING, "readings"), to_csv_bytes(rows))
+            self._put(self._key(INCOMING, "readings"), self.encode(rows))
             outcome.files += 1
             if plan.bad_rate > 0 and self.defect_rng.random() < plan.bad_rate:
                 kind = FILE_DEFECTS[int(self.defect_rng.integers(len(FILE_DEFECTS)))]
-                data = defect_file(readings, kind, int(self.defect_rng.integers(2**63)))
+                data = defect_file(readings, kind, int(self.defect_rng.integers(2**63)), self.encode)
                 self._put(self._key(INCOMING, "readings"), data)
                 outcome.defects[kind] += 1
                 outcome.files += 1
@@ -167,27 +175,59 @@ def insert(engine: Engine, chunk: pd.DataFrame, source: str, setting: str) -> in
     )
 
 
+def readings_of(plan: Plan) -> tuple[Iterator[pd.DataFrame], GenericFleet | None]:
+    """The plan's readings, from its profile's generator: `ai4i` the AI4I physics, `generic` a
+    GenericFleet (returned too: it keeps the failures its maintenance records are filed from)."""
+    if plan.profile.generator == "generic":
+        fleet = GenericFleet(plan.profile, plan.machines, plan.seed, plan.start, plan.interval_s)
+        return fleet.readings(plan.rows), fleet
+    return iter_readings(plan.machines, plan.rows, plan.seed, plan.start, plan.interval_s), None
+
+
+@dataclass
+class Sinks:
+    """Where a run writes: the readings table, CSV files, maintenance records (each None when not asked)."""
+
+    engine: Engine | None = None
+    setting: str = "MFD_DATABASE_URL"
+    files: FileSink | None = None
+    records: MaintenanceSink | FiledRecordsSink | None = None
+    places: list[str] = field(default_factory=list)
+
+
+def open_sinks(plan: Plan, settings: Settings, outcome: Outcome, fleet: GenericFleet | None) -> Sinks:
+    """The sinks the plan asks for, with their descriptions."""
+    sinks = Sinks(setting="--database-url" if plan.database_url else "MFD_DATABASE_URL")
+    if "db" in plan.sinks:
+        sinks.engine = engine_from_settings(settings, plan.database_url, setting=sinks.setting)
+        sinks.places.append(f"db {store.describe(str(sinks.engine.url))}")
+    if "files" in plan.sinks or plan.peripheral:
+        objects = objects_from_settings(settings)
+        sinks.files = FileSink(objects, plan, outcome)
+        sinks.places.append(f"files {objects.describe()}")
+    if plan.maintenance:
+        objects = objects_from_settings(settings)
+        if fleet is None:
+            sinks.records = MaintenanceSink(
+                objects, plan.tag, plan.seed, plan.maintenance_delay, plan.maintenance_missing
+            )
+        else:
+            filed = partial(
+                fleet.records,
+                max_delay=plan.maintenance_delay,
+                missing=plan.maintenance_missing,
+                orders=plan.tag,
+            )
+            sinks.records = FiledRecordsSink(objects, plan.tag, filed)
+        sinks.places.append(f"maintenance {objects.describe()}")
+    return sinks
+
+
 def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
     """Generate and write; returns what was written and where (descriptions of the sinks)."""
     outcome = Outcome()
-    places: list[str] = []
-    engine = None
-    setting = "--database-url" if plan.database_url else "MFD_DATABASE_URL"
-    if "db" in plan.sinks:
-        engine = engine_from_settings(settings, plan.database_url, setting=setting)
-        places.append(f"db {store.describe(str(engine.url))}")
-    files = None
-    if "files" in plan.sinks or plan.peripheral:
-        objects = objects_from_settings(settings)
-        files = FileSink(objects, plan, outcome)
-        places.append(f"files {objects.describe()}")
-    records = None
-    if plan.maintenance:
-        objects = objects_from_settings(settings)
-        records = MaintenanceSink(
-            objects, plan.tag, plan.seed, plan.maintenance_delay, plan.maintenance_missing
-        )
-        places.append(f"maintenance {objects.describe()}")
+    readings, fleet = readings_of(plan)
+    sinks = open_sinks(plan, settings, outcome, fleet)
     source = f"generator seed={plan.seed}"
     batch = max(1, round(plan.rate)) if plan.rate else plan.file_rows
     period = batch / plan.rate if plan.rate else 0.0
@@ -199,15 +239,14 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
         file=sys.stderr,
     )
     deadline = time.monotonic()
-    readings = iter_readings(plan.machines, plan.rows, plan.seed, plan.start, plan.interval_s)
     with stop_on_ctrl_c() as stop:
         for chunk in rechunk(readings, batch):
-            if engine is not None:
-                outcome.inserted += insert(engine, chunk, source, setting)
-            if files is not None:
-                files.add(chunk)
-            if records is not None:
-                records.add(chunk)
+            if sinks.engine is not None:
+                outcome.inserted += insert(sinks.engine, chunk, source, sinks.setting)
+            if sinks.files is not None:
+                sinks.files.add(chunk)
+            if sinks.records is not None:
+                sinks.records.add(chunk)
             outcome.rows += len(chunk)
             bar.update(len(chunk))
             if plan.rate and not stop.is_set():
@@ -217,8 +256,8 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
                 outcome.interrupted = True
                 break
     bar.close()
-    if files is not None:
-        files.flush()
-    if records is not None:
-        outcome.maintenance_records = records.flush()
-    return outcome, places
+    if sinks.files is not None:
+        sinks.files.flush()
+    if sinks.records is not None:
+        outcome.maintenance_records = sinks.records.flush()
+    return outcome, sinks.places
