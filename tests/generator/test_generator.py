@@ -35,7 +35,7 @@ from mfd.generator import (
 )
 from mfd.generator.defects import DEFECT_TEXT, DEFECT_TYPE
 from mfd.generator.fleet import BLOCK_ROWS
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, MACHINE_TYPES, REQUIRED_COLUMNS, SENSOR_COLUMNS
 from mfd.services import S3Server
 from mfd.storage import readings as store
