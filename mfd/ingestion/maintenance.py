@@ -21,14 +21,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.schema import FAILURE_MODE_COLUMNS, MAINTENANCE_COLUMNS, NO_FAULT
+from mfd.schema import FAILURE_MODE_COLUMNS, FAILURE_OUTCOMES, MAINTENANCE_COLUMNS, NO_FAULT
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.objects import INCOMING, PROCESSED, REJECTED, Objects, archive_key
 from mfd.storage.tables import maintenance_records, readings
 from mfd.validation import READING_RULES, Rule, TimestampWindow
 
 MAINTENANCE_PREFIX = f"{INCOMING}maintenance/"
-OUTCOMES: tuple[str, ...] = (*FAILURE_MODE_COLUMNS, NO_FAULT)
+OUTCOMES: tuple[str, ...] = (*FAILURE_OUTCOMES, NO_FAULT)  # the profile's failure modes, or `failure`
 # The rule table of a maintenance record: the readings' key rules, plus the outcome and the work order.
 MAINTENANCE_RULES: dict[str, Rule] = {
     "machine_id": READING_RULES["machine_id"],

@@ -25,14 +25,15 @@ from mfd.serving.readings import parse_readings
 from mfd.storage import readings as store
 from mfd.storage.tables import failure_events, predictions
 
-CHAIN = (
+TRAINING = (
     "maintenance_records",
     "training_set",
+    "cleaned_set",
     "holdout",
     "candidate_model",
     "champion_model",
-    "prediction_batches",
 )
+DETECTION = ("prediction_batches", "shadow_predictions")
 
 
 def produce(source: str) -> None:
@@ -50,26 +51,22 @@ def produce(source: str) -> None:
         raise SystemExit(f"mfd ingest exited {status}")
 
 
-def materialize() -> dict[str, dict[str, object]]:
+def materialize(selection: tuple[str, ...], ops: dict[str, object]) -> dict[str, dict[str, object]]:
+    """Materialize `selection` with the code location's assets, checks and resources."""
     from mfd_assets.definitions import defs
 
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
     result = dg.materialize(
         [*assets, *defs.asset_checks],
-        selection=dg.AssetSelection.assets(*CHAIN),
+        selection=dg.AssetSelection.assets(*selection),
         resources=defs.resources,
-        run_config={
-            "ops": {
-                "candidate_model": {"config": {"family": "hgb", "folds": 2, "trials": 1}},
-                "champion_model": {"config": {"margin": 0.0}},
-            }
-        },
+        run_config={"ops": ops},
     )
     out = {}
-    for name in CHAIN:
+    for name in selection:
         events = result.asset_materializations_for_node(name)
         out[name] = (
-            {k: _plain(v.value) for k, v in events[-1].materialization.metadata.items()} if events else {}
+            {k: _plain(v.value) for k, v in events[-1].metadata.items()} if events else {}
         )
     return out
 
@@ -95,10 +92,20 @@ def predict_requests(engine: sa.Engine) -> list[dict[str, object]]:
 
 def main(source: str) -> None:
     produce(source)
-    metadata = materialize()
     from mfd_assets.definitions import defs
 
     engine = defs.resources["readings_store"].engine
+    metadata = materialize(
+        TRAINING,
+        {
+            "candidate_model": {"config": {"family": "hgb", "folds": 2, "trials": 1}},
+            "champion_model": {"config": {"margin": 0.0}},
+        },
+    )
+    last_id = store.max_reading_id(engine)
+    metadata |= materialize(
+        DETECTION, {"prediction_batches": {"config": {"first_id": 1, "last_id": last_id}}}
+    )
     with engine.connect() as conn:
         stored = conn.execute(sa.select(sa.func.count()).select_from(store.readings)).scalar()
         scored = conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar()
