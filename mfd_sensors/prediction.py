@@ -1,4 +1,5 @@
-"""`prediction_sensor`: every 5 seconds, the readings after the cursor become prediction_batches runs."""
+"""`prediction_sensor`: every 5 seconds, the readings after the cursor become prediction_batches runs; a
+large backlog in runs sized to it, in their own lane so new readings' runs pass them in the queue."""
 
 import dagster as dg
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from mfd_resources import ReadingsStore, Tracking
 # A reading waits for this tick after it is loaded: 5 s keeps the stack's reading -> prediction p95 under 40 s
 # (docs/operating.md). A tick without new readings is one max(id) query.
 INTERVAL_S = 5
+LANE_TAG = "mfd/lane"
 
 
 def starting_cursor(text: str | None, engine: Engine) -> DetectionCursor:
@@ -25,6 +27,14 @@ def starting_cursor(text: str | None, engine: Engine) -> DetectionCursor:
     with engine.connect() as conn:
         scored = conn.execute(sa.select(sa.func.max(predictions.c.reading_id))).scalar()
     return DetectionCursor(settled=int(scored or 0))
+
+
+def lane_tags(backlog: bool) -> dict[str, str]:
+    """A backlog run goes in the `backlog` lane (deploy/dagster/dagster.yaml lets one run at a time, at a
+    lower priority), so the runs of new readings are never queued behind it."""
+    if backlog:
+        return {LANE_TAG: "backlog", "dagster/priority": "-1"}
+    return {LANE_TAG: "fresh"}
 
 
 def build_prediction_sensor(
@@ -73,6 +83,7 @@ def build_prediction_sensor(
                     tags={
                         "mfd/reading_ids": f"{batch.first_id}-{batch.last_id}",
                         "mfd/rows": str(batch.rows),
+                        **lane_tags(batch.rows > max_rows_per_run),
                     },
                 )
                 for batch in batches
