@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.schema import FAILURE_MODE_COLUMNS, FAILURE_OUTCOMES, MAINTENANCE_COLUMNS, NO_FAULT
+from mfd.schema import FAILURE_OUTCOMES, MAINTENANCE_COLUMNS, NO_FAULT
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.objects import INCOMING, PROCESSED, REJECTED, Objects, archive_key
 from mfd.storage.tables import maintenance_records, readings
