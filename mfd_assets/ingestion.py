@@ -14,7 +14,7 @@ from mfd.ingestion import load as ingest
 from mfd.ingestion.incoming import object_key
 from mfd.ingestion.layouts import PERIPHERAL, READINGS
 from mfd.storage import readings as store
-from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectMissing
+from mfd.storage.objects import PERIPHERAL_PREFIX, ObjectChanged, ObjectMissing
 from mfd_assets.metadata import rounded, table
 from mfd_resources import ObjectStore, ReadingsStore
 
@@ -48,6 +48,8 @@ def _ingest(
         )
     except ObjectMissing as exc:  # retrying cannot bring the file back
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except ObjectChanged as exc:  # still being written: nothing kept; the retry policy reads it again
+        raise dg.Failure(description=str(exc), allow_retries=True) from exc
     log = context.log.warning if report.status == "rejected" or report.rejected else context.log.info
     log(
         "%s: %s, read %d = loaded %d + duplicate %d + conflicting %d + rejected %d, filed as %s",

@@ -42,6 +42,7 @@ IN_PROGRESS = (
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 )
+MAX_REPORTED = 10  # files out of attempts logged by name each tick (the skip message counts them all)
 # A file waits for this tick after its upload: 5 s (one listing of incoming/) keeps the stack's reading ->
 # prediction p95 under 40 s (docs/operating.md).
 INTERVAL_S = 5
@@ -72,7 +73,8 @@ def _in_progress(instance: dg.DagsterInstance, obj: ObjectInfo) -> bool:
     jobs=[ingest_readings_job, ingest_peripheral_job],
     minimum_interval_seconds=INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Lists incoming/ in the object store; one run per new object version (run key = key@ETag), "
+    description="Lists incoming/ in the object store; one run per new object version (run key = key@ETag) "
+    "once it has settled (S3: at once; local store: unchanged for one interval), "
     "adding the key as a partition of raw_readings (or peripheral_readings for incoming/peripheral/). A "
     f"version still waiting {STUCK_AFTER} after its run is requested again (up to {MAX_ATTEMPTS} runs), "
     "then reported.",
@@ -93,8 +95,8 @@ def incoming_files_sensor(
             "%s is still in incoming/ after %d run(s): requesting it again", obj.key, attempts
         )
         handed.append((obj, f"{version(obj)}#attempt-{attempts + 1}"))
-        cursor = cursor.retried(obj, now)
-    for obj in tick.given_up:
+        cursor = cursor.retried_now(obj, now)
+    for obj in tick.given_up[:MAX_REPORTED]:
         context.log.error(
             "%s is still in incoming/ after %d runs: see the failed runs tagged mfd/version=%s; fix the "
             "cause, then upload the file again (a new ETag starts over)",
@@ -106,7 +108,12 @@ def incoming_files_sensor(
         if cursor != previous:
             context.update_cursor(cursor.dumps())
         stuck = f"; {len(tick.given_up)} stuck after {MAX_ATTEMPTS} runs" if tick.given_up else ""
-        return dg.SkipReason(f"no new objects under incoming/ in {objects.describe()}{stuck}")
+        writing = (
+            f"; {tick.unsettled} not settled yet (changed in the last {objects.settle})"
+            if tick.unsettled
+            else ""
+        )
+        return dg.SkipReason(f"no new objects under incoming/ in {objects.describe()}{stuck}{writing}")
     partitions: dict[str, set[str]] = {incoming_files.name: set(), peripheral_files.name: set()}
     for obj, _ in handed:
         partitions[route(obj.key).partitions.name].add(partition_key(obj.key))

@@ -14,7 +14,7 @@ from mfd.ingestion.maintenance import is_maintenance
 from mfd.settings import load_settings
 from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.connect import engine_from_settings, objects_from_settings
-from mfd.storage.objects import INCOMING, ObjectRefused, Objects
+from mfd.storage.objects import INCOMING, ObjectChanged, ObjectRefused, Objects
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Tally:
     loaded: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # changed while read, or still being written: next run
 
     @property
     def status(self) -> int:
@@ -74,7 +75,10 @@ class Tally:
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} loaded", f"{len(self.rejected)} rejected", f"{len(self.failed)} failed"]
-        line = f"{sum(map(len, (self.loaded, self.rejected, self.failed)))} files: " + ", ".join(parts)
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} still being written (left in {INCOMING} for the next run)")
+        files = sum(map(len, (self.loaded, self.rejected, self.failed, self.waiting)))
+        line = f"{files} files: " + ", ".join(parts)
         if self.failed:
             line += f"; still in {INCOMING}, run again once fixed: " + ", ".join(self.failed)
         return line
@@ -113,6 +117,10 @@ def ingest_one(
     except ObjectRefused as exc:  # a symbolic link or not a regular file: the file's fault, never followed
         print(f"{key}: rejected: {failure_line(exc)}")
         tally.rejected.append(key)
+        return
+    except ObjectChanged as exc:  # still being written: nothing kept, it waits for the next run
+        print(f"{key}: left in {INCOMING}: {failure_line(exc)}")
+        tally.waiting.append(key)
         return
     except Exception as exc:  # noqa: BLE001 - a service, the disk, the store or a bug: this file fails, the run goes on
         log.debug("ingesting %s failed", key, exc_info=True)

@@ -117,8 +117,9 @@ def ingest_object(
     a row stored already with other values is set aside or replaces it (`conflict_policy`, the configured
     `Settings.conflict_policy`).
 
-    Raises ObjectMissing when the object is gone (nothing loaded) and ServiceUnavailable when the
-    database fails mid-load (nothing committed; the object stays in `incoming/` for a retry).
+    Raises ObjectMissing when the object is gone (nothing loaded), ObjectChanged when a local file changed
+    while it was read (nothing committed, it stays in `incoming/` to be read again) and ServiceUnavailable
+    when the database fails mid-load (nothing committed; the object stays in `incoming/` for a retry).
     """
     if conflict_policy not in DIFFER_POLICIES:
         raise MfdError(
@@ -170,10 +171,7 @@ def _reject_whole(
     if exc.reason["rule"] != "no_valid_rows":
         bad_rows.discard()
     conflicts.discard()
-    try:
-        report.read = blocks.drain_lines()
-    except Exception:  # noqa: BLE001 - the stream itself failed: count what was read
-        report.read = blocks.lines
+    report.read = blocks.drain_lines()  # to the end: a local file that changed meanwhile raises ObjectChanged
     report.loaded = report.duplicate = report.conflicting = 0
     report.rejected = report.read
     report.status, report.reason = "rejected", {"key": report.key, **exc.reason}

@@ -2,10 +2,18 @@
 
 Moves are safe against a new version uploaded meanwhile: `move(src, dst, etag)` copies only the version
 that was read (`open_version`) and deletes the source only while it is still that version (S3: `CopyObject`
-with `CopySourceIfMatch`, `DeleteObject` with `IfMatch`; local: a hard link checked by content hash, and
+with `CopySourceIfMatch`, `DeleteObject` with `IfMatch`; local: a hard link checked against the ETag, and
 the source unlinked only while it is still the linked inode). The local store never follows a symbolic
 link: listing skips them, opening refuses them. One module over 300 lines: the two stores implement one
 protocol and are kept side by side so their behaviour stays the same.
+
+Files in flight: an S3 put is atomic (a listed object is whole), so `settle` is zero. A local file is
+written in place by whoever copies it in, so its ETag is its identity and state (inode, size, modification
+time: `stat` only, no checksum, so a listing costs the same whatever the files hold), `settle` says how long
+it must have stayed unchanged before it is read, and a local read that reaches the end checks that the file
+is still the version it opened (`ObjectChanged` otherwise: nothing from it may be kept). Dot-files are
+files like any other on both stores; only the local store's own in-flight files (`*.mfd-partial` while a
+put is written, `*.moving` while a move links) are never listed.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
@@ -33,6 +41,9 @@ MAX_KEY_BYTES = 1024  # S3's limit on a key
 # Room left after an archived name for what is filed beside it (`.reason.json`, `.conflicts.csv`, ...).
 _BESIDE = len(".bad_rows.csv") + 1
 _MAX_NAME_BYTES = 255 - _BESIDE - 16  # a path component on common file systems, minus a temporary prefix
+
+PARTIAL, MOVING = ".mfd-partial", ".moving"  # the local store's own files in flight: never listed
+LOCAL_SETTLE = timedelta(seconds=5)  # one listing interval of incoming_files_sensor
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,10 @@ class ObjectInfo:
 
 
 class Objects(Protocol):
-    """What every object store offers; keys are relative to the store's root/prefix."""
+    """What every object store offers; keys are relative to the store's root/prefix. `settle`: how long an
+    object must have stayed unchanged before it is read (zero where a put is atomic)."""
+
+    settle: timedelta
 
     def list(self, prefix: str, since: datetime | None = None) -> list[ObjectInfo]: ...
     def open(self, key: str) -> IO[bytes]: ...
@@ -88,15 +102,51 @@ def archive_key(key: str, folder: str, etag: str) -> str:
     return f"{folder}{parent}/{stem}{tag}" if parent else f"{folder}{stem}{tag}"
 
 
-def _md5(fh: IO[bytes]) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    for block in iter(lambda: fh.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
+def stat_etag(info: os.stat_result) -> str:
+    """A local file's version: its inode, size and modification time (no byte of it read)."""
+    state = f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+    return hashlib.md5(state.encode(), usedforsecurity=False).hexdigest()
+
+
+class _CheckedRead:
+    """A local file read to its end, checked there: still the version (`etag`) it was when opened, and every
+    byte of it read. Raises ObjectChanged otherwise (it was being written, appended or truncated)."""
+
+    def __init__(self, fh: IO[bytes], key: str, etag: str) -> None:
+        self.fh, self.key, self.etag = fh, key, etag
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.read_bytes += len(data)
+        if not data or size < 0:
+            now = os.fstat(self.fh.fileno())
+            if stat_etag(now) != self.etag or now.st_size != self.read_bytes:
+                raise ObjectChanged(
+                    f"{self.key} changed while it was read ({self.read_bytes:,} bytes read, {now.st_size:,} "
+                    "there now: still being written?): nothing from it is kept; it stays in incoming/ and is "
+                    "read again"
+                )
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.read_bytes = offset if whence == 0 and offset == 0 else self.read_bytes
+        return self.fh.seek(offset, whence)
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self) -> _CheckedRead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class LocalObjects:
-    """A directory laid out like the bucket; ETag = MD5 of the content, as S3 does for single-part uploads."""
+    """A directory laid out like the bucket; ETag = `stat_etag` (the file's identity and state)."""
+
+    settle = LOCAL_SETTLE
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -120,34 +170,38 @@ class LocalObjects:
         return f"local directory {self.root}"
 
     def list(self, prefix: str, since: datetime | None = None) -> list[ObjectInfo]:
+        """The files under `prefix`, oldest first. `last_modified` is the later of the modification and the
+        status-change time: a file copied in keeping an old modification time (`cp -p`, rsync) or moved in
+        (`mv`) counts from when it arrived."""
         base = self._path(prefix) if prefix else self.root
         if not base.exists():
             return []
         out = []
         for path in self._files(base):
             try:
-                with self._open(path) as fh:
-                    info = os.fstat(fh.fileno())
-                    etag = _md5(fh)
-                modified = datetime.fromtimestamp(info.st_mtime, tz=UTC)
-                if since is not None and modified <= since:
-                    continue
-                out.append(ObjectInfo(path.relative_to(self.root).as_posix(), modified, etag, info.st_size))
+                info = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted while listing
-            except ObjectRefused as exc:
-                log.warning("skipped: %s", exc)  # replaced by a link while listing
+            if not stat.S_ISREG(info.st_mode):
+                continue  # replaced by a link while listing
+            modified = datetime.fromtimestamp(max(info.st_mtime, info.st_ctime), tz=UTC)
+            if since is not None and modified <= since:
+                continue
+            out.append(
+                ObjectInfo(path.relative_to(self.root).as_posix(), modified, stat_etag(info), info.st_size)
+            )
         return sorted(out, key=lambda o: (o.last_modified, o.key))
 
     def _files(self, base: Path) -> list[Path]:
-        """Regular files under `base` (hidden ones aside); symbolic links are skipped, never followed."""
+        """Regular files under `base`, dot-files included, this store's own in-flight files aside; symbolic
+        links are skipped, never followed."""
         found = []
         for folder, dirs, files in os.walk(base, followlinks=False):
             for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))] + files:
                 path = Path(folder, name)
                 if path.is_symlink():
                     log.warning("skipped %s in %s: a symbolic link, never followed", path, self.describe())
-                elif name in files and not name.startswith("."):
+                elif name in files and not name.endswith((PARTIAL, MOVING)):
                     found.append(path)
         return sorted(found)
 
@@ -173,11 +227,11 @@ class LocalObjects:
         return self._open(self._path(key))
 
     def open_version(self, key: str) -> tuple[IO[bytes], str]:
-        """The object and its ETag (MD5 of exactly the content this handle reads)."""
+        """The object and its ETag when opened; reading it to the end raises ObjectChanged if the file is
+        then no longer that version, or was not read whole."""
         fh = self.open(key)
-        etag = _md5(fh)
-        fh.seek(0)
-        return fh, etag
+        etag = stat_etag(os.fstat(fh.fileno()))
+        return _CheckedRead(fh, key, etag), etag  # type: ignore[return-value]
 
     def get(self, key: str) -> bytes:
         with self.open(key) as fh:
@@ -186,14 +240,14 @@ class LocalObjects:
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}{PARTIAL}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
 
     def upload(self, key: str, path: Path) -> None:
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp = dst.with_name(f".{dst.name}{PARTIAL}")
         shutil.copyfile(path, tmp)
         os.replace(tmp, dst)
 
@@ -210,7 +264,7 @@ class LocalObjects:
             except FileNotFoundError as exc:
                 raise ObjectMissing(f"{src} is no longer in {self.describe()}") from exc
             return
-        link = target.with_name(f".{target.name}.{os.getpid()}.moving")
+        link = target.with_name(f".{target.name}.{os.getpid()}{MOVING}")
         try:
             os.link(source, link, follow_symlinks=False)  # this inode stays what is filed
         except FileNotFoundError as exc:
@@ -218,7 +272,7 @@ class LocalObjects:
         try:
             with self._open(link) as fh:
                 linked = os.fstat(fh.fileno())
-                if _md5(fh) != etag:
+                if stat_etag(linked) != etag:
                     raise ObjectChanged(f"{src} changed after it was read (ETag {etag}): nothing moved")
             os.replace(link, target)
         finally:
@@ -246,6 +300,8 @@ class LocalObjects:
 
 class S3Objects:
     """An S3 bucket (MinIO, SeaweedFS, AWS) through a boto3 client, keys under an optional prefix."""
+
+    settle = timedelta(0)  # a put is atomic: a listed object is whole
 
     def __init__(self, client: Any, bucket: str, prefix: str = "", check: bool = True) -> None:
         self.client = client

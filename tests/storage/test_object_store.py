@@ -20,11 +20,27 @@ def test_put_list_get_move(objects: Objects) -> None:
     assert [o.key for o in objects.list(INCOMING)] == [f"{INCOMING}sub/b.csv"]
 
 
-def test_etag_is_content_md5_on_both(objects: Objects) -> None:
+def test_etag_names_the_version_and_listing_reads_no_byte(objects: Objects) -> None:
+    """S3: the MD5 of a single-part upload. Local: the file's inode, size and modification time, so a
+    listing costs a `stat`, never a checksum."""
     import hashlib
 
     objects.put("incoming/x.csv", b"hello")
-    assert objects.list("incoming/")[0].etag == hashlib.md5(b"hello").hexdigest()
+    first = objects.list("incoming/")[0].etag
+    assert objects.list("incoming/")[0].etag == first
+    if isinstance(objects, S3Objects):
+        assert first == hashlib.md5(b"hello").hexdigest()
+    objects.put("incoming/x.csv", b"hello, again")
+    assert objects.list("incoming/")[0].etag != first
+
+
+def test_dot_files_are_files_like_any_other(objects: Objects) -> None:
+    objects.put(f"{INCOMING}.hidden.csv", b"a\n")
+    objects.put(f"{INCOMING}sub/.also.csv", b"b\n")
+    assert sorted(o.key for o in objects.list(INCOMING)) == [
+        f"{INCOMING}.hidden.csv",
+        f"{INCOMING}sub/.also.csv",
+    ]
 
 
 def test_since_filters_by_last_modified(objects: Objects) -> None:

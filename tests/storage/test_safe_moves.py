@@ -37,7 +37,9 @@ def _etag(data: bytes) -> str:
 def test_open_version_gives_the_etag_of_what_it_reads(objects: Objects) -> None:
     objects.put("incoming/a.csv", b"one\n")
     stream, etag = objects.open_version("incoming/a.csv")
-    assert stream.read() == b"one\n" and etag == _etag(b"one\n") == objects.list("incoming/")[0].etag
+    assert stream.read() == b"one\n" and etag == objects.list("incoming/")[0].etag
+    if not isinstance(objects, LocalObjects):  # S3's ETag is the MD5 of a single-part upload
+        assert etag == _etag(b"one\n")
 
 
 def test_move_of_a_stale_version_files_nothing_and_deletes_nothing(objects: Objects) -> None:
