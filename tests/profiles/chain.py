@@ -65,9 +65,7 @@ def materialize(selection: tuple[str, ...], ops: dict[str, object]) -> dict[str,
     out = {}
     for name in selection:
         events = result.asset_materializations_for_node(name)
-        out[name] = (
-            {k: _plain(v.value) for k, v in events[-1].metadata.items()} if events else {}
-        )
+        out[name] = {k: _plain(v.value) for k, v in events[-1].metadata.items()} if events else {}
     return out
 
 
