@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="simulate a fleet of machines: readings into the database and/or CSV files under incoming/",
         description="Simulate N machines emitting readings of the active profile (MFD_PROFILE) with its "
         "generator: the AI4I 2020 physics for ai4i, the generic fleet (per-machine drift toward failure "
-        "on the profile's sensors) for any other; deterministic for a seed. Readings go to the readings table (--sink db: MFD_DATABASE_URL or SQLite under MFD_HOME) "
+        "on the profile's sensors) for any other; deterministic for a seed. Readings go to the readings "
+        "table (--sink db: MFD_DATABASE_URL or SQLite under MFD_HOME) "
         "and/or as CSV files into the object store's incoming/ prefix (--sink files: S3 when MFD_S3_BUCKET "
         "is set, else a local directory). See docs/generator.md.",
     )
@@ -85,11 +86,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time of the first reading, ISO 8601 (UTC unless a zone is given); default: the history ends "
         "now (with --rate: it starts now and follows the clock)",
     )
+    add_maintenance_options(parser)
+    parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def add_maintenance_options(parser: argparse.ArgumentParser) -> None:
+    """--maintenance and how its records are filed (late, some missing)."""
     parser.add_argument(
         "--maintenance",
         action="store_true",
         help="also file maintenance records of the simulated failures as one CSV under "
-        "incoming/maintenance/ (late, some missing), for maintenance_records to ingest",
+        "incoming/maintenance/ (late, some missing), for maintenance_records to ingest; a profile without "
+        "a label column gets its labels from them",
     )
     parser.add_argument(
         "--maintenance-delay",
@@ -103,9 +113,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.1,
         help="share of failures never filed (default 0.1)",
     )
-    parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:

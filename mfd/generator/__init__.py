@@ -3,7 +3,8 @@
 (`generic`). `runs.readings_of` picks one by the profile.
 
 In: a machine count, a start time, a seed. Out: reading frames (the `readings` layout plus failure modes),
-maintenance records, peripheral-device frames, CSV bytes (optionally with injected defects) for `incoming/`."""
+maintenance records, peripheral-device frames, CSV bytes (optionally with injected defects) for
+`incoming/`."""
 
 from mfd.generator.csv_encoding import to_csv_bytes
 from mfd.generator.defects import FILE_DEFECTS, ROW_DEFECTS, defect_file, inject_defects
