@@ -504,13 +504,14 @@ def _alive(pid: int, created: float) -> bool:
         return False
 
 
-def _reap() -> None:
-    """Collect exited orphans re-parented to this supervisor (subreaper), so none stays a zombie."""
+def _reap(keep: int | None = None) -> None:
+    """Collect exited orphans re-parented to this supervisor (subreaper), so none stays a zombie; not
+    `keep` (the service's own process, whose exit status Popen collects)."""
     import psutil
 
     for child in psutil.Process().children():
         try:
-            if child.status() == psutil.STATUS_ZOMBIE:
+            if child.pid != keep and child.status() == psutil.STATUS_ZOMBIE:
                 os.waitpid(child.pid, os.WNOHANG)
         except (psutil.Error, ChildProcessError):
             pass
@@ -593,7 +594,7 @@ def _supervise(stack: Stack, service: str, child: subprocess.Popen, stopping: Ca
         if polls % 10 == 0:
             try:
                 _record_tree(stack, service, child.pid)
-                _reap()
+                _reap(keep=child.pid)
             except Exception as exc:  # noqa: BLE001 - a process gone between two reads: next time
                 print(f"{service}: process tree not recorded ({exc})", flush=True)
         polls += 1

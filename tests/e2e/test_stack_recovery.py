@@ -18,9 +18,15 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from stack_helpers import REPO, Pipeline, RunningStack, runs
+from stack_helpers import REPO, ROWS_PER_FILE, Pipeline, RunningStack, generate, runs
 
 pytestmark = pytest.mark.integration
+
+EVENTS_QUERY = """
+query Events($runId: ID!) {
+  runOrError(runId: $runId) { ... on Run { eventConnection(afterCursor: null) { events { message } } } }
+}
+"""
 
 
 def _mode(path: Path) -> int:
@@ -138,8 +144,9 @@ def test_resume_after_a_crash_mid_run_fails_and_retries_the_runs_caught_every_re
         timeout=600,
     )
     killed = _crash(running)
+    up_started = time.monotonic()
     running.stack_cli("up")
-    resumed = time.monotonic()
+    up_s = time.monotonic() - up_started
 
     def settled() -> dict[str, dict] | None:
         now = {r["runId"]: r for r in runs(running)}
@@ -148,7 +155,7 @@ def test_resume_after_a_crash_mid_run_fails_and_retries_the_runs_caught_every_re
         )
 
     after_up = running.wait(settled, "the runs caught by the crash leave STARTED", timeout=300)
-    left_started_s = time.monotonic() - resumed
+    left_started_s = time.monotonic() - up_started
     caught = [after_up[r["runId"]] for r in in_flight if after_up[r["runId"]]["status"] == "FAILURE"]
     assert caught, f"every run in flight had finished before the crash: {in_flight}"
     running.wait(
@@ -165,7 +172,76 @@ def test_resume_after_a_crash_mid_run_fails_and_retries_the_runs_caught_every_re
     for run in caught:
         retries = [r for r in ended.values() if r["tags"].get("dagster/parent_run_id") == run["runId"]]
         assert [r["status"] for r in retries] == ["SUCCESS"], (run, retries)
+    for run in caught:  # failed by run monitoring through StackRunLauncher's worker check
+        events = running.graphql()._execute(EVENTS_QUERY, {"runId": run["runId"]})  # noqa: SLF001
+        messages = [e.get("message") or "" for e in events["runOrError"]["eventConnection"]["events"]]
+        assert any("worker process" in m and "is gone" in m for m in messages), messages[-5:]
     print(
-        f"\nstack crashed ({killed} processes SIGKILLed) with {len(in_flight)} run(s) in flight: "
-        f"{len(caught)} failed by run monitoring {left_started_s:.1f} s after `up` returned, each retried once"
+        f"\nstack crashed ({killed} processes SIGKILLed) with {len(in_flight)} run(s) in flight; `up` took "
+        f"{up_s:.1f} s; {len(caught)} run(s) failed by run monitoring, seen {left_started_s:.1f} s after `up` "
+        "started, each retried once; every reading scored once"
+    )
+
+
+def test_a_small_file_is_not_starved_behind_a_backlog(
+    running_stack: RunningStack, pipeline: Pipeline
+) -> None:
+    """A 400,000-row file is scored in backlog-sized runs in their own lane; a 1,500-row file dropped while
+    they run is scored before the backlog is through."""
+    running = running_stack
+    first_big = running.scalar("SELECT max(id) FROM readings") + 1
+    start = datetime.now(UTC) + timedelta(hours=11)  # 40,000 s a machine: up to +22.1 h
+    out = running.mfd(
+        *("generate", "--machines", "10", "--rows", "400000", "--seed", "31", "--sink", "files"),
+        *("--file-rows", "400000", "--quiet", "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        *("--interval", "1"),
+    )
+    big = int(re.search(r"generated ([\d,]+) readings", out.stdout + out.stderr).group(1).replace(",", ""))
+    running.wait(
+        lambda: running.scalar(f"SELECT count(*) FROM readings WHERE id >= {first_big}") == big,
+        "the large file ingested",
+        timeout=900,
+    )
+    last_big = running.scalar("SELECT max(id) FROM readings")
+    running.wait(
+        lambda: [
+            r for r in runs(running, pipelineName="prediction_job") if r["tags"].get("mfd/lane") == "backlog"
+        ],
+        "backlog runs requested",
+        timeout=300,
+    )
+    small_start = datetime.now(UTC) + timedelta(hours=22.5)
+    written = time.monotonic()
+    small = generate(
+        running, ROWS_PER_FILE, 32, "--start", small_start.strftime("%Y-%m-%dT%H:%M:%SZ"), "--interval", "1"
+    )
+
+    def small_scored() -> bool:
+        scored = f"SELECT count(*) FROM predictions WHERE reading_id > {last_big}"
+        return running.scalar(scored) == small
+
+    running.wait(small_scored, "the small file scored", timeout=900)
+    small_s = time.monotonic() - written
+    unscored = (
+        f"SELECT count(*) FROM readings r WHERE r.id BETWEEN {first_big} AND {last_big} "
+        "AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.reading_id = r.id)"
+    )
+    waiting = running.scalar(unscored)
+    running.wait(lambda: running.scalar(unscored) == 0, "the backlog scored", timeout=1200)
+    span = running.scalar(
+        "SELECT extract(epoch FROM max(scored_at) - min(scored_at)) FROM predictions "
+        f"WHERE reading_id BETWEEN {first_big} AND {last_big}"
+    )
+    backlog_runs = [
+        r for r in runs(running, pipelineName="prediction_job") if r["tags"].get("mfd/lane") == "backlog"
+    ]
+    print(
+        f"\n{big:,} readings in {len(backlog_runs)} backlog run(s) of up to "
+        f"{max(int(r['tags']['mfd/rows']) for r in backlog_runs):,}: first to last stored in {float(span):.1f} s "
+        f"({big / max(float(span), 1e-9):,.0f} readings/s); a {small:,}-row file dropped meanwhile scored "
+        f"{small_s:.1f} s after its upload, {waiting:,} backlog readings still unscored then"
+    )
+    assert waiting > 0, "the small file was scored only after the whole backlog"
+    assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == running.scalar(
+        "SELECT count(*) FROM readings"
     )
