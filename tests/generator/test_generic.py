@@ -30,8 +30,9 @@ from mfd.generator.maintenance import MAINTENANCE_PREFIX
 from mfd.generator.runs import Plan, execute
 from mfd.profiles import Profile, load
 from mfd.schema import MAINTENANCE_COLUMNS
+from mfd.services import S3Server
 from mfd.settings import load_settings
-from mfd.storage.objects import LocalObjects
+from mfd.storage.objects import LocalObjects, S3Objects
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 PUMP = """\
@@ -282,3 +283,46 @@ def test_mfd_generate_under_cmapss_writes_files_and_the_readings_table(tmp_path:
     assert len(stored) == 5000 and stored["machine_id"].str.startswith("M-").all()
     assert stored["setting_1"].between(-1, 50).all() and stored["machine_failure"].isna().all()
     assert len(objects.list(MAINTENANCE_PREFIX)) == 1
+
+
+def test_mfd_generate_under_a_written_profile_into_postgres_and_s3(
+    tmp_path: Path, pump: Profile, pg_url: str, s3: S3Server, bucket: str
+) -> None:
+    """MFD_PROFILE=<the pump file>: the readings table of a real PostgreSQL gets the rows (COPY through the
+    bulk writer) in canonical names with their labels; S3 gets source-named files with defects; the
+    records file lists every failure."""
+    profile_path = tmp_path / "pump.yaml"
+    profile_path.write_text(PUMP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFD_")}
+    env |= {
+        "MFD_PROFILE": str(profile_path),
+        "MFD_HOME": str(tmp_path / "home"),
+        "MFD_DATABASE_URL": pg_url,
+        "MFD_S3_BUCKET": bucket,
+        "MFD_S3_ENDPOINT_URL": s3.endpoint_url,
+        "MFD_S3_ACCESS_KEY_ID": s3.access_key,
+        "MFD_S3_SECRET_ACCESS_KEY": s3.secret_key,
+    }
+    argv = ["generate", "--machines", "6", "--rows", "3000", "--seed", "5", "--start", "2026-03-01"]
+    argv += ["--sink", "db", "--sink", "files", "--bad-rate", "0.05", "--quiet"]
+    argv += ["--maintenance", "--maintenance-delay", "0", "--maintenance-missing-share", "0"]
+    cli = Path(sys.executable).with_name("mfd")
+    done = subprocess.run([str(cli), *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3,000 new rows" in done.stdout, done.stdout
+    expected = generate_generic(pump, machines=6, rows=3_000, seed=5, start=START)
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        stored = pd.read_sql("SELECT * FROM readings ORDER BY id", conn)
+    engine.dispose()
+    assert {"machine_id", "timestamp", "machine_type", "machine_failure"} <= set(stored.columns)
+    assert (stored["pressure_bar"].to_numpy() == expected.readings["pressure_bar"].to_numpy()).all()
+    assert (stored["machine_failure"].to_numpy() == expected.readings["machine_failure"].to_numpy()).all()
+    assert stored["machine_type"].isin(["A", "B"]).all()
+    objects = S3Objects(s3.client(), bucket)
+    keys = [o.key for o in objects.list("incoming/") if o.key.startswith("incoming/readings-")]
+    heads = {objects.get(k).decode().split("\n", 1)[0] for k in keys if objects.get(k)}
+    assert PUMP_HEADER in heads and not any("machine_id" in h for h in heads)
+    (records_key,) = [o.key for o in objects.list(MAINTENANCE_PREFIX)]
+    filed = pd.read_csv(io.BytesIO(objects.get(records_key)))
+    assert len(filed) == len(expected.records) > 0
