@@ -103,9 +103,13 @@ def service_requirements(external: set[str], root: Path = REPO_ROOT) -> list[str
     return [req for req in declared if _requirement_name(req) in wanted]
 
 
-# Data files a module reads at run time: the sampled explainer's background is the vendored AI4I file
-# (with its attribution).
-DATA_FILES = {"mfd/reference.py": ["mfd/data/README.md", "mfd/data/ai4i2020.csv"]}
+# Data files a module reads at run time: the shipped plant profiles (a profile given by path must be where
+# MFD_PROFILE points in the service's environment), and the vendored AI4I file with its attribution (the
+# sampled explainer's background under `ai4i`).
+DATA_FILES = {
+    "mfd/profiles/__init__.py": ["mfd/profiles/ai4i.yaml", "mfd/profiles/cmapss.yaml"],
+    "mfd/profiles/ai4i_reference.py": ["mfd/data/README.md", "mfd/data/ai4i2020.csv"],
+}
 
 
 def bentofile(root: Path = REPO_ROOT) -> dict[str, Any]:
