@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
+from mfd.ingestion import incoming
 from mfd.ingestion import load as ingest
-from mfd.ingestion.maintenance import is_maintenance
 from mfd.settings import load_settings
 from mfd.storage.conflicts import DIFFER_POLICIES, Differ
 from mfd.storage.connect import engine_from_settings, objects_from_settings
@@ -46,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=ingest.CHUNK_BYTES >> 20,
         help="bytes read per block, in MiB (default 8)",
+    )
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        help="without KEYs: a file changed less than this long ago is waited for, then read only if a second "
+        "listing shows it unchanged (default: the store's: 0 for S3, whose puts are atomic, 5 locally)",
     )
     parser.add_argument(
         "--conflict-policy",
@@ -147,6 +155,31 @@ def ingest_one(
     tally.loaded.append(key)
 
 
+def settled_keys(objects: Objects, settle: timedelta, tally: Tally) -> list[str]:
+    """The keys waiting under incoming/ (incoming/maintenance/ aside: the maintenance_records asset's) that
+    have stayed unchanged for `settle`: a file changed more recently is listed again once it would have
+    settled, and left for the next run (counted in `tally`) when that second listing shows it changed."""
+    listing = incoming.waiting(objects)
+    now = datetime.now(UTC)
+    young = [o for o in listing if not incoming.settled(o, now, settle)]
+    if not young:
+        return [o.key for o in listing]
+    wait = max(settle - (now - o.last_modified) for o in young).total_seconds()
+    print(
+        f"{len(young)} file(s) changed in the last {settle.total_seconds():g}s: listing again in {wait:.1f}s"
+    )
+    time.sleep(max(wait, 0.0))
+    before = {incoming.version(o) for o in listing}
+    keys = []
+    for obj in incoming.waiting(objects):
+        if incoming.version(obj) in before:
+            keys.append(obj.key)
+        else:
+            print(f"{obj.key}: left in {INCOMING}: it changed between two listings (still being written?)")
+            tally.waiting.append(obj.key)
+    return keys
+
+
 def run(args: argparse.Namespace) -> int:
     if args.chunk_mb < 1:
         raise MfdError(f"--chunk-mb must be at least 1, got {args.chunk_mb}")
@@ -156,15 +189,13 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     engine = engine_from_settings(settings, args.database_url)
     objects = objects_from_settings(settings)
-    # incoming/maintenance/ holds maintenance records, filed by the maintenance_records asset.
-    keys = args.keys or [
-        o.key for o in objects.list(INCOMING) if not o.key.endswith("/") and not is_maintenance(o.key)
-    ]
-    if not keys:
+    tally = Tally()
+    settle = objects.settle if args.settle_seconds is None else timedelta(seconds=args.settle_seconds)
+    keys = args.keys or settled_keys(objects, settle, tally)
+    if not keys and not tally.waiting:
         print(f"nothing under {INCOMING} in {objects.describe()}")
         return 0
     policy = args.conflict_policy or settings.conflict_policy
-    tally = Tally()
     for key in keys:
         ingest_one(objects, engine, key, args.chunk_mb << 20, tally, policy)
     print(tally.summary())

@@ -4,6 +4,7 @@ file was refused (fix the file) or could not be loaded (fix the service and run 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name)
     monkeypatch.setenv("MFD_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(LocalObjects, "settle", timedelta(0))  # files put by the test are whole at once
     return tmp_path
 
 

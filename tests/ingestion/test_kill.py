@@ -56,7 +56,7 @@ def _environment(objects: Objects, pg_url: str, home: Path, request: pytest.Fixt
 def _kill_at(point: str, env: dict[str, str], cwd: Path) -> None:
     """Run `mfd ingest` until it reaches `point`, then SIGKILL it."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, "ingest", "--chunk-mb", "1"],
+        [sys.executable, "-c", CLI, "ingest", "--chunk-mb", "1", "--settle-seconds", "0"],
         env={**env, ENV: point},
         cwd=cwd,
         stdout=subprocess.DEVNULL,
