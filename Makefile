@@ -8,10 +8,15 @@ PYTHON ?= python3
 DAGSTER_PORT ?= 3000
 BENTO_PORT ?= 3001
 MLFLOW_PORT ?= 5000
+# The plant profile (MFD_PROFILE; docs/profiles.md): `make run PROFILE=cmapss`. The default profile keeps
+# its embedded state in .mfd/, any other in .mfd/profiles/<name>/ (a store holds one profile's readings).
+PROFILE ?= ai4i
+export MFD_PROFILE := $(PROFILE)
+STATE := $(if $(filter ai4i,$(PROFILE)),$(CURDIR)/.mfd,$(CURDIR)/.mfd/profiles/$(PROFILE))
 # Dagster refuses a relative DAGSTER_HOME: the embedded instance, absolute.
-export DAGSTER_HOME := $(CURDIR)/.mfd/dagster
+export DAGSTER_HOME := $(STATE)/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
-run dev: export BENTOML_HOME := $(CURDIR)/.mfd/bentoml
+run dev: export BENTOML_HOME := $(STATE)/bentoml
 
 .PHONY: help run test test-docs install deps dev lint bench clean stack stop
 
@@ -58,12 +63,12 @@ test-docs: install deps ## run every README/docs command verbatim in a copy of t
 # The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance) and the MLflow UI over
 # the embedded store, side by side; Ctrl-C stops both.
 dev: install $(DAGSTER_HOME)/dagster.yaml ## Dagster UI on :3000 and MLflow UI on :5000 over .mfd/
-	@mkdir -p .mfd/mlartifacts
-	@setsid $(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/.mfd/mlflow.db \
-		--default-artifact-root $(CURDIR)/.mfd/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
-		>.mfd/mlflow-ui.log 2>&1 & mlflow=$$!; \
+	@mkdir -p $(STATE)/mlartifacts
+	@setsid $(BIN)/mlflow server --backend-store-uri sqlite:///$(STATE)/mlflow.db \
+		--default-artifact-root $(STATE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		>$(STATE)/mlflow-ui.log 2>&1 & mlflow=$$!; \
 	trap 'kill -TERM -- -$$mlflow 2>/dev/null; wait $$mlflow 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
-	echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (log .mfd/mlflow-ui.log)"; \
+	echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (log $(STATE)/mlflow-ui.log)"; \
 	echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"; \
 	env -u DAGSTER_HOME $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
 

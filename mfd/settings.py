@@ -11,14 +11,18 @@ from pydantic import Field, ValidationError, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mfd.errors import MfdError
+from mfd.profiles import DEFAULT_PROFILE
+from mfd.schema import PROFILE
 from mfd.validation import TimestampWindow
 
 
 def project_home() -> Path:
     """`.mfd/` in the project checkout holding this package (wherever the command runs from); `.mfd/` in
-    the working directory when mfd is installed as a package outside a checkout."""
+    the working directory when mfd is installed as a package outside a checkout. A plant profile other than
+    the default keeps its own state beside it, `.mfd/profiles/<name>/` (a store holds one profile's data)."""
     checkout = Path(__file__).resolve().parents[1]
-    return (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / ".mfd"
+    home = (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / ".mfd"
+    return home if PROFILE.name == DEFAULT_PROFILE else home / "profiles" / PROFILE.name
 
 
 class Settings(BaseSettings):

@@ -23,6 +23,7 @@ from mfd.cli import main as cli
 from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
 from mfd.ingestion.maintenance import is_maintenance
+from mfd.schema import PROFILE
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.objects import INCOMING
@@ -96,6 +97,23 @@ def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Inges
     return ingested
 
 
+def readings_step(args: argparse.Namespace) -> str:
+    if PROFILE.name == "cmapss":
+        return "import NASA's C-MAPSS FD001 train split (vendored) into incoming/ (profile cmapss)"
+    return f"generate {args.rows:,} readings from {args.machines} machines into incoming/ (profile {PROFILE.name})"
+
+
+def readings_argv(args: argparse.Namespace) -> list[str]:
+    """The `mfd` command that puts the plant's readings under incoming/: C-MAPSS FD001's train split for
+    `cmapss`, else the profile's generator (with its peripheral devices and failure records if it has them)."""
+    if PROFILE.name == "cmapss":
+        return ["import", "cmapss", "--subset", "FD001", "--split", "train"]
+    argv = ["generate", "--machines", str(args.machines), "--rows", str(args.rows), "--seed", str(args.seed)]
+    argv += ["--sink", "files", "--file-rows", "5000", "--quiet"]
+    argv += ["--peripheral"] if PROFILE.peripheral else []
+    return argv + (["--maintenance"] if PROFILE.failure_records and not PROFILE.label_column else [])
+
+
 def champion_line(defs: dg.Definitions) -> str:
     """`<name> version <v>: holdout pr_auc ..., roc_auc ...` of the registry's champion."""
     tracking = defs.resources["tracking"]
@@ -136,11 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(handlers=[quiet], format="%(levelname)s %(message)s")
     cli.quiet_mlflow()
 
-    started = _step(f"generate {args.rows:,} readings from {args.machines} machines into incoming/")
-    status = cli.main(
-        ["generate", "--machines", str(args.machines), "--rows", str(args.rows), "--seed", str(args.seed)]
-        + ["--sink", "files", "--file-rows", "5000", "--peripheral", "--quiet"]
-    )
+    started = _step(readings_step(args))
+    status = cli.main(readings_argv(args))
     if status:
         return status
     _done(started, "generated")
@@ -194,6 +209,7 @@ def summary(
     rejected = f" ({len(ingested.rejected_files)} files rejected)" if ingested.rejected_files else ""
     return (
         "\nDone.\n"
+        f"  profile: {PROFILE.stamp()} ({len(PROFILE.sensors)} sensors; {PROFILE.description})\n"
         f"  readings: {ingested.loaded:,} loaded, {ingested.rejected_rows:,} rejected{rejected}; "
         f"{store.describe(settings.readings_url)}\n"
         f"  champion: {champion_line(defs)}\n"
