@@ -124,7 +124,9 @@ def build_training_set(
 
 
 def rows_with_peripheral(training_set: pd.DataFrame) -> int:
-    """Rows that got a peripheral reading in the join."""
+    """Rows that got a peripheral reading in the join (none where the profile has no peripheral devices)."""
+    if not PERIPHERAL_VALUE_COLUMNS:
+        return 0
     return int(training_set[list(PERIPHERAL_VALUE_COLUMNS)].notna().all(axis=1).sum())
 
 
