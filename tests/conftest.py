@@ -21,6 +21,7 @@ from mfd.modeling.pipeline import build_pipeline
 from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer, Postgres, S3Server, mlflow_server, postgres_server, s3_server
+from mfd.services.mosquitto import Mosquitto, mosquitto_server
 from mfd.storage.objects import LocalObjects, S3Objects
 from mfd_resources import Tracking
 
@@ -55,6 +56,13 @@ def mlflow(postgres: Postgres, s3: S3Server) -> Iterator[MlflowServer]:
     bucket = s3.create_bucket("mlflow-artifacts")
     with mlflow_server(backend, f"s3://{bucket}/", s3) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    """A Mosquitto broker with a password file and persistence (`mfd.services.mosquitto`)."""
+    with mosquitto_server() as broker:
+        yield broker
 
 
 @pytest.fixture
