@@ -1,0 +1,210 @@
+"""Machine-window features: one implementation for training, detection, benches and `/predict`.
+
+Per machine, in timestamp order, over each window of the last `w` readings (the profile's `windows`, counts of
+readings, the reading itself included): the mean, the standard deviation (population) and the least-squares
+slope per reading of every sensor; plus each sensor's change since the machine's early life: the mean over
+the shortest window minus the mean of the machine's first `baseline` readings (while fewer have been read,
+of those read so far). A maintenance record (a reset) starts a new life: windows and the baseline restart at
+the first reading at or after it.
+
+Causal by construction: a reading's features read only that reading and earlier ones of its machine's life,
+so appending or changing later readings never changes them (tests/core/test_windows.py, property-based).
+Each feature of a row is computed from the row's own window alone (no running sums across rows), so the
+incremental form (`WindowState`: keeps per machine the current life's first `baseline` readings and its last
+`max(windows) - 1`) returns exactly the numbers the batch form returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mfd.profiles import MACHINE, TIMESTAMP, Profile
+
+STATS: tuple[str, ...] = ("mean", "std", "slope")
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Which sensors, which windows (readings), and how many early-life readings make the baseline."""
+
+    sensors: tuple[str, ...]
+    windows: tuple[int, ...]
+    baseline: int
+
+    def __post_init__(self) -> None:
+        if not self.sensors or not self.windows or min(self.windows) < 1 or self.baseline < 1:
+            raise ValueError(f"window spec needs sensors, windows >= 1 and a baseline >= 1: {self}")
+
+    @classmethod
+    def of(
+        cls,
+        profile: Profile,
+        *,
+        sensors: tuple[str, ...] | None = None,
+        windows: tuple[int, ...] | None = None,
+        baseline: int | None = None,
+    ) -> WindowSpec:
+        """The profile's sensors and windows (either may be narrowed); baseline defaults to the longest window."""
+        chosen = tuple(sorted(set(windows or profile.windows)))
+        return cls(tuple(sensors or profile.sensor_columns), chosen, baseline or max(chosen))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        rolling = (f"{s}__{stat}_{w}" for s in self.sensors for w in self.windows for stat in STATS)
+        return (*rolling, *(f"{s}__change" for s in self.sensors))
+
+    @property
+    def history(self) -> int:
+        """Earlier readings a window can reach."""
+        return max(self.windows) - 1
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Rows sorted by machine and time: the order, each row's position in its life, its life's first row."""
+
+    order: np.ndarray
+    position: np.ndarray
+    start: np.ndarray
+    last_life: np.ndarray  # per sorted row: True when it belongs to its machine's latest life
+
+
+def _resets_before(machines: np.ndarray, times: np.ndarray, resets: pd.DataFrame | None) -> np.ndarray:
+    """Per row: how many of its machine's resets are at or before its timestamp."""
+    count = np.zeros(len(machines), dtype=np.int64)
+    if resets is None or resets.empty:
+        return count
+    for machine, group in resets.groupby(MACHINE, sort=False):
+        rows = machines == machine
+        if rows.any():
+            at = np.sort(np.asarray(group[TIMESTAMP]))
+            count[rows] = np.searchsorted(at, times[rows], side="right")
+    return count
+
+
+def _layout(frame: pd.DataFrame, resets: pd.DataFrame | None) -> _Layout:
+    machines = frame[MACHINE].astype(str).to_numpy()
+    times = np.asarray(frame[TIMESTAMP])
+    codes, _ = pd.factorize(machines)
+    order = np.lexsort((times, codes))
+    life = _resets_before(machines, times, resets)[order]
+    code = codes[order]
+    n = len(order)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (code[1:] != code[:-1]) | (life[1:] != life[:-1])
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    last_machine_row = np.ones(n, dtype=bool)
+    last_machine_row[:-1] = code[1:] != code[:-1]
+    final_life = np.zeros(int(code.max()) + 1 if n else 0, dtype=np.int64)
+    final_life[code[last_machine_row]] = life[last_machine_row]
+    return _Layout(order, np.arange(n) - start, start, life == final_life[code])
+
+
+def _window(position: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each row: indices of its last `w` readings, which are in its life, their count, centred times."""
+    back = np.arange(w)
+    mask = back[None, :] <= position[:, None]
+    index = np.maximum(np.arange(len(position))[:, None] - back[None, :], 0)
+    count = mask.sum(axis=1)
+    centred = np.where(mask, (count[:, None] - 1) / 2.0 - back[None, :], 0.0)
+    return index, mask, count, centred
+
+
+def _stats(x: np.ndarray, window: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    index, mask, count, centred = window
+    values = np.where(mask, x[index], 0.0)
+    mean = values.sum(axis=1) / count
+    deviation = np.where(mask, values - mean[:, None], 0.0)
+    std = np.sqrt((deviation * deviation).sum(axis=1) / count)
+    spread = (centred * centred).sum(axis=1)
+    slope = (centred * deviation).sum(axis=1) / np.where(spread > 0, spread, 1.0)
+    return mean, std, slope
+
+
+def _baseline(x: np.ndarray, layout: _Layout, readings: int) -> np.ndarray:
+    ahead = np.arange(readings)
+    mask = ahead[None, :] <= np.minimum(layout.position, readings - 1)[:, None]
+    index = np.minimum(layout.start[:, None] + ahead[None, :], len(x) - 1)
+    return np.where(mask, x[index], 0.0).sum(axis=1) / mask.sum(axis=1)
+
+
+def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout) -> np.ndarray:
+    """The features of the sorted rows, one column per `spec.columns`."""
+    values = frame[list(spec.sensors)].to_numpy(dtype=np.float64)[layout.order]
+    windows = {w: _window(layout.position, w) for w in spec.windows}
+    out = np.empty((len(values), len(spec.columns)))
+    column = 0
+    for j in range(len(spec.sensors)):
+        for w in spec.windows:
+            out[:, column : column + 3] = np.column_stack(_stats(values[:, j], windows[w]))
+            column += 3
+    shortest = min(spec.windows)
+    for j in range(len(spec.sensors)):
+        recent = _stats(values[:, j], windows[shortest])[0]
+        out[:, column] = recent - _baseline(values[:, j], layout, spec.baseline)
+        column += 1
+    return out
+
+
+def window_features(
+    frame: pd.DataFrame, spec: WindowSpec, resets: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The window features of every row of `frame` (machine_id, timestamp, the spec's sensors), aligned to
+    its index. `resets`: maintenance records (machine_id, timestamp) after which a machine starts afresh."""
+    if frame.empty:
+        return pd.DataFrame(index=frame.index, columns=list(spec.columns), dtype=np.float64)
+    layout = _layout(frame, resets)
+    out = np.empty((len(frame), len(spec.columns)))
+    out[layout.order] = _compute(frame, spec, layout)
+    return pd.DataFrame(out, index=frame.index, columns=list(spec.columns))
+
+
+class WindowState:
+    """The incremental form: `update(batch)` returns the batch's features as if computed over each machine's
+    whole history, keeping only what later batches can need (per machine, the current life's first
+    `baseline` readings and its last `max(windows) - 1`). A machine's readings must arrive in time order
+    across batches; `resets` must hold every record up to the batch's readings."""
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self._columns = [MACHINE, TIMESTAMP, *spec.sensors]
+        self._held = pd.DataFrame(columns=self._columns)
+
+    @property
+    def held(self) -> int:
+        """Readings kept for later batches."""
+        return len(self._held)
+
+    def update(self, batch: pd.DataFrame, resets: pd.DataFrame | None = None) -> pd.DataFrame:
+        if batch.empty:
+            return window_features(batch, self.spec, resets)
+        machines = batch[MACHINE].astype(str)
+        mine = self._held[MACHINE].isin(set(machines))
+        context = self._held[mine]
+        rows = batch[self._columns].assign(**{MACHINE: machines})
+        both = pd.concat([context, rows], ignore_index=True) if len(context) else rows.reset_index(drop=True)
+        layout = _layout(both, resets)
+        features = np.empty((len(both), len(self.spec.columns)))
+        features[layout.order] = _compute(both, self.spec, layout)
+        keep = layout.last_life & (
+            (layout.position < self.spec.baseline) | _last_rows(layout, self.spec.history)
+        )
+        kept = both.iloc[layout.order[keep]]
+        others = self._held[~mine]
+        self._held = (
+            pd.concat([others, kept], ignore_index=True) if len(others) else kept.reset_index(drop=True)
+        )
+        return pd.DataFrame(features[len(context) :], index=batch.index, columns=list(self.spec.columns))
+
+
+def _last_rows(layout: _Layout, history: int) -> np.ndarray:
+    """Per sorted row: True when fewer than `history` later rows share its life."""
+    n = len(layout.order)
+    end = np.empty(n, dtype=np.int64)
+    starts = np.flatnonzero(layout.position == 0)
+    ends = np.append(starts[1:], n)
+    end[:] = np.repeat(ends, ends - starts)
+    return end - np.arange(n) <= history

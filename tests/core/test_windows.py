@@ -1,0 +1,96 @@
+"""Machine-window features (mfd.windows): hand-checked numbers, no window sees a later reading (property-based),
+and the incremental form returns exactly the batch form's numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfd.profiles import MACHINE, TIMESTAMP
+from mfd.windows import WindowSpec, WindowState, window_features
+
+SPEC = WindowSpec(sensors=("a", "b"), windows=(2, 4), baseline=3)
+START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def fleet(values: list[tuple[int, float, float]]) -> pd.DataFrame:
+    """Readings from (machine number, a, b): each machine's readings one minute apart, in list order."""
+    seen: dict[int, int] = {}
+    rows = []
+    for machine, a, b in values:
+        at = START + pd.Timedelta(minutes=seen.setdefault(machine, 0))
+        seen[machine] += 1
+        rows.append({MACHINE: f"m{machine}", TIMESTAMP: at, "a": a, "b": b})
+    return pd.DataFrame(rows, columns=[MACHINE, TIMESTAMP, "a", "b"])
+
+
+readings = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.floats(-1e3, 1e3, allow_nan=False, width=32),
+        st.floats(-1e3, 1e3, allow_nan=False, width=32),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def test_numbers_by_hand() -> None:
+    frame = fleet([(0, 1.0, 0.0), (0, 3.0, 0.0), (0, 5.0, 0.0), (0, 10.0, 0.0), (1, 7.0, 1.0)])
+    got = window_features(frame, SPEC)
+    assert got["a__mean_2"].tolist() == [1.0, 2.0, 4.0, 7.5, 7.0]
+    assert got["a__std_2"].tolist() == [0.0, 1.0, 1.0, 2.5, 0.0]
+    assert got["a__slope_2"].tolist() == [0.0, 2.0, 2.0, 5.0, 0.0]
+    np.testing.assert_allclose(got["a__slope_4"], [0.0, 2.0, 2.0, 2.9, 0.0])  # least squares of 1, 3, 5, 10
+    # change: mean of the last 2 minus the mean of the first 3 (of those read so far)
+    np.testing.assert_allclose(got["a__change"], [0.0, 0.0, 1.0, 7.5 - 3.0, 0.0])
+
+
+def test_a_reset_starts_a_new_life() -> None:
+    frame = fleet([(0, 1.0, 0.0), (0, 3.0, 0.0), (0, 9.0, 0.0), (0, 11.0, 0.0), (0, 22.0, 0.0)])
+    resets = pd.DataFrame({MACHINE: ["m0"], TIMESTAMP: [START + pd.Timedelta(minutes=2)]})
+    got = window_features(frame, SPEC, resets)
+    assert got["a__mean_4"].tolist() == [1.0, 2.0, 9.0, 10.0, 14.0]
+    # the baseline restarts at the reset: mean of 9, 11, 22 for the last reading
+    np.testing.assert_allclose(got["a__change"], [0.0, 0.0, 0.0, 0.0, 16.5 - 14.0])
+
+
+def test_rows_come_back_in_the_frames_order() -> None:
+    frame = fleet([(0, 1.0, 0.0), (1, 2.0, 0.0), (0, 3.0, 0.0)])
+    shuffled = frame.iloc[[2, 0, 1]]
+    pd.testing.assert_frame_equal(
+        window_features(shuffled, SPEC), window_features(frame, SPEC).iloc[[2, 0, 1]]
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(readings, readings, st.data())
+def test_no_window_feature_sees_a_later_reading(early: list, later: list, data: st.DataObject) -> None:
+    before = fleet(early)
+    grown = fleet(early + later)  # later readings appended to every machine
+    changed = grown.copy()
+    tail = changed.index >= len(early)
+    changed.loc[tail, ["a", "b"]] = data.draw(st.floats(-1e3, 1e3, allow_nan=False, width=32))
+    expected = window_features(before, SPEC)
+    for frame in (grown, changed):
+        pd.testing.assert_frame_equal(window_features(frame, SPEC).iloc[: len(early)], expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(readings, st.lists(st.integers(1, 12), min_size=1, max_size=6), st.booleans())
+def test_the_incremental_form_equals_the_batch_form(values: list, sizes: list, reset: bool) -> None:
+    frame = fleet(values)
+    resets = None
+    if reset:
+        resets = pd.DataFrame({MACHINE: ["m0", "m1"], TIMESTAMP: [START + pd.Timedelta(minutes=5)] * 2})
+    expected = window_features(frame, SPEC, resets)
+    state = WindowState(SPEC)
+    parts, at = [], 0
+    for size in [*sizes, len(frame)]:
+        if at < len(frame):
+            parts.append(state.update(frame.iloc[at : at + size], resets))
+            at += size
+    pd.testing.assert_frame_equal(pd.concat(parts), expected, check_exact=True)
+    assert state.held <= 3 * (SPEC.baseline + SPEC.history)
