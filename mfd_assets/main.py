@@ -64,6 +64,7 @@ class Ingested:
     """What the ingestion runs loaded, file by file."""
 
     files: dict[str, int] = field(default_factory=dict)  # route -> files
+    maintenance_files: int = 0
     loaded: int = 0
     rejected_rows: int = 0
     rejected_files: list[str] = field(default_factory=list)
@@ -74,10 +75,12 @@ def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Inges
     it (the same partition keys, so the sensor never requests these files again)."""
     objects = defs.resources["object_store"].objects()
     files: dict[Route, list[str]] = {READINGS_ROUTE: [], PERIPHERAL_ROUTE: []}
-    for obj in objects.list(INCOMING):
-        if not is_maintenance(obj.key):  # maintenance records are maintenance_records' (its sensor's)
-            files[route(obj.key)].append(obj.key)
     ingested = Ingested()
+    for obj in objects.list(INCOMING):
+        if is_maintenance(obj.key):  # maintenance records are maintenance_records' (one run files them all)
+            ingested.maintenance_files += 1
+        else:
+            files[route(obj.key)].append(obj.key)
     for target, keys in files.items():
         instance.add_dynamic_partitions(target.partitions.name, [partition_key(k) for k in keys])
         job = defs.resolve_job_def(target.job.name)
@@ -94,6 +97,10 @@ def ingest_incoming(defs: dg.Definitions, instance: dg.DagsterInstance) -> Inges
                 if meta.get("status") == "rejected":
                     ingested.rejected_files.append(key)
             print(f"   {key}: {'ok' if result.success else 'FAILED'}", flush=True)
+    if ingested.maintenance_files:
+        defs.resolve_job_def("maintenance_job").execute_in_process(instance=instance, raise_on_error=True)
+        ingested.files["maintenance_job"] = ingested.maintenance_files
+        print(f"   {ingested.maintenance_files} maintenance file(s): filed", flush=True)
     return ingested
 
 

@@ -35,21 +35,7 @@ from mfd.settings import load_settings
 from mfd.storage.objects import LocalObjects, S3Objects
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-PUMP = """\
-name: pump-station
-machine: {column: asset_id}
-timestamp: {column: ts}
-attributes:
-  pump_model: {values: [A, B]}
-sensors:
-  vibration_mm_s: {unit: mm/s, min: 0, max: 50}
-  pressure_bar: {unit: bar, min: 0, max: 16}
-  motor_current_a: {unit: A, min: 0, max: 200}
-  bearing_temperature_c: {unit: degC, min: -20, max: 150}
-label: {column: failed}
-failures: {records: maintenance}
-generator: generic
-"""
+PUMP = (Path(__file__).parents[1] / "data" / "profiles" / "pump-station.yaml").read_text()
 # No attribute, no label column, named failure modes, a short horizon.
 COMPRESSOR = """\
 name: compressor

@@ -19,23 +19,7 @@ from mfd.profiles import load
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = Path(__file__).with_name("chain.py")
 
-PUMP = """\
-name: pump-station
-machine: {column: asset_id}
-timestamp: {column: ts}
-attributes:
-  pump_model: {values: [A, B]}
-sensors:
-  vibration_mm_s: {unit: mm/s, min: 0, max: 50}
-  pressure_bar: {unit: bar, min: 0, max: 16}
-  motor_current_a: {unit: A, min: 0, max: 200}
-  bearing_temperature_c: {unit: degC, min: -20, max: 150}
-label: {column: failed}
-failures: {records: maintenance}
-horizon: 2 h
-derived:
-  current_per_bar: {expression: motor_current_a / (pressure_bar + 1), unit: A/bar}
-"""
+PUMP = REPO / "tests" / "data" / "profiles" / "pump-station.yaml"
 
 
 def _env(home: Path, profile: str) -> dict[str, str]:
@@ -57,20 +41,11 @@ def _contents(database: Path) -> dict[str, object]:
         return {**counts, "plant_profile": conn.execute("SELECT name, digest FROM plant_profile").fetchall()}
 
 
-@pytest.fixture
-def pump_profile(tmp_path: Path) -> str:
-    path = tmp_path / "pump-station.yaml"
-    path.write_text(PUMP)
-    return str(path)
-
-
 @pytest.mark.parametrize(
     ("profile", "source"), [("ai4i", "generate"), ("cmapss", "cmapss"), ("pump", "generate")]
 )
-def test_the_whole_chain_runs_on_the_profile(
-    profile: str, source: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    selected = request.getfixturevalue("pump_profile") if profile == "pump" else profile
+def test_the_whole_chain_runs_on_the_profile(profile: str, source: str, tmp_path: Path) -> None:
+    selected = str(PUMP) if profile == "pump" else profile
     plant = load(selected)
     home = tmp_path / "home"
     (home / "dagster").mkdir(parents=True)
