@@ -245,7 +245,10 @@ def _checked(
             report.rejected += 1
             bad_rows.add_record(block, columns, UNCLOSED, report.problems)
             continue
-        chunk = parse(headers.blank(block), columns, layout)
+        block = headers.blank(block)
+        if not block.data.strip():  # only header lines: no rows
+            continue
+        chunk = parse(block, columns, layout)
         problems = headers.set_aside(chunk, row_problems(chunk, layout))
         bad = np.zeros(len(chunk.frame), dtype=bool)
         for mask in problems.values():

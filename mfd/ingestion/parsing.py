@@ -143,7 +143,7 @@ def _read(data: bytes, columns: list[str], dtypes: dict[str, Any], numeric: tupl
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(
-                io.BytesIO(data),
+                io.BytesIO(_bom_kept(data)),
                 header=None,
                 names=columns,
                 dtype=dtypes,
@@ -320,7 +320,7 @@ def _read_arrow(block: bytes, columns: list[str], numeric: tuple[str, ...]) -> p
     types["timestamp"] = pa.timestamp("us", tz="UTC")
     try:
         table = pa_csv.read_csv(
-            io.BytesIO(block),
+            io.BytesIO(_bom_kept(block)),
             read_options=pa_csv.ReadOptions(column_names=columns, use_threads=False),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             convert_options=pa_csv.ConvertOptions(
@@ -330,6 +330,12 @@ def _read_arrow(block: bytes, columns: list[str], numeric: tuple[str, ...]) -> p
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     return table.to_pandas()
+
+
+def _bom_kept(data: bytes) -> bytes:
+    """`data` as the readers must get it: both drop a BOM that starts their input, which here is a row's
+    first value (the file's own BOM went with its header), so a blank line goes first (no row)."""
+    return b"\n" + data if data.startswith(b"\xef\xbb\xbf") else data
 
 
 def _first_lines(block: bytes, count: int = 3) -> str:
