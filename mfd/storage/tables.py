@@ -182,3 +182,76 @@ plant_profile = sa.Table(
     sa.Column("columns", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# Alarms (`mfd.alarms`): a machine's risk past its threshold for k consecutive readings opens one; later
+# crossings bump it. `open_key` is `<machine>:<kind>` while the alarm is not resolved, NULL after: the unique
+# key allows one unresolved alarm per machine and kind (NULLs never collide, on SQLite and PostgreSQL).
+alarms = sa.Table(
+    "alarms",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("machine_id", MachineId, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("open_key", sa.String(100), nullable=True, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),  # open, acknowledged, snoozed, resolved
+    sa.Column("severity", sa.SmallInteger, nullable=False),  # 3 critical, 2 high, 1 warning (peak risk)
+    sa.Column("count", sa.Integer, nullable=False),  # readings past the threshold it covers
+    sa.Column("peak_risk", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("first_reading_id", _ID, nullable=False),
+    sa.Column("last_reading_id", _ID, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),  # reading times
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("top_features", sa.Text, nullable=True),  # JSON, the peak reading's (failure_events)
+    sa.Column("nearest_rule", sa.Text, nullable=True),  # JSON, None for a plant without physics rules
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("acknowledged_by", sa.String(128), nullable=True),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("snoozed_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("alarms_state_order", "state", "severity", "opened_at"),
+    sa.Index("alarms_machine", "machine_id"),
+)
+
+# Every change of an alarm (the audit trail): opened, acknowledged, snoozed, woke, escalated, resolved.
+alarm_transitions = sa.Table(
+    "alarm_transitions",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("alarm_id", _ID, nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=True),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),  # JSON: until, outcome, note
+)
+
+# Each machine's latest risk as alarms see it (`mfd.alarms.opening`): the debounce streak, the last reading
+# taken, a short trend for the console's sparkline, and `rul_estimate` (NULL until early warning fills it).
+machine_risk = sa.Table(
+    "machine_risk",
+    metadata,
+    sa.Column("machine_id", MachineId, primary_key=True),
+    sa.Column("machine_type", sa.String(32), nullable=True),
+    sa.Column("streak", sa.Integer, nullable=False),
+    sa.Column("streak_first_id", _ID, nullable=True),  # the streak's first reading (it may span batches)
+    sa.Column("streak_first_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_reading_id", _ID, nullable=False),
+    sa.Column("last_timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("risk", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("trend", sa.Text, nullable=False),  # JSON [[epoch seconds, risk], ...], oldest first
+    sa.Column("rul_estimate", sa.Float, nullable=True),  # hours; the early-warning seam
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def ensure_alarm_tables(engine: Engine) -> None:
+    """Create `alarms`, `alarm_transitions`, `machine_risk` and `maintenance_records` if missing."""
+    metadata.create_all(engine, tables=[alarms, alarm_transitions, machine_risk, maintenance_records])

@@ -1,0 +1,161 @@
+"""Alarms on the SQLite twin and a real PostgreSQL: debounced opening, one alarm per machine and kind,
+idempotent re-runs, the lifecycle's conflicts, escalation once, resolution as a maintenance record."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mfd.alarms import (
+    ACKNOWLEDGED,
+    RESOLVED,
+    AlarmConflict,
+    AlarmNotFound,
+    InvalidAction,
+    acknowledge,
+    escalate_due,
+    resolve,
+    snooze,
+    update_alarms,
+    wake_snoozed,
+)
+from mfd.storage.readings import create_engine
+from mfd.storage.tables import alarm_transitions, alarms, alert_outbox, machine_risk, maintenance_records
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def scored(machine: str, labels: list[int], first_id: int, probability: float = 0.95) -> pd.DataFrame:
+    n = len(labels)
+    return pd.DataFrame(
+        {
+            "reading_id": range(first_id, first_id + n),
+            "machine_id": machine,
+            "machine_type": "L",
+            "timestamp": pd.date_range(T0 + timedelta(minutes=first_id), periods=n, freq="1min"),
+            "probability": [probability if x else 0.1 for x in labels],
+            "label": labels,
+        }
+    )
+
+
+def rows(engine: sa.Engine, table: sa.Table) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(table)).mappings()]
+
+
+@pytest.fixture
+def engine(readings_url: str) -> sa.Engine:
+    return create_engine(readings_url)
+
+
+def test_fifty_crossings_open_one_alarm_with_count_fifty(engine: sa.Engine) -> None:
+    for batch in range(5):  # 5 batches of 10 crossings, another machine healthy beside it
+        update_alarms(engine, scored("M-1", [1] * 10, 1 + batch * 10), now=T0)
+        update_alarms(engine, scored("M-2", [0] * 10, 1001 + batch * 10), now=T0)
+    again = update_alarms(engine, scored("M-1", [1] * 10, 41), now=T0)  # a re-run of the last batch
+    found = rows(engine, alarms)
+    assert [(a["machine_id"], a["count"], a["state"]) for a in found] == [("M-1", 50, "open")]
+    assert found[0]["first_reading_id"] == 1 and found[0]["last_reading_id"] == 50
+    assert again.skipped == 10 and again.opened == again.bumped == 0
+    assert [t["action"] for t in rows(engine, alarm_transitions)] == ["opened"]
+    risk = {r["machine_id"]: r for r in rows(engine, machine_risk)}
+    assert risk["M-1"]["streak"] == 50 and risk["M-2"]["streak"] == 0
+
+
+def test_crossings_shorter_than_the_debounce_open_nothing(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [1, 1, 0, 1, 1, 0, 1], 1), debounce=3, now=T0)
+    assert rows(engine, alarms) == []
+    update_alarms(engine, scored("M-1", [1, 1], 8), debounce=3, now=T0)  # streak 1 carried over: 3
+    (alarm,) = rows(engine, alarms)
+    assert alarm["count"] == 3 and alarm["first_reading_id"] == 7
+
+
+def test_escalation_fires_once(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [1] * 3, 1), now=T0)
+    assert escalate_due(engine, timedelta(minutes=10), now=T0 + timedelta(minutes=5)) == []
+    later = T0 + timedelta(minutes=11)
+    results: list[list[int]] = []
+    barrier = threading.Barrier(3)
+
+    def run() -> None:
+        barrier.wait()
+        results.append(escalate_due(engine, timedelta(minutes=10), now=later))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert escalate_due(engine, timedelta(minutes=10), now=later + timedelta(hours=1)) == []
+    assert sorted(len(r) for r in results) == [0, 0, 1]
+    (queued,) = rows(engine, alert_outbox)
+    assert queued["idempotency_key"] == "mfd-alarm-escalation-1" and queued["status"] == "pending"
+    assert [t["action"] for t in rows(engine, alarm_transitions)] == ["opened", "escalated"]
+
+
+def test_concurrent_acknowledge_leaves_one_transition(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [1] * 3, 1), now=T0)
+    (alarm,) = rows(engine, alarms)
+    outcomes: list[object] = []
+    barrier = threading.Barrier(4)
+
+    def ack(who: str) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(acknowledge(engine, alarm["id"], who)["acknowledged_by"])
+        except AlarmConflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=ack, args=(f"tech-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conflicts = [o for o in outcomes if isinstance(o, AlarmConflict)]
+    assert len(conflicts) == 3 and all(c.state == ACKNOWLEDGED for c in conflicts)
+    acks = [t for t in rows(engine, alarm_transitions) if t["action"] == "acknowledged"]
+    assert len(acks) == 1 and acks[0]["actor"] in outcomes
+
+
+def test_resolution_becomes_a_maintenance_record_and_a_new_alarm_can_open(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [1] * 4, 1), now=T0)
+    (alarm,) = rows(engine, alarms)
+    with pytest.raises(InvalidAction) as missing:
+        resolve(engine, alarm["id"], "ana", None)
+    assert missing.value.field == "outcome"
+    resolve(engine, alarm["id"], "ana", "no_fault_found")
+    with pytest.raises(AlarmConflict) as late:
+        acknowledge(engine, alarm["id"], "bo")
+    assert late.value.state == RESOLVED
+    with pytest.raises(AlarmNotFound):
+        acknowledge(engine, 999, "bo")
+    (record,) = rows(engine, maintenance_records)
+    assert (record["work_order_id"], record["machine_id"], record["outcome"]) == (
+        "alarm-1",
+        "M-1",
+        "no_fault",
+    )
+    update_alarms(engine, scored("M-1", [1] * 3, 5), now=T0)  # the streak started again: 3 more open one
+    second = [a for a in rows(engine, alarms) if a["id"] != alarm["id"]]
+    assert [(a["state"], a["count"]) for a in second] == [("open", 3)]
+    resolve(engine, second[0]["id"], "ana", "failure_confirmed")
+    assert sorted(r["outcome"] for r in rows(engine, maintenance_records)) == ["failure", "no_fault"]
+
+
+def test_snooze_needs_a_future_time_and_wakes(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [1] * 3, 1), now=T0)
+    now = datetime.now(UTC)
+    with pytest.raises(InvalidAction) as past:
+        snooze(engine, 1, "ana", now - timedelta(minutes=1), now=now)
+    assert past.value.field == "until"
+    snooze(engine, 1, "ana", now + timedelta(minutes=30), now=now)
+    update_alarms(engine, scored("M-1", [1] * 2, 4), now=now)  # crossings while snoozed bump it
+    assert wake_snoozed(engine, now + timedelta(minutes=10)) == 0
+    assert wake_snoozed(engine, now + timedelta(minutes=31)) == 1
+    (alarm,) = rows(engine, alarms)
+    assert (alarm["state"], alarm["count"]) == ("open", 5)
