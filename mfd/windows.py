@@ -2,10 +2,10 @@
 
 Per machine, in timestamp order, over each window of the last `w` readings (the profile's `windows`, counts of
 readings, the reading itself included): the mean, the standard deviation (population) and the least-squares
-slope per reading of every sensor; plus each sensor's change since the machine's early life: the mean over
-the shortest window minus the mean of the machine's first `baseline` readings (while fewer have been read,
-of those read so far). A maintenance record (a reset) starts a new life: windows and the baseline restart at
-the first reading at or after it.
+slope per reading of every sensor, and its change since the machine's early life: the window's mean minus
+the mean of the machine's first `baseline` readings (while fewer have been read, of those read so far); plus
+`life_readings`, the readings of the machine's life so far (its age, in readings). A maintenance record (a
+reset) starts a new life: windows, the baseline and the age restart at the first reading at or after it.
 
 Causal by construction: a reading's features read only that reading and earlier ones of its machine's life,
 so appending or changing later readings never changes them (tests/core/test_windows.py, property-based).
@@ -16,14 +16,15 @@ incremental form (`WindowState`: keeps per machine the current life's first `bas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from mfd.profiles import MACHINE, TIMESTAMP, Profile
 
-STATS: tuple[str, ...] = ("mean", "std", "slope")
+STATS: tuple[str, ...] = ("mean", "std", "slope", "change")
+AGE = "life_readings"
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,7 @@ class WindowSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        rolling = (f"{s}__{stat}_{w}" for s in self.sensors for w in self.windows for stat in STATS)
-        return (*rolling, *(f"{s}__change" for s in self.sensors))
+        return (*(f"{s}__{stat}_{w}" for s in self.sensors for w in self.windows for stat in STATS), AGE)
 
     @property
     def history(self) -> int:
@@ -70,6 +70,8 @@ class _Layout:
     position: np.ndarray
     start: np.ndarray
     last_life: np.ndarray  # per sorted row: True when it belongs to its machine's latest life
+    code: np.ndarray  # per sorted row: its machine's number (order of first appearance in the frame)
+    life: np.ndarray  # per sorted row: its machine's resets before it
 
 
 def _resets_before(machines: np.ndarray, times: np.ndarray, resets: pd.DataFrame | None) -> np.ndarray:
@@ -100,7 +102,7 @@ def _layout(frame: pd.DataFrame, resets: pd.DataFrame | None) -> _Layout:
     last_machine_row[:-1] = code[1:] != code[:-1]
     final_life = np.zeros(int(code.max()) + 1 if n else 0, dtype=np.int64)
     final_life[code[last_machine_row]] = life[last_machine_row]
-    return _Layout(order, np.arange(n) - start, start, life == final_life[code])
+    return _Layout(order, np.arange(n) - start, start, life == final_life[code], code, life)
 
 
 def _window(position: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -138,14 +140,12 @@ def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout) -> np.ndarr
     out = np.empty((len(values), len(spec.columns)))
     column = 0
     for j in range(len(spec.sensors)):
+        baseline = _baseline(values[:, j], layout, spec.baseline)
         for w in spec.windows:
-            out[:, column : column + 3] = np.column_stack(_stats(values[:, j], windows[w]))
-            column += 3
-    shortest = min(spec.windows)
-    for j in range(len(spec.sensors)):
-        recent = _stats(values[:, j], windows[shortest])[0]
-        out[:, column] = recent - _baseline(values[:, j], layout, spec.baseline)
-        column += 1
+            mean, std, slope = _stats(values[:, j], windows[w])
+            out[:, column : column + 4] = np.column_stack((mean, std, slope, mean - baseline))
+            column += 4
+    out[:, column] = layout.position + 1
     return out
 
 
@@ -165,13 +165,14 @@ def window_features(
 class WindowState:
     """The incremental form: `update(batch)` returns the batch's features as if computed over each machine's
     whole history, keeping only what later batches can need (per machine, the current life's first
-    `baseline` readings and its last `max(windows) - 1`). A machine's readings must arrive in time order
-    across batches; `resets` must hold every record up to the batch's readings."""
+    `baseline` readings and its last `max(windows) - 1`, and how many readings lay between). A machine's
+    readings must arrive in time order across batches; `resets` must hold every record up to the batch's."""
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
         self._columns = [MACHINE, TIMESTAMP, *spec.sensors]
         self._held = pd.DataFrame(columns=self._columns)
+        self._skipped: dict[str, int] = {}  # per machine: readings of its held life no longer held
 
     @property
     def held(self) -> int:
@@ -186,25 +187,40 @@ class WindowState:
         context = self._held[mine]
         rows = batch[self._columns].assign(**{MACHINE: machines})
         both = pd.concat([context, rows], ignore_index=True) if len(context) else rows.reset_index(drop=True)
-        layout = _layout(both, resets)
+        layout = self._true_positions(both, _layout(both, resets), len(context))
         features = np.empty((len(both), len(self.spec.columns)))
         features[layout.order] = _compute(both, self.spec, layout)
-        keep = layout.last_life & (
-            (layout.position < self.spec.baseline) | _last_rows(layout, self.spec.history)
-        )
+        self._hold(both, layout, mine)
+        return pd.DataFrame(features[len(context) :], index=batch.index, columns=list(self.spec.columns))
+
+    def _true_positions(self, both: pd.DataFrame, layout: _Layout, held: int) -> _Layout:
+        """Positions in the held life moved past the readings no longer held (between head and tail)."""
+        names = pd.Series(both[MACHINE].to_numpy()[layout.order])
+        was_held = layout.order < held
+        held_life = pd.Series(layout.life[was_held]).groupby(names[was_held].to_numpy()).first()
+        skipped = names.map(self._skipped).fillna(0).to_numpy(dtype=np.int64)
+        same_life = names.map(held_life).to_numpy(dtype=np.float64) == layout.life
+        shift = np.where(same_life & (layout.position >= self.spec.baseline), skipped, 0)
+        return replace(layout, position=layout.position + shift)
+
+    def _hold(self, both: pd.DataFrame, layout: _Layout, mine: pd.Series) -> None:
+        head = layout.position < self.spec.baseline
+        keep = layout.last_life & (head | _last_rows(layout, self.spec.history))
         kept = both.iloc[layout.order[keep]]
+        names = both[MACHINE].to_numpy()[layout.order][layout.last_life]
+        last = pd.DataFrame({"m": names, "p": layout.position[layout.last_life], "k": keep[layout.last_life]})
+        per = last.groupby("m").agg(p=("p", "max"), k=("k", "sum"))
+        self._skipped.update((per["p"] + 1 - per["k"]).astype(int).to_dict())
         others = self._held[~mine]
         self._held = (
             pd.concat([others, kept], ignore_index=True) if len(others) else kept.reset_index(drop=True)
         )
-        return pd.DataFrame(features[len(context) :], index=batch.index, columns=list(self.spec.columns))
 
 
 def _last_rows(layout: _Layout, history: int) -> np.ndarray:
     """Per sorted row: True when fewer than `history` later rows share its life."""
     n = len(layout.order)
-    end = np.empty(n, dtype=np.int64)
     starts = np.flatnonzero(layout.position == 0)
     ends = np.append(starts[1:], n)
-    end[:] = np.repeat(ends, ends - starts)
+    end = np.repeat(ends, ends - starts)
     return end - np.arange(n) <= history

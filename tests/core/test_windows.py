@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mfd.profiles import MACHINE, TIMESTAMP
@@ -26,15 +26,14 @@ def fleet(values: list[tuple[int, float, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[MACHINE, TIMESTAMP, "a", "b"])
 
 
-readings = st.lists(
-    st.tuples(
-        st.integers(0, 2),
-        st.floats(-1e3, 1e3, allow_nan=False, width=32),
-        st.floats(-1e3, 1e3, allow_nan=False, width=32),
-    ),
-    min_size=1,
-    max_size=40,
+reading = st.tuples(
+    st.integers(0, 1),
+    st.floats(-1e3, 1e3, allow_nan=False, width=32),
+    st.floats(-1e3, 1e3, allow_nan=False, width=32),
 )
+readings = st.lists(reading, min_size=1, max_size=60)
+# Long enough that a machine's history outgrows what the state holds (baseline + history readings).
+histories = st.lists(reading, min_size=16, max_size=60)
 
 
 def test_numbers_by_hand() -> None:
@@ -44,8 +43,10 @@ def test_numbers_by_hand() -> None:
     assert got["a__std_2"].tolist() == [0.0, 1.0, 1.0, 2.5, 0.0]
     assert got["a__slope_2"].tolist() == [0.0, 2.0, 2.0, 5.0, 0.0]
     np.testing.assert_allclose(got["a__slope_4"], [0.0, 2.0, 2.0, 2.9, 0.0])  # least squares of 1, 3, 5, 10
-    # change: mean of the last 2 minus the mean of the first 3 (of those read so far)
-    np.testing.assert_allclose(got["a__change"], [0.0, 0.0, 1.0, 7.5 - 3.0, 0.0])
+    # change: the window's mean minus the mean of the first 3 (of those read so far)
+    np.testing.assert_allclose(got["a__change_2"], [0.0, 0.0, 1.0, 7.5 - 3.0, 0.0])
+    np.testing.assert_allclose(got["a__change_4"], [0.0, 0.0, 0.0, 19 / 4 - 3.0, 0.0])
+    assert got["life_readings"].tolist() == [1, 2, 3, 4, 1]
 
 
 def test_a_reset_starts_a_new_life() -> None:
@@ -54,7 +55,8 @@ def test_a_reset_starts_a_new_life() -> None:
     got = window_features(frame, SPEC, resets)
     assert got["a__mean_4"].tolist() == [1.0, 2.0, 9.0, 10.0, 14.0]
     # the baseline restarts at the reset: mean of 9, 11, 22 for the last reading
-    np.testing.assert_allclose(got["a__change"], [0.0, 0.0, 0.0, 0.0, 16.5 - 14.0])
+    np.testing.assert_allclose(got["a__change_2"], [0.0, 0.0, 0.0, 0.0, 16.5 - 14.0])
+    assert got["life_readings"].tolist() == [1, 2, 1, 2, 3]
 
 
 def test_rows_come_back_in_the_frames_order() -> None:
@@ -65,7 +67,7 @@ def test_rows_come_back_in_the_frames_order() -> None:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(readings, readings, st.data())
 def test_no_window_feature_sees_a_later_reading(early: list, later: list, data: st.DataObject) -> None:
     before = fleet(early)
@@ -78,8 +80,9 @@ def test_no_window_feature_sees_a_later_reading(early: list, later: list, data: 
         pd.testing.assert_frame_equal(window_features(frame, SPEC).iloc[: len(early)], expected)
 
 
-@settings(max_examples=60, deadline=None)
-@given(readings, st.lists(st.integers(1, 12), min_size=1, max_size=6), st.booleans())
+@settings(max_examples=40, deadline=None)
+@given(histories, st.lists(st.integers(1, 15), min_size=1, max_size=6), st.booleans())
+@example([(0, float(i), -float(i)) for i in range(20)], [10, 4], False)
 def test_the_incremental_form_equals_the_batch_form(values: list, sizes: list, reset: bool) -> None:
     frame = fleet(values)
     resets = None
