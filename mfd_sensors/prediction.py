@@ -1,11 +1,14 @@
 """`prediction_sensor`: every 5 seconds, the readings after the cursor become prediction_batches runs; a
-large backlog in runs sized to it, in their own lane so new readings' runs pass them in the queue."""
+large backlog in runs sized to it, in their own lane so new readings' runs pass them in the queue; the range of
+a run that failed for good requested once more."""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.detection.planning import DetectionCursor, plan_batches
+from mfd.detection.planning import DetectionCursor, IdRange, plan_batches
 from mfd.registry.champion import champion_version
 from mfd.storage.tables import ensure_detection_tables, predictions
 from mfd_assets.detection import PredictionBatchConfig
@@ -13,9 +16,13 @@ from mfd_assets.jobs import prediction_job
 from mfd_resources import ReadingsStore, Tracking
 
 # A reading waits for this tick after it is loaded: 5 s keeps the stack's reading -> prediction p95 under 40 s
-# (docs/operating.md). A tick without new readings is one max(id) query.
+# (docs/operating.md). A tick without new readings is two max(id) queries and one runs query.
 INTERVAL_S = 5
 LANE_TAG = "mfd/lane"
+RESCUE_TAG = "mfd/again_after"  # on a run requested again for a range whose run failed for good
+RESCUE_WINDOW = timedelta(hours=6)
+RESCUE_LIMIT = 20
+WILL_RETRY_TAG = "dagster/will_retry"  # set by the run-retry daemon on a failed run
 
 
 def starting_cursor(text: str | None, engine: Engine) -> DetectionCursor:
@@ -37,6 +44,50 @@ def lane_tags(backlog: bool) -> dict[str, str]:
     return {LANE_TAG: "fresh"}
 
 
+def _request(batch: IdRange, backlog: bool) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=batch.run_key,
+        run_config=dg.RunConfig(
+            ops={"prediction_batches": PredictionBatchConfig(first_id=batch.first_id, last_id=batch.last_id)}
+        ),
+        tags={
+            "mfd/reading_ids": f"{batch.first_id}-{batch.last_id}",
+            "mfd/rows": str(batch.rows),
+            **lane_tags(backlog),
+        },
+    )
+
+
+def rescue_requests(instance: dg.DagsterInstance, now: datetime) -> list[dg.RunRequest]:
+    """The cursor moved past a range when its run was requested: a prediction_job run that failed for good
+    (its run retries spent: `dagster/will_retry=false`) in the last RESCUE_WINDOW is requested once more
+    with the same range, so its readings are not skipped. Its run key names the failed run's root, so it
+    is requested once; a run that was itself such a request is not requested again."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=prediction_job.name,
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={WILL_RETRY_TAG: "false"},
+            updated_after=now - RESCUE_WINDOW,
+        ),
+        limit=RESCUE_LIMIT,
+    )
+    requests = []
+    for run in (record.dagster_run for record in records):
+        if RESCUE_TAG in run.tags or "mfd/reading_ids" not in run.tags:
+            continue
+        root = run.tags.get("dagster/root_run_id", run.run_id)
+        tags = {k: v for k, v in run.tags.items() if k.startswith("mfd/") or k == "dagster/priority"}
+        requests.append(
+            dg.RunRequest(
+                run_key=f"predictions-{run.tags['mfd/reading_ids']}-again-{root}",
+                run_config=run.run_config,
+                tags={**tags, RESCUE_TAG: root},
+            )
+        )
+    return requests
+
+
 def build_prediction_sensor(
     max_rows_per_run: int, max_runs_per_tick: int, name: str = "prediction_sensor"
 ) -> dg.SensorDefinition:
@@ -55,7 +106,11 @@ def build_prediction_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = starting_cursor(context.cursor, readings_store.engine)
         batches, after = plan_batches(readings_store.engine, cursor, max_rows_per_run, max_runs_per_tick)
-        if not batches:
+        try:
+            rescues = rescue_requests(context.instance, datetime.now(UTC))
+        except dg.DagsterInvariantViolationError:  # a context built without an instance (tests): no runs
+            rescues = []
+        if not batches and not rescues:
             if after != cursor:
                 context.update_cursor(after.dumps())
             return dg.SkipReason(
@@ -68,26 +123,12 @@ def build_prediction_sensor(
             return dg.SkipReason(
                 f"{sum(b.rows for b in batches)}+ new readings wait for a champion: {source}"
             )
-        context.log.info("champion version %s from %s; %d run(s)", version, source, len(batches))
+        context.log.info(
+            "champion version %s from %s; %d run(s), %d again after failing for good",
+            *(version, source, len(batches), len(rescues)),
+        )
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=batch.run_key,
-                    run_config=dg.RunConfig(
-                        ops={
-                            "prediction_batches": PredictionBatchConfig(
-                                first_id=batch.first_id, last_id=batch.last_id
-                            ),
-                        }
-                    ),
-                    tags={
-                        "mfd/reading_ids": f"{batch.first_id}-{batch.last_id}",
-                        "mfd/rows": str(batch.rows),
-                        **lane_tags(batch.rows > max_rows_per_run),
-                    },
-                )
-                for batch in batches
-            ],
+            run_requests=[*(_request(batch, batch.rows > max_rows_per_run) for batch in batches), *rescues],
             cursor=after.dumps(),
         )
 

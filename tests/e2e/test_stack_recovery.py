@@ -24,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 EVENTS_QUERY = """
 query Events($runId: ID!) {
-  runOrError(runId: $runId) { ... on Run { eventConnection(afterCursor: null) { events { message } } } }
+  runOrError(runId: $runId) {
+    ... on Run { eventConnection(afterCursor: null) { events { ... on MessageEvent { message } } } }
+  }
 }
 """
 
@@ -129,7 +131,7 @@ def test_resume_after_a_crash_mid_run_fails_and_retries_the_runs_caught_every_re
     before = running.scalar("SELECT count(*) FROM readings")
     start = datetime.now(UTC) + timedelta(hours=9)
     out = running.mfd(
-        *("generate", "--machines", "10", "--rows", "60000", "--seed", "24", "--sink", "files"),
+        *("generate", "--machines", "10", "--rows", "30000", "--seed", "24", "--sink", "files"),
         *("--file-rows", "30000", "--quiet", "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ")),
         *("--interval", "1"),
     )
