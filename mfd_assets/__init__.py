@@ -12,6 +12,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+from mfd_assets import alarms as alarm_assets  # noqa: E402
 from mfd_assets import augmentation, detection, ingestion, preparation, quality  # noqa: E402
 from mfd_assets import serving as serving_assets  # noqa: E402
 from mfd_assets import training as training_assets  # noqa: E402
@@ -22,6 +23,7 @@ ASSET_MODULES: list[ModuleType] = [
     augmentation,
     quality,
     detection,
+    alarm_assets,
     serving_assets,
     training_assets,
 ]

@@ -9,10 +9,10 @@ from mfd_assets.training import promote_challenger, rollback_champion
 # Detection runs every 30 s: one process per run, no subprocess per step (the location default too).
 prediction_job = dg.define_asset_job(
     "prediction_job",
-    selection=dg.AssetSelection.assets("prediction_batches", "shadow_predictions"),
+    selection=dg.AssetSelection.assets("prediction_batches", "shadow_predictions", "alarms"),
     executor_def=dg.in_process_executor,
     description="Score one id range of readings with the champion, and with the challenger in the shadow "
-    "(requested by prediction_sensor).",
+    "(requested by prediction_sensor); then open or bump the machines' alarms.",
 )
 drift_job = dg.define_asset_job("drift_job", selection=dg.AssetSelection.assets("drift_report"))
 observe_readings_job = dg.define_asset_job(

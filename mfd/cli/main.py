@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "champion": ("mfd.cli.champion", "show or roll back the champion model in the MLflow registry"),
     "profile": ("mfd.cli.profile", "check a plant profile (print its rule table) or list shipped ones"),
     "import": ("mfd.cli.importer", "convert NASA C-MAPSS text files into readings CSVs under incoming/"),
+    "console": (
+        "mfd.cli.console",
+        "serve the maintenance console: fleet risk, alarms and their actions, /metrics",
+    ),
 }
 
 

@@ -1,0 +1,159 @@
+"""The console's Starlette app. Reading is open (the page, its fragments, an alarm's risk plot, `/metrics`);
+the actions (`POST /alarms/{id}/acknowledge|snooze|resolve`) need `Authorization: Bearer <key>` when API keys
+are configured (MFD_API_KEYS, as the Bento service; production refuses to start without): 401 without one,
+404 for an unknown alarm, 409 with the current state when someone else moved it meanwhile, 422 naming the
+field for a snooze not in the future or a resolve without an outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from mfd.alarms import AlarmConflict, AlarmNotFound, InvalidAction, acknowledge, resolve, snooze
+from mfd.alarms.model import aware
+from mfd.console import data, render
+from mfd.schema import PROFILE
+from mfd.serving.guards import key_matches
+from mfd.storage.tables import ensure_alarm_tables, ensure_detection_tables
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    stale_after: timedelta = timedelta(minutes=10)
+    poll_s: float = 3.0
+    api_keys: tuple[str, ...] = ()
+    title: str = f"mfd console · {PROFILE.name}"
+
+
+def fragments(engine: Engine, config: ConsoleConfig, now: datetime | None = None) -> dict[str, str]:
+    """The page's live parts as HTML, rendered from one read of the store."""
+    now = now or datetime.now(UTC)
+    machines = data.fleet(engine, now, config.stale_after)
+    alarms = data.alarm_list(engine)
+    figures = data.figures(engine, now, config.stale_after)
+    return {
+        "summary": render.summary(figures, config.stale_after, now),
+        "alarms": render.alarm_rows(alarms, now),
+        "fleet": render.fleet_rows(machines, now),
+        "generated_at": now.isoformat(),
+    }
+
+
+def _until(body: dict[str, Any]) -> datetime | None:
+    if body.get("minutes") is not None:
+        try:
+            return datetime.now(UTC) + timedelta(minutes=float(body["minutes"]))
+        except (TypeError, ValueError):
+            raise InvalidAction("minutes", "give a number of minutes") from None
+    text = body.get("until")
+    if text is None:
+        return None
+    try:
+        return aware(datetime.fromisoformat(str(text).replace("Z", "+00:00")))
+    except ValueError:
+        raise InvalidAction("until", f"{text!r} is not an ISO 8601 time") from None
+
+
+def _act(engine: Engine, action: str, alarm_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    actor = str(body.get("actor") or "")
+    if action == "acknowledge":
+        return acknowledge(engine, alarm_id, actor)
+    if action == "snooze":
+        return snooze(engine, alarm_id, actor, _until(body))
+    return resolve(
+        engine,
+        alarm_id,
+        actor,
+        body.get("outcome") or None,
+        failure_mode=body.get("failure_mode") or None,
+        note=body.get("note"),
+    )
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _action_endpoint(engine: Engine, config: ConsoleConfig, action: str) -> Callable:
+    async def endpoint(request: Request) -> Response:
+        if config.api_keys and not key_matches(request.headers.get("authorization"), config.api_keys):
+            return _error(401, "missing or wrong API key")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            return _error(422, "the body is not JSON", field="body")
+        if not isinstance(body, dict):
+            return _error(422, "the body must be a JSON object", field="body")
+        alarm_id = int(request.path_params["alarm_id"])
+        try:
+            alarm = await run_in_threadpool(_act, engine, action, alarm_id, body)
+        except InvalidAction as exc:
+            return _error(422, str(exc), field=exc.field)
+        except AlarmNotFound as exc:
+            return _error(404, str(exc))
+        except AlarmConflict as exc:
+            return _error(409, str(exc), state=exc.state, alarm=exc.alarm_id)
+        return JSONResponse({"id": alarm["id"], "state": alarm["state"], "outcome": alarm["outcome"]})
+
+    return endpoint
+
+
+def _alarm_page(engine: Engine, alarm_id: int) -> str | None:
+    alarms = [a for a in data.alarm_list(engine) if a["id"] == alarm_id]
+    points = data.alarm_risk(engine, alarm_id)
+    if not points and not alarms:
+        return None
+    threshold = alarms[0]["threshold"] if alarms else None
+    plot = render.sparkline(points, threshold, width=720, height=200)
+    return f"<!doctype html><title>alarm {alarm_id}</title><h1>alarm {alarm_id}: risk around it</h1>{plot}"
+
+
+def create_app(engine: Engine, config: ConsoleConfig | None = None) -> Starlette:
+    """The console over the readings store `engine`."""
+    config = config or ConsoleConfig()
+    ensure_detection_tables(engine)
+    ensure_alarm_tables(engine)
+
+    async def index(request: Request) -> Response:
+        parts = await run_in_threadpool(fragments, engine, config)
+        return HTMLResponse(render.page(config.title, parts, config.poll_s))
+
+    async def live(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(fragments, engine, config))
+
+    async def metrics(request: Request) -> Response:
+        figures = await run_in_threadpool(data.figures, engine, datetime.now(UTC), config.stale_after)
+        return PlainTextResponse(data.prometheus_text(figures), media_type="text/plain; version=0.0.4")
+
+    async def alarm(request: Request) -> Response:
+        text = await run_in_threadpool(_alarm_page, engine, int(request.path_params["alarm_id"]))
+        return HTMLResponse(text) if text else _error(404, "no such alarm")
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    routes = [
+        Route("/", index),
+        Route("/api/fragments", live),
+        Route("/metrics", metrics),
+        Route("/healthz", health),
+        Route("/alarms/{alarm_id:int}", alarm),
+        *(
+            Route(
+                f"/alarms/{{alarm_id:int}}/{name}", _action_endpoint(engine, config, name), methods=["POST"]
+            )
+            for name in ("acknowledge", "snooze", "resolve")
+        ),
+    ]
+    return Starlette(routes=routes)
