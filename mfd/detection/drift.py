@@ -24,6 +24,7 @@ DRIFT_FEATURES: tuple[str, ...] = (*SENSOR_COLUMNS, *PHYSICS_COLUMNS)
 _PHYSICS = plant_physics()
 SLOW_FEATURES: frozenset[str] = frozenset(_PHYSICS.SLOW_FEATURES) if _PHYSICS is not None else frozenset()
 MEAN_SHIFT_SD = 1.0
+MAX_PANELS = 8  # histograms in the report's figure
 _EPS = 1e-4
 
 
@@ -95,18 +96,30 @@ def drift_table(
     return pd.DataFrame(rows).set_index("feature")
 
 
-def drift_figure(reference: pd.DataFrame, recent: pd.DataFrame, table: pd.DataFrame) -> Figure:
-    """Reference vs recent histograms per feature, titled with PSI and KS."""
+def drift_figure(
+    reference: pd.DataFrame, recent: pd.DataFrame, table: pd.DataFrame, panels: int = MAX_PANELS
+) -> Figure:
+    """Reference vs recent histograms of at most `panels` features (drifted first, then by PSI), titled
+    with PSI and KS."""
     ref, new = add_physics(reference), add_physics(recent)
-    fig, axes = plt.subplots(4, 2, figsize=(8, 11))  # narrow and tall: the UI's metadata modal scrolls
-    for ax, col in zip(axes.flat, DRIFT_FEATURES, strict=True):
-        both = np.concatenate([ref[col].to_numpy(), new[col].to_numpy()])
-        bins = np.linspace(np.nanmin(both), np.nanmax(both), 40)
+    shown = table.sort_values(["drifted", "psi"], ascending=False).index[:panels]
+    rows = -(-len(shown) // 2)
+    fig, axes = plt.subplots(rows, 2, figsize=(8, 2.75 * rows), squeeze=False)  # narrow and tall
+    for ax, col in zip(axes.flat, shown, strict=False):
+        both = np.concatenate([ref[col].to_numpy(dtype="float64"), new[col].to_numpy(dtype="float64")])
+        low, high = np.nanmin(both), np.nanmax(both)
+        bins = np.linspace(low, high, 40) if high > low else np.linspace(low - 0.5, high + 0.5, 3)
         ax.hist(ref[col], bins=bins, density=True, alpha=0.5, label="reference")
         ax.hist(new[col], bins=bins, density=True, alpha=0.5, label="recent")
         row = table.loc[col]
         ax.set_title(
             f"{col}\nPSI {row.psi:.3f}  KS {row.ks_statistic:.3f}", color="red" if row.drifted else "black"
+        )
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    if len(table) > len(shown):
+        fig.suptitle(
+            f"{len(shown)} of {len(table)} features: drifted first, then by PSI", y=0.995, fontsize=9
         )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     handles, labels = axes.flat[0].get_legend_handles_labels()
