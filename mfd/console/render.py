@@ -141,10 +141,11 @@ tr.stale{color:#888;font-style:italic}.spark polyline{fill:none;stroke:#1565c0;s
 SCRIPT = """
 const every = Number(document.body.dataset.poll) * 1000;
 const $ = (id) => document.getElementById(id);
-function key() { return localStorage.getItem('mfd-key') || ''; }
-$('api-key').value = key(); $('actor').value = localStorage.getItem('mfd-actor') || '';
-$('api-key').addEventListener('change', (e) => localStorage.setItem('mfd-key', e.target.value));
-$('actor').addEventListener('change', (e) => localStorage.setItem('mfd-actor', e.target.value));
+function key() { return $('api-key').value; }
+$('api-key').value = localStorage.getItem('mfd-key') || '';
+$('actor').value = localStorage.getItem('mfd-actor') || '';
+$('api-key').addEventListener('input', (e) => localStorage.setItem('mfd-key', e.target.value));
+$('actor').addEventListener('input', (e) => localStorage.setItem('mfd-actor', e.target.value));
 async function refresh() {
   try {
     const r = await fetch('api/fragments', {cache: 'no-store'});

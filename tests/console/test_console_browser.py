@@ -1,0 +1,166 @@
+"""The console in a real browser: Debian's Chromium (/usr/bin/chromium, from `make deps`) driven by
+Playwright, against `mfd console` started here on a SQLite store seeded with scored readings. The page lists
+machines by risk, shows a new riskier machine without a reload, acknowledges and resolves an alarm, and the
+outcome is stored as a maintenance record. Screenshots go to the test's tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mfd.alarms import update_alarms
+from mfd.console.sample import SampleFleet, seed_fleet
+from mfd.storage.readings import create_engine, ensure_tables
+from mfd.storage.tables import alarms, maintenance_records
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root on a closed network: no sandbox, and no background connections Chromium would retry.
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KEY = "browser-key"
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, sa.Engine]:
+    url = f"sqlite:///{tmp_path / 'readings.db'}"
+    engine = create_engine(url)
+    ensure_tables(engine)
+    seed_fleet(engine, SampleFleet(machines=15, readings_per_machine=10))
+    return url, engine
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def console(store: tuple[str, sa.Engine], tmp_path: Path) -> Iterator[str]:
+    """`mfd console` in its own process; its URL once /healthz answers."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MFD_")}
+    env |= {"MFD_DATABASE_URL": store[0], "MFD_HOME": str(tmp_path / "home"), "MFD_API_KEYS": KEY}
+    log = (tmp_path / "console.log").open("w")
+    command = [sys.executable, "-m", "mfd.cli.main", "console", "--port", str(port), "--poll", "1"]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (tmp_path / "console.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "mfd console did not answer"
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def page() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make deps` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # a fresh temp profile
+        try:
+            yield browser.new_page(viewport={"width": 1500, "height": 1100})
+        finally:
+            browser.close()
+
+
+def _risks(page: object) -> list[float]:
+    return [float(r) for r in page.locator("tr.machine").evaluate_all("rs => rs.map(r => r.dataset.risk)")]
+
+
+def test_console_in_a_browser(
+    page: object, console: str, store: tuple[str, sa.Engine], tmp_path: Path
+) -> None:
+    _, engine = store
+    page.goto(console, wait_until="load", timeout=WAIT_MS)
+    risks = _risks(page)
+    assert len(risks) == 15 and risks == sorted(risks, reverse=True)
+    page.screenshot(path=str(tmp_path / "1-fleet.png"), full_page=True)
+
+    # A riskier machine scored meanwhile shows up first without a reload (the page polls).
+    new = pd.DataFrame(
+        {
+            "reading_id": [10_001, 10_002, 10_003],
+            "machine_id": "Z-NEW",
+            "machine_type": "H",
+            "timestamp": pd.date_range(datetime.now(UTC), periods=3, freq="1s"),
+            "probability": [0.995] * 3,
+            "label": [1] * 3,
+        }
+    )
+    update_alarms(engine, new)
+    page.locator('tr.machine[data-machine="Z-NEW"]').wait_for(timeout=WAIT_MS)
+    assert page.locator("tr.machine").first.get_attribute("data-machine") == "Z-NEW"
+
+    with engine.connect() as conn:
+        alarm = int(
+            conn.execute(
+                sa.select(alarms.c.id)
+                .where(alarms.c.machine_id != "Z-NEW")
+                .order_by(alarms.c.peak_risk.desc())
+            )
+            .scalars()
+            .first()
+        )
+    row = page.locator(f'tr.alarm[data-alarm="{alarm}"]')
+    page.fill("#actor", "ana")
+    page.fill("#api-key", KEY)
+    row.locator('button[data-action="acknowledge"]').click()
+    page.locator(f'tr.alarm[data-alarm="{alarm}"][data-state="acknowledged"]').wait_for(timeout=WAIT_MS)
+    page.screenshot(path=str(tmp_path / "2-acknowledged.png"), full_page=True)
+
+    row.locator("select").select_option("no_fault_found")
+    row.locator('button[data-action="resolve"]').click()
+    page.wait_for_function(
+        f"document.getElementById('message').textContent === 'alarm {alarm}: resolved'", timeout=WAIT_MS
+    )
+    page.locator(f'tr.alarm[data-alarm="{alarm}"]').wait_for(state="detached", timeout=WAIT_MS)
+    page.screenshot(path=str(tmp_path / "3-resolved.png"), full_page=True)
+
+    with engine.connect() as conn:
+        record = conn.execute(
+            sa.select(maintenance_records.c.machine_id, maintenance_records.c.outcome).where(
+                maintenance_records.c.work_order_id == f"alarm-{alarm}"
+            )
+        ).one()
+    with engine.connect() as conn:
+        machine = conn.execute(sa.select(alarms.c.machine_id).where(alarms.c.id == alarm)).scalar_one()
+    assert tuple(record) == (machine, "no_fault")
+    assert all(
+        (tmp_path / f).stat().st_size > 0 for f in ("1-fleet.png", "2-acknowledged.png", "3-resolved.png")
+    )

@@ -1,0 +1,98 @@
+"""The console's HTTP interface, served by uvicorn over the SQLite twin and a real PostgreSQL: the page
+lists machines by risk, /metrics speaks Prometheus, and the actions answer 401 / 404 / 409 / 422 as the
+interface says; a resolution is stored as a maintenance record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from served import serving
+
+from mfd.console.app import ConsoleConfig, create_app
+from mfd.console.sample import SampleFleet, seed_fleet
+from mfd.storage.readings import create_engine, ensure_tables
+from mfd.storage.tables import alarm_transitions, alarms, maintenance_records
+
+KEY = "console-test-key"
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def console(readings_url: str) -> Iterator[tuple[str, sa.Engine]]:
+    engine = create_engine(readings_url)
+    ensure_tables(engine)
+    seed_fleet(engine, SampleFleet(machines=12, readings_per_machine=8))
+    app = create_app(engine, ConsoleConfig(api_keys=(KEY,), stale_after=timedelta(minutes=10)))
+    with serving(app) as url:
+        yield url, engine
+
+
+def worst_alarm(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(alarms.c.id).order_by(alarms.c.peak_risk.desc())).scalars().first())
+
+
+def test_actions_answer_as_the_interface_says(console: tuple[str, sa.Engine]) -> None:
+    url, engine = console
+    alarm = worst_alarm(engine)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post(f"/alarms/{alarm}/acknowledge", json={"actor": "ana"}).status_code == 401
+        wrong = http.post(
+            f"/alarms/{alarm}/acknowledge", json={"actor": "ana"}, headers={"authorization": "Bearer x"}
+        )
+        assert wrong.status_code == 401
+        assert http.post("/alarms/987654/acknowledge", json={"actor": "ana"}, headers=AUTH).status_code == 404
+        past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        snoozed = http.post(f"/alarms/{alarm}/snooze", json={"actor": "ana", "until": past}, headers=AUTH)
+        assert (snoozed.status_code, snoozed.json()["field"]) == (422, "until")
+        unresolved = http.post(f"/alarms/{alarm}/resolve", json={"actor": "ana"}, headers=AUTH)
+        assert (unresolved.status_code, unresolved.json()["field"]) == (422, "outcome")
+        ack = http.post(f"/alarms/{alarm}/acknowledge", json={"actor": "ana"}, headers=AUTH)
+        assert (ack.status_code, ack.json()["state"]) == (200, "acknowledged")
+        done = http.post(
+            f"/alarms/{alarm}/resolve", json={"actor": "bo", "outcome": "failure_confirmed"}, headers=AUTH
+        )
+        assert (done.status_code, done.json()["state"]) == (200, "resolved")
+        late = http.post(f"/alarms/{alarm}/acknowledge", json={"actor": "ana"}, headers=AUTH)
+        assert (late.status_code, late.json()["state"]) == (409, "resolved")
+        again = http.post(
+            f"/alarms/{alarm}/resolve", json={"actor": "ana", "outcome": "no_fault_found"}, headers=AUTH
+        )
+        assert (again.status_code, again.json()["state"]) == (409, "resolved")
+    with engine.connect() as conn:
+        records = conn.execute(
+            sa.select(maintenance_records.c.work_order_id, maintenance_records.c.outcome)
+        ).all()
+        actions = conn.execute(
+            sa.select(alarm_transitions.c.action, alarm_transitions.c.actor)
+            .where(alarm_transitions.c.alarm_id == alarm)
+            .order_by(alarm_transitions.c.id)
+        ).all()
+    assert [tuple(r) for r in records] == [(f"alarm-{alarm}", "failure")]
+    assert [tuple(a) for a in actions] == [("opened", "mfd"), ("acknowledged", "ana"), ("resolved", "bo")]
+
+
+def test_page_lists_machines_by_risk_and_metrics_speak_prometheus(console: tuple[str, sa.Engine]) -> None:
+    url, _ = console
+    with httpx.Client(base_url=url, timeout=30) as http:
+        page = http.get("/")
+        metrics = http.get("/metrics")
+        live = http.get("/api/fragments").json()
+    assert page.status_code == 200 and "<svg" in page.text
+    risks = [float(part.split('"')[1]) for part in page.text.split("data-risk=")[1:]]
+    assert len(risks) == 12 and risks == sorted(risks, reverse=True)
+    assert metrics.headers["content-type"].startswith("text/plain")
+    names = {line.split("{")[0].split()[0] for line in metrics.text.splitlines() if not line.startswith("#")}
+    assert names == {
+        "mfd_alarms_open",
+        "mfd_detection_lag_seconds",
+        "mfd_readings_per_minute",
+        "mfd_machines",
+        "mfd_machines_stale",
+    }
+    assert 'mfd_alarms_open{state="open"}' in metrics.text and "mfd_machines 12" in metrics.text
+    assert set(live) == {"summary", "alarms", "fleet", "generated_at"} and "data-alarm" in live["alarms"]
