@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mfd.cli.console",
         "serve the maintenance console: fleet risk, alarms and their actions, /metrics",
     ),
+    "stream": (
+        "mfd.cli.stream",
+        "consume readings from an MQTT broker: validate, store and score each micro-batch",
+    ),
 }
 
 

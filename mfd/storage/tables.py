@@ -1,5 +1,6 @@
 """Every table of the readings database: `readings`, `peripheral_readings`, `reading_revisions`, `predictions`,
-`failure_events`, `maintenance_records`, `shadow_predictions`, `run_failures`, `alert_outbox`, `plant_profile`.
+`failure_events`, `maintenance_records`, `shadow_predictions`, `run_failures`, `alert_outbox`, `plant_profile`,
+`rejected_readings`.
 
 The readings and peripheral columns are the active profile's (`mfd.profiles`): a database holds one
 profile's readings, recorded in `plant_profile` (`mfd.storage.readings` refuses another profile's)."""
@@ -255,3 +256,18 @@ machine_risk = sa.Table(
 def ensure_alarm_tables(engine: Engine) -> None:
     """Create `alarms`, `alarm_transitions`, `machine_risk` and `maintenance_records` if missing."""
     metadata.create_all(engine, tables=[alarms, alarm_transitions, machine_risk, maintenance_records])
+
+
+# MQTT messages and readings `mfd stream` refused (`mfd.streaming.payloads`): why, the topic and the raw
+# payload (cut at 4,096 characters). `message_key` (payload digest and reading index) makes a redelivered
+# message's rejection one row.
+rejected_readings = sa.Table(
+    "rejected_readings",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("message_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

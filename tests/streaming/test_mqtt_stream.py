@@ -1,0 +1,154 @@
+"""`mfd stream` against a real Mosquitto (password file, persistence) and a real PostgreSQL: bad payloads
+are refused with reasons while the consumer keeps going; readings are stored and scored exactly once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+from streaming_helpers import (
+    StreamProcess,
+    child_env,
+    consuming,
+    counts,
+    fleet,
+    keys_of,
+    publish,
+    stored_keys,
+    target,
+    wait_for,
+)
+
+from mfd.generator.mqtt import MqttPublisher, reading_payloads
+from mfd.schema import PROFILE
+from mfd.services.mosquitto import Mosquitto, mosquitto_server
+from mfd.storage.readings import create_engine, ensure_tables
+from mfd_resources import Tracking
+
+pytestmark = pytest.mark.usefixtures("champion")
+
+
+def _engine(url: str) -> sa.Engine:
+    engine = create_engine(url)
+    ensure_tables(engine)
+    return engine
+
+
+def _reading(**changes: object) -> dict[str, object]:
+    topic, payload = reading_payloads(fleet(1, 1, seed=3), PROFILE)[0]
+    return {**json.loads(payload), **changes}
+
+
+def test_mqtt_bad_payloads_are_rejected_with_reasons_and_the_consumer_keeps_going(
+    mosquitto: Mosquitto, pg_url: str, champion: Tracking
+) -> None:
+    engine = _engine(pg_url)
+    good = _reading()
+    machine = good["machine_id"]
+    tree = f"plant/{machine}/readings"
+    bad = {
+        "not json": (tree, b"not json {"),
+        "wrong shape": (tree, b'"a string"'),
+        "empty list": (tree, b"[]"),
+        "out of range": (tree, json.dumps(_reading(torque_nm=900.0)).encode()),
+        "missing sensor": (
+            tree,
+            json.dumps({k: v for k, v in good.items() if k != "tool_wear_min"}).encode(),
+        ),
+        "unknown field": (tree, json.dumps(_reading(colour="red")).encode()),
+        "too old": (tree, json.dumps(_reading(timestamp="1990-01-01T00:00:00Z")).encode()),
+        "outside tree": (f"plant/{machine}/status", json.dumps(good).encode()),
+        "other machine": ("plant/another/readings", json.dumps(good).encode()),
+        "oversized": (tree, json.dumps([good] * 400).encode()),
+        "invalid utf-8": (tree, b"\xff\xfe\x00{"),
+    }
+    mixed = [_reading(timestamp="2026-12-07T10:00:00Z"), _reading(rotational_speed_rpm=-5.0)]
+    with consuming(mosquitto, engine, champion, "bad-payloads", max_bytes=20_000) as consumer:
+        publisher = MqttPublisher(target(mosquitto), PROFILE)
+        for topic, payload in bad.values():
+            publisher.publish(topic, payload)
+        publisher.publish(tree, json.dumps(mixed).encode())
+        publisher.publish(tree, json.dumps(good).encode())
+        publisher.close()
+        wait_for(
+            lambda: counts(engine)["rejected"] == len(bad) + 1 and counts(engine)["predictions"] == 2, "all"
+        )
+        assert consumer.subscribed.is_set()
+    with engine.connect() as conn:
+        reasons = [r for (r,) in conn.execute(sa.text("SELECT reason FROM rejected_readings ORDER BY id"))]
+        payloads = [p for (p,) in conn.execute(sa.text("SELECT payload FROM rejected_readings ORDER BY id"))]
+    text = "\n".join(reasons)
+    for expected in (
+        "not JSON",
+        "wrong shape: a JSON object or a list of objects, got str",
+        "wrong shape: an empty list",
+        "torque_nm: Input should be less than or equal to 200",
+        "tool_wear_min: Field required",
+        "colour: Extra inputs are not permitted",
+        "timestamp 1990-01-01T00:00:00Z outside",
+        "outside the reading tree 'plant/+/readings'",
+        "differs from the topic's machine 'another'",
+        "oversized:",
+        "readings[1]: rotational_speed_rpm: Input should be greater than or equal to 0",
+    ):
+        assert expected in text, f"{expected!r} not among the reasons:\n{text}"
+    assert "not json {" in payloads
+    assert counts(engine) | {"rejected": 0} == {
+        "readings": 2,
+        "keys": 2,
+        "predictions": 2,
+        "unscored": 0,
+        "rejected": 0,
+    }
+
+
+def test_mqtt_broker_restart_loses_nothing_queued_for_the_persistent_session(
+    pg_url: str, champion: Tracking
+) -> None:
+    engine = _engine(pg_url)
+    first, second = fleet(10, 200, seed=5), fleet(10, 400, seed=6).iloc[200:]
+    with mosquitto_server() as broker:
+        with consuming(broker, engine, champion, "restart"):
+            publish(broker, first.iloc[:100])
+            wait_for(lambda: counts(engine)["predictions"] == 100, "the first readings scored")
+        publish(broker, first.iloc[100:])  # the consumer is away: queued for its session
+        broker.stop()
+        broker.start()  # the queue comes back from the broker's store
+        with consuming(broker, engine, champion, "restart"):
+            wait_for(lambda: counts(engine)["predictions"] == 200, "the queued readings scored")
+            broker.stop()  # and once more while the consumer is connected
+            broker.start()
+            publish(broker, second)
+            wait_for(lambda: counts(engine)["predictions"] == 400, "the readings after the restart")
+    assert counts(engine) == {"readings": 400, "keys": 400, "predictions": 400, "unscored": 0, "rejected": 0}
+    assert stored_keys(engine) == keys_of(first) | keys_of(second)
+
+
+def test_mqtt_exactly_once_when_the_consumer_is_killed_mid_batch(
+    mosquitto: Mosquitto, pg_url: str, champion: Tracking
+) -> None:
+    """SIGKILL after a batch committed but before its acknowledgement (the broker delivers it again), then
+    SIGKILL in the middle of a batch's COPY (nothing of it committed): every reading once, each scored once."""
+    engine = _engine(pg_url)
+    readings = fleet(20, 600, seed=11)
+    env = child_env(pg_url, champion)
+    committed = StreamProcess(mosquitto, env, "killed", pause_at="stream-commit")
+    wait_for(lambda: committed.said("subscribed to plant/#"), "the first consumer to subscribe", 120)
+    publish(mosquitto, readings.iloc[:300])
+    wait_for(lambda: committed.said("paused at stream-commit"), "a batch committed, not acknowledged")
+    committed.kill()
+    after_first = counts(engine)
+    assert 0 < after_first["readings"] == after_first["predictions"] < 300
+    publish(mosquitto, readings.iloc[300:450])  # queued for the session while no consumer runs
+    copying = StreamProcess(mosquitto, env, "killed", pause_at="copy")
+    wait_for(lambda: copying.said("paused at copy"), "a batch in the middle of its COPY", 120)
+    copying.kill()
+    assert counts(engine) == after_first  # the half-written batch left nothing
+    final = StreamProcess(mosquitto, env, "killed")
+    publish(mosquitto, readings.iloc[450:])
+    wait_for(lambda: counts(engine)["predictions"] == 600, "every reading scored", 120)
+    assert final.stop() == 0
+    assert counts(engine) == {"readings": 600, "keys": 600, "predictions": 600, "unscored": 0, "rejected": 0}
+    assert stored_keys(engine) == keys_of(readings)
+    assert any("mfd stream: stopped;" in line for line in final.lines), final.lines
