@@ -1,0 +1,57 @@
+"""The `alarms` asset in a Dagster run after a prediction_batches materialization (its range and thresholds
+taken from that run's metadata), on the SQLite twin; a re-run takes nothing twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from mfd.console.sample import SampleFleet, sample_readings, write_scores
+from mfd.storage.readings import insert_readings
+from mfd.storage.tables import alarms as alarms_table
+from mfd.storage.tables import readings
+from mfd_assets.alarms import alarms
+from mfd_resources import ReadingsStore
+
+FLEET = SampleFleet(machines=10, readings_per_machine=6)
+
+
+def scored_store(url: str) -> tuple[ReadingsStore, int, int]:
+    store = ReadingsStore(url=url)
+    insert_readings(store.engine, sample_readings(FLEET, datetime.now(UTC)), source="test")
+    with store.engine.connect() as conn:
+        stored = pd.read_sql(sa.select(readings).order_by(readings.c.id), conn)
+    stored["timestamp"] = pd.to_datetime(stored["timestamp"], utc=True)
+    write_scores(store.engine, stored, FLEET, datetime.now(UTC))
+    return store, int(stored["id"].min()), int(stored["id"].max())
+
+
+def test_alarms_take_the_runs_prediction_batch(tmp_path: Path) -> None:
+    store, first, last = scored_store(f"sqlite:///{tmp_path / 'readings.db'}")
+
+    @dg.asset(name="prediction_batches")
+    def batch_stand_in() -> dg.MaterializeResult:  # the champion's batch is tested in tests/detection
+        return dg.MaterializeResult(
+            metadata={
+                "first_id": first,
+                "last_id": last,
+                "thresholds_by_machine_type": dg.MetadataValue.json({"L": 0.5, "M": 0.5, "H": 0.5}),
+            }
+        )
+
+    def run() -> dict:
+        result = dg.materialize([batch_stand_in, alarms], resources={"readings_store": store})
+        (materialization,) = result.asset_materializations_for_node("alarms")
+        return {k: v.value for k, v in materialization.metadata.items()}
+
+    first_run, second_run = run(), run()
+    assert (first_run["first_id"], first_run["last_id"], first_run["readings"]) == (first, last, 60)
+    assert first_run["opened"] > 0 and first_run["machines"] == 10
+    assert second_run["skipped_already_taken"] == 60 and second_run["opened"] == second_run["bumped"] == 0
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(alarms_table.c.machine_id, alarms_table.c.threshold)).all()
+    assert len(stored) == first_run["opened"] and {t for _, t in stored} == {0.5}
