@@ -93,6 +93,7 @@ def read_labelled_readings(engine: Engine, maintenance: pd.DataFrame, window: pd
     with engine.connect() as conn:
         for where in labelled_filter(maintenance, window):
             frames.append(pd.read_sql(sa.select(*columns).where(where), conn))
+    frames = [f for f in frames if len(f)] or frames[:1]  # an empty frame's all-NA columns lose their dtype
     df = pd.concat(frames, ignore_index=True).rename(columns=str) if frames else pd.DataFrame()
     return df.drop_duplicates("id").sort_values("id").reset_index(drop=True)
 
