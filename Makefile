@@ -35,7 +35,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## create .venv with every dependency (PyTorch CPU first)
 
 # System packages the tests need: PostgreSQL server binaries (initdb/pg_ctl). The embedded path needs none.
-deps: ## install PostgreSQL server binaries, Chromium and Mosquitto for the tests (apt-get, once)
+deps: ## install PostgreSQL server binaries, Chromium, Mosquitto and Prometheus for the tests (apt-get, once)
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi
 	@# Debian's Chromium for tests/e2e/test_browser.py (Playwright drives it; no browser download).
@@ -44,6 +44,9 @@ deps: ## install PostgreSQL server binaries, Chromium and Mosquitto for the test
 	@# Debian's Mosquitto MQTT broker for `mfd stream`'s tests (mfd/services/mosquitto.py).
 	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; fi
+	@# Debian's Prometheus for the console's alert rules (deploy/prometheus, tests/console/test_prometheus.py).
+	@if ! command -v prometheus >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; fi
 
 # The embedded instance: the root dagster.yaml with its paths made absolute.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
