@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO
 
 import pandas as pd
@@ -23,6 +25,7 @@ from mfd.generator.mqtt import MqttPublisher, MqttTarget
 from mfd.modeling.model_io import FailureModel
 from mfd.registry.champion import load_champion
 from mfd.schema import PROFILE
+from mfd.services import Postgres, as_postgres_user, pg_binary
 from mfd.services.mosquitto import Mosquitto
 from mfd.streaming.consumer import StreamConfig, StreamConsumer
 from mfd_resources import Tracking
@@ -187,3 +190,27 @@ def child_env(database_url: str, tracking: Tracking) -> dict[str, str]:
         "MFD_MODEL_NAME": tracking.model_name,
         "MFD_HOME": str(tracking.local_home),
     }
+
+
+def _data_directory(server: Postgres) -> Path:
+    import psycopg
+
+    with psycopg.connect(host=server.host, port=server.port, user=server.user, dbname="postgres") as conn:
+        return Path(conn.execute("SHOW data_directory").fetchone()[0])
+
+
+@contextmanager
+def database_down(server: Postgres) -> Iterator[None]:
+    """PostgreSQL stopped (fast shutdown) for the block, then started again with its own options."""
+    data, pg_ctl = _data_directory(server), pg_binary("pg_ctl")
+    assert pg_ctl is not None
+    options = shlex.split((data / "postmaster.opts").read_text())[1:]
+    at = options.index("-D")
+    options = options[:at] + options[at + 2 :]
+    subprocess.run(as_postgres_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]), check=True)
+    try:
+        yield
+    finally:
+        log = data.parent / "postgres.log"
+        start = [pg_ctl, "-D", str(data), "-o", shlex.join(options), "-l", str(log), "-w", "start"]
+        subprocess.run(as_postgres_user(start), check=True, capture_output=True)

@@ -4,7 +4,10 @@ are refused with reasons while the consumer keeps going; readings are stored and
 from __future__ import annotations
 
 import json
+import threading
+import time
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from streaming_helpers import (
@@ -12,6 +15,7 @@ from streaming_helpers import (
     child_env,
     consuming,
     counts,
+    database_down,
     fleet,
     keys_of,
     publish,
@@ -22,6 +26,7 @@ from streaming_helpers import (
 
 from mfd.generator.mqtt import MqttPublisher, reading_payloads
 from mfd.schema import PROFILE
+from mfd.services import postgres_server
 from mfd.services.mosquitto import Mosquitto, mosquitto_server
 from mfd.storage.readings import create_engine, ensure_tables
 from mfd_resources import Tracking
@@ -152,3 +157,49 @@ def test_mqtt_exactly_once_when_the_consumer_is_killed_mid_batch(
     assert counts(engine) == {"readings": 600, "keys": 600, "predictions": 600, "unscored": 0, "rejected": 0}
     assert stored_keys(engine) == keys_of(readings)
     assert any("mfd stream: stopped;" in line for line in final.lines), final.lines
+
+
+def _publish_paced(broker: Mosquitto, frame: pd.DataFrame, per_tick: int, tick: float) -> threading.Thread:
+    """Publish `frame` `per_tick` readings every `tick` seconds on a thread (a plant that keeps sending)."""
+
+    def run() -> None:
+        publisher = MqttPublisher(target(broker), PROFILE)
+        try:
+            for start in range(0, len(frame), per_tick):
+                publisher.publish_frame(frame.iloc[start : start + per_tick])
+                time.sleep(tick)
+        finally:
+            publisher.close()
+
+    thread = threading.Thread(target=run, name="plant")
+    thread.start()
+    return thread
+
+
+def test_mqtt_database_outage_of_15_s_while_messages_keep_coming(
+    mosquitto: Mosquitto, champion: Tracking
+) -> None:
+    """PostgreSQL stopped for 15 s while the plant publishes: the batch in hand is retried, the rest waits
+    unacknowledged; afterwards every reading is stored and scored exactly once."""
+    readings = fleet(20, 2000, seed=21)  # 100 readings/s for 20 s
+    with postgres_server() as server:
+        engine = _engine(server.create_database("stream"))
+        with consuming(mosquitto, engine, champion, "outage") as consumer:
+            plant = _publish_paced(mosquitto, readings, per_tick=10, tick=0.1)
+            wait_for(lambda: counts(engine)["predictions"] > 0, "the first readings scored")
+            with database_down(server):
+                wait_for(lambda: consumer.status.retries > 0, "the consumer to meet the outage")
+                time.sleep(15)  # the outage: the plant keeps publishing
+                held = consumer.status.pending
+            plant.join()
+            wait_for(lambda: counts(engine)["predictions"] == len(readings), "every reading scored", 120)
+        assert held > 0
+        assert counts(engine) == {
+            "readings": 2000,
+            "keys": 2000,
+            "predictions": 2000,
+            "unscored": 0,
+            "rejected": 0,
+        }
+        assert stored_keys(engine) == keys_of(readings)
+        engine.dispose()
