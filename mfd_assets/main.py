@@ -23,6 +23,7 @@ from mfd.cli import main as cli
 from mfd.errors import MfdError
 from mfd.ingestion.incoming import partition_key
 from mfd.ingestion.maintenance import is_maintenance
+from mfd.profiles import DEFAULT_PROFILE
 from mfd.schema import PROFILE
 from mfd.settings import Settings
 from mfd.storage import readings as store
@@ -214,6 +215,9 @@ def summary(
         else f"http://127.0.0.1:{args.mlflow_port}"
     )
     rejected = f" ({len(ingested.rejected_files)} files rejected)" if ingested.rejected_files else ""
+    default = PROFILE.name == DEFAULT_PROFILE
+    profile_arg = "" if default else f" PROFILE={PROFILE.name}"
+    profile_env = "" if default else f"MFD_PROFILE={PROFILE.name} "
     return (
         "\nDone.\n"
         f"  profile: {PROFILE.stamp()} ({len(PROFILE.sensors)} sensors; {PROFILE.description})\n"
@@ -222,11 +226,11 @@ def summary(
         f"  champion: {champion_line(defs)}\n"
         f"  failure events: {failures:,} among readings 1..{last_id:,} (`.venv/bin/mfd events --since 1d`)\n"
         f"  drift: {'none' if check.passed else 'WARNING'} ({check.description})\n"
-        "Next: `make dev`, then\n"
+        f"Next: `make dev{profile_arg}`, then\n"
         f"  Dagster UI  http://127.0.0.1:{args.dagster_port}  (every run above; the sensors carry on)\n"
         f"  MLflow UI   {mlflow_ui}  (runs, registered models)\n"
         f"  Bento       http://127.0.0.1:{args.bento_port}  after "
-        f"`BENTOML_HOME={settings.bentoml_home} .venv/bin/bentoml serve bento.service:MachineFailureService "
+        f"`{profile_env}BENTOML_HOME={settings.bentoml_home} .venv/bin/bentoml serve bento.service:MachineFailureService "
         f"--port {args.bento_port}`"
     )
 
