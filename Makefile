@@ -12,7 +12,10 @@ MLFLOW_PORT ?= 5000
 # its embedded state in .mfd/, any other in .mfd/profiles/<name>/ (a store holds one profile's readings).
 PROFILE ?= ai4i
 export MFD_PROFILE := $(PROFILE)
-STATE := $(if $(filter ai4i,$(PROFILE)),$(CURDIR)/.mfd,$(CURDIR)/.mfd/profiles/$(PROFILE))
+STATE := $(if $(filter ai4i,$(PROFILE)),$(CURDIR)/.mfd,$(CURDIR)/.mfd/profiles/$(basename $(notdir $(PROFILE))))
+ifneq ($(PROFILE),ai4i)
+export MFD_HOME := $(STATE)
+endif
 # Dagster refuses a relative DAGSTER_HOME: the embedded instance, absolute.
 export DAGSTER_HOME := $(STATE)/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.

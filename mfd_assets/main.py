@@ -216,8 +216,8 @@ def summary(
     )
     rejected = f" ({len(ingested.rejected_files)} files rejected)" if ingested.rejected_files else ""
     default = PROFILE.name == DEFAULT_PROFILE
-    profile_arg = "" if default else f" PROFILE={PROFILE.name}"
-    profile_env = "" if default else f"MFD_PROFILE={PROFILE.name} "
+    profile_arg = "" if default else f" PROFILE={PROFILE.path}"
+    profile_env = "" if default else f"MFD_PROFILE={PROFILE.path} "
     return (
         "\nDone.\n"
         f"  profile: {PROFILE.stamp()} ({len(PROFILE.sensors)} sensors; {PROFILE.description})\n"
