@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +20,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.alarms.model import DEFAULT_DEBOUNCE, OPEN, RISK, SYSTEM, open_key, record, severity
+from mfd.alarms.model import DEFAULT_DEBOUNCE, OPEN, RISK, SYSTEM, aware, open_key, severity
 from mfd.alerts.rules import nearest_rules
 from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.storage.tables import (
+    alarm_transitions,
     alarms,
     ensure_alarm_tables,
     ensure_detection_tables,
@@ -99,61 +100,68 @@ def _states(conn: sa.Connection, machines: Iterable[str]) -> dict[str, sa.RowMap
     return found
 
 
-def _why(rows: pd.DataFrame) -> dict[str, Any]:
-    """The peak reading's risk and explanation: top features (when explained) and the nearest rule."""
-    peak = rows.loc[[rows["probability"].idxmax()]]
-    features = peak["top_features"].iloc[0] if "top_features" in peak else None
-    rule = nearest_rules(peak)[0] if all(c in peak for c in SENSOR_COLUMNS) else None
+@dataclass
+class _Batch:
+    """The batch as arrays, in reading-id order (row-wise pandas access costs ~1 ms per machine)."""
+
+    frame: pd.DataFrame
+    reading_id: np.ndarray
+    machine_id: np.ndarray
+    probability: np.ndarray
+    crossed: np.ndarray
+    ns: np.ndarray  # reading times, ns since the epoch (UTC)
+    machine_type: np.ndarray | None
+    threshold: np.ndarray | None
+
+    @classmethod
+    def of(cls, scored: pd.DataFrame) -> _Batch:
+        frame = scored.sort_values("reading_id", kind="stable").reset_index(drop=True)
+        optional = {c: frame[c].to_numpy() if c in frame else None for c in ("machine_type", "threshold")}
+        return cls(
+            frame=frame,
+            reading_id=frame["reading_id"].to_numpy(dtype=np.int64),
+            machine_id=frame["machine_id"].astype(str).to_numpy(),
+            probability=frame["probability"].to_numpy(dtype=float),
+            crossed=frame["label"].to_numpy() == 1,
+            ns=pd.to_datetime(frame["timestamp"], utc=True).astype("int64").to_numpy(),
+            **optional,
+        )
+
+    def time(self, i: int) -> datetime:
+        return pd.Timestamp(int(self.ns[i]), tz=UTC).to_pydatetime()
+
+    def groups(self) -> list[tuple[str, np.ndarray]]:
+        """(machine, its row positions in reading order), machines in order of first appearance."""
+        codes, uniques = pd.factorize(self.machine_id)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        return [(str(uniques[codes[g[0]]]), g) for g in np.split(order, bounds)]
+
+
+def _explain(batch: _Batch, rows: list[int]) -> dict[int, dict[str, Any]]:
+    """Risk and explanation of the given peak rows: top features (when explained), the nearest rule."""
+    if not rows:
+        return {}
+    frame = batch.frame.iloc[rows]
+    rules = nearest_rules(frame) if all(c in frame for c in SENSOR_COLUMNS) else [None] * len(rows)
+    features = frame["top_features"].to_numpy() if "top_features" in frame else [None] * len(rows)
     return {
-        "peak_risk": float(peak["probability"].iloc[0]),
-        "top_features": features if isinstance(features, str) else None,
-        "nearest_rule": json.dumps(rule, default=float) if rule else None,
+        i: {
+            "peak_risk": float(batch.probability[i]),
+            "top_features": f if isinstance(f, str) else None,
+            "nearest_rule": json.dumps(r, default=float) if r else None,
+        }
+        for i, f, r in zip(rows, features, rules, strict=True)
     }
 
 
-def _open(
-    conn: sa.Connection,
-    machine_id: str,
-    kind: str,
-    counted: pd.DataFrame,
-    count: int,
-    now: datetime,
-    since: tuple[int, datetime] | None,
-) -> None:
-    """Insert the alarm; `since` is the streak's first reading when it began in an earlier batch."""
-    why = _why(counted)
-    first_id, first_seen = since or (int(counted["reading_id"].iloc[0]), counted["timestamp"].iloc[0])
-    values = {
-        "machine_id": machine_id,
-        "kind": kind,
-        "open_key": open_key(machine_id, kind),
-        "state": OPEN,
-        "severity": severity(why["peak_risk"]),
-        "count": int(count),
-        "threshold": float(counted["threshold"].iloc[-1]) if "threshold" in counted else None,
-        "first_reading_id": first_id,
-        "last_reading_id": int(counted["reading_id"].iloc[-1]),
-        "first_seen": pd.Timestamp(first_seen).to_pydatetime(),
-        "last_seen": counted["timestamp"].iloc[-1].to_pydatetime(),
-        "opened_at": now,
-        "updated_at": now,
-        **why,
-    }
-    alarm_id = conn.execute(alarms.insert().values(**values)).inserted_primary_key[0]
-    record(conn, int(alarm_id), "opened", None, OPEN, SYSTEM, now, {"count": int(count)})
+@dataclass
+class _Plan:
+    """What one batch does to the alarms: new ones (machine, counted rows, count, streak start) and bumps
+    (active alarm, counted rows)."""
 
-
-def _bump(conn: sa.Connection, active: sa.RowMapping, counted: pd.DataFrame, now: datetime) -> None:
-    values: dict[str, Any] = {
-        "count": int(active["count"]) + len(counted),
-        "last_reading_id": int(counted["reading_id"].iloc[-1]),
-        "last_seen": counted["timestamp"].iloc[-1].to_pydatetime(),
-        "updated_at": now,
-    }
-    if float(counted["probability"].max()) > float(active["peak_risk"]):
-        values |= _why(counted)
-        values["severity"] = severity(values["peak_risk"])
-    conn.execute(alarms.update().where(alarms.c.id == active["id"]).values(**values))
+    opens: list[tuple[str, np.ndarray, int, tuple[int, datetime] | None]] = field(default_factory=list)
+    bumps: list[tuple[dict[str, Any], np.ndarray]] = field(default_factory=list)
 
 
 def _streak_since(prior: Any) -> tuple[int, datetime] | None:
@@ -162,61 +170,145 @@ def _streak_since(prior: Any) -> tuple[int, datetime] | None:
     return int(prior["streak_first_id"]), prior["streak_first_at"]
 
 
-def _take(
-    conn: sa.Connection,
+def _plan_machine(
+    plan: _Plan,
+    batch: _Batch,
     machine_id: str,
-    rows: pd.DataFrame,
+    rows: np.ndarray,
     run: np.ndarray,
-    debounce: int,
-    now: datetime,
+    active: Any,
     prior: Any,
-) -> str | None:
-    """Open or bump the machine's alarm for its crossings in `rows`: 'opened', 'bumped' or None."""
-    crossed = rows["label"].to_numpy() == 1
+    k: int,
+) -> None:
+    crossed = batch.crossed[rows]
     if not crossed.any():
-        return None
-    key = open_key(machine_id, RISK)
-    active = conn.execute(sa.select(alarms).where(alarms.c.open_key == key)).mappings().first()
+        return
     if active is not None:
-        _bump(conn, active, rows[crossed], now)
-        return "bumped"
-    due = np.flatnonzero(run >= debounce)
+        plan.bumps.append((dict(active), rows[crossed]))
+        return
+    due = np.flatnonzero(run >= k)
     if not len(due):
-        return None
+        return
     i = int(due[0])
     start = i - int(run[i]) + 1  # below 0: the streak began in an earlier batch
     count = int(run[i]) + int(crossed[i + 1 :].sum())
     since = _streak_since(prior) if start < 0 else None
-    _open(conn, machine_id, RISK, rows.iloc[max(start, 0) :][crossed[max(start, 0) :]], count, now, since)
-    return "opened"
+    tail = rows[max(start, 0) :]
+    plan.opens.append((machine_id, tail[crossed[max(start, 0) :]], count, since))
 
 
-def _trend(previous: str | None, rows: pd.DataFrame) -> str:
-    points = json.loads(previous) if previous else []
-    seconds = rows["timestamp"].astype("int64") // 10**9
-    points += [[int(t), round(float(p), 4)] for t, p in zip(seconds, rows["probability"], strict=True)]
-    return json.dumps(points[-TREND_POINTS:])
+def _peak(batch: _Batch, counted: np.ndarray) -> int:
+    return int(counted[np.argmax(batch.probability[counted])])
 
 
-def _risk_row(machine_id: str, rows: pd.DataFrame, run: np.ndarray, prior: Any, now: datetime) -> dict:
-    last, start = rows.iloc[-1], len(rows) - int(run[-1])
+def _write_opens(conn: sa.Connection, batch: _Batch, plan: _Plan, kind: str, now: datetime) -> None:
+    if not plan.opens:
+        return
+    why = _explain(batch, [_peak(batch, counted) for _, counted, _, _ in plan.opens])
+    rows = []
+    for machine_id, counted, count, since in plan.opens:
+        first, last, peak = int(counted[0]), int(counted[-1]), why[_peak(batch, counted)]
+        first_id, first_seen = since or (int(batch.reading_id[first]), batch.time(first))
+        threshold = None if batch.threshold is None else float(batch.threshold[last])
+        rows.append(
+            {
+                "machine_id": machine_id,
+                "kind": kind,
+                "open_key": open_key(machine_id, kind),
+                "state": OPEN,
+                "severity": severity(peak["peak_risk"]),
+                "count": count,
+                "threshold": None if threshold is None or np.isnan(threshold) else threshold,
+                "first_reading_id": first_id,
+                "last_reading_id": int(batch.reading_id[last]),
+                "first_seen": aware(first_seen),
+                "last_seen": batch.time(last),
+                "opened_at": now,
+                "updated_at": now,
+                **peak,
+            }
+        )
+    inserted = conn.execute(alarms.insert().returning(alarms.c.id, sort_by_parameter_order=True), rows)
+    transitions = [
+        {
+            "alarm_id": int(alarm_id),
+            "action": "opened",
+            "from_state": None,
+            "to_state": OPEN,
+            "actor": SYSTEM,
+            "at": now,
+            "detail": json.dumps({"count": row["count"]}),
+        }
+        for (alarm_id,), row in zip(inserted.all(), rows, strict=True)
+    ]
+    conn.execute(alarm_transitions.insert(), transitions)
+
+
+def _write_bumps(conn: sa.Connection, batch: _Batch, plan: _Plan, now: datetime) -> None:
+    higher = [(a, c) for a, c in plan.bumps if batch.probability[c].max() > float(a["peak_risk"])]
+    why = _explain(batch, [_peak(batch, c) for _, c in higher])
+    plain, peaked = [], []
+    for alarm, counted in plan.bumps:
+        values = {
+            "key": alarm["id"],
+            "count": int(alarm["count"]) + len(counted),
+            "last_reading_id": int(batch.reading_id[counted[-1]]),
+            "last_seen": batch.time(int(counted[-1])),
+            "updated_at": now,
+        }
+        peak = (
+            why.get(_peak(batch, counted))
+            if batch.probability[counted].max() > float(alarm["peak_risk"])
+            else None
+        )
+        if peak is None:
+            plain.append(values)
+        else:
+            peaked.append(values | peak | {"severity": severity(peak["peak_risk"])})
+    for group in (plain, peaked):
+        if group:
+            columns = {c: sa.bindparam(c) for c in group[0] if c != "key"}
+            conn.execute(alarms.update().where(alarms.c.id == sa.bindparam("key")).values(**columns), group)
+
+
+def _active(conn: sa.Connection, machines: list[str], kind: str) -> dict[str, sa.RowMapping]:
+    found: dict[str, sa.RowMapping] = {}
+    for i in range(0, len(machines), _CHUNK):
+        keys = [open_key(m, kind) for m in machines[i : i + _CHUNK]]
+        found |= {
+            r["machine_id"]: r
+            for r in conn.execute(sa.select(alarms).where(alarms.c.open_key.in_(keys))).mappings()
+        }
+    return found
+
+
+def _risk_row(
+    batch: _Batch, machine_id: str, rows: np.ndarray, run: np.ndarray, prior: Any, now: datetime
+) -> dict:
+    last, start = int(rows[-1]), len(rows) - int(run[-1])
     if run[-1] == 0:
         since: tuple[int | None, Any] = (None, None)
     elif start >= 0:
-        since = (int(rows["reading_id"].iloc[start]), rows["timestamp"].iloc[start].to_pydatetime())
+        since = (int(batch.reading_id[rows[start]]), batch.time(int(rows[start])))
     else:
         since = _streak_since(prior) or (None, None)
+    points = json.loads(prior["trend"]) if prior is not None else []
+    points += [
+        [int(t), round(float(p), 4)]
+        for t, p in zip(batch.ns[rows] // 10**9, batch.probability[rows], strict=True)
+    ]
+    threshold = None if batch.threshold is None else float(batch.threshold[last])
     return {
         "machine_id": machine_id,
-        "machine_type": str(last["machine_type"]) if "machine_type" in rows else None,
+        "machine_type": None if batch.machine_type is None else str(batch.machine_type[last]),
         "streak": int(run[-1]),
         "streak_first_id": since[0],
         "streak_first_at": since[1],
-        "last_reading_id": int(last["reading_id"]),
-        "last_timestamp": last["timestamp"].to_pydatetime(),
-        "risk": float(last["probability"]),
-        "threshold": float(last["threshold"]) if "threshold" in rows else None,
-        "trend": _trend(prior["trend"] if prior is not None else None, rows),
+        "last_reading_id": int(batch.reading_id[last]),
+        "last_timestamp": batch.time(last),
+        "risk": float(batch.probability[last]),
+        "threshold": None if threshold is None or np.isnan(threshold) else threshold,
+        "trend": json.dumps(points[-TREND_POINTS:]),
         "updated_at": now,
     }
 
@@ -250,24 +342,27 @@ def update_alarms(
     now, report = now or datetime.now(UTC), AlarmUpdate(readings=len(scored))
     if scored.empty:
         return report
-    scored = scored.sort_values("reading_id", kind="stable")
     if thresholds and "machine_type" in scored:
         scored = scored.assign(threshold=scored["machine_type"].map(thresholds).astype(float))
+    batch, plan, risk_rows, taken = _Batch.of(scored), _Plan(), [], 0
+    groups = batch.groups()
     with engine.begin() as conn:
-        states, risk_rows = _states(conn, scored["machine_id"].unique()), []
-        for machine_id, rows in scored.groupby("machine_id", sort=False):
-            prior = states.get(str(machine_id))
+        states = _states(conn, [m for m, _ in groups])
+        active = _active(conn, [m for m, _ in groups], RISK)
+        for machine_id, rows in groups:
+            prior = states.get(machine_id)
             if prior is not None:
-                rows = rows[rows["reading_id"] > prior["last_reading_id"]]
-                report.skipped += int((scored["machine_id"] == machine_id).sum()) - len(rows)
-            if rows.empty:
+                rows = rows[batch.reading_id[rows] > prior["last_reading_id"]]
+            if not len(rows):
                 continue
-            run = streaks(rows["label"].to_numpy() == 1, prior["streak"] if prior is not None else 0)
-            report.crossings += int((rows["label"] == 1).sum())
-            done = _take(conn, str(machine_id), rows, run, debounce, now, prior)
-            report.opened += done == "opened"
-            report.bumped += done == "bumped"
-            risk_rows.append(_risk_row(str(machine_id), rows, run, prior, now))
+            report.crossings += int(batch.crossed[rows].sum())
+            taken += len(rows)
+            run = streaks(batch.crossed[rows], prior["streak"] if prior is not None else 0)
+            _plan_machine(plan, batch, machine_id, rows, run, active.get(machine_id), prior, debounce)
+            risk_rows.append(_risk_row(batch, machine_id, rows, run, prior, now))
+        _write_opens(conn, batch, plan, RISK, now)
+        _write_bumps(conn, batch, plan, now)
         _write_risk(conn, risk_rows, set(states))
-        report.machines = len(risk_rows)
+    report.skipped, report.machines = len(batch.reading_id) - taken, len(risk_rows)
+    report.opened, report.bumped = len(plan.opens), len(plan.bumps)
     return report
