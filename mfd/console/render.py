@@ -4,6 +4,7 @@ fleet rows) that the page's few lines of JS fetch every few seconds and swap in.
 from __future__ import annotations
 
 import html
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,16 +25,19 @@ def ago(then: datetime | None, now: datetime) -> str:
 
 
 def sparkline(points: list[list[float]], threshold: float | None, width: int = 140, height: int = 28) -> str:
-    """An inline SVG of risk (0..1) over time, the threshold dashed."""
+    """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed."""
     if not points:
         return f'<svg class="spark" width="{width}" height="{height}"></svg>'
-    t0, t1 = points[0][0], points[-1][0]
+    step = max(1, -(-len(points) // max(width // 4, 2)))
+    shown = points[::-1][::step][::-1]  # every step-th point, keeping the newest
+    t0, t1 = shown[0][0], shown[-1][0]
     span = (t1 - t0) or 1.0
+    x_scale, y_scale = (width - 2) / span, height - 4
 
-    def y(v: float) -> float:
-        return round(height - 2 - v * (height - 4), 1)
+    def y(v: float) -> int:
+        return round(height - 2 - v * y_scale)
 
-    coords = " ".join(f"{round((t - t0) / span * (width - 2) + 1, 1)},{y(v)}" for t, v in points)
+    coords = " ".join(f"{round((t - t0) * x_scale) + 1},{y(v)}" for t, v in shown)
     line = (
         f'<line x1="0" x2="{width}" y1="{y(threshold)}" y2="{y(threshold)}" class="thr"/>'
         if threshold is not None
@@ -43,6 +47,21 @@ def sparkline(points: list[list[float]], threshold: float | None, width: int = 1
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="risk trend">{line}<polyline points="{coords}"/></svg>'
     )
+
+
+_SPARKS: dict[tuple[str, int, float | None], str] = {}  # a machine's sparkline until its next reading
+_SPARKS_MAX = 50_000
+
+
+def machine_sparkline(machine: dict[str, Any]) -> str:
+    """The machine's trend as SVG, rendered once per (machine, last reading, threshold)."""
+    key = (machine["machine_id"], machine["last_reading_id"], machine["threshold"])
+    svg = _SPARKS.get(key)
+    if svg is None:
+        if len(_SPARKS) >= _SPARKS_MAX:
+            _SPARKS.clear()
+        svg = _SPARKS[key] = sparkline(json.loads(machine["trend"]), machine["threshold"])
+    return svg
 
 
 def _why(alarm: dict[str, Any]) -> str:
@@ -112,7 +131,7 @@ def fleet_rows(machines: list[dict[str, Any]], now: datetime) -> str:
             f'<tr class="machine {"stale" if m["stale"] else ""}" data-machine="{html.escape(m["machine_id"])}" '
             f'data-risk="{m["risk"]:.4f}"><td>{html.escape(m["machine_id"])}</td>'
             f"<td>{html.escape(m['machine_type'] or DASH)}</td><td class='risk'>{m['risk']:.2f}</td>"
-            f"<td>{threshold}</td><td>{sparkline(m['trend'], m['threshold'])}</td><td>{rul}</td>"
+            f"<td>{threshold}</td><td>{machine_sparkline(m)}</td><td>{rul}</td>"
             f'<td class="status">{status}</td><td>{ago(m["last_timestamp"], now)}</td></tr>'
         )
     return "".join(rows)

@@ -1,0 +1,206 @@
+"""Console benchmark (issue 26): the first page with 1,000 machines and 100,000 alarms in PostgreSQL, and
+the acknowledge round trip, against a baseline measured in the same run on the same database.
+
+Seeds a scored fleet (mfd.console.sample: readings, predictions, failure events; alarms opened by
+`update_alarms`, the path detection takes), then fills the alarms table to 100,000 rows with resolved ones
+(one unresolved alarm per machine and kind is all the lifecycle allows). Serves the real app with uvicorn
+in this process and loads it over HTTP:
+- page: 50 loads of GET /; p95 of the server's time (the handler: queries and rendering) and of the round
+  trip; baseline: the page's two reads (fleet, unresolved alarms) as bare SELECTs, rows fetched.
+- acknowledge: 50 POST /alarms/{id}/acknowledge of distinct open alarms; baseline: a bare conditional
+  UPDATE of one alarm in its own transaction.
+- alarms' share of detection: update_alarms over a 20,000-reading batch (readings/s).
+Run: `.venv/bin/python bench/console.py` (PostgreSQL server binaries from `make deps`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "console"))
+from served import serving  # noqa: E402
+
+from mfd.alarms import update_alarms  # noqa: E402
+from mfd.alarms.model import ACTIVE  # noqa: E402
+from mfd.console import app as console_app  # noqa: E402
+from mfd.console.app import ConsoleConfig, create_app  # noqa: E402
+from mfd.console.data import ALARM_LIMIT  # noqa: E402
+from mfd.console.sample import SampleFleet, seed_fleet  # noqa: E402
+from mfd.services import postgres_server  # noqa: E402
+from mfd.storage.readings import create_engine, ensure_tables  # noqa: E402
+from mfd.storage.tables import alarms, machine_risk  # noqa: E402
+
+MACHINES, ALARMS, LOADS, KEY = 1_000, 100_000, 50, "bench-key"
+PAGE_TARGET_MS, ACK_TARGET_MS = 300.0, 100.0
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def timed(fn: Callable[[], object], times: int) -> list[float]:
+    out = []
+    for _ in range(times):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def fill_resolved(engine: sa.Engine, count: int) -> None:
+    """`count` resolved alarms spread over the machines and the last 90 days."""
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        at = now - timedelta(minutes=130 * (i + 1) % (90 * 24 * 60))
+        rows.append(
+            {
+                "machine_id": f"M{i % MACHINES:04d}",
+                "kind": "risk",
+                "open_key": None,
+                "state": "resolved",
+                "severity": 1 + i % 3,
+                "count": 3 + i % 40,
+                "peak_risk": 0.5 + (i % 50) / 100,
+                "threshold": 0.5,
+                "first_reading_id": i,
+                "last_reading_id": i,
+                "first_seen": at,
+                "last_seen": at,
+                "top_features": "[]",
+                "nearest_rule": None,
+                "opened_at": at,
+                "resolved_by": "bench",
+                "resolved_at": at + timedelta(hours=1),
+                "outcome": ("failure_confirmed", "no_fault_found", "maintenance_done")[i % 3],
+                "updated_at": at,
+            }
+        )
+    with engine.begin() as conn:
+        for i in range(0, len(rows), 10_000):
+            conn.execute(alarms.insert(), rows[i : i + 10_000])
+
+
+def baseline_reads(engine: sa.Engine) -> None:
+    a = alarms.c
+    with engine.connect() as conn:
+        conn.execute(sa.select(machine_risk)).all()
+        conn.execute(sa.select(alarms).where(a.state.in_(ACTIVE)).limit(ALARM_LIMIT)).all()
+
+
+def alarm_batch(first_id: int, machines: int = MACHINES, per: int = 20) -> pd.DataFrame:
+    n = machines * per
+    start = datetime.now(UTC)
+    return pd.DataFrame(
+        {
+            "reading_id": range(first_id, first_id + n),
+            "machine_id": [f"M{i % machines:04d}" for i in range(n)],
+            "machine_type": "L",
+            "timestamp": [start + timedelta(seconds=i) for i in range(n)],
+            "probability": [0.3 + 0.6 * ((i * 7919) % 100) / 100 for i in range(n)],
+            "label": [int(0.3 + 0.6 * ((i * 7919) % 100) / 100 >= 0.5) for i in range(n)],
+        }
+    )
+
+
+def measure(engine: sa.Engine) -> None:
+    server_ms: list[float] = []
+    original = console_app.fragments
+
+    def timed_fragments(*args: object, **kwargs: object) -> dict[str, str]:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            server_ms.append((time.perf_counter() - start) * 1000)
+
+    console_app.fragments = timed_fragments  # the handler's time, measured inside the server
+    with engine.connect() as conn:
+        open_ids = [
+            int(i)
+            for i in conn.execute(
+                sa.select(alarms.c.id).where(alarms.c.state == "open").limit(LOADS * 2)
+            ).scalars()
+        ]
+    app = create_app(engine, ConsoleConfig(api_keys=(KEY,)))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        http.get("/")  # warm-up
+        server_ms.clear()
+        page_ms = timed(lambda: http.get("/").raise_for_status(), LOADS)
+        size = len(http.get("/").content)
+        headers = {"authorization": f"Bearer {KEY}"}
+        ids = iter(open_ids)
+        ack_ms = timed(
+            lambda: http.post(
+                f"/alarms/{next(ids)}/acknowledge", json={"actor": "bench"}, headers=headers
+            ).raise_for_status(),
+            LOADS,
+        )
+    console_app.fragments = original
+    base_ms = timed(lambda: baseline_reads(engine), LOADS)
+    update_ids = iter(open_ids[LOADS:])
+
+    def bare_update() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                alarms.update()
+                .where(alarms.c.id == next(update_ids), alarms.c.state == "open")
+                .values(updated_at=datetime.now(UTC))
+            )
+
+    upd_ms = timed(bare_update, LOADS)
+    page_server = p95(server_ms[:LOADS])
+    print(f"first page ({MACHINES:,} machines, {ALARMS:,} alarms, {size / 1024:.0f} kB HTML), {LOADS} loads:")
+    print(
+        f"  server time p95 {page_server:.1f} ms (median {statistics.median(server_ms):.1f}); round trip p95 {p95(page_ms):.1f} ms"
+    )
+    print(
+        f"  baseline (the page's two SELECTs, rows fetched) p95 {p95(base_ms):.1f} ms -> page/baseline {page_server / p95(base_ms):.1f}x"
+    )
+    print(f"  target <= {PAGE_TARGET_MS:.0f} ms: {'met' if page_server <= PAGE_TARGET_MS else 'NOT met'}")
+    print(
+        f"acknowledge round trip, {LOADS} distinct alarms: p95 {p95(ack_ms):.1f} ms (median {statistics.median(ack_ms):.1f})"
+    )
+    print(
+        f"  baseline (a bare conditional UPDATE in its own transaction) p95 {p95(upd_ms):.1f} ms -> {p95(ack_ms) / p95(upd_ms):.1f}x"
+    )
+    print(f"  target <= {ACK_TARGET_MS:.0f} ms: {'met' if p95(ack_ms) <= ACK_TARGET_MS else 'NOT met'}")
+
+
+def main() -> None:
+    with postgres_server() as pg:
+        engine = create_engine(pg.create_database("bench_console"))
+        ensure_tables(engine)
+        start = time.perf_counter()
+        seed_fleet(engine, SampleFleet(machines=MACHINES, readings_per_machine=12))
+        with engine.connect() as conn:
+            opened = conn.execute(sa.select(sa.func.count()).select_from(alarms)).scalar_one()
+        fill_resolved(engine, ALARMS - opened)
+        with engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(alarms)).scalar_one()
+            conn.execute(sa.text("ANALYZE"))
+        print(
+            f"seeded {MACHINES:,} machines, {total:,} alarms ({opened} unresolved) in {time.perf_counter() - start:.1f} s"
+        )
+        measure(engine)
+        batch = alarm_batch(10_000_000)
+        start = time.perf_counter()
+        report = update_alarms(engine, batch)
+        took = time.perf_counter() - start
+        print(
+            f"update_alarms over {len(batch):,} scored readings of {MACHINES:,} machines: {took:.2f} s, "
+            f"{len(batch) / took:,.0f} readings/s ({report.opened} opened, {report.bumped} bumped)"
+        )
+
+
+if __name__ == "__main__":
+    main()
