@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.storage.tables import readings
+from mfd.storage.tables import predictions, readings
 
 
 @dataclass(frozen=True)
@@ -85,29 +85,58 @@ class Snapshot:
     xmin: int | None = None  # oldest running transaction (PostgreSQL); None: no concurrent writers possible
     xmax: int | None = None  # first transaction not yet started
     complete: bool = True  # False when `ids` was cut at the limit
+    # The highest id visible, scored or not (`ids` leaves out readings `mfd stream` scored already); None:
+    # the last of `ids`.
+    highest: int | None = None
+
+    def top(self, default: int) -> int:
+        """The highest id seen, else `default`."""
+        if self.highest is not None:
+            return self.highest
+        return self.ids[-1] if self.ids else default
 
 
 def read_snapshot(engine: Engine, after_id: int, limit: int) -> Snapshot:
-    """The ids > `after_id` (at most `limit`) and, on PostgreSQL, the snapshot's xmin/xmax, in one statement
-    so that both describe the same moment."""
+    """The ids > `after_id` with no prediction yet (at most `limit`), the highest id visible and, on
+    PostgreSQL, the snapshot's xmin/xmax, in one statement so that all describe the same moment.
+
+    `mfd stream` stores its readings with their predictions in one transaction: they are never listed, and
+    are gaps like ids that never committed (final), so the frontier passes them."""
+    unscored = (
+        " AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.reading_id = readings.id)"
+        if sa.inspect(engine).has_table(predictions.name)
+        else ""
+    )
+    listed = f"SELECT id FROM readings WHERE id > :after{unscored} ORDER BY id LIMIT :limit"
+    top = "SELECT max(id) FROM readings WHERE id > :after"
+    params = {"after": after_id, "limit": limit}
     if engine.dialect.name != "postgresql":
-        query = sa.select(readings.c.id).where(readings.c.id > after_id).order_by(readings.c.id).limit(limit)
         with engine.connect() as conn:
-            ids = list(conn.execute(query).scalars())
-        return Snapshot(ids, complete=len(ids) < limit)
+            ids = list(conn.execute(sa.text(listed), params).scalars())
+            highest = conn.execute(sa.text(top), params).scalar()
+        return _snapshot(ids, highest, limit)
     statement = sa.text(
         "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, "
-        "array(SELECT id FROM readings WHERE id > :after ORDER BY id LIMIT :limit) "
-        "FROM pg_current_snapshot() AS s"
+        f"array({listed}), ({top}) FROM pg_current_snapshot() AS s"
     )
     with engine.connect() as conn:
-        xmin, xmax, ids = conn.execute(statement, {"after": after_id, "limit": limit}).one()
-    return Snapshot(list(ids), int(xmin), int(xmax), complete=len(ids) < limit)
+        xmin, xmax, ids, highest = conn.execute(statement, params).one()
+    return _snapshot(list(ids), highest, limit, int(xmin), int(xmax))
+
+
+def _snapshot(
+    ids: list[int], highest: int | None, limit: int, xmin: int | None = None, xmax: int | None = None
+) -> Snapshot:
+    """A snapshot cut at `limit` ids reaches only as far as its last id: ids beyond were not listed."""
+    complete = len(ids) < limit
+    if not complete or highest is None:
+        highest = ids[-1] if ids else None
+    return Snapshot(ids, xmin, xmax, complete, highest)
 
 
 def final_up_to(snapshot: Snapshot, cursor: DetectionCursor) -> int:
     """The highest id below which every gap is final."""
-    highest = snapshot.ids[-1] if snapshot.ids else cursor.settled
+    highest = snapshot.top(cursor.settled)
     if snapshot.xmin is None or snapshot.xmin == snapshot.xmax:
         return highest  # SQLite, or no transaction running anywhere
     if cursor.horizon and snapshot.xmin >= cursor.horizon[1]:
@@ -134,27 +163,27 @@ def advance(
             break
         previous = reading_id
     requested = sorted([*cursor.requested, *((r.first_id, r.last_id) for r in ranges)])
-    settled = _walk(cursor.settled, snapshot.ids, requested, final)
+    settled = _walk(cursor.settled, snapshot.ids, requested, final, snapshot.top(cursor.settled))
     horizon = cursor.horizon
     if horizon is None or (snapshot.xmin is not None and snapshot.xmin >= horizon[1]):
-        highest = snapshot.ids[-1] if snapshot.ids else settled
+        highest = snapshot.top(settled)
         horizon = (highest, snapshot.xmax) if snapshot.xmax is not None and highest > settled else None
     remaining = tuple((a, b) for a, b in requested if a > settled)
     return ranges, DetectionCursor(settled, _merge(remaining), horizon)
 
 
-def _walk(settled: int, ids: list[int], requested: list[tuple[int, int]], final: int) -> int:
-    """Move the frontier up over requested intervals and final gaps; stop at a visible id not requested
-    or at a gap that may still fill. Never past the highest id seen."""
+def _walk(settled: int, ids: list[int], requested: list[tuple[int, int]], final: int, highest: int) -> int:
+    """Move the frontier up over requested intervals and final gaps (ids scored already among them); stop
+    at a listed id not requested or at a gap that may still fill. Never past the highest id seen."""
     starts = [a for a, _ in requested]
-    highest = ids[-1] if ids else settled
     while settled < highest:
         k = settled + 1
         at = bisect.bisect_right(starts, k) - 1
         if at >= 0 and requested[at][0] <= k <= requested[at][1]:
             settled = requested[at][1]
             continue
-        next_visible = ids[bisect.bisect_left(ids, k)]
+        at_next = bisect.bisect_left(ids, k)
+        next_visible = ids[at_next] if at_next < len(ids) else highest + 1
         if next_visible == k or next_visible - 1 > final:
             break  # visible but not requested, or a gap that may still fill
         settled = next_visible - 1

@@ -24,14 +24,15 @@ from streaming_helpers import (
     wait_for,
 )
 
-from mfd.generator.mqtt import MqttPublisher, reading_payloads
+from mfd.cli.main import main
+from mfd.detection.planning import DetectionCursor, plan_batches
+from mfd.generator.mqtt import MqttPublisher, mqtt_client, reading_payloads
 from mfd.schema import PROFILE
 from mfd.services import postgres_server
 from mfd.services.mosquitto import Mosquitto, mosquitto_server
-from mfd.storage.readings import create_engine, ensure_tables
+from mfd.storage.readings import create_engine, ensure_tables, insert_readings
+from mfd.storage.tables import ensure_detection_tables
 from mfd_resources import Tracking
-
-pytestmark = pytest.mark.usefixtures("champion")
 
 
 def _engine(url: str) -> sa.Engine:
@@ -203,3 +204,53 @@ def test_mqtt_database_outage_of_15_s_while_messages_keep_coming(
         }
         assert stored_keys(engine) == keys_of(readings)
         engine.dispose()
+
+
+def test_mqtt_scored_readings_are_skipped_by_the_prediction_sensors_planning(pg_url: str) -> None:
+    """Readings the stream stored with their predictions are never planned for a batch run; the frontier
+    passes them, and a reading loaded from a file afterwards is planned."""
+    engine = _engine(pg_url)
+    ensure_detection_tables(engine)
+    streamed, filed = fleet(5, 60, seed=31), fleet(5, 80, seed=32).iloc[60:]
+    insert_readings(engine, streamed)
+    with engine.begin() as conn:  # as the stream writes them: readings and predictions together
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (reading_id, model_name, model_version, probability, label, scored_at) "
+                "SELECT id, 'm', '1', 0.1, 0, now() FROM readings"
+            )
+        )
+    ranges, cursor = plan_batches(engine, DetectionCursor(), max_rows=1000, max_batches=4)
+    assert ranges == []
+    assert cursor.settled == 60
+    insert_readings(engine, filed)
+    ranges, cursor = plan_batches(engine, cursor, max_rows=1000, max_batches=4)
+    assert [(r.first_id, r.last_id, r.rows) for r in ranges] == [(61, 80, 20)]
+
+
+def test_mqtt_sink_of_mfd_generate_publishes_one_message_per_reading(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    received: list[tuple[str, dict]] = []
+    subscriber = mqtt_client(target(mosquitto), "generate-sink-test")
+    subscriber.on_message = lambda _c, _u, m: received.append((m.topic, json.loads(m.payload)))
+    subscriber.on_subscribe = lambda *_: subscribed.set()
+    subscribed = threading.Event()
+    subscriber.connect(*target(mosquitto).address())
+    subscriber.subscribe("plant/#", qos=1)
+    subscriber.loop_start()
+    try:
+        wait_for(subscribed.is_set, "the subscription")
+        monkeypatch.setenv("MFD_MQTT_USERNAME", mosquitto.username)
+        monkeypatch.setenv("MFD_MQTT_PASSWORD", mosquitto.password)
+        argv = ["generate", "--sink", "mqtt", "--mqtt-url", mosquitto.url, "--machines", "3", "--rows", "30"]
+        assert main([*argv, "--quiet"]) == 0
+        wait_for(lambda: len(received) == 30, "30 messages")
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    assert "30 MQTT messages acknowledged" in capsys.readouterr().out
+    topic, body = received[0]
+    assert topic == f"plant/{body['machine_id']}/readings"
+    assert sorted(body) == sorted(["machine_id", "timestamp", "machine_type", *PROFILE.sensor_columns])
+    assert len({(b["machine_id"], b["timestamp"]) for _, b in received}) == 30
