@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,12 +12,13 @@ import pandas as pd
 
 from mfd.errors import MfdError
 from mfd.generator.generic import default_interval_s
+from mfd.generator.mqtt import MqttTarget
 from mfd.generator.runs import Outcome, Plan, execute
 from mfd.profiles import Profile, active
 from mfd.settings import load_settings
 from mfd.storage.objects import INCOMING, PERIPHERAL_PREFIX
 
-SINKS: tuple[str, ...] = ("db", "files")
+SINKS: tuple[str, ...] = ("db", "files", "mqtt")
 DEFAULT_ROWS = 10_000
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_FILE_ROWS = 10_000
@@ -60,8 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sink",
         action="append",
-        metavar="{db,files}",
-        help="db: the readings table; files: CSV files under incoming/. Repeat for both (default db)",
+        metavar="{db,files,mqtt}",
+        help="db: the readings table; files: CSV files under incoming/; mqtt: one JSON message per reading "
+        "on plant/<machine>/readings (QoS 1) to --mqtt-url, for `mfd stream`. Repeat for several (default db)",
+    )
+    parser.add_argument(
+        "--mqtt-url",
+        default=os.environ.get("MFD_MQTT_URL", "mqtt://127.0.0.1:1883"),
+        help="broker of --sink mqtt, mqtt://host:port (MFD_MQTT_URL; account: MFD_MQTT_USERNAME and "
+        "MFD_MQTT_PASSWORD)",
     )
     parser.add_argument(
         "--file-rows",
@@ -141,7 +150,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     sinks = frozenset(args.sink or ["db"])
     unknown = sorted(sinks - set(SINKS))
     if unknown:
-        raise MfdError(f"--sink {unknown[0]!r} is not a sink: use --sink db and/or --sink files")
+        raise MfdError(f"--sink {unknown[0]!r} is not a sink: use --sink db, files and/or mqtt")
     if args.bad_rate > 0 and "files" not in sinks:
         raise MfdError("--bad-rate needs --sink files: the database refuses malformed rows")
     profile = active()
@@ -177,7 +186,16 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         maintenance_delay=timedelta(seconds=args.maintenance_delay),
         maintenance_missing=args.maintenance_missing_share,
         profile=profile,
+        mqtt=_mqtt_target(args) if "mqtt" in sinks else None,
     )
+
+
+def _mqtt_target(args: argparse.Namespace) -> MqttTarget:
+    target = MqttTarget(
+        args.mqtt_url, os.environ.get("MFD_MQTT_USERNAME"), os.environ.get("MFD_MQTT_PASSWORD")
+    )
+    target.address()  # a malformed URL: MfdError now, not after the fleet started
+    return target
 
 
 def default_interval(profile: Profile) -> float:
@@ -221,6 +239,8 @@ def summary(plan: Plan, outcome: Outcome, places: list[str], seconds: float) -> 
         parts.append(f"{outcome.inserted:,} new rows" + (f" ({skipped:,} already stored)" if skipped else ""))
     if "files" in plan.sinks:
         parts.append(f"{_count(outcome.files, 'CSV file')} under {INCOMING}")
+    if "mqtt" in plan.sinks:
+        parts.append(f"{_count(outcome.published, 'MQTT message')} acknowledged")
     if plan.peripheral:
         parts.append(
             f"{outcome.peripheral_rows:,} peripheral rows in {_count(outcome.peripheral_files, 'file')}"

@@ -110,7 +110,13 @@ class MqttPublisher:
         return len(messages)
 
     def close(self, timeout: float = 60.0) -> None:
-        for info in self._sent:
-            info.wait_for_publish(timeout)
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Wait for the broker's acknowledgements, then disconnect; MfdError if some never came."""
+        try:
+            for info in self._sent:
+                info.wait_for_publish(timeout)
+            missing = sum(not info.is_published() for info in self._sent)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+        if missing:
+            raise MfdError(f"{missing:,} MQTT messages not acknowledged by the broker within {timeout:g} s")

@@ -39,6 +39,7 @@ from mfd.generator import (
 )
 from mfd.generator.generic import GenericFleet
 from mfd.generator.maintenance import FiledRecordsSink, MaintenanceSink
+from mfd.generator.mqtt import TOPIC_TEMPLATE, MqttPublisher, MqttTarget
 from mfd.profiles import Profile, active
 from mfd.settings import Settings
 from mfd.storage import readings as store
@@ -66,6 +67,7 @@ class Plan:
     maintenance_delay: timedelta = timedelta(hours=1)
     maintenance_missing: float = 0.1
     profile: Profile = field(default_factory=active)  # its generator, and the CSV header's column names
+    mqtt: MqttTarget | None = None  # the broker of --sink mqtt (`mfd.generator.mqtt`)
 
     @property
     def tag(self) -> str:
@@ -84,6 +86,7 @@ class Outcome:
     peripheral_files: int = 0
     defects: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*ROW_DEFECTS, *FILE_DEFECTS), 0))
     maintenance_records: int = 0
+    published: int = 0  # MQTT messages the broker acknowledged
     interrupted: bool = False
 
 
@@ -192,6 +195,7 @@ class Sinks:
     setting: str = "MFD_DATABASE_URL"
     files: FileSink | None = None
     records: MaintenanceSink | FiledRecordsSink | None = None
+    mqtt: MqttPublisher | None = None
     places: list[str] = field(default_factory=list)
 
 
@@ -205,6 +209,9 @@ def open_sinks(plan: Plan, settings: Settings, outcome: Outcome, fleet: GenericF
         objects = objects_from_settings(settings)
         sinks.files = FileSink(objects, plan, outcome)
         sinks.places.append(f"files {objects.describe()}")
+    if "mqtt" in plan.sinks and plan.mqtt is not None:
+        sinks.mqtt = MqttPublisher(plan.mqtt, plan.profile)
+        sinks.places.append(f"mqtt {plan.mqtt.url} ({TOPIC_TEMPLATE.format(machine='<machine>')}, QoS 1)")
     if plan.maintenance:
         objects = objects_from_settings(settings)
         if fleet is None:
@@ -230,6 +237,8 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
     sinks = open_sinks(plan, settings, outcome, fleet)
     source = f"generator seed={plan.seed}"
     batch = max(1, round(plan.rate)) if plan.rate else plan.file_rows
+    if plan.rate and sinks.mqtt is not None:  # a message stream: a tenth of a second's readings at a time
+        batch = max(1, round(plan.rate / 10))
     period = batch / plan.rate if plan.rate else 0.0
     bar = tqdm(
         total=plan.rows,
@@ -247,6 +256,8 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
                 sinks.files.add(chunk)
             if sinks.records is not None:
                 sinks.records.add(chunk)
+            if sinks.mqtt is not None:
+                outcome.published += sinks.mqtt.publish_frame(chunk)
             outcome.rows += len(chunk)
             bar.update(len(chunk))
             if plan.rate and not stop.is_set():
@@ -256,6 +267,8 @@ def execute(plan: Plan, settings: Settings) -> tuple[Outcome, list[str]]:
                 outcome.interrupted = True
                 break
     bar.close()
+    if sinks.mqtt is not None:
+        sinks.mqtt.close()
     if sinks.files is not None:
         sinks.files.flush()
     if sinks.records is not None:
