@@ -71,6 +71,7 @@ WALK: tuple[Step, ...] = (
     Step(".venv/bin/mfd generate --sink db --sink files --seed 7 --start 2026-01-01T00:00:00Z"),
     Step(".venv/bin/mfd generate --machines 20 --rate 20 --sink db", how="interrupt"),
     Step(".venv/bin/mfd generate --machines 1 --rate 1", how="interrupt"),
+    Step("MFD_PROFILE=cmapss .venv/bin/mfd generate --rows 5000 --sink files --maintenance"),
     Step(".venv/bin/mfd generate --machines 50 --duration 86400"),
     Step(
         "from mfd.generator import generate_peripheral, generate_readings, iter_readings\n\n"
