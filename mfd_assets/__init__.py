@@ -15,10 +15,12 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 from mfd_assets import alarms as alarm_assets  # noqa: E402
 from mfd_assets import augmentation, detection, ingestion, preparation, quality  # noqa: E402
 from mfd_assets import serving as serving_assets  # noqa: E402
+from mfd_assets import streaming as streaming_assets  # noqa: E402
 from mfd_assets import training as training_assets  # noqa: E402
 
 ASSET_MODULES: list[ModuleType] = [
     ingestion,
+    streaming_assets,
     preparation,
     augmentation,
     quality,

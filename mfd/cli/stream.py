@@ -18,6 +18,7 @@ from mfd.storage import tracking
 from mfd.storage.connect import engine_from_settings
 from mfd.streaming.consumer import DEFAULT_TREE, StreamConfig, StreamConsumer, subscription
 from mfd.streaming.payloads import DEFAULT_MAX_BYTES
+from mfd.streaming.status import STATUS_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         batch_readings=args.batch_readings,
         batch_seconds=args.batch_seconds,
         max_bytes=args.max_bytes,
-        status_file=args.status_file or home / "stream-status.json",
+        status_file=args.status_file or home / STATUS_FILE,
     )
     consumer = StreamConsumer(config, engine, champion)
     stop = threading.Event()
