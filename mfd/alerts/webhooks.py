@@ -54,8 +54,20 @@ def parse_targets(json_urls: str, slack_urls: str = "") -> list[Target]:
     return targets
 
 
+def _escalation_text(alert: dict[str, Any]) -> str:
+    """An escalated alarm (`mfd.alarms.lifecycle.escalation_payload`) in one Slack line."""
+    return (
+        f":rotating_light: Alarm {alert['alarm_id']} on machine {alert['machine_id']} unacknowledged for "
+        f"{alert['unacknowledged_for_s'] / 60:.0f} min: {alert['count']} readings past the threshold, "
+        f"peak risk {alert['peak_risk']:.3f}"
+    )
+
+
 def slack_body(alert: dict[str, Any]) -> dict[str, Any]:
-    """A Slack incoming-webhook message for an alert."""
+    """A Slack incoming-webhook message for an alert (a predicted failure, or an escalated alarm)."""
+    if alert.get("event") == "alarm_escalated":
+        text = _escalation_text(alert)
+        return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
     features = ", ".join(f"{f['feature']} {f['attribution']:+.3f}" for f in alert.get("top_features", []))
     rule = alert.get("nearest_rule") or {}
     text = (
