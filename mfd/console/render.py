@@ -111,7 +111,8 @@ def alarm_rows(alarms: list[dict[str, Any]], now: datetime) -> str:
         rows.append(
             f'<tr class="alarm sev-{sev}" data-alarm="{a["id"]}" data-machine="{html.escape(a["machine_id"])}" '
             f'data-state="{a["state"]}">'
-            f'<td><span class="sev">{sev}</span></td><td>{html.escape(a["machine_id"])}</td>'
+            f'<td><span class="sev">{sev}</span></td>'
+            f'<td><a href="alarms/{a["id"]}" title="risk around the alarm">{html.escape(a["machine_id"])}</a></td>'
             f'<td class="state">{state}{who}{" · escalated" if a["escalated_at"] else ""}</td>'
             f"<td>{a['count']}</td><td>{a['peak_risk']:.2f}</td><td>{ago(a['opened_at'], now)}</td>"
             f'<td class="why">{_why(a)}</td><td class="actions">{_actions(a)}</td></tr>'

@@ -84,7 +84,9 @@ def test_shipped_config_and_rules_pass_promtool() -> None:
     )
 
 
-def test_rules_fire_on_a_stalled_detection(prometheus: str) -> None:
+def test_rules_fire_on_a_stalled_detection(stalled_console: str, prometheus: str) -> None:
+    page = httpx.get(stalled_console, timeout=30).text
+    assert page.count('class="machine stale"') == 5 and "5 silent over 10 min" in page
     deadline, firing = time.monotonic() + 60, set()
     while firing != {"MfdDetectionLag", "MfdMachineSilent"}:
         assert time.monotonic() < deadline, f"firing after 60 s: {sorted(firing)}"
