@@ -7,7 +7,8 @@ the source unlinked only while it is still the linked inode). The local store ne
 link: listing skips them, opening refuses them. One module over 300 lines: the two stores implement one
 protocol and are kept side by side so their behaviour stays the same.
 
-Files in flight: an S3 put is atomic (a listed object is whole), so `settle` is zero. A local file is
+Files in flight: an S3 put is atomic (a listed object is whole); its `settle` of 2 s only lets the
+one-second LastModified pass, so a later upload can never sort before what was handed out. A local file is
 written in place by whoever copies it in, so its ETag is its identity and state (inode, size, modification
 time: `stat` only, no checksum, so a listing costs the same whatever the files hold), `settle` says how long
 it must have stayed unchanged before it is read, and a local read that reaches the end checks that the file
@@ -18,11 +19,11 @@ put is written, `*.moving` while a move links) are never listed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,7 @@ _MAX_NAME_BYTES = 255 - _BESIDE - 16  # a path component on common file systems,
 
 PARTIAL, MOVING = ".mfd-partial", ".moving"  # the local store's own files in flight: never listed
 LOCAL_SETTLE = timedelta(seconds=5)  # one listing interval of incoming_files_sensor
+S3_SETTLE = timedelta(seconds=2)
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,8 @@ def archive_key(key: str, folder: str, etag: str) -> str:
 
 
 def stat_etag(info: os.stat_result) -> str:
-    """A local file's version: its inode, size and modification time (no byte of it read)."""
-    state = f"{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
-    return hashlib.md5(state.encode(), usedforsecurity=False).hexdigest()
+    """A local file's version: its inode, size and modification time in hex (no byte of it read)."""
+    return f"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"
 
 
 class _CheckedRead:
@@ -172,38 +173,43 @@ class LocalObjects:
     def list(self, prefix: str, since: datetime | None = None) -> list[ObjectInfo]:
         """The files under `prefix`, oldest first. `last_modified` is the later of the modification and the
         status-change time: a file copied in keeping an old modification time (`cp -p`, rsync) or moved in
-        (`mv`) counts from when it arrived."""
+        (`mv`) counts from when it arrived. One `stat` per file (`os.scandir`), no byte read."""
         base = self._path(prefix) if prefix else self.root
-        if not base.exists():
+        if not base.is_dir():
             return []
+        root = len(str(self.root)) + 1
         out = []
-        for path in self._files(base):
-            try:
-                info = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # deleted while listing
-            if not stat.S_ISREG(info.st_mode):
-                continue  # replaced by a link while listing
+        for path, info in self._files(str(base)):
             modified = datetime.fromtimestamp(max(info.st_mtime, info.st_ctime), tz=UTC)
             if since is not None and modified <= since:
                 continue
-            out.append(
-                ObjectInfo(path.relative_to(self.root).as_posix(), modified, stat_etag(info), info.st_size)
-            )
+            key = path[root:].replace(os.sep, "/")
+            out.append(ObjectInfo(key, modified, stat_etag(info), info.st_size))
         return sorted(out, key=lambda o: (o.last_modified, o.key))
 
-    def _files(self, base: Path) -> list[Path]:
-        """Regular files under `base`, dot-files included, this store's own in-flight files aside; symbolic
-        links are skipped, never followed."""
-        found = []
-        for folder, dirs, files in os.walk(base, followlinks=False):
-            for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))] + files:
-                path = Path(folder, name)
-                if path.is_symlink():
-                    log.warning("skipped %s in %s: a symbolic link, never followed", path, self.describe())
-                elif name in files and not name.endswith((PARTIAL, MOVING)):
-                    found.append(path)
-        return sorted(found)
+    def _files(self, base: str) -> Iterator[tuple[str, os.stat_result]]:
+        """Regular files under `base` with their `stat`, dot-files included, this store's own in-flight files
+        aside; symbolic links are skipped, never followed."""
+        folders = [base]
+        while folders:
+            try:
+                entries = list(os.scandir(folders.pop()))
+            except FileNotFoundError:
+                continue  # removed while listing
+            for entry in entries:
+                if entry.is_symlink():
+                    log.warning(
+                        "skipped %s in %s: a symbolic link, never followed", entry.path, self.describe()
+                    )
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif not entry.name.endswith((PARTIAL, MOVING)):
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+                    if stat.S_ISREG(info.st_mode):
+                        yield entry.path, info
 
     def _open(self, path: Path) -> IO[bytes]:
         """`path` for reading, refusing a symbolic link (`O_NOFOLLOW`) or anything but a regular file."""
@@ -301,7 +307,9 @@ class LocalObjects:
 class S3Objects:
     """An S3 bucket (MinIO, SeaweedFS, AWS) through a boto3 client, keys under an optional prefix."""
 
-    settle = timedelta(0)  # a put is atomic: a listed object is whole
+    # A put is atomic (a listed object is whole), but LastModified has one-second resolution: an object
+    # whose second has passed (plus a second for clock skew) cannot be joined by a later one at or before it.
+    settle = S3_SETTLE
 
     def __init__(self, client: Any, bucket: str, prefix: str = "", check: bool = True) -> None:
         self.client = client

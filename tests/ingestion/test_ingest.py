@@ -93,6 +93,7 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_loaded(
     engine = _engine(readings_url)
     dirty, defects = inject_defects(clean, rate=0.1, seed=3)
     objects.put(KEY, to_csv_bytes(dirty))
+    [listed] = objects.list("incoming/")  # S3: the content's MD5; local: its inode, size and mtime
     report = ingest.ingest_object(objects, engine, KEY)
     bad_values = defects["nan"] + defects["out_of_range"] + defects["text"] + defects["bad_type"]
     assert report.status == "processed" and _adds_up(report)
@@ -105,12 +106,12 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_loaded(
     bad = pd.read_csv(
         pd.io.common.BytesIO(objects.get(report.bad_rows_key)), dtype=str, keep_default_na=False
     )
-    filed = _filed("rejected/", to_csv_bytes(dirty))
+    filed = archive_key(KEY, "rejected/", listed.etag)
     assert report.bad_rows_key == f"{filed}.bad_rows.csv" and len(bad) == report.rejected
     assert bad["reason"].str.len().gt(0).all()
     assert (bad["machine_type"] == "X").sum() == defects["bad_type"]
     assert bad.apply(lambda r: "sensor-error" in r.values, axis=1).sum() == defects["text"]
-    assert objects.exists(_filed("processed/", to_csv_bytes(dirty)))
+    assert objects.exists(archive_key(KEY, "processed/", listed.etag))
 
 
 WHOLE_FILE_CASES = {
@@ -363,15 +364,16 @@ def test_local_twin_files_away_like_s3(tmp_path: Path, clean: pd.DataFrame) -> N
     objects = LocalObjects(tmp_path / "objects")
     engine = _engine(f"sqlite:///{tmp_path / 'r.db'}")
     objects.put(KEY, b"machine_id;timestamp;machine_type\nM-1;2026-01-01;L\n")
+    [wrong] = objects.list("incoming/")
     report = ingest.ingest_object(objects, engine, KEY)
-    wrong = b"machine_id;timestamp;machine_type\nM-1;2026-01-01;L\n"
     assert report.reason["rule"] == "wrong_delimiter" and (tmp_path / "objects" / report.filed_as).exists()
     objects.put(KEY, to_csv_bytes(clean.iloc[:100]))
+    [good] = objects.list("incoming/")
     assert ingest.ingest_object(objects, engine, KEY).loaded == 100
     assert sorted(o.key for o in objects.list("")) == [
-        _filed("processed/", to_csv_bytes(clean.iloc[:100])),
-        _filed("rejected/", wrong),
-        f"{_filed('rejected/', wrong)}.reason.json",
+        archive_key(KEY, "processed/", good.etag),
+        archive_key(KEY, "rejected/", wrong.etag),
+        f"{archive_key(KEY, 'rejected/', wrong.etag)}.reason.json",
     ]
 
 

@@ -3,6 +3,7 @@ materialized per partition with their blocking expectations, and the observed re
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -14,7 +15,7 @@ from mfd.generator import generate_peripheral, generate_readings, to_csv_bytes
 from mfd.ingestion.incoming import IncomingCursor, look, object_key, partition_key
 from mfd.services import S3Server
 from mfd.storage import readings as store
-from mfd.storage.objects import Objects
+from mfd.storage.objects import Objects, S3Objects
 from mfd_assets.ingestion import (
     incoming_files,
     peripheral_files,
@@ -67,6 +68,7 @@ def _column(table: dg.TableMetadataValue, name: str) -> list[object]:
 def _tick(
     object_store: S3ObjectStore, cursor: str | None
 ) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
+    time.sleep(S3Objects.settle.total_seconds())  # what was just put has settled (its second has passed)
     with dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources={"object_store": object_store}
     ) as context:
@@ -107,6 +109,7 @@ def test_sensor_new_file_then_nothing_then_changed_file(
 def test_cursor_handles_timestamp_ties_and_caps_each_tick(objects: Objects) -> None:
     for name in "abcde":  # uploaded within a second or two: S3 last-modified times tie
         objects.put(f"incoming/{name}.csv", name.encode())
+    time.sleep(objects.settle.total_seconds())
     cursor, now = IncomingCursor(), datetime.now(UTC)
     seen: list[str] = []
     for _ in range(3):
@@ -116,8 +119,9 @@ def test_cursor_handles_timestamp_ties_and_caps_each_tick(objects: Objects) -> N
         cursor = tick.cursor
     assert seen == [f"incoming/{n}.csv" for n in "abcde"]
     assert look(objects, cursor, now, limit=2).new == []
-    objects.put("incoming/c.csv", b"changed")
-    assert [o.key for o in look(objects, cursor, now, limit=2).new] == ["incoming/c.csv"]
+    objects.put("incoming/c.csv", b"changed")  # a new version, in a later second than any handed out
+    later = datetime.now(UTC) + objects.settle
+    assert [o.key for o in look(objects, cursor, later, limit=2).new] == ["incoming/c.csv"]
 
 
 def _resources(pg_url: str, object_store: S3ObjectStore) -> dict[str, dg.ConfigurableResource]:

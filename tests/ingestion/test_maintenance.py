@@ -127,7 +127,7 @@ def test_a_file_without_the_columns_is_rejected_whole_with_the_reason(engine, ob
 def test_the_readings_sensor_does_not_hand_out_maintenance_files(objects) -> None:
     objects.put(f"{MAINTENANCE_PREFIX}a.csv", CSV.encode())
     objects.put("incoming/readings.csv", b"machine_id\n")
-    tick = look(objects, IncomingCursor(), NOW)
+    tick = look(objects, IncomingCursor(), datetime.now(UTC) + objects.settle)
     assert [o.key for o in tick.new] == ["incoming/readings.csv"]
 
 
