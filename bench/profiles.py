@@ -76,7 +76,9 @@ def load_once(profile: str, url: str, rows: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=200_000, help="rows per file (default 200,000)")
     parser.add_argument("--repeats", type=int, default=3, help="loads per profile, alternating (default 3)")
     args = parser.parse_args()

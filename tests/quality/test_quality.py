@@ -13,8 +13,8 @@ from dagster_aws.s3 import S3Resource
 from mfd.errors import MfdError
 from mfd.modeling.holdout import holdout_split
 from mfd.modeling.shifts import NoiseLevels
-from mfd.quality.panel import CLASSIFIERS, TABLE_COLUMNS, PanelConfig, lift_summary, run_panel
 from mfd.profiles.ai4i_reference import load_ai4i
+from mfd.quality.panel import CLASSIFIERS, TABLE_COLUMNS, PanelConfig, lift_summary, run_panel
 from mfd.schema import LABEL_COLUMN
 from mfd_assets.augmentation import augmented_sets
 from mfd_assets.quality import REPORT_KEY, quality_scores
