@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mfd.detection.planning import DetectionCursor, IdRange, Snapshot, advance, plan_batches
 from mfd.generator import generate_readings
-from mfd.reference import load_ai4i
+from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.storage.tables import predictions, readings
 from mfd_assets.detection import prediction_batches
 from mfd_resources import ReadingsStore, Tracking
