@@ -74,7 +74,7 @@ def _in_progress(instance: dg.DagsterInstance, obj: ObjectInfo) -> bool:
     minimum_interval_seconds=INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Lists incoming/ in the object store; one run per new object version (run key = key@ETag) "
-    "once it has settled (S3: at once; local store: unchanged for one interval), "
+    "once it has settled (S3: its LastModified second has passed; local store: unchanged for one interval), "
     "adding the key as a partition of raw_readings (or peripheral_readings for incoming/peripheral/). A "
     f"version still waiting {STUCK_AFTER} after its run is requested again (up to {MAX_ATTEMPTS} runs), "
     "then reported.",

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--settle-seconds",
         type=float,
         help="without KEYs: a file changed less than this long ago is waited for, then read only if a second "
-        "listing shows it unchanged (default: the store's: 0 for S3, whose puts are atomic, 5 locally)",
+        "listing shows it unchanged (default: the store's: 2 for S3, whose puts are atomic but LastModified is to the second, 5 locally)",
     )
     parser.add_argument(
         "--conflict-policy",
