@@ -35,16 +35,20 @@ class ConsoleConfig:
     title: str = f"mfd console · {PROFILE.name}"
 
 
-def fragments(engine: Engine, config: ConsoleConfig, now: datetime | None = None) -> dict[str, str]:
-    """The page's live parts as HTML, rendered from one read of the store."""
+def fragments(
+    engine: Engine, config: ConsoleConfig, caches: render.Caches, now: datetime | None = None
+) -> dict[str, str]:
+    """The page's live parts as HTML, rendered from one read of the store (unchanged rows from `caches`)."""
     now = now or datetime.now(UTC)
     machines = data.fleet(engine, now, config.stale_after)
     alarms = data.alarm_list(engine)
     figures = data.figures(engine, now, config.stale_after)
+    missing = render.missing_sparklines(machines, caches)
+    trends = data.trends(engine, missing) if missing else {}
     return {
         "summary": render.summary(figures, config.stale_after, now),
-        "alarms": render.alarm_rows(alarms, now),
-        "fleet": render.fleet_rows(machines, now),
+        "alarms": render.alarm_rows(alarms, caches),
+        "fleet": render.fleet_rows(machines, trends, caches),
         "generated_at": now.isoformat(),
     }
 
@@ -121,16 +125,16 @@ def _alarm_page(engine: Engine, alarm_id: int) -> str | None:
 
 def create_app(engine: Engine, config: ConsoleConfig | None = None) -> Starlette:
     """The console over the readings store `engine`."""
-    config = config or ConsoleConfig()
+    config, caches = config or ConsoleConfig(), render.Caches()
     ensure_detection_tables(engine)
     ensure_alarm_tables(engine)
 
     async def index(request: Request) -> Response:
-        parts = await run_in_threadpool(fragments, engine, config)
+        parts = await run_in_threadpool(fragments, engine, config, caches)
         return HTMLResponse(render.page(config.title, parts, config.poll_s))
 
     async def live(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(fragments, engine, config))
+        return JSONResponse(await run_in_threadpool(fragments, engine, config, caches))
 
     async def metrics(request: Request) -> Response:
         figures = await run_in_threadpool(data.figures, engine, datetime.now(UTC), config.stale_after)

@@ -4,7 +4,6 @@ alarm's risk around it, and the figures `/metrics` exports."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ ALARM_LIMIT = 500  # unresolved alarms the page lists (the worst first)
 
 
 def fleet(engine: Engine, now: datetime, stale_after: timedelta) -> list[dict[str, Any]]:
-    """Every machine's latest risk, threshold, trend (JSON text), time to failure (None until early warning gives one),
+    """Every machine's latest risk, threshold, last reading, time to failure (None until early warning gives one),
     whether it is stale, and its unresolved alarm's id and state; highest risk first."""
     m, a = machine_risk.c, alarms.c
     query = (
@@ -28,7 +27,6 @@ def fleet(engine: Engine, now: datetime, stale_after: timedelta) -> list[dict[st
             m.machine_type,
             m.risk,
             m.threshold,
-            m.trend,
             m.rul_estimate,
             m.last_reading_id,
             m.last_timestamp,
@@ -51,6 +49,18 @@ def fleet(engine: Engine, now: datetime, stale_after: timedelta) -> list[dict[st
     return rows
 
 
+def trends(engine: Engine, machines: list[str]) -> dict[str, str]:
+    """The trend JSON ([[epoch seconds, risk], ...]) of the given machines."""
+    found: dict[str, str] = {}
+    with engine.connect() as conn:
+        for i in range(0, len(machines), 1000):
+            query = sa.select(machine_risk.c.machine_id, machine_risk.c.trend).where(
+                machine_risk.c.machine_id.in_(machines[i : i + 1000])
+            )
+            found |= dict(conn.execute(query).all())
+    return found
+
+
 def alarm_list(engine: Engine, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]:
     """Unresolved alarms: most severe first, then the unacknowledged, then the oldest."""
     a = alarms.c
@@ -63,9 +73,7 @@ def alarm_list(engine: Engine, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]
     )
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]
-    for row in rows:
-        row["top_features"] = json.loads(row["top_features"]) if row["top_features"] else []
-        row["nearest_rule"] = json.loads(row["nearest_rule"]) if row["nearest_rule"] else None
+    for row in rows:  # top_features and nearest_rule stay JSON text: the renderer parses what it draws
         for col in ("opened_at", "first_seen", "last_seen", "acknowledged_at", "snoozed_until"):
             row[col] = aware(row[col]) if row[col] else None
     return rows

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,16 +14,6 @@ from mfd.alarms.model import OUTCOMES, SEVERITY_NAMES
 from mfd.console.data import Figures
 
 DASH = "—"
-
-
-def ago(then: datetime | None, now: datetime) -> str:
-    if then is None:
-        return DASH
-    seconds = max((now - then).total_seconds(), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return f"{seconds:.0f} s ago"
 
 
 def sparkline(points: list[list[float]], threshold: float | None, width: int = 140, height: int = 28) -> str:
@@ -49,28 +41,53 @@ def sparkline(points: list[list[float]], threshold: float | None, width: int = 1
     )
 
 
-_SPARKS: dict[tuple[str, int, float | None], str] = {}  # a machine's sparkline until its next reading
-_SPARKS_MAX = 50_000
+class RowCache:
+    """Rendered HTML by key, bounded: a row is rendered again only when what it shows changed."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.rows: dict[tuple, str] = {}
+        self.limit = limit
+
+    def get(self, key: tuple, make: Callable[[], str]) -> str:
+        html_text = self.rows.get(key)
+        if html_text is None:
+            if len(self.rows) >= self.limit:
+                self.rows.clear()
+            html_text = self.rows[key] = make()
+        return html_text
 
 
-def machine_sparkline(machine: dict[str, Any]) -> str:
-    """The machine's trend as SVG, rendered once per (machine, last reading, threshold)."""
-    key = (machine["machine_id"], machine["last_reading_id"], machine["threshold"])
-    svg = _SPARKS.get(key)
-    if svg is None:
-        if len(_SPARKS) >= _SPARKS_MAX:
-            _SPARKS.clear()
-        svg = _SPARKS[key] = sparkline(json.loads(machine["trend"]), machine["threshold"])
-    return svg
+@dataclass
+class Caches:
+    """One app's rendered sparklines and rows (per app: keys are only unique within one database)."""
+
+    sparks: RowCache = field(default_factory=RowCache)
+    fleet: RowCache = field(default_factory=RowCache)
+    alarms: RowCache = field(default_factory=RowCache)
+
+
+def spark_key(machine: dict[str, Any]) -> tuple:
+    return (machine["machine_id"], machine["last_reading_id"], machine["threshold"])
+
+
+def missing_sparklines(machines: list[dict[str, Any]], caches: Caches) -> list[str]:
+    """Machines whose sparkline is not rendered for their last reading yet (their trend must be read)."""
+    return [m["machine_id"] for m in machines if spark_key(m) not in caches.sparks.rows]
+
+
+def when(value: datetime | None) -> str:
+    """A UTC time the page's script turns into "... ago" (the row's HTML stays the same as time passes)."""
+    if value is None:
+        return DASH
+    return f'<time datetime="{value.isoformat()}">{value:%Y-%m-%d %H:%M:%S} UTC</time>'
 
 
 def _why(alarm: dict[str, Any]) -> str:
-    parts = [
-        f"{html.escape(str(f['feature']))} {float(f.get('attribution', 0)):+.2f}"
-        for f in alarm["top_features"][:3]
-    ]
+    """Top features (from the alarm's peak event) and the nearest physics rule, from their JSON."""
+    features = json.loads(alarm["top_features"]) if alarm["top_features"] else []
+    parts = [f"{html.escape(str(f['feature']))} {float(f.get('attribution', 0)):+.2f}" for f in features[:3]]
     text = "top features: " + (", ".join(parts) if parts else "not explained")
-    rule = alarm["nearest_rule"]
+    rule = json.loads(alarm["nearest_rule"]) if alarm["nearest_rule"] else None
     if rule:
         state = "fires" if rule.get("fires") else "near"
         text += (
@@ -100,42 +117,52 @@ def _actions(alarm: dict[str, Any]) -> str:
     )
 
 
-def alarm_rows(alarms: list[dict[str, Any]], now: datetime) -> str:
+def _alarm_row(a: dict[str, Any]) -> str:
+    sev = SEVERITY_NAMES.get(int(a["severity"]), str(a["severity"]))
+    state = a["state"] + (f" until {a['snoozed_until']:%H:%M} UTC" if a["snoozed_until"] else "")
+    who = f" by {html.escape(a['acknowledged_by'])}" if a["acknowledged_by"] else ""
+    return (
+        f'<tr class="alarm sev-{sev}" data-alarm="{a["id"]}" data-machine="{html.escape(a["machine_id"])}" '
+        f'data-state="{a["state"]}">'
+        f'<td><span class="sev">{sev}</span></td>'
+        f'<td><a href="alarms/{a["id"]}" title="risk around the alarm">{html.escape(a["machine_id"])}</a></td>'
+        f'<td class="state">{state}{who}{" · escalated" if a["escalated_at"] else ""}</td>'
+        f"<td>{a['count']}</td><td>{a['peak_risk']:.2f}</td><td>{when(a['opened_at'])}</td>"
+        f'<td class="why">{_why(a)}</td><td class="actions">{_actions(a)}</td></tr>'
+    )
+
+
+def alarm_rows(alarms: list[dict[str, Any]], caches: Caches) -> str:
+    """The unresolved alarms' rows; each rendered again only when the alarm changed (updated_at)."""
     if not alarms:
         return '<tr><td colspan="8" class="empty">no unresolved alarms</td></tr>'
-    rows = []
-    for a in alarms:
-        sev = SEVERITY_NAMES.get(int(a["severity"]), str(a["severity"]))
-        state = a["state"] + (f" until {a['snoozed_until']:%H:%M} UTC" if a["snoozed_until"] else "")
-        who = f" by {html.escape(a['acknowledged_by'])}" if a["acknowledged_by"] else ""
-        rows.append(
-            f'<tr class="alarm sev-{sev}" data-alarm="{a["id"]}" data-machine="{html.escape(a["machine_id"])}" '
-            f'data-state="{a["state"]}">'
-            f'<td><span class="sev">{sev}</span></td>'
-            f'<td><a href="alarms/{a["id"]}" title="risk around the alarm">{html.escape(a["machine_id"])}</a></td>'
-            f'<td class="state">{state}{who}{" · escalated" if a["escalated_at"] else ""}</td>'
-            f"<td>{a['count']}</td><td>{a['peak_risk']:.2f}</td><td>{ago(a['opened_at'], now)}</td>"
-            f'<td class="why">{_why(a)}</td><td class="actions">{_actions(a)}</td></tr>'
-        )
-    return "".join(rows)
+    return "".join(caches.alarms.get((a["id"], a["updated_at"]), lambda a=a: _alarm_row(a)) for a in alarms)
 
 
-def fleet_rows(machines: list[dict[str, Any]], now: datetime) -> str:
+def _fleet_row(m: dict[str, Any], trend: str | None, caches: Caches) -> str:
+    rul = DASH if m["rul_estimate"] is None else f"{m['rul_estimate']:.1f} h"
+    status = "stale" if m["stale"] else (m["alarm_state"] or "ok")
+    threshold = DASH if m["threshold"] is None else f"{m['threshold']:.2f}"
+    spark = caches.sparks.get(spark_key(m), lambda: sparkline(json.loads(trend or "[]"), m["threshold"]))
+    return (
+        f'<tr class="machine {"stale" if m["stale"] else ""}" data-machine="{html.escape(m["machine_id"])}" '
+        f'data-risk="{m["risk"]:.4f}"><td>{html.escape(m["machine_id"])}</td>'
+        f"<td>{html.escape(m['machine_type'] or DASH)}</td><td class='risk'>{m['risk']:.2f}</td>"
+        f"<td>{threshold}</td><td>{spark}</td><td>{rul}</td>"
+        f'<td class="status">{status}</td><td>{when(m["last_timestamp"])}</td></tr>'
+    )
+
+
+def fleet_rows(machines: list[dict[str, Any]], trends: dict[str, str], caches: Caches) -> str:
+    """Every machine's row (`trends`: the trend JSON of those in `missing_sparklines`); a row is rendered
+    again only when what it shows changed."""
     if not machines:
         return '<tr><td colspan="8" class="empty">no scored readings yet</td></tr>'
-    rows = []
+    out = []
     for m in machines:
-        rul = DASH if m["rul_estimate"] is None else f"{m['rul_estimate']:.1f} h"
-        status = "stale" if m["stale"] else (m["alarm_state"] or "ok")
-        threshold = DASH if m["threshold"] is None else f"{m['threshold']:.2f}"
-        rows.append(
-            f'<tr class="machine {"stale" if m["stale"] else ""}" data-machine="{html.escape(m["machine_id"])}" '
-            f'data-risk="{m["risk"]:.4f}"><td>{html.escape(m["machine_id"])}</td>'
-            f"<td>{html.escape(m['machine_type'] or DASH)}</td><td class='risk'>{m['risk']:.2f}</td>"
-            f"<td>{threshold}</td><td>{machine_sparkline(m)}</td><td>{rul}</td>"
-            f'<td class="status">{status}</td><td>{ago(m["last_timestamp"], now)}</td></tr>'
-        )
-    return "".join(rows)
+        key = (*spark_key(m), m["alarm_state"], m["stale"], m["rul_estimate"], m["machine_type"])
+        out.append(caches.fleet.get(key, lambda m=m: _fleet_row(m, trends.get(m["machine_id"]), caches)))
+    return "".join(out)
 
 
 def summary(f: Figures, stale_after: timedelta, now: datetime) -> str:
@@ -172,7 +199,7 @@ async function refresh() {
     if (!r.ok) return;
     const f = await r.json();
     $('summary').innerHTML = f.summary; $('alarm-rows').innerHTML = f.alarms; $('fleet-rows').innerHTML = f.fleet;
-    document.body.dataset.updated = f.generated_at;
+    document.body.dataset.updated = f.generated_at; ages();
   } catch (e) { /* the next poll tries again */ }
 }
 document.addEventListener('click', async (e) => {
@@ -189,6 +216,15 @@ document.addEventListener('click', async (e) => {
   $('message').dataset.status = r.status;
   refresh();
 });
+function ages() {
+  const now = Date.now();
+  for (const t of document.querySelectorAll('time[datetime]')) {
+    const s = Math.max(0, (now - Date.parse(t.getAttribute('datetime'))) / 1000);
+    t.textContent = s >= 86400 ? `${Math.round(s / 86400)} d ago` : s >= 3600 ? `${Math.round(s / 3600)} h ago`
+      : s >= 60 ? `${Math.round(s / 60)} min ago` : `${Math.round(s)} s ago`;
+  }
+}
+ages();
 setInterval(refresh, every);
 """
 
