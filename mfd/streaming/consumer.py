@@ -27,7 +27,7 @@ from mfd.errors import MfdError
 from mfd.generator.mqtt import MqttTarget, mqtt_client
 from mfd.modeling.model_io import FailureModel
 from mfd.streaming.payloads import DEFAULT_MAX_BYTES, parse_message
-from mfd.streaming.store import Written, write_micro_batch
+from mfd.streaming.store import Written, warm_up, write_micro_batch
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class StreamConsumer:
         self.status = Status()
         self._model, self._policy = champion()
         self.status.model_version = self._model.version
+        warm_up(self._model)
         self._loaded_at = time.monotonic()
         self._last_message = 0.0
 
@@ -200,8 +201,11 @@ class StreamConsumer:
             return
         self._loaded_at = time.monotonic()
         try:
-            self._model, self._policy = self.champion()
-            self.status.model_version = self._model.version
+            model, self._policy = self.champion()
+            if model.version != self._model.version:
+                warm_up(model)
+            self._model = model
+            self.status.model_version = model.version
         except MfdError as exc:
             log.warning("champion lookup failed (%s); scoring with version %s", exc, self._model.version)
 

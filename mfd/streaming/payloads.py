@@ -9,14 +9,15 @@ rejection (reason, topic, raw payload); the good readings of a list are kept."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from paho.mqtt.client import topic_matches_sub
 
 from mfd.schema import PROFILE
 from mfd.serving.readings import RejectedRequest, parse_readings
@@ -58,11 +59,31 @@ def message_key(topic: str, payload: bytes, index: int | None) -> str:
     return f"{digest}:{'message' if index is None else index}"
 
 
+@functools.lru_cache(maxsize=16)
+def _tree_pattern(tree: str) -> re.Pattern[str]:
+    """The topic filter `tree` as a regular expression (`+`: one level, captured; `#`: the rest), compiled
+    once: paho's `topic_matches_sub` builds a matcher per call (~0.3 ms, more than parsing the reading)."""
+    parts = []
+    for level in tree.split("/"):
+        parts.append("([^/]*)" if level == "+" else ".*" if level == "#" else re.escape(level))
+    return re.compile("/".join(parts).replace("/.*", "(?:/.*)?") + r"\Z")
+
+
+def in_tree(tree: str, topic: str) -> bool:
+    """Whether `topic` matches the topic filter `tree` (MQTT wildcards `+` and `#`)."""
+    return _tree_pattern(tree).match(topic) is not None
+
+
 def topic_machine(tree: str, topic: str) -> str | None:
     """The topic level at the tree's single `+` (the machine), or None."""
-    levels, pattern = topic.split("/"), tree.split("/")
-    plus = [i for i, level in enumerate(pattern) if level == "+"]
-    return levels[plus[0]] if len(plus) == 1 and len(levels) == len(pattern) else None
+    match = _tree_pattern(tree).match(topic)
+    return match.group(1) if match is not None and tree.split("/").count("+") == 1 else None
+
+
+@functools.lru_cache(maxsize=4)
+def _window(now: datetime) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The plausible reading times at `now` (one computation per micro-batch, which shares `now`)."""
+    return READING_RULES["timestamp"].window.pinned(now).bounds()
 
 
 def _timestamp(value: object, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.Timestamp | str:
@@ -140,7 +161,7 @@ def parse_message(
     if len(payload) > max_bytes:
         refuse(f"oversized: {len(payload):,} bytes, the limit is {max_bytes:,}")
         return out
-    if not topic_matches_sub(tree, topic):
+    if not in_tree(tree, topic):
         refuse(f"topic {topic!r} is outside the reading tree {tree!r}")
         return out
     try:
@@ -154,7 +175,7 @@ def parse_message(
     if len(items) > max_readings:
         refuse(f"{len(items):,} readings in one message; the limit is {max_readings:,}")
         return out
-    window = READING_RULES["timestamp"].window.pinned(now).bounds()
+    window = _window(now)
     machine_in_topic = topic_machine(tree, topic)
     for index, item in enumerate(items):
         parsed = parse_reading(item, machine_in_topic, window)

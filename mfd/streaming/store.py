@@ -14,16 +14,18 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 
 from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy
 from mfd.detection.batches import EXPLAIN_LIMIT, explain_events
 from mfd.modeling.model_io import FailureModel
-from mfd.schema import KEY_COLUMNS, SEGMENT_COLUMN, SENSOR_COLUMNS
+from mfd.schema import KEY_COLUMNS, MACHINE_TYPES, SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.pause import pause_point
 from mfd.storage.tables import failure_events, predictions, readings, rejected_readings
 from mfd.streaming.payloads import Rejection
+from mfd.validation import READING_RULES
 
 READING_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", SEGMENT_COLUMN, *SENSOR_COLUMNS, "source")
 _REJECTED = ("message_key", "topic", "reason", "payload")
@@ -48,16 +50,19 @@ def readings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _unscored_ids(conn: sa.Connection, frame: pd.DataFrame) -> pd.DataFrame:
-    """(machine_id, timestamp, id) of the stored readings with the frame's keys that have no prediction."""
-    keys = list(zip(frame["timestamp"].tolist(), frame["machine_id"].tolist(), strict=True))
+    """(machine_id, timestamp, id) of the stored readings with the frame's keys that have no prediction:
+    one range scan of the (timestamp, machine_id) key over the batch's time span (a live batch spans
+    seconds), narrowed to the batch's machines and joined to the frame's keys here (a tuple IN list of a
+    thousand keys cost PostgreSQL ~1 s)."""
     query = (
         sa.select(readings.c.id, readings.c.machine_id, readings.c.timestamp)
-        .where(sa.tuple_(readings.c.timestamp, readings.c.machine_id).in_(keys))
+        .where(readings.c.timestamp.between(frame["timestamp"].min(), frame["timestamp"].max()))
+        .where(readings.c.machine_id.in_(sorted(set(frame["machine_id"]))))
         .where(~sa.exists().where(predictions.c.reading_id == readings.c.id))
     )
     found = pd.DataFrame(conn.execute(query).all(), columns=["id", "machine_id", "timestamp"])
     found["timestamp"] = pd.to_datetime(found["timestamp"], utc=True)
-    return found
+    return found.merge(frame[list(KEY_COLUMNS)], on=list(KEY_COLUMNS))
 
 
 def _events(
@@ -69,15 +74,25 @@ def _events(
         model_name=model.name,
         model_version=model.version,
     )
-    return events.join(explain_events(model, failed, probability, EXPLAIN_LIMIT)).rename(
-        columns={"id": "reading_id"}
-    )
+    with threadpool_limits(1):
+        explained = explain_events(model, failed, probability, EXPLAIN_LIMIT)
+    return events.join(explained).rename(columns={"id": "reading_id"})
+
+
+def warm_up(model: FailureModel) -> None:
+    """Import SHAP and build the model's explainer now (~3 s), not in the first batch with a failure."""
+    row = {c: (READING_RULES[c].range.low + READING_RULES[c].range.high) / 2 for c in SENSOR_COLUMNS}
+    frame = pd.DataFrame([{"id": 0, "machine_id": "warm-up", SEGMENT_COLUMN: MACHINE_TYPES[0], **row}])
+    frame["timestamp"] = pd.Timestamp.now(tz="UTC")
+    with threadpool_limits(1):
+        explain_events(model, frame, np.array([1.0]), 1)
 
 
 def score(model: FailureModel, policy: DecisionPolicy, frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the champion's `probability`, the `threshold` of each reading's machine type and
     `label`; one model call (rows already validated by `mfd.streaming.payloads`)."""
-    probability = model.probability_of_valid(frame)
+    with threadpool_limits(1):  # OpenMP threads on a busy host cost ~1 s per 1,000 readings (as detection)
+        probability = model.probability_of_valid(frame)
     threshold = policy.threshold_for(frame[SEGMENT_COLUMN])
     return frame.assign(probability=probability, threshold=threshold, label=(probability >= threshold))
 

@@ -151,13 +151,11 @@ def test_mqtt_exactly_once_when_the_consumer_is_killed_mid_batch(
     wait_for(lambda: copying.said("paused at copy"), "a batch in the middle of its COPY", 120)
     copying.kill()
     assert counts(engine) == after_first  # the half-written batch left nothing
-    final = StreamProcess(mosquitto, env, "killed")
-    publish(mosquitto, readings.iloc[450:])
-    wait_for(lambda: counts(engine)["predictions"] == 600, "every reading scored", 120)
-    assert final.stop() == 0
+    with consuming(mosquitto, engine, champion, "killed"):  # the same session, on a thread this time
+        publish(mosquitto, readings.iloc[450:])
+        wait_for(lambda: counts(engine)["predictions"] == 600, "every reading scored", 120)
     assert counts(engine) == {"readings": 600, "keys": 600, "predictions": 600, "unscored": 0, "rejected": 0}
     assert stored_keys(engine) == keys_of(readings)
-    assert any("mfd stream: stopped;" in line for line in final.lines), final.lines
 
 
 def _publish_paced(broker: Mosquitto, frame: pd.DataFrame, per_tick: int, tick: float) -> threading.Thread:
