@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from mfd.alarms.model import OUTCOMES, SEVERITY_NAMES
 from mfd.console.data import Figures
 
@@ -18,23 +20,19 @@ DASH = "—"
 
 def sparkline(points: list[list[float]], threshold: float | None, width: int = 140, height: int = 28) -> str:
     """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed."""
-    if not points:
+    if not len(points):
         return f'<svg class="spark" width="{width}" height="{height}"></svg>'
-    step = max(1, -(-len(points) // max(width // 4, 2)))
-    shown = points[::-1][::step][::-1]  # every step-th point, keeping the newest
-    t0, t1 = shown[0][0], shown[-1][0]
-    span = (t1 - t0) or 1.0
-    x_scale, y_scale = (width - 2) / span, height - 4
-
-    def y(v: float) -> int:
-        return round(height - 2 - v * y_scale)
-
-    coords = " ".join(f"{round((t - t0) * x_scale) + 1},{y(v)}" for t, v in shown)
-    line = (
-        f'<line x1="0" x2="{width}" y1="{y(threshold)}" y2="{y(threshold)}" class="thr"/>'
-        if threshold is not None
-        else ""
-    )
+    shown = np.asarray(points, dtype=float)
+    step = max(1, -(-len(shown) // max(width // 4, 2)))
+    shown = shown[::-1][::step][::-1]  # every step-th point, keeping the newest
+    t, v = shown[:, 0] - shown[0, 0], shown[:, 1]
+    xs = np.rint(t * ((width - 2) / (t[-1] or 1.0))).astype(int) + 1
+    ys = np.rint(height - 2 - np.clip(v, 0.0, 1.0) * (height - 4)).astype(int)
+    coords = " ".join(f"{x},{y}" for x, y in zip(xs.tolist(), ys.tolist(), strict=True))
+    line = ""
+    if threshold is not None:
+        y_thr = round(height - 2 - min(max(threshold, 0.0), 1.0) * (height - 4))
+        line = f'<line x1="0" x2="{width}" y1="{y_thr}" y2="{y_thr}" class="thr"/>'
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="risk trend">{line}<polyline points="{coords}"/></svg>'
