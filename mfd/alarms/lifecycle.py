@@ -30,6 +30,7 @@ from mfd.alarms.model import (
     AlarmNotFound,
     InvalidAction,
     aware,
+    ensure_tables,
     record,
 )
 from mfd.alerts.outbox import PENDING
@@ -37,8 +38,6 @@ from mfd.schema import FAILURE_OUTCOMES, NO_FAULT
 from mfd.storage.tables import (
     alarms,
     alert_outbox,
-    ensure_alarm_tables,
-    ensure_alert_tables,
     machine_risk,
     maintenance_records,
 )
@@ -81,7 +80,7 @@ def _row(conn: sa.Connection, alarm_id: int) -> dict[str, Any]:
 def acknowledge(engine: Engine, alarm_id: int, actor: str, now: datetime | None = None) -> dict[str, Any]:
     """open or snoozed -> acknowledged (who, when). Returns the alarm."""
     actor, now = _actor(actor), now or datetime.now(UTC)
-    ensure_alarm_tables(engine)
+    ensure_tables(engine)
     with engine.begin() as conn:
         values = {"state": ACKNOWLEDGED, "acknowledged_by": actor, "acknowledged_at": now, "updated_at": now}
         before = _move(conn, alarm_id, "acknowledge", (OPEN, SNOOZED), values)
@@ -98,7 +97,7 @@ def snooze(
         raise InvalidAction("until", "give the time the snooze ends")
     if aware(until) <= now:
         raise InvalidAction("until", f"{aware(until).isoformat()} is not in the future")
-    ensure_alarm_tables(engine)
+    ensure_tables(engine)
     with engine.begin() as conn:
         values = {"state": SNOOZED, "snoozed_until": aware(until), "updated_at": now}
         before = _move(conn, alarm_id, "snooze", (OPEN, ACKNOWLEDGED), values)
@@ -143,7 +142,7 @@ def resolve(
         raise InvalidAction(
             "failure_mode", f"only with {FAILURE_CONFIRMED}: one of {', '.join(FAILURE_OUTCOMES)}"
         )
-    ensure_alarm_tables(engine)
+    ensure_tables(engine)
     with engine.begin() as conn:
         values = {
             "state": RESOLVED,
@@ -168,7 +167,7 @@ def wake_snoozed(engine: Engine, now: datetime | None = None) -> int:
     """Snoozed alarms whose time is up go back to the state they had (acknowledged when someone had,
     else open). Returns how many woke."""
     now = now or datetime.now(UTC)
-    ensure_alarm_tables(engine)
+    ensure_tables(engine)
     t = alarms.c
     due = sa.select(t.id, t.acknowledged_at).where(t.state == SNOOZED, t.snoozed_until <= now)
     woke = 0
@@ -229,8 +228,7 @@ def escalate_due(engine: Engine, after: timedelta, now: datetime | None = None) 
     """Open alarms unacknowledged for `after` or longer and never escalated: each marked escalated and its
     webhook alert enqueued in one transaction (so once, whoever runs this at the same time). Returns ids."""
     now = now or datetime.now(UTC)
-    ensure_alarm_tables(engine)
-    ensure_alert_tables(engine)
+    ensure_tables(engine)
     t = alarms.c
     due = sa.select(t.id).where(t.state == OPEN, t.escalated_at.is_(None), t.opened_at <= now - after)
     with engine.connect() as conn:

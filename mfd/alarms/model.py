@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
-from mfd.storage.tables import alarm_transitions
+from mfd.storage.tables import alarm_transitions, ensure_alarm_tables, ensure_alert_tables
+
+_READY: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 OPEN, ACKNOWLEDGED, SNOOZED, RESOLVED = "open", "acknowledged", "snoozed", "resolved"
 ACTIVE: tuple[str, ...] = (OPEN, ACKNOWLEDGED, SNOOZED)
@@ -23,6 +27,15 @@ OUTCOMES: tuple[str, ...] = (FAILURE_CONFIRMED, NO_FAULT_FOUND, MAINTENANCE_DONE
 SEVERITY_NAMES: dict[int, str] = {3: "critical", 2: "high", 1: "warning"}
 DEFAULT_DEBOUNCE = 3  # consecutive readings past the threshold that open an alarm
 SYSTEM = "mfd"  # the actor of transitions nobody clicked
+
+
+def ensure_tables(engine: Engine) -> None:
+    """The alarm tables (and the outbox, for escalations), created once per engine in this process: an
+    action pays no catalogue queries."""
+    if engine not in _READY:
+        ensure_alarm_tables(engine)
+        ensure_alert_tables(engine)
+        _READY.add(engine)
 
 
 def severity(peak_risk: float) -> int:

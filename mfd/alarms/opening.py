@@ -20,13 +20,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.alarms.model import DEFAULT_DEBOUNCE, OPEN, RISK, SYSTEM, aware, open_key, severity
+from mfd.alarms.model import DEFAULT_DEBOUNCE, OPEN, RISK, SYSTEM, aware, ensure_tables, open_key, severity
 from mfd.alerts.rules import nearest_rules
 from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.storage.tables import (
     alarm_transitions,
     alarms,
-    ensure_alarm_tables,
     ensure_detection_tables,
     failure_events,
     machine_risk,
@@ -338,7 +337,7 @@ def update_alarms(
     timestamp, probability, label) into `machine_risk` and `alarms`, in one transaction."""
     if debounce < 1:
         raise ValueError(f"debounce must be >= 1, got {debounce}")
-    ensure_alarm_tables(engine)
+    ensure_tables(engine)
     now, report = now or datetime.now(UTC), AlarmUpdate(readings=len(scored))
     if scored.empty:
         return report
