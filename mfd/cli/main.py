@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("mfd.cli.events", "print the latest predicted failure events"),
     "train": ("mfd.cli.train", "train a candidate model, log it to MLflow, optionally register it"),
     "champion": ("mfd.cli.champion", "show or roll back the champion model in the MLflow registry"),
+    "detect": ("mfd.cli.detect", "score every stored reading not yet scored with the champion, once"),
     "profile": ("mfd.cli.profile", "check a plant profile (print its rule table) or list shipped ones"),
     "import": ("mfd.cli.importer", "convert NASA C-MAPSS text files into readings CSVs under incoming/"),
     "console": (
