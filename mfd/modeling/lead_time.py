@@ -63,12 +63,9 @@ class LeadTime:
 def alarming(scores: np.ndarray, threshold: float, k: int) -> np.ndarray:
     """Per reading (one machine, in time order): True when it and the k - 1 before it score >= threshold."""
     above = np.asarray(scores, dtype=np.float64) >= threshold
-    run = np.zeros(len(above), dtype=np.int64)
-    count = 0
-    for i, flag in enumerate(above):
-        count = count + 1 if flag else 0
-        run[i] = count
-    return run >= k
+    position = np.arange(len(above))
+    last_below = np.maximum.accumulate(np.where(above, -1, position)) if len(above) else position
+    return position - last_below >= k  # the run of readings at or above the threshold ending here
 
 
 @dataclass
