@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
-from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessageInfo
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTErrorCode, MQTTMessageInfo
 
 from mfd.errors import MfdError
 from mfd.profiles import Profile
@@ -97,7 +97,14 @@ class MqttPublisher:
         self._sent: list[MQTTMessageInfo] = []
 
     def publish(self, topic: str, payload: bytes) -> MQTTMessageInfo:
-        info = self.client.publish(topic, payload, qos=self.qos)
+        """Queue one message; when paho's 65,535 message ids are all taken by unacknowledged messages (a
+        broker slower than the publisher), wait for the oldest first (backpressure, nothing dropped)."""
+        while True:
+            info = self.client.publish(topic, payload, qos=self.qos)
+            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or not self._sent:
+                break
+            self._sent[0].wait_for_publish(30)
+            self._sent = [i for i in self._sent if not i.is_published()]
         self._sent.append(info)
         return info
 
