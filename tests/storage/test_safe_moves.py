@@ -23,6 +23,7 @@ from mfd.storage.objects import (
     Objects,
     archive_key,
 )
+from mfd.storage.tables import readings
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -124,8 +125,9 @@ def test_a_key_longer_than_512_characters_loads(objects: Objects, readings_url: 
 
 def test_an_old_varchar_source_column_is_widened(pg_url: str) -> None:
     engine = store.create_engine(pg_url)
+    readings.create(engine)  # the table an earlier version made: the same columns, a narrower source
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE readings (id bigserial PRIMARY KEY, source varchar(512))")
+        conn.exec_driver_sql("ALTER TABLE readings ALTER COLUMN source TYPE varchar(512)")
     store.ensure_tables(engine)
     with engine.connect() as conn:
         kind = conn.execute(
