@@ -50,10 +50,11 @@ class AlarmUpdate:
 
 
 def read_scored(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
-    """The predictions of readings first_id..last_id with their machine, type, time, sensors and (for
-    predicted failures) top features, in reading-id order: what `update_alarms` takes."""
+    """The predictions of readings first_id..last_id with their machine, type and time, in reading-id
+    order: what `update_alarms` takes (it reads the sensors and top features of the few peak readings
+    it explains itself)."""
     ensure_detection_tables(engine)
-    p, r, f = predictions.c, readings.c, failure_events.c
+    p, r = predictions.c, readings.c
     query = (
         sa.select(
             p.reading_id,
@@ -62,14 +63,8 @@ def read_scored(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
             r.timestamp,
             p.probability,
             p.label,
-            f.top_features,
-            *(r[c] for c in SENSOR_COLUMNS),
         )
-        .select_from(
-            predictions.join(readings, r.id == p.reading_id).join(
-                failure_events, f.reading_id == p.reading_id, isouter=True
-            )
-        )
+        .select_from(predictions.join(readings, r.id == p.reading_id))
         .where(p.reading_id.between(first_id, last_id))
         .order_by(p.reading_id)
     )
@@ -77,6 +72,18 @@ def read_scored(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
         df = pd.read_sql(query, conn)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     return df
+
+
+def _peak_details(conn: sa.Connection, reading_ids: list[int]) -> pd.DataFrame:
+    """Sensors and top features (NULL where not explained) of the given readings, by reading id."""
+    r, f = readings.c, failure_events.c
+    query = (
+        sa.select(r.id.label("reading_id"), f.top_features, *(r[c] for c in SENSOR_COLUMNS))
+        .select_from(readings.join(failure_events, f.reading_id == r.id, isouter=True))
+        .where(r.id.in_(reading_ids))
+    )
+    result = conn.execute(query)
+    return pd.DataFrame(result.all(), columns=list(result.keys())).set_index("reading_id", drop=False)
 
 
 def streaks(labels: np.ndarray, start: int) -> np.ndarray:
@@ -137,12 +144,28 @@ class _Batch:
         return [(str(uniques[codes[g[0]]]), g) for g in np.split(order, bounds)]
 
 
-def _explain(batch: _Batch, rows: list[int]) -> dict[int, dict[str, Any]]:
-    """Risk and explanation of the given peak rows: top features (when explained), the nearest rule."""
+def _explain(conn: sa.Connection, batch: _Batch, rows: list[int]) -> dict[int, dict[str, Any]]:
+    """Risk and explanation of the given peak rows: top features (when explained), the nearest rule; the
+    sensors and features come with the batch or are read for these readings only."""
     if not rows:
         return {}
     frame = batch.frame.iloc[rows]
-    rules = nearest_rules(frame) if all(c in frame for c in SENSOR_COLUMNS) else [None] * len(rows)
+    if not all(c in frame for c in (*SENSOR_COLUMNS, "top_features")):
+        details = _peak_details(conn, [int(i) for i in batch.reading_id[rows]])
+        frame = (
+            frame[[c for c in frame if c == "reading_id" or c not in details]].join(
+                details.drop(columns="reading_id"), on="reading_id"
+            )
+            if len(details)
+            else frame
+        )
+    known = (
+        frame[list(SENSOR_COLUMNS)].notna().all(axis=1) if all(c in frame for c in SENSOR_COLUMNS) else None
+    )
+    rules: list[Any] = [None] * len(rows)
+    if known is not None and known.any():
+        found = iter(nearest_rules(frame[known.to_numpy()]))
+        rules = [next(found) if k else None for k in known.to_numpy()]
     features = frame["top_features"].to_numpy() if "top_features" in frame else [None] * len(rows)
     return {
         i: {
@@ -203,7 +226,7 @@ def _peak(batch: _Batch, counted: np.ndarray) -> int:
 def _write_opens(conn: sa.Connection, batch: _Batch, plan: _Plan, kind: str, now: datetime) -> None:
     if not plan.opens:
         return
-    why = _explain(batch, [_peak(batch, counted) for _, counted, _, _ in plan.opens])
+    why = _explain(conn, batch, [_peak(batch, counted) for _, counted, _, _ in plan.opens])
     rows = []
     for machine_id, counted, count, since in plan.opens:
         first, last, peak = int(counted[0]), int(counted[-1]), why[_peak(batch, counted)]
@@ -245,7 +268,7 @@ def _write_opens(conn: sa.Connection, batch: _Batch, plan: _Plan, kind: str, now
 
 def _write_bumps(conn: sa.Connection, batch: _Batch, plan: _Plan, now: datetime) -> None:
     higher = [(a, c) for a, c in plan.bumps if batch.probability[c].max() > float(a["peak_risk"])]
-    why = _explain(batch, [_peak(batch, c) for _, c in higher])
+    why = _explain(conn, batch, [_peak(batch, c) for _, c in higher])
     plain, peaked = [], []
     for alarm, counted in plan.bumps:
         values = {

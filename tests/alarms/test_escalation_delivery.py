@@ -18,13 +18,12 @@ from receiver import Receiver  # noqa: E402
 from mfd.alarms import escalate_due, update_alarms  # noqa: E402
 from mfd.alerts import outbox  # noqa: E402
 from mfd.alerts.webhooks import parse_targets  # noqa: E402
-from mfd.storage.readings import create_engine  # noqa: E402
-from mfd.storage.tables import ensure_alert_tables  # noqa: E402
+from mfd.storage.readings import create_engine, ensure_tables  # noqa: E402
 
 
 def test_escalation_is_delivered_once_beside_the_failure_alert(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'readings.db'}")
-    ensure_alert_tables(engine)
+    ensure_tables(engine)
     now = datetime.now(UTC)
     scored = pd.DataFrame(
         {

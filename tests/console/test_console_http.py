@@ -14,6 +14,8 @@ from served import serving
 
 from mfd.console.app import ConsoleConfig, create_app
 from mfd.console.sample import SampleFleet, seed_fleet
+from mfd.profiles.physics import plant_physics
+from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.readings import create_engine, ensure_tables
 from mfd.storage.tables import alarm_transitions, alarms, maintenance_records
 
@@ -83,6 +85,9 @@ def test_page_lists_machines_by_risk_and_metrics_speak_prometheus(console: tuple
         metrics = http.get("/metrics")
         live = http.get("/api/fragments").json()
     assert page.status_code == 200 and "<svg" in page.text
+    # The why of each alarm: its peak reading's top features and, for a profile with physics, the nearest rule.
+    assert f"top features: {SENSOR_COLUMNS[0]}" in page.text
+    assert ("nearest rule:" in page.text) == (plant_physics() is not None)
     risks = [float(part.split('"')[1]) for part in page.text.split("data-risk=")[1:]]
     assert len(risks) == 12 and risks == sorted(risks, reverse=True)
     assert metrics.headers["content-type"].startswith("text/plain")
