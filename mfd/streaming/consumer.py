@@ -21,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from paho.mqtt.client import Client, MQTTMessage
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.errors import MfdError
@@ -94,7 +95,8 @@ class StreamConsumer:
         self.status = Status()
         self._model, self._policy = champion()
         self.status.model_version = self._model.version
-        warm_up(self._model)
+        with threadpool_limits(1):
+            warm_up(self._model)
         self._loaded_at = time.monotonic()
         self._last_message = 0.0
 
@@ -122,6 +124,9 @@ class StreamConsumer:
         client.connect_async(host, port, keepalive=30)
         client.loop_start()
         reported = 0.0
+        # No OpenMP threads for the model and SHAP (as detection): on a busy host they cost ~1 s a batch;
+        # set once, since each threadpool_limits() costs ~30 ms.
+        limits = threadpool_limits(1)
         try:
             while not stop.is_set():
                 batch = self._collect(stop)
@@ -132,6 +137,7 @@ class StreamConsumer:
                     self._report()
                     reported = time.monotonic()
         finally:
+            limits.restore_original_limits()
             client.disconnect()
             client.loop_stop()
             self._report()

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from threadpoolctl import threadpool_limits
 
 from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy
@@ -74,9 +73,9 @@ def _events(
         model_name=model.name,
         model_version=model.version,
     )
-    with threadpool_limits(1):
-        explained = explain_events(model, failed, probability, EXPLAIN_LIMIT)
-    return events.join(explained).rename(columns={"id": "reading_id"})
+    return events.join(explain_events(model, failed, probability, EXPLAIN_LIMIT)).rename(
+        columns={"id": "reading_id"}
+    )
 
 
 def warm_up(model: FailureModel) -> None:
@@ -84,15 +83,13 @@ def warm_up(model: FailureModel) -> None:
     row = {c: (READING_RULES[c].range.low + READING_RULES[c].range.high) / 2 for c in SENSOR_COLUMNS}
     frame = pd.DataFrame([{"id": 0, "machine_id": "warm-up", SEGMENT_COLUMN: MACHINE_TYPES[0], **row}])
     frame["timestamp"] = pd.Timestamp.now(tz="UTC")
-    with threadpool_limits(1):
-        explain_events(model, frame, np.array([1.0]), 1)
+    explain_events(model, frame, np.array([1.0]), 1)
 
 
 def score(model: FailureModel, policy: DecisionPolicy, frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the champion's `probability`, the `threshold` of each reading's machine type and
     `label`; one model call (rows already validated by `mfd.streaming.payloads`)."""
-    with threadpool_limits(1):  # OpenMP threads on a busy host cost ~1 s per 1,000 readings (as detection)
-        probability = model.probability_of_valid(frame)
+    probability = model.probability_of_valid(frame)
     threshold = policy.threshold_for(frame[SEGMENT_COLUMN])
     return frame.assign(probability=probability, threshold=threshold, label=(probability >= threshold))
 
@@ -104,7 +101,8 @@ def write_micro_batch(
     rows: list[dict[str, Any]],
     rejections: list[Rejection],
 ) -> Written:
-    """Store and score one micro-batch in one transaction (see the module docstring)."""
+    """Store and score one micro-batch in one transaction (see the module docstring). Call it under
+    `threadpool_limits(1)`, as the consumer does: OpenMP threads on a busy host cost ~1 s a batch."""
     now = datetime.now(UTC)
     frame = readings_frame(rows)
     scored = score(model, policy, frame) if len(frame) else frame
