@@ -142,3 +142,26 @@ def test_an_unclosed_quote_on_the_last_line_sets_aside_that_line_only(
     assert report.status == "processed" and rows == sorted(map(expected, good))
     assert (report.read, report.loaded, report.rejected) == (501, 500, 1)
     assert list(bad["line"]) == ["502"] and list(bad["reason"]) == [UNCLOSED]
+
+
+def test_a_crash_on_one_file_is_that_files_rejection_and_the_next_file_loads(
+    tmp_path: Path, readings_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the parser fails on one file's bytes the way a bug would (an IndexError)."""
+    real_parse = ingest.parse
+
+    def breaks_on_boom(block, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - same signature
+        if b"BOOM" in getattr(block, "data", block):
+            raise IndexError("index 0 is out of bounds")
+        return real_parse(block, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "parse", breaks_on_boom)
+    objects, engine = LocalObjects(tmp_path / "objects"), fresh(readings_url)
+    good = [cells(i) for i in range(5)]
+    objects.put("incoming/a.csv", "\n".join([header(), line(cells(9, machine="BOOM"))]).encode())
+    objects.put("incoming/b.csv", "\n".join([header(), *map(line, good)]).encode())
+    broken = ingest.ingest_object(objects, engine, "incoming/a.csv")
+    assert broken.status == "rejected" and broken.reason["rule"] == "unreadable_file"
+    assert "IndexError" in broken.reason["message"] and broken.filed_as.startswith("rejected/")
+    assert ingest.ingest_object(objects, engine, "incoming/b.csv").loaded == 5
+    assert stored(engine) == sorted(map(expected, good))
