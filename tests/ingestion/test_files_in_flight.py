@@ -89,3 +89,25 @@ def test_the_cursor_stays_small_however_many_files_went_through(tmp_path: Path) 
         (root / name).unlink()
     assert look(objects, cursor, now + timedelta(minutes=1)).new == []
     assert incoming.waiting(objects) == []
+
+
+def test_mfd_ingest_leaves_a_file_that_changes_between_its_two_listings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from mfd.cli import ingest as cli
+
+    objects = LocalObjects(tmp_path / "objects")
+    objects.put("incoming/a.csv", _body([cells(0)]))
+    objects.put("incoming/b.csv", _body([cells(1)]))
+    waited: list[float] = []
+
+    def writer_appends_meanwhile(seconds: float) -> None:  # the wait between the listings
+        waited.append(seconds)
+        with (tmp_path / "objects" / "incoming" / "a.csv").open("ab") as out:
+            out.write(_body([cells(2)], with_header=False))
+
+    monkeypatch.setattr(cli.time, "sleep", writer_appends_meanwhile)
+    tally = cli.Tally()
+    assert cli.settled_keys(objects, timedelta(seconds=5), tally) == ["incoming/b.csv"]
+    assert tally.waiting == ["incoming/a.csv"] and len(waited) == 1 and 0 < waited[0] <= 5
+    assert "incoming/a.csv: left in incoming/: it changed between two listings" in capsys.readouterr().out
