@@ -12,15 +12,17 @@ from mfd_resources import ReadingsStore, Tracking
 GROUP = "ingestion"
 
 
-@dg.observable_source_asset(
-    name="readings_stream",
+READINGS_STREAM_SPEC = dg.AssetSpec(
+    "readings_stream",
     group_name=GROUP,
     kinds={"mqtt", "postgres"},
     description="Readings published to the plant's MQTT broker (plant/<machine>/readings), stored and scored "
-    "by `mfd stream` as they arrive; refused ones in rejected_readings. Observed every 5 s from the "
-    "consumer's status file under MFD_HOME and the database.",
-    auto_observe_interval_minutes=5 / 60,
+    "by `mfd stream` as they arrive; refused ones in rejected_readings. Observed from the consumer's status "
+    "file under MFD_HOME and the database.",
 )
+
+
+@dg.multi_observable_source_asset(name="readings_stream", specs=[READINGS_STREAM_SPEC])
 def readings_stream(readings_store: ReadingsStore, tracking: Tracking) -> dg.ObserveResult:
     seen = observation(tracking.local_home / STATUS_FILE, readings_store.engine)
     return dg.ObserveResult(
