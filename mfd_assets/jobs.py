@@ -17,8 +17,9 @@ prediction_job = dg.define_asset_job(
 drift_job = dg.define_asset_job("drift_job", selection=dg.AssetSelection.assets("drift_report"))
 observe_readings_job = dg.define_asset_job(
     "observe_readings_job",
-    selection=dg.AssetSelection.assets("readings"),
-    description="Observe the readings table (row count, max id): `make run` does after ingesting.",
+    selection=dg.AssetSelection.assets("readings", "readings_stream"),
+    description="Observe the readings table (row count, max id) and the MQTT stream: `make run` does after "
+    "ingesting.",
 )
 
 champion_bento_job = dg.define_asset_job(
