@@ -231,8 +231,11 @@ def test_registry_down_scores_with_the_local_copy(
     assert down["model_version"] == up["model_version"] and down["rows_scored"] == 150
     assert len(table_frame(readings, predictions)) == 300
 
+    # Every reading has its prediction (the local copy scored 151-300): the sensor requests none of them
+    # again (it skips scored readings, as those `mfd stream` scores) and its cursor passes them.
     tick = evaluate(build_prediction_sensor(1000, 1), str(ids[149]), readings, tracking)
-    assert [r.run_key for r in tick.run_requests] == [f"predictions-{ids[149] + 1}-{ids[299]}"]
+    assert not tick.run_requests, [r.run_key for r in tick.run_requests]
+    assert json.loads(tick.cursor)["settled"] == ids[299]
 
     with pytest.raises(ServiceUnavailable, match="no local copy"):
         load_champion(forwarder.uri, champion.model_name, tracking.client, mfd_home / "elsewhere")
