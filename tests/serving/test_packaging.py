@@ -68,5 +68,7 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
 def test_the_data_the_service_reads_ships_with_it() -> None:
     include = bentofile()["include"]
     # the sampled explainer of a non-tree champion takes its background rows from the vendored AI4I file
-    assert "mfd/reference.py" in include
+    assert "mfd/profiles/ai4i_reference.py" in include
     assert "mfd/data/ai4i2020.csv" in include and "mfd/data/README.md" in include
+    # the service reads the shipped plant profiles (MFD_PROFILE names one)
+    assert {"mfd/profiles/ai4i.yaml", "mfd/profiles/cmapss.yaml"} <= set(include)
