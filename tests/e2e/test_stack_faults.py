@@ -119,18 +119,9 @@ def test_postgres_crash_under_running_ingestion_runs_retries_them_counts_exact(
         "both files ingested and scored after PostgreSQL came back",
         timeout=600,
     )
-    assert running.scalar("SELECT count(*) FROM readings") == readings + added  # none lost, none twice
-    assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == readings + added
-    assert _processed(running) == files + 2
-    # The runs caught by the crash failed and their run retries (dagster.yaml run_retries) succeeded.
-    ended = {run["runId"]: run for run in runs(running, pipelineName="ingest_readings_job")}
-    crashed = [ended[run["runId"]] for run in in_flight]
-    assert {run["status"] for run in crashed} == {"FAILURE"}, crashed
-    for run in crashed:
-        retries = [r for r in ended.values() if r["tags"].get("dagster/parent_run_id") == run["runId"]]
-        assert [r["status"] for r in retries] == ["SUCCESS"], (run["runId"], retries)
     # The webserver holds one pooled connection per storage (runs, events, schedules) without a pre-ping:
-    # each fails one query after the restart, then reconnects. Until all three answer, launching fails.
+    # each fails one query after the restart, then reconnects. Until all three answer, launching fails;
+    # waited for before any assertion, so that a failure here leaves no stale connection to the next test.
     running.wait(
         lambda: (
             runs(running, pipelineName="ingest_readings_job")
@@ -140,6 +131,18 @@ def test_postgres_crash_under_running_ingestion_runs_retries_them_counts_exact(
         "the webserver answers from every storage again",
         timeout=120,
     )
+    assert running.scalar("SELECT count(*) FROM readings") == readings + added  # none lost, none twice
+    assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == readings + added
+    assert _processed(running) == files + 2
+    # The runs the crash caught failed and their run retries (dagster.yaml run_retries) succeeded. A run in
+    # flight when the runs were listed may still finish before PostgreSQL goes down: it was not caught.
+    ended = {run["runId"]: run for run in runs(running, pipelineName="ingest_readings_job")}
+    caught = [ended[run["runId"]] for run in in_flight if ended[run["runId"]]["status"] != "SUCCESS"]
+    assert caught, f"no ingestion run was caught by the crash: {in_flight}"
+    assert {run["status"] for run in caught} == {"FAILURE"}, caught
+    for run in caught:
+        retries = [r for r in ended.values() if r["tags"].get("dagster/parent_run_id") == run["runId"]]
+        assert [r["status"] for r in retries] == ["SUCCESS"], (run["runId"], retries)
 
 
 def test_bento_killed_detection_goes_on_in_process_and_says_so(
