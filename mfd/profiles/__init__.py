@@ -386,6 +386,12 @@ def load(name_or_path: str) -> Profile:
 
 
 @cache
+def shipped(name: str) -> Profile:
+    """A shipped profile, loaded once per process (the AI4I physics and reference modules read `ai4i`)."""
+    return load(name)
+
+
+@cache
 def active() -> Profile:
     """The profile this process runs with: `MFD_PROFILE` (default `ai4i`), read once."""
     return load(os.environ.get(ENV_VAR) or DEFAULT_PROFILE)

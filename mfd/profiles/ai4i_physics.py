@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from mfd.profiles import SEGMENT as SEGMENT_COLUMN
-from mfd.profiles import load
+from mfd.profiles import shipped
 
-_AI4I = load("ai4i")
+_AI4I = shipped("ai4i")
 SENSOR_COLUMNS: tuple[str, ...] = _AI4I.sensor_columns
 
 

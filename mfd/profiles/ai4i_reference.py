@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from mfd.profiles import LABEL as LABEL_COLUMN
-from mfd.profiles import load
+from mfd.profiles import shipped
 
-_AI4I = load("ai4i")
+_AI4I = shipped("ai4i")
 FAILURE_MODE_COLUMNS: tuple[str, ...] = _AI4I.failure_modes
 
 AI4I_SHA256 = "dc6630cd9b1f0f853922fad78a1b6436570d3f1ec863f1dd5c4340ac56bc8a8e"

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from mfd.errors import with_retries
-from mfd.profiles import ProfileError
+from mfd.profiles import DEFAULT_PROFILE, ProfileError
 from mfd.schema import KEY_COLUMNS, PROFILE
 from mfd.storage.bulk import BulkWriter
 
@@ -84,17 +84,16 @@ def check_profile(engine: Engine) -> None:
     if not inspector.has_table(readings.name):
         return
     stored = [c["name"] for c in inspector.get_columns(readings.name)]
-    name = "ai4i (recorded before profiles)"
+    name, shown = DEFAULT_PROFILE, f"{DEFAULT_PROFILE} (recorded before profiles)"  # a store made before them
     if inspector.has_table(plant_profile.name):
         with engine.connect() as conn:
             row = conn.execute(sa.select(plant_profile.c.name, plant_profile.c.columns)).first()
         if row is not None:
-            name, stored = row.name, json.loads(row.columns)
-    same_name = name.split(" ")[0] == PROFILE.name
-    if not same_name or sorted(stored) != sorted(_columns()):
+            name, shown, stored = row.name, row.name, json.loads(row.columns)
+    if name != PROFILE.name or sorted(stored) != sorted(_columns()):
         differ = sorted(set(stored) ^ set(_columns()))
         raise ProfileError(
-            f"the readings database {describe(str(engine.url))} holds profile {name}'s readings, not "
+            f"the readings database {describe(str(engine.url))} holds profile {shown}'s readings, not "
             f"profile {PROFILE.name}'s (MFD_PROFILE={PROFILE.path}; columns differing: "
             f"{', '.join(differ) or 'none'}): point MFD_DATABASE_URL at another database or set MFD_PROFILE"
         )
