@@ -38,7 +38,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## create .venv with every dependency (PyTorch CPU first)
 
 # System packages the tests need: PostgreSQL server binaries (initdb/pg_ctl). The embedded path needs none.
-deps: ## install PostgreSQL server binaries, Chromium, Mosquitto and Prometheus for the tests (apt-get, once)
+deps: ## install PostgreSQL server binaries, Chromium, Mosquitto, Redis and Prometheus for the tests (apt-get, once)
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; fi
 	@# Debian's Chromium for tests/e2e/test_browser.py (Playwright drives it; no browser download).
@@ -47,6 +47,9 @@ deps: ## install PostgreSQL server binaries, Chromium, Mosquitto and Prometheus 
 	@# Debian's Mosquitto MQTT broker for `mfd stream`'s tests (mfd/services/mosquitto.py).
 	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; fi
+	@# Debian's Redis server: the Celery broker and result backend of tests/scale (mfd/services/redis.py).
+	@if ! command -v redis-server >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; fi
 	@# Debian's Prometheus for the console's alert rules (deploy/prometheus, tests/console/test_prometheus.py).
 	@if ! command -v prometheus >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; fi
