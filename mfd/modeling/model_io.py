@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 
 from mfd.errors import MfdError
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
+from mfd.modeling.rul import attached
 from mfd.modeling.tree_predictor import chunked_predict_proba
 from mfd.profiles import DEFAULT_PROFILE, ProfileError
 from mfd.schema import PROFILE, SENSOR_COLUMNS
@@ -192,6 +193,20 @@ class FailureModel:
 
     def label(self, readings: pd.DataFrame) -> np.ndarray:
         return (self.probability(readings) >= self.threshold).astype("int8")
+
+    def estimate_rul(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Remaining useful life per reading of `frame` (the same columns `probability` takes, window
+        features included), in the profile's time unit (hours), capped at the profile's `rul_cap`; None when
+        the model has no RUL head (a profile without run-to-failure machines, or registered before heads)."""
+        head = self._rul_head()
+        return None if head is None else head.predict(frame)
+
+    def _rul_head(self) -> Any | None:
+        try:
+            raw = self.pyfunc.get_raw_model()
+        except (NotImplementedError, AttributeError):
+            return None
+        return attached(raw)
 
 
 def register_logged_model(

@@ -1,0 +1,83 @@
+"""The remaining-useful-life head: a regression on the failure model's own inputs, trained where the profile
+has machines run to failure, saved inside the failure model (an attribute of the pickled model, RUL_ATTR).
+
+Target: the time from a reading to its machine's next failure, in the profile's time unit (hours), capped
+at the profile's `rul_cap` (a machine far from failure reads as healthy; the usual piecewise-linear target
+of C-MAPSS). Readings with no failure after them (censored) are not targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.pipeline import Pipeline
+
+RUL_ATTR = "mfd_rul_head"
+HOUR = pd.Timedelta(hours=1)
+
+
+@dataclass
+class RulHead:
+    """A fitted regressor from the failure model's inputs (readings with their window columns) to hours to
+    failure, clipped to [0, cap_hours]."""
+
+    pipeline: Pipeline
+    cap_hours: float
+
+    def predict(self, readings: pd.DataFrame) -> np.ndarray:
+        if not len(readings):
+            return np.empty(0)
+        return np.clip(np.asarray(self.pipeline.predict(readings), dtype="float64"), 0.0, self.cap_hours)
+
+
+def capped_target(hours_to_failure: pd.Series | np.ndarray, cap: pd.Timedelta) -> np.ndarray:
+    """Hours to failure capped at `cap` (NaN stays NaN: censored)."""
+    return np.minimum(np.asarray(hours_to_failure, dtype="float64"), cap / HOUR)
+
+
+def default_regressor(seed: int = 0) -> BaseEstimator:
+    return HistGradientBoostingRegressor(
+        max_iter=300, learning_rate=0.05, max_leaf_nodes=31, random_state=seed
+    )
+
+
+def fit_rul_head(
+    features: BaseEstimator,
+    readings: pd.DataFrame,
+    hours_to_failure: pd.Series | np.ndarray,
+    cap: pd.Timedelta,
+    *,
+    regressor: RegressorMixin | None = None,
+    seed: int = 0,
+) -> RulHead | None:
+    """A RulHead on `readings` (the failure model's inputs; `features` its unfitted feature step) with
+    `hours_to_failure` per reading (NaN: censored, left out); None when no reading has a target."""
+    target = capped_target(hours_to_failure, cap)
+    known = np.isfinite(target)
+    if known.sum() < 2:
+        return None
+    model = regressor if regressor is not None else default_regressor(seed)
+    pipeline = Pipeline([("features", features), ("model", model)])
+    pipeline.fit(readings.loc[known], target[known])
+    return RulHead(pipeline, cap / HOUR)
+
+
+def attach(model: Any, head: RulHead | None) -> Any:
+    """`model` carrying `head` (saved with it); no head: the model unchanged (and any old head removed)."""
+    if head is None:
+        if hasattr(model, RUL_ATTR):
+            delattr(model, RUL_ATTR)
+        return model
+    setattr(model, RUL_ATTR, head)
+    return model
+
+
+def attached(model: Any) -> RulHead | None:
+    """The RulHead saved with `model`; None for a model without one (any model registered before heads)."""
+    head = getattr(model, RUL_ATTR, None)
+    return head if isinstance(head, RulHead) else None
