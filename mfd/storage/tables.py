@@ -84,6 +84,8 @@ predictions = sa.Table(
     sa.Column("probability", sa.Float, nullable=False),
     sa.Column("label", sa.SmallInteger, nullable=False),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Remaining useful life (the profile's time units); null where the model has no RUL head.
+    sa.Column("rul_estimate", sa.Float, nullable=True),
 )
 
 failure_events = sa.Table(
@@ -94,6 +96,7 @@ failure_events = sa.Table(
     sa.Column("machine_id", sa.String(64), nullable=False),
     sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("rul_estimate", sa.Float, nullable=True),  # as in predictions
     sa.Column("model_name", sa.String(256), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     # JSON list of {"feature", "value", "attribution"}, largest attribution first.
@@ -103,8 +106,27 @@ failure_events = sa.Table(
 
 
 def ensure_detection_tables(engine: Engine) -> None:
-    """Create `predictions`, `failure_events` and `shadow_predictions` if missing."""
+    """Create `predictions`, `failure_events` and `shadow_predictions` if missing; add `rul_estimate` to
+    the first two in a store made before it (once per engine and process)."""
     metadata.create_all(engine, tables=[predictions, failure_events, shadow_predictions])
+    _add_rul_estimate(engine)
+
+
+_RUL_CHECKED: set[str] = set()
+
+
+def _add_rul_estimate(engine: Engine) -> None:
+    """`ALTER TABLE ... ADD COLUMN rul_estimate` (a nullable float, same meaning on SQLite and PostgreSQL)
+    where an older store lacks it."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key in _RUL_CHECKED:
+        return
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in (predictions, failure_events):
+            if "rul_estimate" not in {c["name"] for c in inspector.get_columns(table.name)}:
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN rul_estimate FLOAT')
+    _RUL_CHECKED.add(key)
 
 
 # Maintenance records (incoming/maintenance/*.csv): what a technician found on a machine, and when. They
