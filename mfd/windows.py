@@ -105,48 +105,62 @@ def _layout(frame: pd.DataFrame, resets: pd.DataFrame | None) -> _Layout:
     return _Layout(order, np.arange(n) - start, start, life == final_life[code], code, life)
 
 
-def _window(position: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For each row: indices of its last `w` readings, which are in its life, their count, centred times."""
-    back = np.arange(w)
-    mask = back[None, :] <= position[:, None]
-    index = np.maximum(np.arange(len(position))[:, None] - back[None, :], 0)
-    count = mask.sum(axis=1)
-    centred = np.where(mask, (count[:, None] - 1) / 2.0 - back[None, :], 0.0)
-    return index, mask, count, centred
-
-
-def _stats(x: np.ndarray, window: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    index, mask, count, centred = window
-    values = np.where(mask, x[index], 0.0)
-    mean = values.sum(axis=1) / count
-    deviation = np.where(mask, values - mean[:, None], 0.0)
-    std = np.sqrt((deviation * deviation).sum(axis=1) / count)
-    spread = (centred * centred).sum(axis=1)
-    slope = (centred * deviation).sum(axis=1) / np.where(spread > 0, spread, 1.0)
-    return mean, std, slope
-
-
-def _baseline(x: np.ndarray, layout: _Layout, readings: int) -> np.ndarray:
-    ahead = np.arange(readings)
-    mask = ahead[None, :] <= np.minimum(layout.position, readings - 1)[:, None]
-    index = np.minimum(layout.start[:, None] + ahead[None, :], len(x) - 1)
-    return np.where(mask, x[index], 0.0).sum(axis=1) / mask.sum(axis=1)
+def _lag_sums(
+    x: np.ndarray, position: np.ndarray, spec: WindowSpec
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per window `w` (and the baseline's length), over each row's last `w` readings of its life: the sums
+    of d, d*d and k*d, where d = x[row - k] - x[row] (k: lag). Differences to the row's own reading keep
+    the sums of squares free of cancellation; one pass over the lags serves every window, all sensors at
+    once. Each row's sums read only its own window, in lag order, so any frame holding the window gives
+    the same numbers (the incremental form's exactness)."""
+    lengths = sorted({*spec.windows, spec.baseline})
+    s, q, k_sum = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
+    d, tmp = np.empty_like(x), np.empty_like(x)
+    out = {}
+    if 1 in lengths:
+        out[1] = (s.copy(), q.copy(), k_sum.copy())
+    for k in range(1, max(lengths)):
+        n = len(x) - k
+        if n <= 0:
+            out.update({w: (s, q, k_sum) for w in lengths if w > k})
+            break
+        lag = d[:n]
+        np.subtract(x[:n], x[k:], out=lag)
+        lag *= (position[k:] >= k)[:, None]
+        s[k:] += lag
+        np.multiply(lag, lag, out=tmp[:n])
+        q[k:] += tmp[:n]
+        np.multiply(lag, k, out=tmp[:n])
+        k_sum[k:] += tmp[:n]
+        if k + 1 in lengths:
+            out[k + 1] = (s.copy(), q.copy(), k_sum.copy())
+    return out
 
 
 def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout) -> np.ndarray:
     """The features of the sorted rows, one column per `spec.columns`."""
-    values = frame[list(spec.sensors)].to_numpy(dtype=np.float64)[layout.order]
-    windows = {w: _window(layout.position, w) for w in spec.windows}
-    out = np.empty((len(values), len(spec.columns)))
-    column = 0
-    for j in range(len(spec.sensors)):
-        baseline = _baseline(values[:, j], layout, spec.baseline)
-        for w in spec.windows:
-            mean, std, slope = _stats(values[:, j], windows[w])
-            out[:, column : column + 4] = np.column_stack((mean, std, slope, mean - baseline))
-            column += 4
-    out[:, column] = layout.position + 1
-    return out
+    x = frame[list(spec.sensors)].to_numpy(dtype=np.float64)[layout.order]
+    position = layout.position
+    sums = _lag_sums(x, position, spec)
+    mean = {}
+    for w in sorted({*spec.windows, spec.baseline}):
+        m = np.minimum(position + 1, w).astype(np.float64)[:, None]
+        mean[w] = x + sums[w][0] / m
+    head = layout.start + np.minimum(position, spec.baseline - 1)
+    baseline = mean[spec.baseline][head]
+    flat = np.empty((len(x), len(spec.columns)))
+    flat[:, -1] = position + 1
+    out = flat[:, :-1].reshape(len(x), len(spec.sensors), len(spec.windows), len(STATS))  # a view
+    for i, w in enumerate(spec.windows):
+        s, q, k_sum = sums[w]
+        m = np.minimum(position + 1, w).astype(np.float64)[:, None]
+        shift = s / m
+        out[:, :, i, 0] = mean[w]
+        out[:, :, i, 1] = np.sqrt(np.maximum(q / m - shift * shift, 0.0))
+        spread = m * (m * m - 1) / 12.0
+        out[:, :, i, 2] = ((m - 1) / 2.0 * s - k_sum) / np.where(spread > 0, spread, 1.0)
+        out[:, :, i, 3] = mean[w] - baseline
+    return flat
 
 
 def window_features(

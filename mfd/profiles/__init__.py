@@ -107,6 +107,8 @@ class Profile:
     peripheral: tuple[Sensor, ...]
     generator: str
     costs: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
+    # True when the YAML declares `windows`: only then are machine-window features model inputs (mfd.features).
+    windows_declared: bool = False
     digest: str = field(default="", compare=False)
     path: str = field(default="", compare=False)
 
@@ -346,6 +348,7 @@ def parse(raw: object, where: str) -> Profile:
         failure_modes=modes,
         horizon=_horizon(body.get("horizon"), where),
         windows=_windows(body.get("windows"), where),
+        windows_declared="windows" in body,
         derived=_derived(body.get("derived"), where, tuple(s.name for s in sensors)),
         peripheral=_sensors(body.get("peripheral") or {}, where, "peripheral"),
         generator=generator,
