@@ -57,6 +57,11 @@ _TOP_KEYS = frozenset(
         "peripheral",
         "generator",
         "costs",
+        "rul_cap",
+        "lead",
+        "debounce",
+        "probability_floor",
+        "false_alarm_budget",
     }
 )
 COST_KINDS: tuple[str, ...] = ("missed_failure", "false_stop", "late_alarm")
@@ -109,6 +114,14 @@ class Profile:
     costs: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
     # True when the YAML declares `windows`: only then are machine-window features model inputs (mfd.features).
     windows_declared: bool = False
+    # Early warning (docs/early_warning.md): the remaining-useful-life cap (None: no RUL head), the lead a
+    # warning needs to count (None: half the horizon), readings in a row above the threshold that raise an
+    # alarm, the least probability that alarms whatever the threshold, and false alarms per machine-day allowed.
+    rul_cap: pd.Timedelta | None = None
+    lead: pd.Timedelta | None = None
+    debounce: int = 1
+    probability_floor: float = 0.0
+    false_alarm_budget: float | None = None
     digest: str = field(default="", compare=False)
     path: str = field(default="", compare=False)
 
@@ -136,6 +149,17 @@ class Profile:
     def source_name(self, column: str) -> str:
         """The name a file or a request uses for a canonical or sensor column."""
         return self.source_names.get(column, column)
+
+    @property
+    def warning_lead(self) -> pd.Timedelta:
+        """How long before a failure a warning must come to count: `lead`, else half the horizon."""
+        return self.lead if self.lead is not None else self.horizon / 2
+
+    @property
+    def run_to_failure(self) -> bool:
+        """Machines run to failure: labels come from failure records alone (no label column), so readings
+        form per-machine series ending in failures (C-MAPSS), unlike snapshot data (AI4I)."""
+        return self.failure_records is not None and self.label_column is None
 
     def stamp(self) -> str:
         """`name@digest12`: what a store and a registered model record of the profile."""
@@ -226,15 +250,56 @@ def _attributes(raw: object, where: str) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _horizon(raw: object, where: str) -> pd.Timedelta:
-    if isinstance(raw, int | float) or (isinstance(raw, str) and not re.search(r"[A-Za-z]", raw)):
-        raise _fail(where, "horizon", f"{raw!r} has no unit (e.g. '30 h', '2h', '45min')")
+    return _duration(raw if raw is not None else "2h", where, "horizon")
+
+
+def _duration(raw: object, where: str, key: str) -> pd.Timedelta:
+    """A positive duration with a unit ('30 h', '2h', '45min')."""
+    if (
+        isinstance(raw, bool)
+        or isinstance(raw, int | float)
+        or (isinstance(raw, str) and not re.search(r"[A-Za-z]", raw))
+    ):
+        raise _fail(where, key, f"{raw!r} has no unit (e.g. '30 h', '2h', '45min')")
     try:
-        horizon = pd.Timedelta(str(raw).replace(" ", "")) if raw is not None else pd.Timedelta("2h")
+        value = pd.Timedelta(str(raw).replace(" ", ""))
     except ValueError as exc:
-        raise _fail(where, "horizon", f"{raw!r} is not a duration (e.g. '30 h', '2h', '45min')") from exc
-    if horizon <= pd.Timedelta(0):
-        raise _fail(where, "horizon", f"must be positive, got {raw!r}")
-    return horizon
+        raise _fail(where, key, f"{raw!r} is not a duration (e.g. '30 h', '2h', '45min')") from exc
+    if value <= pd.Timedelta(0):
+        raise _fail(where, key, f"must be positive, got {raw!r}")
+    return value
+
+
+def _warning(body: dict, where: str, horizon: pd.Timedelta) -> dict[str, object]:
+    """The early-warning keys: rul_cap, lead (at most the horizon), debounce, probability_floor and
+    false_alarm_budget, each checked."""
+    rul_cap, lead = body.get("rul_cap"), body.get("lead")
+    out: dict[str, object] = {
+        "rul_cap": None if rul_cap is None else _duration(rul_cap, where, "rul_cap"),
+        "lead": None if lead is None else _duration(lead, where, "lead"),
+    }
+    if out["lead"] is not None and out["lead"] > horizon:
+        raise _fail(where, "lead", f"{lead!r} is longer than the horizon ({horizon}): no warning could count")
+    debounce = body.get("debounce", 1)
+    if isinstance(debounce, bool) or not isinstance(debounce, int) or debounce < 1:
+        raise _fail(where, "debounce", f"expected readings in a row (an integer >= 1), got {debounce!r}")
+    out["debounce"] = debounce
+    floor = body.get("probability_floor", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0.0 <= floor < 1.0:
+        raise _fail(where, "probability_floor", f"expected a probability in [0, 1), got {floor!r}")
+    out["probability_floor"] = float(floor)
+    budget = body.get("false_alarm_budget")
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not math.isfinite(budget)
+        or budget < 0
+    ):
+        raise _fail(
+            where, "false_alarm_budget", f"expected false alarms per machine-day >= 0, got {budget!r}"
+        )
+    out["false_alarm_budget"] = None if budget is None else float(budget)
+    return out
 
 
 def _windows(raw: object, where: str) -> tuple[int, ...]:
@@ -332,6 +397,7 @@ def parse(raw: object, where: str) -> Profile:
     records, modes = _failures(body.get("failures"), where)
     if label is None and records is None:
         raise _fail(where, "label", "declare a label column and/or failures: {records: maintenance}")
+    horizon = _horizon(body.get("horizon"), where)
     generator = body.get("generator", "generic")
     if generator not in GENERATORS:
         raise _fail(where, "generator", f"{generator!r} is not one of {', '.join(GENERATORS)}")
@@ -346,13 +412,14 @@ def parse(raw: object, where: str) -> Profile:
         label_column=label,
         failure_records=records,
         failure_modes=modes,
-        horizon=_horizon(body.get("horizon"), where),
+        horizon=horizon,
         windows=_windows(body.get("windows"), where),
         windows_declared="windows" in body,
         derived=_derived(body.get("derived"), where, tuple(s.name for s in sensors)),
         peripheral=_sensors(body.get("peripheral") or {}, where, "peripheral"),
         generator=generator,
         costs=_costs(body.get("costs"), where, segments),
+        **_warning(body, where, horizon),
         digest=hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest(),
         path=where,
     )
