@@ -5,7 +5,8 @@ readings, the reading itself included): the mean, the standard deviation (popula
 slope per reading of every sensor, and its change since the machine's early life: the window's mean minus
 the mean of the machine's first `baseline` readings (while fewer have been read, of those read so far); plus
 `life_readings`, the readings of the machine's life so far (its age, in readings). A maintenance record (a
-reset) starts a new life: windows, the baseline and the age restart at the first reading at or after it.
+reset) starts a new life: windows, the baseline and the age restart at the first reading after it (a reading at
+the record's own time, e.g. the failing cycle, ends the old life).
 
 Causal by construction: a reading's features read only that reading and earlier ones of its machine's life,
 so appending or changing later readings never changes them (tests/core/test_windows.py, property-based).
@@ -74,22 +75,26 @@ class _Layout:
     life: np.ndarray  # per sorted row: its machine's resets before it
 
 
+def _ns(times: pd.Series) -> np.ndarray:
+    """Timestamps as UTC datetime64[ns] (a tz-aware column as an array is one Timestamp object per row)."""
+    return pd.to_datetime(times, utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+
+
 def _resets_before(machines: np.ndarray, times: np.ndarray, resets: pd.DataFrame | None) -> np.ndarray:
-    """Per row: how many of its machine's resets are at or before its timestamp."""
+    """Per row: how many of its machine's resets are strictly before its timestamp."""
     count = np.zeros(len(machines), dtype=np.int64)
     if resets is None or resets.empty:
         return count
     for machine, group in resets.groupby(MACHINE, sort=False):
         rows = machines == machine
         if rows.any():
-            at = np.sort(np.asarray(group[TIMESTAMP]))
-            count[rows] = np.searchsorted(at, times[rows], side="right")
+            count[rows] = np.searchsorted(np.sort(_ns(group[TIMESTAMP])), times[rows], side="left")
     return count
 
 
 def _layout(frame: pd.DataFrame, resets: pd.DataFrame | None) -> _Layout:
     machines = frame[MACHINE].astype(str).to_numpy()
-    times = np.asarray(frame[TIMESTAMP])
+    times = _ns(frame[TIMESTAMP])
     codes, _ = pd.factorize(machines)
     order = np.lexsort((times, codes))
     life = _resets_before(machines, times, resets)[order]

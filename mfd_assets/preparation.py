@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mfd.features import WINDOW_COLUMNS
 from mfd.ingestion.maintenance import MAINTENANCE_PREFIX, ingest_maintenance, pending_files
 from mfd.modeling.training_data import trainability_problem
 from mfd.plots import png_markdown, table_markdown
@@ -114,10 +115,11 @@ def training_set(
 ) -> dg.Output[pd.DataFrame]:
     """Labelled readings (their own label, else the outcome of a maintenance record of their machine within
     label_window after them) joined per machine with the nearest earlier peripheral reading, plus physics
-    features. Failure modes are kept for analysis only; models read `mfd.features.feature_matrix`."""
+    features and, where the profile declares windows, machine-window features (maintenance records start a
+    new life). Failure modes are kept for analysis only; models read `mfd.features.feature_matrix`."""
     sources = read_sources(readings_store.engine, config.label_window)
     labelled = sources.labelled()
-    df = build_training_set(labelled, sources.peripheral, config.merge_tolerance)
+    df = build_training_set(labelled, sources.peripheral, config.merge_tolerance, sources.maintenance)
     failures = int(df[LABEL_COLUMN].sum())
     with_peripheral = rows_with_peripheral(df)
     by_source = coverage_by_source(labelled)
@@ -146,7 +148,8 @@ def training_set(
                 "label_coverage_by_source": table_metadata(by_source),
                 "label_coverage_by_machine": table_metadata(by_machine.head(MACHINES_SHOWN)),
                 "failure_modes": table_metadata(modes),
-                "preview": table_metadata(df.head(10)),
+                "window_features": len(WINDOW_COLUMNS),
+                "preview": table_metadata(df.drop(columns=list(WINDOW_COLUMNS)).head(10)),
             }
         ),
     )

@@ -7,12 +7,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from mfd.features import feature_array
+from mfd.features import WINDOW_COLUMNS, feature_array
 from mfd.modeling.tree_predictor import FlatTreeClassifier, flattenable
 from mfd.schema import SEGMENT_COLUMN, SENSOR_COLUMNS
 
-# What a caller must send to score a reading: machine type plus the five sensors.
-MODEL_INPUT_COLUMNS: tuple[str, ...] = (SEGMENT_COLUMN, *SENSOR_COLUMNS)
+# What a caller must send to score a reading: its segment and sensors, and the machine-window features where
+# the profile declares windows (computed before the model from the machine's history: mfd.features).
+MODEL_INPUT_COLUMNS: tuple[str, ...] = (SEGMENT_COLUMN, *SENSOR_COLUMNS, *WINDOW_COLUMNS)
 
 
 class ReadingFeatures(TransformerMixin, BaseEstimator):

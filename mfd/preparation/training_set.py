@@ -1,4 +1,6 @@
-"""The training set: labelled readings joined with peripheral data, physics features, IQR outlier removal."""
+"""The training set: labelled readings joined with peripheral data, physics features, machine-window features
+(where the profile declares windows: per machine in time order, maintenance records starting a new life; no
+window reads a later reading), IQR outlier removal."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
-from mfd.features import PHYSICS_COLUMNS, add_physics
+from mfd.features import PHYSICS_COLUMNS, WINDOW_COLUMNS, add_physics, add_windows
 from mfd.preparation import labels
 from mfd.schema import (
     FAILURE_MODE_COLUMNS,
@@ -32,6 +34,7 @@ TRAINING_COLUMNS: tuple[str, ...] = (
     *PERIPHERAL_VALUE_COLUMNS,
     LABEL_COLUMN,
     *FAILURE_MODE_COLUMNS,
+    *WINDOW_COLUMNS,
 )
 # Readings this long before a maintenance record take its outcome: the profile's horizon (AI4I: 2 h).
 DEFAULT_LABEL_WINDOW = f"{int(PROFILE.horizon.total_seconds())}s"
@@ -78,10 +81,15 @@ class Sources:
 
 
 def build_training_set(
-    readings: pd.DataFrame, peripheral: pd.DataFrame, tolerance: pd.Timedelta | str
+    readings: pd.DataFrame,
+    peripheral: pd.DataFrame,
+    tolerance: pd.Timedelta | str,
+    resets: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Labelled readings with physics features and, per machine, the nearest earlier peripheral reading
-    no older than `tolerance` (peripheral columns stay NaN where there is none). Row order is kept."""
+    """Labelled readings with physics features, the window features (WINDOW_COLUMNS, over each machine's
+    readings in `readings`; `resets`: maintenance records, after which a machine starts a new life) and,
+    per machine, the nearest earlier peripheral reading no older than `tolerance` (peripheral columns stay
+    NaN where there is none). Row order is kept."""
     try:
         tolerance = pd.Timedelta(tolerance)
     except ValueError as exc:
@@ -116,6 +124,7 @@ def build_training_set(
         tolerance=tolerance,
     )
     out = add_physics(merged.sort_values("_order").reset_index(drop=True))
+    out = add_windows(out, resets)
     out["machine_id"] = out["machine_id"].astype("string")
     out["machine_type"] = out["machine_type"].astype("string")
     out = out.astype({c: "float64" for c in SENSOR_COLUMNS})

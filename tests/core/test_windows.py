@@ -51,9 +51,12 @@ def test_numbers_by_hand() -> None:
 
 def test_a_reset_starts_a_new_life() -> None:
     frame = fleet([(0, 1.0, 0.0), (0, 3.0, 0.0), (0, 9.0, 0.0), (0, 11.0, 0.0), (0, 22.0, 0.0)])
-    resets = pd.DataFrame({MACHINE: ["m0"], TIMESTAMP: [START + pd.Timedelta(minutes=2)]})
+    resets = pd.DataFrame({MACHINE: ["m0"], TIMESTAMP: [START + pd.Timedelta(seconds=90)]})
     got = window_features(frame, SPEC, resets)
     assert got["a__mean_4"].tolist() == [1.0, 2.0, 9.0, 10.0, 14.0]
+    # a record at a reading's own time (the failing cycle) ends that life: the next reading starts afresh
+    at_reading = resets.assign(**{TIMESTAMP: [START + pd.Timedelta(minutes=1)]})
+    pd.testing.assert_frame_equal(window_features(frame, SPEC, at_reading), got)
     # the baseline restarts at the reset: mean of 9, 11, 22 for the last reading
     np.testing.assert_allclose(got["a__change_2"], [0.0, 0.0, 0.0, 0.0, 16.5 - 14.0])
     assert got["life_readings"].tolist() == [1, 2, 1, 2, 3]
