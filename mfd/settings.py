@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         "beside the file (`reject`) or replaces the stored row, its old values kept in reading_revisions "
         "(`replace`).",
     )
+    max_file_bytes: int = Field(
+        512 * 2**20,
+        description="Ingestion: an incoming file larger than this many bytes (default 512 MiB, about 7M "
+        "readings) is rejected unread, rule file_too_large, and filed under rejected/ with its reason.",
+        gt=0,
+    )
     prediction_batch_rows: int = Field(
         20_000, description="Detection: most readings one prediction_batches run scores.", gt=0
     )

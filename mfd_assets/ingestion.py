@@ -45,6 +45,7 @@ def _ingest(
             key,
             window=readings_store.timestamp_window(),
             conflict_policy=readings_store.conflict_policy,
+            max_bytes=readings_store.max_file_bytes,
         )
     except ObjectMissing as exc:  # retrying cannot bring the file back
         raise dg.Failure(description=str(exc), allow_retries=False) from exc

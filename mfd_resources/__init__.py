@@ -54,6 +54,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             conflict_policy=settings.conflict_policy,
             timestamp_min=settings.timestamp_min.isoformat(),
             timestamp_max_ahead_s=settings.timestamp_max_ahead.total_seconds(),
+            max_file_bytes=settings.max_file_bytes,
         ),
         "object_store": _object_store(settings),
         "tracking": Tracking(

@@ -33,12 +33,14 @@ def _created_engine(url: str) -> Engine:
 
 class ReadingsStore(dg.ConfigurableResource):
     """SQLAlchemy URL of the readings database (postgresql+psycopg://... or sqlite:///...), and how
-    ingestion treats what it loads into it (from MFD_CONFLICT_POLICY, MFD_TIMESTAMP_MIN/_MAX_AHEAD)."""
+    ingestion treats what it loads into it (from MFD_CONFLICT_POLICY, MFD_TIMESTAMP_MIN/_MAX_AHEAD,
+    MFD_MAX_FILE_BYTES)."""
 
     url: str
     conflict_policy: Literal["reject", "replace"] = "reject"
     timestamp_min: str = TimestampWindow.earliest.isoformat()  # ISO 8601 (Dagster config holds no datetime)
     timestamp_max_ahead_s: float = TimestampWindow.ahead.total_seconds()
+    max_file_bytes: int = 512 * 2**20  # MFD_MAX_FILE_BYTES: a larger incoming file is rejected unread
 
     def timestamp_window(self) -> TimestampWindow:
         """The plausible reading times ingestion accepts."""

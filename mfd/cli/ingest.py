@@ -121,6 +121,7 @@ def ingest_one(
             chunk_bytes=chunk_bytes,
             conflict_policy=conflict_policy,
             window=load_settings().timestamp_window(),
+            max_bytes=load_settings().max_file_bytes,
         )
     except ObjectRefused as exc:  # a symbolic link or not a regular file: the file's fault, never followed
         print(f"{key}: rejected: {failure_line(exc)}")

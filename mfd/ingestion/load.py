@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections import Counter
@@ -111,11 +112,13 @@ def ingest_object(
     chunk_bytes: int = CHUNK_BYTES,
     window: TimestampWindow | None = None,
     conflict_policy: Differ = "reject",
+    max_bytes: int | None = None,
 ) -> IngestReport:
     """Load the CSV object `key` into its table (see the module docstring) and file it away; readings
     outside `window` (the configured `Settings.timestamp_window()`; default the rule table's) are bad rows;
     a row stored already with other values is set aside or replaces it (`conflict_policy`, the configured
-    `Settings.conflict_policy`).
+    `Settings.conflict_policy`). An object larger than `max_bytes` (`Settings.max_file_bytes`) is rejected
+    (rule `file_too_large`) without a row of it read: filed under `rejected/` whole, its reason beside it.
 
     Raises ObjectMissing when the object is gone (nothing loaded), ObjectChanged when a local file changed
     while it was read (nothing committed, it stays in `incoming/` to be read again) and ServiceUnavailable
@@ -139,8 +142,9 @@ def ingest_object(
                 f"(an ingested file is under {PROCESSED} or {REJECTED})"
             ) from exc
         with closing(stream):
-            blocks = CsvBlocks(stream, chunk_bytes)
+            blocks = CsvBlocks(_Capped(stream, max_bytes) if max_bytes else stream, chunk_bytes)
             try:
+                _refuse_oversized(declared_size(stream), max_bytes)
                 _load(engine, layout, key, blocks, report, bad_rows, conflicts)
             except FileRejected as exc:
                 _reject_whole(report, exc, blocks, bad_rows, conflicts)
@@ -167,14 +171,64 @@ def ingest_object(
 def _reject_whole(
     report: IngestReport, exc: FileRejected, blocks: CsvBlocks, bad_rows: BadRows, conflicts: ConflictRows
 ) -> None:
-    """Nothing from the file is stored (the transaction rolled back): every line counts as rejected."""
+    """Nothing from the file is stored (the transaction rolled back): every line counts as rejected; a file
+    too large is not read further (no line counted)."""
     if exc.reason["rule"] != "no_valid_rows":
         bad_rows.discard()
     conflicts.discard()
-    report.read = blocks.drain_lines()  # to the end: a local file that changed meanwhile raises ObjectChanged
+    # To the end: a local file that changed meanwhile raises ObjectChanged.
+    report.read = 0 if exc.reason["rule"] == TOO_LARGE else blocks.drain_lines()
+    if exc.reason["rule"] == TOO_LARGE:
+        report.problems.clear()
     report.loaded = report.duplicate = report.conflicting = 0
     report.rejected = report.read
     report.status, report.reason = "rejected", {"key": report.key, **exc.reason}
+
+
+TOO_LARGE = "file_too_large"
+
+
+def declared_size(stream: Any) -> int | None:
+    """The size of the opened version as its store declared it, no byte read: a local file's (`fstat` of
+    `LocalObjects`' checked read), S3's Content-Length (kept by botocore's StreamingBody); None if unknown."""
+    fh = getattr(stream, "fh", None)
+    if fh is not None and hasattr(fh, "fileno"):
+        return os.fstat(fh.fileno()).st_size
+    length = getattr(stream, "_content_length", None)
+    return int(length) if length is not None else None
+
+
+def _too_large(size: str, max_bytes: int) -> FileRejected:
+    return FileRejected(
+        TOO_LARGE,
+        f"the file is {size} bytes, over the maximum of {max_bytes:,} bytes (MFD_MAX_FILE_BYTES): "
+        "split it into smaller files, or raise the limit",
+        examples=[{"max_bytes": max_bytes, "size": size}],
+    )
+
+
+def _refuse_oversized(size: int | None, max_bytes: int | None) -> None:
+    """FileRejected(file_too_large) when the declared `size` is over `max_bytes`."""
+    if max_bytes and size is not None and size > max_bytes:
+        raise _too_large(f"{size:,}", max_bytes)
+
+
+class _Capped:
+    """A stream that refuses to give more than `max_bytes` (FileRejected: file_too_large): the guard for a
+    store that declares no size, or an object that grew since."""
+
+    def __init__(self, stream: Any, max_bytes: int) -> None:
+        self.stream, self.max_bytes, self.read_bytes = stream, max_bytes, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.read_bytes += len(data)
+        if self.read_bytes > self.max_bytes:
+            raise _too_large(f"more than {self.max_bytes:,}", self.max_bytes)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _load(

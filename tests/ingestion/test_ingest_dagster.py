@@ -3,6 +3,7 @@ materialized per partition with their blocking expectations, and the observed re
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from mfd_assets.ingestion import (
     raw_readings_expectations,
     readings,
 )
+from mfd_assets.jobs import ingest_readings_job
 from mfd_resources import ReadingsStore, S3ObjectStore
 from mfd_sensors.compat import INVALID_PARTITION_SUBSTRINGS
 from mfd_sensors.incoming import incoming_files_sensor, route
@@ -273,3 +275,37 @@ def test_route_sends_files_where_the_sensor_does_and_every_key_gets_a_partition(
         assert object_key(partition_key(key)) == key
     dg.StaticPartitionsDefinition(["incoming/a.csv", "incoming/peripheral/p.csv"])
     assert partition_key("incoming/a.csv") == "incoming/a.csv"  # ordinary keys are their own partition
+
+
+def test_sensor_path_a_file_over_the_maximum_size_is_rejected_unread(
+    pg_url: str, object_store: S3ObjectStore, objects: Objects, frame: pd.DataFrame
+) -> None:
+    """incoming_files_sensor requests the file's run like any other; the run (the stack's ReadingsStore with
+    MFD_MAX_FILE_BYTES) rejects it with the limit and its size, files it whole under rejected/, loads nothing."""
+    data = to_csv_bytes(frame)
+    objects.put("incoming/huge.csv", data)
+    tick, _ = _tick(object_store, None)
+    [request] = tick.run_requests
+    assert request.tags["mfd/bytes"] == str(len(data))
+    store_limited = ReadingsStore(url=pg_url, max_file_bytes=len(data) - 1)
+    engine = store_limited.engine
+    before = store.count_readings(engine)
+    defs = dg.Definitions(
+        assets=[raw_readings, raw_readings_expectations],
+        jobs=[ingest_readings_job],
+        resources={"readings_store": store_limited, "object_store": object_store},
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(incoming_files.name, [request.partition_key])
+    result = defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+    )
+    meta = result.asset_materializations_for_node("raw_readings")[0].metadata
+    reason = meta["reason"].value
+    assert meta["status"].value == "rejected" and reason["rule"] == "file_too_large"
+    assert f"{len(data):,} bytes" in reason["message"] and f"{len(data) - 1:,}" in reason["message"]
+    assert meta["rows_read"].value == 0 and store.count_readings(engine) == before
+    assert objects.get(meta["filed_as"].value) == data and not objects.exists("incoming/huge.csv")
+    assert json.loads(objects.get(f"{meta['filed_as'].value}.reason.json"))["rule"] == "file_too_large"
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
