@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ def mosquitto_binary(name: str) -> str:
     return found
 
 
-def broker_config(root: Path, port: int, passwords: Path) -> str:
-    """mosquitto.conf: one listener on 127.0.0.1:`port`, persistence under `root`, password file."""
+def broker_config(root: Path, port: int, passwords: Path, log: str | None = None) -> str:
+    """mosquitto.conf: one listener on 127.0.0.1:`port`, persistence under `root`, password file; the log
+    to `root`/mosquitto.log unless `log` names another destination (`stdout` under a supervisor)."""
     return "\n".join(
         [
             f"listener {port} 127.0.0.1",
@@ -43,7 +45,7 @@ def broker_config(root: Path, port: int, passwords: Path) -> str:
             "max_inflight_messages 0",
             "max_queued_messages 0",
             "max_packet_size 1048576",
-            f"log_dest file {root / 'mosquitto.log'}",
+            f"log_dest {log or 'file ' + str(root / 'mosquitto.log')}",
             "log_type error",
             "log_type warning",
             "log_type notice",
@@ -97,12 +99,48 @@ class Mosquitto:
 
 
 def write_password_file(path: Path, username: str, password: str) -> None:
-    """`mosquitto_passwd -b -c`: one account, hashed."""
+    """`mosquitto_passwd -c`: one account, hashed; the password on its stdin (a command line is public)."""
     subprocess.run(
-        [mosquitto_binary("mosquitto_passwd"), "-b", "-c", str(path), username, password],
+        [mosquitto_binary("mosquitto_passwd"), "-c", str(path), username],
+        input=f"{password}\n{password}\n",
+        text=True,
         check=True,
         capture_output=True,
     )
+
+
+def broker_dir(root: Path, port: int, username: str, password: str, log: str | None = None) -> Path:
+    """A broker's directory: the password file (one account) and mosquitto.conf (`broker_config`), owned by
+    Debian's `mosquitto` user when run as root (mosquitto drops to it and writes its store there). The
+    config's path."""
+    root.mkdir(parents=True, exist_ok=True)
+    passwords = root / "passwords"
+    write_password_file(passwords, username, password)
+    config = root / "mosquitto.conf"
+    config.write_text(broker_config(root, port, passwords, log))
+    if os.geteuid() == 0:
+        for path in (root, passwords):
+            shutil.chown(path, "mosquitto", "mosquitto")
+    return config
+
+
+def accepts_login(
+    host: str, port: int, username: str | None, password: str | None, timeout: float = 5
+) -> bool:
+    """True when the broker answers a CONNECT with this account (None: anonymous) with success."""
+    from paho.mqtt.client import CallbackAPIVersion, Client
+
+    client = Client(CallbackAPIVersion.VERSION2)
+    if username is not None:
+        client.username_pw_set(username, password)
+    answered: list[bool] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: answered.append(not reason.is_failure)
+    client.connect(host, port, keepalive=10)
+    deadline = time.monotonic() + timeout
+    while not answered and time.monotonic() < deadline:
+        client.loop(timeout=0.1)
+    client.disconnect()
+    return bool(answered and answered[0])
 
 
 @contextmanager
@@ -110,12 +148,7 @@ def mosquitto_server(port: int | None = None) -> Iterator[Mosquitto]:
     """A Mosquitto broker in a temp dir on 127.0.0.1 (a free port unless given), stopped on exit."""
     root = Path(tempfile.mkdtemp(prefix="mfd-mqtt-"))
     broker = Mosquitto("127.0.0.1", port or free_port(), USER, secrets.token_urlsafe(16), root)
-    passwords = root / "passwords"
-    write_password_file(passwords, broker.username, broker.password)
-    (root / "mosquitto.conf").write_text(broker_config(root, broker.port, passwords))
-    if os.geteuid() == 0:  # run as root, mosquitto drops to its `mosquitto` user: let it write its store
-        for path in (root, passwords):
-            shutil.chown(path, "mosquitto", "mosquitto")
+    broker_dir(root, broker.port, broker.username, broker.password)
     try:
         broker.start()
         yield broker

@@ -39,17 +39,16 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0, log:
 
 
 def group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group `pgid`, read from /proc."""
+    """The live (not zombie) processes of process group `pgid` (psutil)."""
+    import psutil
+
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:  # gone meanwhile
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):  # gone meanwhile
             continue
-        if state != "Z" and int(pgrp) == pgid:
-            members.append(int(entry.name))
     return members
 
 
@@ -68,3 +67,6 @@ def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeou
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    killed = time.monotonic() + 5  # SIGKILL is delivered at once, the exit takes a moment
+    while group_members(proc.pid) and time.monotonic() < killed:
+        time.sleep(0.05)

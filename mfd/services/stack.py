@@ -1,22 +1,30 @@
 """The production stack on one machine: `make stack` / `make stop` (`python -m mfd.services.stack up|down`).
 
-In: binaries on the machine (PostgreSQL, `weed`, mlflow, dagster, bentoml) and `deploy/Procfile`. Out: every
-service on 127.0.0.1 under one honcho supervisor, state kept under `.mfd/stack/` across restarts:
+In: binaries on the machine (PostgreSQL, `weed`, mosquitto, prometheus, mlflow, dagster, bentoml) and
+`deploy/Procfile`. Out: every service on 127.0.0.1 under one honcho supervisor, state kept under
+`.mfd/stack/` across restarts:
 
     postgres           .mfd/stack/pg/data      readings (db mfd), MLflow (db mlflow), Dagster (db dagster)
     s3 (SeaweedFS)     .mfd/stack/s3           buckets mfd (incoming/, processed/, rejected/, dagster/)
                                                and mfd-mlflow (MLflow artifacts)
+    mosquitto          .mfd/stack/mqtt         the MQTT broker: one account (password file), no anonymous
+                                               clients, persistent sessions kept across restarts
     mlflow             PostgreSQL backend, artifacts proxied to s3://mfd-mlflow/
     dagster-code       the code location (mfd_assets.definitions), loaded once, as a gRPC server
     dagster-webserver  DAGSTER_HOME .mfd/stack/dagster (deploy/dagster/dagster.yaml: PostgreSQL storage)
     dagster-daemon     the sensors and the run queue
+    console            `mfd console`: fleet risk, alarms and their actions (the stack's API key), /metrics
+    prometheus         .mfd/stack/prometheus   scrapes the console, the Bento service and itself; the rules
+                                               of deploy/prometheus/alerts.yml
     bento              `bentoml serve` of the champion, started once a champion exists
+    stream             `mfd stream` on the broker, started once a champion exists
 
-Each Procfile line is `python -m mfd.services.stack run <service>`: it waits for what the service needs
-(databases, buckets, a champion), then runs it and restarts it if it dies, unless the service is held
-(`hold <service>`: the fault tests stop a service that way and `release` it). Ports are fixed (Dagster
-3000, Bento 3001, MLflow 5000, PostgreSQL 5433, S3 8333) and each can be moved with MFD_STACK_PORT_<NAME>;
-MFD_STACK_HOME moves the state.
+`SERVICE_TABLE` says, per service, what it needs before it starts, its command, the signal that stops it
+cleanly, its ports and its readiness probe; one supervisor per Procfile line (`python -m mfd.services.stack
+run <service>`, mfd/services/supervisor.py) waits for the needs, runs the command and restarts it if it dies,
+unless the service is held (`hold <service>`: the fault tests stop a service that way and `release` it).
+Ports are fixed (README's port map) and each can be moved with MFD_STACK_PORT_<NAME>; MFD_STACK_HOME moves
+the state.
 """
 
 from __future__ import annotations
@@ -34,12 +42,15 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mfd.errors import MfdError
+from mfd.services import mosquitto, prometheus, supervisor
 from mfd.services.postgres import as_postgres_user, pg_binary
 from mfd.services.processes import wait_until
 from mfd.services.s3 import weed_binary
+from mfd.services.supervisor import Launch, Slot
 
 REPO = Path(__file__).resolve().parents[2]
 PROCFILE = REPO / "deploy" / "Procfile"
@@ -47,24 +58,27 @@ DAGSTER_DEPLOY = REPO / "deploy" / "dagster"
 INSTANCE_YAML = DAGSTER_DEPLOY / "dagster.yaml"
 CODE_SERVER = REPO / "deploy" / "dagster" / "code_server.py"
 AFTER_CODE_SERVER = REPO / "deploy" / "dagster" / "after_code_server.py"
-SERVICES = ("postgres", "s3", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "bento")
 BUCKET = "mfd"
 MLFLOW_BUCKET = "mfd-mlflow"
 DATABASES = ("mfd", "mlflow", "dagster")
 PG_USER = "mfd"
+MQTT_USER = "mfd"
+STREAM_CLIENT_ID = "mfd-stream"
 # The stack's credentials, generated on its first start into <root>/secrets.json (mode 0600): no two stacks
 # share a key, and only the stack's owner reads them (`python -m mfd.services.stack env`).
-SECRET_NAMES = ("s3_access_key", "s3_secret_key", "api_key", "pg_password")
-STOP_WAIT_S = 30.0  # a child runs in its own session: honcho's SIGKILL of its supervisor never reaches it
+SECRET_NAMES = ("s3_access_key", "s3_secret_key", "api_key", "pg_password", "mqtt_password")
 
 
 @dataclass(frozen=True)
 class Ports:
     dagster: int = 3000
     bento: int = 3001
+    console: int = 3002
     mlflow: int = 5000
     postgres: int = 5433
     s3: int = 8333
+    mqtt: int = 1883
+    prometheus: int = 9090
     weed_master: int = 9333
     weed_volume: int = 8082
     weed_filer: int = 8888
@@ -78,6 +92,15 @@ class Ports:
 
     def env(self) -> dict[str, str]:
         return {f"MFD_STACK_PORT_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _new_secret(name: str) -> str:
+    return f"mfd{secrets.token_hex(8)}" if name == "s3_access_key" else secrets.token_hex(24)
+
+
+def _write_private(path: Path, text: str) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
 
 
 @dataclass(frozen=True)
@@ -97,22 +120,25 @@ class Stack:
         return self.root / "secrets.json"
 
     def secrets(self) -> dict[str, str]:
-        """The stack's keys and passwords: read from `secrets_file`, generated there on first use (0600)."""
+        """The stack's keys and passwords: read from `secrets_file`, generated there on first use (0600);
+        a name added since the file was written (the broker's password) is generated into it then."""
         path = self.secrets_file
-        if path.exists():
-            return json.loads(path.read_text())
+        known = json.loads(path.read_text()) if path.exists() else {}
+        if all(name in known for name in SECRET_NAMES):
+            return known
         path.parent.mkdir(parents=True, exist_ok=True)
-        made = {name: secrets.token_hex(8 if name == "s3_access_key" else 24) for name in SECRET_NAMES}
-        made["s3_access_key"] = f"mfd{made['s3_access_key']}"
+        made = {name: known.get(name) or _new_secret(name) for name in SECRET_NAMES}
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            json.dump(made, out)
+        _write_private(temporary, json.dumps(made))
         try:
-            os.link(temporary, path)  # the first writer wins; a concurrent `up` reads its secrets
+            if known:
+                os.replace(temporary, path)
+            else:
+                os.link(temporary, path)  # the first writer wins; a concurrent `up` reads its secrets
         except FileExistsError:
             pass
         finally:
-            temporary.unlink()
+            temporary.unlink(missing_ok=True)
         return json.loads(path.read_text())
 
     @property
@@ -131,6 +157,14 @@ class Stack:
     def log(self) -> Path:
         return self.root / "stack.log"
 
+    @property
+    def stream_status(self) -> Path:
+        """`mfd stream`'s counters (MFD_HOME/stream-status.json), rewritten every 5 s."""
+        return self.root / "home" / "stream-status.json"
+
+    def slot(self, service: str) -> Slot:
+        return Slot(self.run_dir, service)
+
     def pg_url(self, dbname: str, driver: str = "psycopg", password: bool = True) -> str:
         """SQLAlchemy URL of a stack database, with the password unless `password=False` (for display)."""
         secret = f":{self.secrets()['pg_password']}" if password else ""
@@ -140,19 +174,30 @@ class Stack:
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.s3}"
 
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.ports.mqtt}"
+
+    def url(self, port: int, path: str = "") -> str:
+        return f"http://127.0.0.1:{port}{path}"
+
     def urls(self) -> dict[str, str]:
+        p = self.ports
         return {
-            "Dagster UI": f"http://127.0.0.1:{self.ports.dagster}",
-            "Dagster GraphQL": f"http://127.0.0.1:{self.ports.dagster}/graphql",
-            "MLflow": f"http://127.0.0.1:{self.ports.mlflow}",
-            "Bento (champion)": f"http://127.0.0.1:{self.ports.bento}",
+            "Dagster UI": self.url(p.dagster),
+            "Dagster GraphQL": self.url(p.dagster, "/graphql"),
+            "MLflow": self.url(p.mlflow),
+            "Bento (champion)": self.url(p.bento),
+            "Console": self.url(p.console),
+            "Prometheus": self.url(p.prometheus),
             "S3 (SeaweedFS)": self.s3_url,
+            "MQTT (mosquitto)": f"{self.mqtt_url} (user {MQTT_USER})",
             "PostgreSQL": self.pg_url("mfd", password=False),
         }
 
     def env(self) -> dict[str, str]:
         """The variables every service and the code location get: the same as pointing mfd at a real
-        MinIO, PostgreSQL and MLflow (docs/operating.md)."""
+        MinIO, PostgreSQL, MLflow and MQTT broker (docs/operating.md)."""
         keys = self.secrets()
         return {
             "MFD_STACK_HOME": str(self.root),
@@ -164,10 +209,15 @@ class Stack:
             "MFD_S3_ENDPOINT_URL": self.s3_url,
             "MFD_S3_ACCESS_KEY_ID": keys["s3_access_key"],
             "MFD_S3_SECRET_ACCESS_KEY": keys["s3_secret_key"],
-            "MFD_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.ports.mlflow}",
+            "MFD_MLFLOW_TRACKING_URI": self.url(self.ports.mlflow),
             "MFD_MODEL_NAME": self.model_name,
-            "MFD_SERVICE_URL": f"http://127.0.0.1:{self.ports.bento}",
+            "MFD_SERVICE_URL": self.url(self.ports.bento),
             "MFD_API_KEYS": os.environ.get("MFD_API_KEYS") or keys["api_key"],
+            "MFD_MQTT_URL": self.mqtt_url,
+            "MFD_MQTT_USERNAME": MQTT_USER,
+            "MFD_MQTT_PASSWORD": keys["mqtt_password"],
+            "MFD_CONSOLE_URL": self.url(self.ports.console),
+            "MFD_PROMETHEUS_URL": self.url(self.ports.prometheus),
             "DAGSTER_HOME": str(self.dagster_home),
             "MFD_DAGSTER_PG_HOST": "127.0.0.1",
             "MFD_DAGSTER_PG_PORT": str(self.ports.postgres),
@@ -189,7 +239,7 @@ class Stack:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(DAGSTER_DEPLOY), os.environ.get("PYTHONPATH")])),
         }
 
-    # -- readiness checks ---------------------------------------------------------------------------------
+    # -- readiness probes (the table's `ready`) ---------------------------------------------------------
     def s3_client(self):  # noqa: ANN201 - boto3 client
         import boto3
         from botocore.config import Config
@@ -220,8 +270,13 @@ class Stack:
         self.s3_client().list_buckets()
         return True
 
+    def mqtt_ready(self) -> bool:
+        """The broker accepts the stack's account."""
+        password = self.secrets()["mqtt_password"]
+        return mosquitto.accepts_login("127.0.0.1", self.ports.mqtt, MQTT_USER, password)
+
     def mlflow_ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.ports.mlflow}/health")
+        return _http_ok(self.url(self.ports.mlflow, "/health"))
 
     def code_ready(self) -> bool:
         """The code server answers gRPC health checks (it binds its port once the location is loaded)."""
@@ -235,29 +290,40 @@ class Stack:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def dagster_ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.ports.dagster}/server_info")
+        return _http_ok(self.url(self.ports.dagster, "/server_info"))
 
     def daemon_ready(self) -> bool:
         """The webserver reports the sensor daemon's heartbeat as healthy."""
         query = '{ instance { daemonHealth { daemonStatus(daemonType: "SENSOR") { healthy } } } }'
-        body = json.dumps({"query": query}).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports.dagster}/graphql",
-            data=body,
+            self.url(self.ports.dagster, "/graphql"),
+            data=json.dumps({"query": query}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             data = json.load(response)
         return bool(data["data"]["instance"]["daemonHealth"]["daemonStatus"]["healthy"])
 
+    def console_ready(self) -> bool:
+        return _http_ok(self.url(self.ports.console, "/healthz"))
+
+    def prometheus_ready(self) -> bool:
+        return _http_ok(self.url(self.ports.prometheus, "/-/ready"))
+
     def bento_ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.ports.bento}/readyz")
+        return _http_ok(self.url(self.ports.bento, "/readyz"))
+
+    def stream_ready(self) -> bool:
+        """`mfd stream` rewrote its status file within the last 15 s (it does every 5 s once consuming)."""
+        status = json.loads(self.stream_status.read_text())
+        age = datetime.now(UTC) - datetime.fromisoformat(status["updated_at"])
+        return age.total_seconds() < 15 and self.stream_status.stat().st_mtime > _started(self, "stream")
 
     def champion_version(self) -> str | None:
         """The registry's champion version, or None (none yet, or MLflow unreachable)."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports.mlflow}/api/2.0/mlflow/registered-models/alias"
-            f"?name={self.model_name}&alias=champion"
+            self.url(self.ports.mlflow, "/api/2.0/mlflow/registered-models/alias")
+            + f"?name={self.model_name}&alias=champion"
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
@@ -266,15 +332,7 @@ class Stack:
             return None
 
     def checks(self) -> dict[str, Callable[[], bool]]:
-        return {
-            "postgres": self.pg_ready,
-            "s3": self.s3_ready,
-            "mlflow": self.mlflow_ready,
-            "dagster-code": self.code_ready,
-            "dagster-webserver": self.dagster_ready,
-            "dagster-daemon": self.daemon_ready,
-            "bento": self.bento_ready,
-        }
+        return {service.name: (lambda s=service: s.ready(self)) for service in SERVICE_TABLE}
 
     def health(self) -> dict[str, bool]:
         out = {}
@@ -291,7 +349,15 @@ def _http_ok(url: str) -> bool:
         return response.status == 200
 
 
-# -- one service: prepare, then supervise ---------------------------------------------------------------
+def _started(stack: Stack, service: str) -> float:
+    """When the service's current process started (its pid file's time); 0 when unknown."""
+    try:
+        return stack.slot(service).pid_file.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+# -- what a service needs, and the table of services ---------------------------------------------------
 
 
 def _ensure_databases(stack: Stack) -> None:
@@ -381,297 +447,217 @@ def _workspace(stack: Stack) -> Path:
 def _wait_for_champion(stack: Stack) -> None:
     while stack.champion_version() is None:
         time.sleep(5)
-    print(f"champion version {stack.champion_version()} in the registry: serving it", flush=True)
+    print(f"champion version {stack.champion_version()} in the registry: starting", flush=True)
 
 
-def prepare(stack: Stack, service: str) -> tuple[list[str], int]:
-    """Wait for what `service` needs; return its command and the signal that stops it cleanly."""
-    ports = stack.ports
-    if service == "postgres":
-        _initdb(stack)
-        postgres = pg_binary("postgres")
-        sock = stack.pg_data.parent / "sock"
-        cmd = [str(postgres), "-D", str(stack.pg_data), "-p", str(ports.postgres), "-k", str(sock)]
-        cmd += ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
-        return as_postgres_user(cmd), signal.SIGINT  # SIGINT: fast shutdown (SIGTERM waits for clients)
-    if service == "s3":
-        data = stack.root / "s3"
-        data.mkdir(parents=True, exist_ok=True)
-        cmd = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-        cmd += [f"-master.port={ports.weed_master}", f"-volume.port={ports.weed_volume}"]
-        cmd += [f"-filer.port={ports.weed_filer}", "-master.volumeSizeLimitMB=64", "-volume.max=100"]
-        cmd += ["-s3", f"-s3.port={ports.s3}", f"-s3.config={_s3_config(stack)}"]
-        return cmd + ["-s3.port.iceberg=0", "-s3.port.lance=0"], signal.SIGTERM
-    if service == "mlflow":
-        _ensure_databases(stack)
-        _ensure_buckets(stack)
-        # No password on the command line (`ps` shows it to every user): libpq reads PGPASSWORD from env().
-        cmd = ["mlflow", "server", "--backend-store-uri", stack.pg_url("mlflow", "psycopg2", password=False)]
-        cmd += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/", "--host", "127.0.0.1"]
-        return cmd + ["--port", str(ports.mlflow), "--workers", "1"], signal.SIGTERM
-    if service == "dagster-code":
-        _ensure_databases(stack)  # not the buckets: the location loads without S3 (the daemon waits for them)
-        _dagster_home(stack)
-        # `dagster api grpc` whose runs fork from a process that imported the location once
-        # (deploy/dagster/code_server.py): a run starts in well under a second instead of re-importing.
-        cmd = [sys.executable, str(CODE_SERVER), "-h", "127.0.0.1", "-p", str(ports.dagster_code)]
-        return cmd + ["-m", "mfd_assets.definitions", "--location-name", "mfd"], signal.SIGTERM
-    if service in ("dagster-webserver", "dagster-daemon"):
-        _ensure_databases(stack)
-        _dagster_home(stack)
-        workspace = str(_workspace(stack))
-        if service == "dagster-daemon":
-            _ensure_buckets(stack)  # the sensors list them
-            args = ["run", "-w", workspace]
-        else:
-            args = ["-h", "127.0.0.1", "-p", str(ports.dagster), "-w", workspace]
-        # Imports while the code server loads the location, then starts once it serves.
-        code = f"127.0.0.1:{ports.dagster_code}"
-        return [sys.executable, str(AFTER_CODE_SERVER), code, service, *args], signal.SIGTERM
-    if service == "bento":
-        _wait_for_champion(stack)
-        cmd = ["bentoml", "serve", "bento.service:MachineFailureService", "--host", "127.0.0.1"]
-        return cmd + ["--port", str(ports.bento)], signal.SIGTERM
-    raise MfdError(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
+def _broker(stack: Stack) -> None:
+    """The broker's password file (the stack's account) and config under .mfd/stack/mqtt; log to stdout."""
+    password = stack.secrets()["mqtt_password"]
+    mosquitto.broker_dir(stack.root / "mqtt", stack.ports.mqtt, MQTT_USER, password, log="stdout")
 
 
-def _hold_file(stack: Stack, service: str) -> Path:
-    return stack.run_dir / f"{service}.hold"
+def _prometheus_config(stack: Stack) -> None:
+    p = stack.ports
+    targets = {"mfd-console": f"127.0.0.1:{p.console}", "mfd-bento": f"127.0.0.1:{p.bento}"}
+    key = stack.env()["MFD_API_KEYS"].split(",")[0]
+    prometheus.stack_config(stack.root / "prometheus", targets, key, f"127.0.0.1:{p.prometheus}")
 
 
-def _pid_file(stack: Stack, service: str) -> Path:
-    return stack.run_dir / f"{service}.pid"
+# What a service waits for before it starts, by name (the table's `needs`), in the order listed there.
+NEEDS: dict[str, Callable[[Stack], None]] = {
+    "cluster": _initdb,
+    "databases": _ensure_databases,
+    "buckets": _ensure_buckets,
+    "dagster home": _dagster_home,
+    "broker config": _broker,
+    "prometheus config": _prometheus_config,
+    "champion": _wait_for_champion,
+}
 
 
-def _tree_file(stack: Stack, service: str) -> Path:
-    """The service's process tree as last seen: [pid, create_time] per process (a pid alone can be reused)."""
-    return stack.run_dir / f"{service}.tree"
+def _postgres(stack: Stack) -> list[str]:
+    sock = stack.pg_data.parent / "sock"
+    cmd = [str(pg_binary("postgres")), "-D", str(stack.pg_data), "-p", str(stack.ports.postgres)]
+    cmd += ["-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+    return as_postgres_user(cmd)
 
 
-def service_ports(stack: Stack, service: str) -> list[int]:
-    """The ports `service` listens on."""
-    ports = stack.ports
-    return {
-        "postgres": [ports.postgres],
-        "s3": [ports.s3, ports.weed_master, ports.weed_volume, ports.weed_filer],
-        "mlflow": [ports.mlflow],
-        "dagster-code": [ports.dagster_code],
-        "dagster-webserver": [ports.dagster],
-        "bento": [ports.bento],
-    }.get(service, [])
+def _s3(stack: Stack) -> list[str]:
+    ports, data = stack.ports, stack.root / "s3"
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    cmd += [f"-master.port={ports.weed_master}", f"-volume.port={ports.weed_volume}"]
+    cmd += [f"-filer.port={ports.weed_filer}", "-master.volumeSizeLimitMB=64", "-volume.max=100"]
+    cmd += ["-s3", f"-s3.port={ports.s3}", f"-s3.config={_s3_config(stack)}"]
+    return cmd + ["-s3.port.iceberg=0", "-s3.port.lance=0"]
 
 
-def _become_subreaper() -> None:
-    """Orphans of this supervisor's child (bentoml's workers after a SIGKILL of `bentoml serve`) are
-    re-parented to this process instead of PID 1, so they stay in its process tree (Linux prctl)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):  # not Linux: the recorded tree still finds them
-        pass
+def _mosquitto(stack: Stack) -> list[str]:
+    return [mosquitto.mosquitto_binary("mosquitto"), "-c", str(stack.root / "mqtt" / "mosquitto.conf")]
 
 
-def _record_tree(stack: Stack, service: str, pid: int) -> None:
-    """Remember `pid` and every process under it (and orphans re-parented to this supervisor)."""
-    import psutil
-
-    members: list[psutil.Process] = []
-    for root in (pid, os.getpid()):
-        try:
-            members += psutil.Process(root).children(recursive=True)
-        except psutil.NoSuchProcess:
-            continue
-    try:
-        members.append(psutil.Process(pid))
-    except psutil.NoSuchProcess:
-        pass
-    seen = {(p.pid, p.create_time()) for p in members if p.is_running()}
-    path = _tree_file(stack, service)
-    old = {tuple(entry) for entry in json.loads(path.read_text())} if path.exists() else set()
-    alive = {entry for entry in old if _alive(*entry)}
-    path.write_text(json.dumps(sorted(seen | alive)))
+def _mlflow(stack: Stack) -> list[str]:
+    # No password on the command line (`ps` shows it to every user): libpq reads PGPASSWORD from env().
+    cmd = ["mlflow", "server", "--backend-store-uri", stack.pg_url("mlflow", "psycopg2", password=False)]
+    cmd += ["--artifacts-destination", f"s3://{MLFLOW_BUCKET}/", "--host", "127.0.0.1"]
+    return cmd + ["--port", str(stack.ports.mlflow), "--workers", "1"]
 
 
-def _alive(pid: int, created: float) -> bool:
-    """Process `pid` exists, is not a zombie, and is the one created at `created` (not a reused pid)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def _code_server(stack: Stack) -> list[str]:
+    # `dagster api grpc` whose runs fork from a process that imported the location once
+    # (deploy/dagster/code_server.py): a run starts in well under a second instead of re-importing.
+    cmd = [sys.executable, str(CODE_SERVER), "-h", "127.0.0.1", "-p", str(stack.ports.dagster_code)]
+    return cmd + ["-m", "mfd_assets.definitions", "--location-name", "mfd"]
 
 
-def _reap(keep: int | None = None) -> None:
-    """Collect exited orphans re-parented to this supervisor (subreaper), so none stays a zombie; not
-    `keep` (the service's own process, whose exit status Popen collects)."""
-    import psutil
+def _after_code_server(service: str, args: list[str]) -> Callable[[Stack], list[str]]:
+    """The webserver or the daemon: imports while the code server loads the location, starts once it serves."""
 
-    for child in psutil.Process().children():
-        try:
-            if child.pid != keep and child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
-        except (psutil.Error, ChildProcessError):
-            pass
+    def command(stack: Stack) -> list[str]:
+        code, workspace = f"127.0.0.1:{stack.ports.dagster_code}", str(_workspace(stack))
+        own = [a.format(port=stack.ports.dagster) for a in args]
+        return [sys.executable, str(AFTER_CODE_SERVER), code, service, *own, "-w", workspace]
+
+    return command
 
 
-def kill_tree(stack: Stack, service: str, adopted: bool = False, timeout: float = 10.0) -> list[int]:
-    """SIGKILL every process of the service's recorded tree still alive (and, from its supervisor, the
-    orphans it adopted); wait until they are gone. The pids killed."""
-    import psutil
+def _mfd(*args: str) -> Callable[[Stack], list[str]]:
+    """An `mfd` subcommand of the venv; `{name}` in an argument is the stack's port of that name."""
 
-    path = _tree_file(stack, service)
-    recorded = [tuple(entry) for entry in json.loads(path.read_text())] if path.exists() else []
-    mine = [(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)] if adopted else []
-    targets = [(pid, created) for pid, created in {*recorded, *mine} if _alive(pid, created)]
-    for pid, _created in targets:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    while any(_alive(*target) for target in targets) and time.monotonic() < deadline:
-        _reap()
-        time.sleep(0.1)
-    _reap()
-    path.unlink(missing_ok=True)
-    return [pid for pid, _created in targets]
+    def command(stack: Stack) -> list[str]:
+        ports = {f.name: getattr(stack.ports, f.name) for f in fields(stack.ports)}
+        return [str(Path(sys.executable).with_name("mfd")), *(a.format(**ports) for a in args)]
+
+    return command
 
 
-def port_holders(port: int) -> list[int]:
-    """Pids listening on 127.0.0.1:`port` (or all interfaces)."""
-    import psutil
-
-    held = []
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            held.append(conn.pid)
-    return sorted(set(held))
+def _prometheus(stack: Stack) -> list[str]:
+    root = stack.root / "prometheus"
+    return prometheus.command(root / "prometheus.yml", root / "data", f"127.0.0.1:{stack.ports.prometheus}")
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _bento(stack: Stack) -> list[str]:
+    cmd = ["bentoml", "serve", "bento.service:MachineFailureService", "--host", "127.0.0.1"]
+    return cmd + ["--port", str(stack.ports.bento)]
 
 
-def clear_orphans(stack: Stack, service: str) -> bool:
-    """Before (re)starting `service`: kill what is left of its earlier process tree (by recorded pid and
-    creation time, never by name). True once its ports are free; False (said once a wait) when another
-    program holds one."""
-    killed = kill_tree(stack, service, adopted=True)
-    if killed:
-        print(f"{service}: stopped {len(killed)} leftover process(es) of its tree: {killed}", flush=True)
-    busy = [port for port in service_ports(stack, service) if not _port_free(port)]
-    for port in busy:
-        print(f"{service}: port {port} held by pid(s) {port_holders(port)}, not this service's", flush=True)
-    return not busy
+@dataclass(frozen=True)
+class Service:
+    """One line of the stack: what it waits for (`NEEDS`), how it starts, stops, listens and answers."""
+
+    name: str
+    needs: tuple[str, ...]
+    command: Callable[[Stack], list[str]]
+    ready: Callable[[Stack], bool]
+    ports: Callable[[Ports], tuple[int, ...]] = lambda _ports: ()
+    stop_signal: int = signal.SIGTERM
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def after_champion(self) -> bool:
+        return "champion" in self.needs
 
 
-def _stop_child(child: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(child.pid, sig)
-        child.wait(timeout=STOP_WAIT_S)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
+SERVICE_TABLE: tuple[Service, ...] = (
+    # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients).
+    Service("postgres", ("cluster",), _postgres, Stack.pg_ready, lambda p: (p.postgres,), signal.SIGINT),
+    Service(
+        "s3",
+        (),
+        _s3,
+        Stack.s3_ready,
+        lambda p: (p.s3, p.weed_master, p.weed_volume, p.weed_filer),
+        env=(("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1"),),  # one volume per bucket, not seven
+    ),
+    Service("mosquitto", ("broker config",), _mosquitto, Stack.mqtt_ready, lambda p: (p.mqtt,)),
+    Service("mlflow", ("databases", "buckets"), _mlflow, Stack.mlflow_ready, lambda p: (p.mlflow,)),
+    # Not the buckets: the location loads without S3 (the daemon waits for them).
+    Service(
+        "dagster-code",
+        ("databases", "dagster home"),
+        _code_server,
+        Stack.code_ready,
+        lambda p: (p.dagster_code,),
+    ),
+    Service(
+        "dagster-webserver",
+        ("databases", "dagster home"),
+        _after_code_server("dagster-webserver", ["-h", "127.0.0.1", "-p", "{port}"]),
+        Stack.dagster_ready,
+        lambda p: (p.dagster,),
+    ),
+    Service(
+        "dagster-daemon",
+        ("databases", "buckets", "dagster home"),  # the sensors list the buckets
+        _after_code_server("dagster-daemon", ["run"]),
+        Stack.daemon_ready,
+    ),
+    Service(
+        "console",
+        ("databases",),
+        _mfd("console", "--host", "127.0.0.1", "--port", "{console}"),
+        Stack.console_ready,
+        lambda p: (p.console,),
+    ),
+    Service(
+        "prometheus", ("prometheus config",), _prometheus, Stack.prometheus_ready, lambda p: (p.prometheus,)
+    ),
+    Service("bento", ("champion",), _bento, Stack.bento_ready, lambda p: (p.bento,)),
+    Service(
+        "stream",
+        ("databases", "champion"),
+        _mfd("stream", "--client-id", STREAM_CLIENT_ID),  # the broker and account from MFD_MQTT_*
+        Stack.stream_ready,
+    ),
+)
+SERVICES = tuple(service.name for service in SERVICE_TABLE)
 
 
-def _supervise(stack: Stack, service: str, child: subprocess.Popen, stopping: Callable[[], bool]) -> None:
-    """Wait while `child` runs, recording its process tree every 2 s and reaping adopted orphans."""
-    polls = 0
-    while child.poll() is None and not stopping():
-        if polls % 10 == 0:
-            try:
-                _record_tree(stack, service, child.pid)
-                _reap(keep=child.pid)
-            except Exception as exc:  # noqa: BLE001 - a process gone between two reads: next time
-                print(f"{service}: process tree not recorded ({exc})", flush=True)
-        polls += 1
-        time.sleep(0.2)
+def service(name: str) -> Service:
+    """The table's entry for `name`."""
+    for entry in SERVICE_TABLE:
+        if entry.name == name:
+            return entry
+    raise MfdError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
 
 
-def run(stack: Stack, service: str) -> int:
-    """Run `service` in the foreground (a Procfile line): restart it when it dies, unless held. Before each
-    start, what is left of its earlier process tree is killed; a port another program holds is waited for."""
-    stack.run_dir.mkdir(parents=True, exist_ok=True)
-    _become_subreaper()
-    stopping = False
-    child: subprocess.Popen | None = None
-    cmd, stop_signal = [], signal.SIGTERM
+def service_ports(stack: Stack, name: str) -> list[int]:
+    """The ports service `name` listens on."""
+    return list(service(name).ports(stack.ports))
 
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is None:  # still waiting for what the service needs
-            raise SystemExit(0)
-        if child.poll() is None:
-            _stop_child(child, stop_signal)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    env = {**os.environ, **stack.env()}
-    if service == "s3":
-        env["WEED_MASTER_VOLUME_GROWTH_COPY_1"] = "1"  # one volume per bucket, not seven
+def prepare(stack: Stack, name: str) -> Launch:
+    """Wait for what service `name` needs (in the table's order); how to start and stop it."""
+    entry = service(name)
+    for need in entry.needs:
+        NEEDS[need](stack)
+    env = {**os.environ, **stack.env(), **dict(entry.env)}
+    return Launch(entry.command(stack), REPO, env, entry.stop_signal, entry.ports(stack.ports))
+
+
+def run(stack: Stack, name: str) -> int:
+    """Run service `name` in the foreground (a Procfile line): restart it when it dies, unless held."""
     os.environ.update(stack.env())
-    cmd, stop_signal = prepare(stack, service)
-    while not stopping:
-        if _hold_file(stack, service).exists() or not clear_orphans(stack, service):
-            time.sleep(0.2 if _hold_file(stack, service).exists() else 2)
-            continue
-        child = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
-        _pid_file(stack, service).write_text(str(child.pid))
-        _supervise(stack, service, child, lambda: stopping)
-        if stopping:
-            break
-        print(f"{service} exited with {child.returncode}; restarting", flush=True)
-        time.sleep(1)
-    kill_tree(stack, service, adopted=True)
-    _pid_file(stack, service).unlink(missing_ok=True)
-    return 0
+    return supervisor.supervise(stack.slot(name), lambda: prepare(stack, name))
 
 
-def hold(stack: Stack, service: str) -> None:
-    """Stop `service` (SIGKILL of it and every process under it: a crash) and keep it down until `release`."""
-    import psutil
-
-    _hold_file(stack, service).touch()
-    pid_file = _pid_file(stack, service)
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        try:
-            tree = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-        except psutil.NoSuchProcess:
-            tree = []
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for member in tree:
-            try:
-                os.kill(member, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+def kill_tree(stack: Stack, name: str, adopted: bool = False, timeout: float = 10.0) -> list[int]:
+    """SIGKILL what is alive of service `name`'s recorded process tree; the pids killed."""
+    return supervisor.kill_tree(stack.slot(name), adopted, timeout)
 
 
-def release(stack: Stack, service: str) -> None:
-    _hold_file(stack, service).unlink(missing_ok=True)
+def hold(stack: Stack, name: str) -> None:
+    """Stop service `name` (SIGKILL of it and every process under it: a crash); down until `release`."""
+    supervisor.hold(stack.slot(name))
 
 
-def restart(stack: Stack, service: str) -> None:
-    """Stop `service` cleanly; its supervisor starts it again."""
-    pid = int(_pid_file(stack, service).read_text())
-    os.killpg(pid, signal.SIGINT if service == "postgres" else signal.SIGTERM)
+def release(stack: Stack, name: str) -> None:
+    supervisor.release(stack.slot(name))
+
+
+def restart(stack: Stack, name: str) -> None:
+    """Stop service `name` cleanly (its stop signal); its supervisor starts it again."""
+    supervisor.restart(stack.slot(name), service(name).stop_signal)
 
 
 # -- the whole stack -------------------------------------------------------------------------------------
@@ -745,18 +731,21 @@ def up(stack: Stack, timeout: float = 180.0) -> int:
 
         return check
 
-    for name in (name for name in SERVICES if name != "bento"):
-        _wait_ready(ready(name), f"stack {name}", timeout - (time.monotonic() - started), stack.log)
+    for entry in SERVICE_TABLE:
+        if not entry.after_champion:
+            left = timeout - (time.monotonic() - started)
+            _wait_ready(ready(entry.name), f"stack {entry.name}", left, stack.log)
     champion = stack.champion_version()
-    if champion is not None:
-        _wait_ready(
-            ready("bento"), "stack bento", max(60.0, timeout - (time.monotonic() - started)), stack.log
-        )
+    for entry in SERVICE_TABLE if champion is not None else ():
+        if entry.after_champion:
+            left = max(60.0, timeout - (time.monotonic() - started))
+            _wait_ready(ready(entry.name), f"stack {entry.name}", left, stack.log)
     print(f"mfd stack up and healthy in {time.monotonic() - started:.1f} s (state in {stack.root})")
     for name, url in stack.urls().items():
         print(f"  {name:<18} {url}")
     if champion is None:
-        print("  (bento starts once a champion is promoted: launch training_job in the UI or over GraphQL)")
+        later = " and ".join(e.name for e in SERVICE_TABLE if e.after_champion)
+        print(f"  ({later} start once a champion is promoted: launch training_job in the UI or over GraphQL)")
     else:
         print(f"  serving champion version {champion}")
     print(f"  logs: {stack.log}; stop with `make stop`")

@@ -21,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 from stack_helpers import REPO, ROWS_PER_FILE, Pipeline, RunningStack, generate, runs
 
+from mfd.services.stack import SECRET_NAMES
+
 pytestmark = pytest.mark.integration
 
 EVENTS_QUERY = """
@@ -43,7 +45,9 @@ def test_stack_secrets_are_generated_owner_only_and_postgres_wants_a_password(
     stack = running.stack
     secrets = json.loads(stack.secrets_file.read_text())
     assert _mode(stack.secrets_file) == 0o600 and _mode(stack.root / "s3.json") == 0o600
-    assert len(set(secrets.values())) == 4 and all(len(value) >= 16 for value in secrets.values())
+    assert len(set(secrets.values())) == len(SECRET_NAMES) == 5 and all(
+        len(value) >= 16 for value in secrets.values()
+    )
     assert not {"mfd-stack-key", "mfd-stack-access", "mfd-stack-secret"} & set(secrets.values())
     assert running.env["MFD_API_KEYS"] == secrets["api_key"]
     hba = (stack.pg_data / "pg_hba.conf").read_text()
