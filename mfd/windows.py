@@ -193,6 +193,18 @@ class WindowState:
         self._held = pd.DataFrame(columns=self._columns)
         self._skipped: dict[str, int] = {}  # per machine: readings of its held life no longer held
 
+    @classmethod
+    def from_history(cls, spec: WindowSpec, history: pd.DataFrame, before: dict[str, int]) -> WindowState:
+        """The state after each machine's `before[machine]` readings of its current life, from `history`:
+        those of them a later window can reach (the life's first `baseline` and last `max(windows) - 1`
+        readings, as detection reads them from the store)."""
+        state = cls(spec)
+        held = history[state._columns].assign(**{MACHINE: history[MACHINE].astype(str)})
+        state._held = held.reset_index(drop=True)
+        counts = state._held[MACHINE].value_counts().to_dict()
+        state._skipped = {m: int(n) - int(counts.get(m, 0)) for m, n in before.items()}
+        return state
+
     @property
     def held(self) -> int:
         """Readings kept for later batches."""

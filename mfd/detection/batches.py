@@ -1,4 +1,7 @@
-"""Prediction batches: readings in an id range read in one query, validated, scored in one model call,
+"""Prediction batches: readings in an id range read in one query, validated, given their machine-window
+features where the profile declares windows (the machines' earlier readings a window reaches, read in one
+more query: `mfd.detection.history`), scored in one model call (probability and, where the model has a RUL
+head, `rul_estimate`),
 labelled at the version's threshold for each machine type, and written once into `predictions`,
 `failure_events` and, in the same transaction, the alert outbox (upserts, so a re-run writes the same rows).
 A challenger, when given, scores the same validated frame into `shadow_predictions` in that transaction.
@@ -27,6 +30,7 @@ from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy, batch_costs
 from mfd.alerts.explanations import Explainer, explainer_for, top_features
 from mfd.alerts.rules import nearest_rules, rule_hits
+from mfd.detection.history import with_window_features
 from mfd.detection.shadow import Challenger, ShadowResult, shadow_rows, write_shadow
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
@@ -170,6 +174,16 @@ def explain_events(
     return out
 
 
+def score_readings(
+    model: FailureModel, policy: DecisionPolicy, valid: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probability, threshold (of each reading's machine type) and alarm (probability >= threshold) of
+    validated readings: the one scoring step of batch detection and of the stream (`mfd.streaming`)."""
+    probability = model.probability_of_valid(valid, SCORING_THREADS)
+    threshold = policy.threshold_for(valid["machine_type"])
+    return probability, threshold, probability >= threshold
+
+
 def score_batch(
     engine: Engine,
     model: FailureModel,
@@ -193,14 +207,14 @@ def score_batch(
     df = read_batch(engine, first_id, last_id)
     t1 = time.perf_counter()
     reasons = invalid_reasons(df)
-    valid = df[reasons.isna()].reset_index(drop=True)
+    valid = with_window_features(engine, df[reasons.isna()].reset_index(drop=True), first_id)
+    t_windows = time.perf_counter()
     # No OpenMP threads: runs go side by side (max_concurrent_runs 4) and OpenMP threads across processes
     # oversubscribe the cores (3.0 s with two against 1.1 s with one for 100k readings on the shared
     # 2-core host); the rows are scored in chunks on SCORING_THREADS Python threads instead.
     with threadpool_limits(1):
-        probability = model.probability_of_valid(valid, SCORING_THREADS)
-        threshold = policy.threshold_for(valid["machine_type"])
-        alarm = probability >= threshold
+        probability, threshold, alarm = score_readings(model, policy, valid)
+        rul = model.estimate_rul(valid) if len(valid) else None
         costs = batch_costs(
             probability, alarm, rule_hits(valid), valid["machine_type"].to_numpy(), policy.cost_matrix
         )
@@ -208,6 +222,7 @@ def score_batch(
         failed = valid[alarm]
         events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
             probability=probability[alarm],
+            rul_estimate=np.nan if rul is None else rul[alarm],
             threshold=threshold[alarm],
             model_name=model.name,
             model_version=model.version,
@@ -215,6 +230,8 @@ def score_batch(
         scored = pd.DataFrame(
             {"reading_id": valid["id"].to_numpy(), "probability": probability, "label": alarm.astype("int8")}
         )
+        if rul is not None:
+            scored["rul_estimate"] = np.asarray(rul, dtype="float64")
         # The challenger's scoring and the events' SHAP (this process's CPU) run on worker threads beside
         # the COPY of the predictions (the server's CPU); the shadow rows and the events are written after
         # them, in the same transaction.
@@ -241,7 +258,8 @@ def score_batch(
         model_version=model.version,
         seconds={
             "read": t1 - t0,
-            "score": t2 - t1,
+            "windows": t_windows - t1,
+            "score": t2 - t_windows,
             **({"shadow": shadow.result()[1]} if shadow is not None and not shadow.exception() else {}),
             "explain": explain_seconds,
             "write": t3 - t2,
@@ -274,7 +292,9 @@ def _shadow_written(
 
 
 _PREDICTION_UPDATE = ("model_name", "model_version", "probability", "label", "scored_at")
-_EVENT_UPDATE = ("probability", "model_name", "model_version", "top_features")  # detected_at: first detection
+_EVENT_UPDATE = ("probability", "rul_estimate", "model_name", "model_version", "top_features")
+# detected_at: first detection. A model without a RUL head writes no rul_estimate (the predictions stay on
+# COPY BINARY, which has no NULL here); one left by an earlier model is cleared in the same transaction.
 
 
 def write_batch(
@@ -296,14 +316,24 @@ def write_batch(
     by = {"model_name": model.name, "model_version": model.version}
     written = None
     with engine.begin() as conn:
+        with_rul = ("rul_estimate",) if "rul_estimate" in scored.columns else ()
         BulkWriter(
             conn,
             predictions,
-            ("reading_id", "probability", "label"),
+            ("reading_id", "probability", "label", *with_rul),
             conflict=("reading_id",),
-            update=_PREDICTION_UPDATE,
+            update=(*_PREDICTION_UPDATE, *with_rul),
             constants={**by, "scored_at": now},
         ).write_frame(scored)
+        if not with_rul:
+            conn.execute(
+                predictions.update()
+                .where(
+                    predictions.c.reading_id.between(first_id, last_id),
+                    predictions.c.rul_estimate.isnot(None),
+                )
+                .values(rul_estimate=None)
+            )
         if challenger is not None and shadow is not None:
             written = _shadow_written(conn, challenger, shadow)
         events = events.join(explained.result()[0])
@@ -311,7 +341,7 @@ def write_batch(
             BulkWriter(
                 conn,
                 failure_events,
-                ("reading_id", "machine_id", "timestamp", "probability", "top_features"),
+                ("reading_id", "machine_id", "timestamp", "probability", "rul_estimate", "top_features"),
                 conflict=("reading_id",),
                 update=_EVENT_UPDATE,
                 constants={**by, "detected_at": now},

@@ -28,6 +28,7 @@ from mfd.errors import MfdError
 from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.registry.champion import LoadedChampion, load_champion, open_private, private_dir
+from mfd.serving.history import request_frame
 from mfd.serving.readings import Explained, Prediction, Reading
 from mfd.storage import tracking
 
@@ -54,27 +55,37 @@ class ServedModel:
 
     def predict(self, readings: list[Reading]) -> list[Prediction]:
         """Probability, label, the threshold used and the machine type it was chosen for, model name and
-        version for each reading, one model call."""
+        version, and the remaining useful life (None without a RUL head) for each reading, one model call;
+        window features over the request's readings of each machine (`mfd.serving.history`)."""
         # From the records directly: half the time of a dict of per-column lists (0.24 vs 0.44 ms per 1,000).
-        frame = pd.DataFrame.from_records(readings, columns=MODEL_INPUT_COLUMNS)
-        probabilities = failure_probability(self.pipeline.predict_proba(frame)).tolist()
+        return self.predict_frame(request_frame(readings))
+
+    def predict_frame(self, frame: pd.DataFrame) -> list[Prediction]:
+        """`predict` of readings already holding the model's input columns (a stored reading's too)."""
+        inputs = (
+            frame if list(frame.columns) == list(MODEL_INPUT_COLUMNS) else frame[list(MODEL_INPUT_COLUMNS)]
+        )
+        probabilities = failure_probability(self.pipeline.predict_proba(inputs))
+        rul = self.model.estimate_rul(frame) if len(frame) else None
+        ruls = [None] * len(frame) if rul is None else [float(v) for v in rul]
         m, by_type, default = self.model, self.policy.thresholds, self.policy.default
         return [
             {
                 "probability": p,
-                "label": int(p >= (t := by_type.get(r["machine_type"], default))),
+                "label": int(p >= (t := by_type.get(kind, default))),
                 "threshold": t,
-                "machine_type": r["machine_type"],
+                "machine_type": kind,
                 "model_name": m.name,
                 "model_version": m.version,
+                "rul_estimate": r,
             }
-            for p, r in zip(probabilities, readings, strict=True)
+            for p, kind, r in zip(probabilities.tolist(), frame["machine_type"].tolist(), ruls, strict=True)
         ]
 
     def explain(self, readings: list[Reading]) -> list[Explained]:
         """`predict` plus each reading's top SHAP features and nearest physics rule (SHAP per reading:
         milliseconds for trees, more for the sampled explainer; meant for a few readings)."""
-        frame = pd.DataFrame.from_records(readings, columns=MODEL_INPUT_COLUMNS)
+        frame = request_frame(readings)
         explainer = explainer_for(self.model.name, self.model.version, self.pipeline)
         explanation = explainer.explain(frame)
         features, rules = top_features(frame, explanation), nearest_rules(frame)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
+import pandas as pd
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from mfd.errors import MfdError
-from mfd.profiles import NO_SEGMENT
+from mfd.features import WINDOW_SPEC
+from mfd.profiles import MACHINE, NO_SEGMENT, TIMESTAMP
 from mfd.schema import PROFILE, SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.validation import READING_RULES, Rule
 
@@ -21,8 +23,13 @@ EXPLAIN_LIMIT = 100
 
 # What a caller sends to score one reading: the segment (where the profile has one) and the sensors.
 READING_FIELDS: tuple[str, ...] = (*((SEGMENT_COLUMN,) if PROFILE.segment_column else ()), *SENSOR_COLUMNS)
+# Where the profile declares windows a reading may name its machine and time: a request's readings of one
+# machine, in list (or time) order, are its recent history, and each is scored with its window features.
+HISTORY_FIELDS: tuple[str, ...] = (MACHINE, TIMESTAMP) if WINDOW_SPEC is not None else ()
 # Request field -> canonical name, where the profile's name differs (e.g. a pump's `pump_model`).
-_RENAMED: dict[str, str] = {PROFILE.source_name(c): c for c in READING_FIELDS if PROFILE.source_name(c) != c}
+_RENAMED: dict[str, str] = {
+    PROFILE.source_name(c): c for c in (*READING_FIELDS, *HISTORY_FIELDS) if PROFILE.source_name(c) != c
+}
 
 
 def _field(rule: Rule) -> Any:
@@ -40,6 +47,7 @@ def reading_type(rules: Mapping[str, Rule] = READING_RULES) -> type:
     """The `Reading` request item built from the rules (`mfd.validation`): a TypedDict, not a model, since
     validating 1,000 readings costs a third of what BaseModel instances cost; unknown fields are refused."""
     fields = {PROFILE.source_name(column): _field(rules[column]) for column in READING_FIELDS}
+    fields |= {PROFILE.source_name(column): NotRequired[str] for column in HISTORY_FIELDS}
     reading = TypedDict("Reading", fields)  # type: ignore[misc]
     reading.__doc__ = f"One reading of plant profile {PROFILE.name} to score: {', '.join(fields)}."
     return with_config(ConfigDict(extra="forbid"))(reading)
@@ -58,6 +66,7 @@ class Prediction(TypedDict):
     machine_type: str
     model_name: str
     model_version: str
+    rul_estimate: float | None  # remaining useful life (the profile's time unit); None: no RUL head
 
 
 class Explained(Prediction):
@@ -96,6 +105,19 @@ def describe(error: ValidationError, limit: int = 10) -> str:
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
+def _check_times(readings: list[dict[str, Any]]) -> None:
+    """RejectedRequest (422) naming the first reading whose `timestamp` is no ISO 8601 time."""
+    for i, r in enumerate(readings):
+        if r.get(TIMESTAMP) is not None:
+            try:
+                pd.Timestamp(r[TIMESTAMP])
+            except ValueError:
+                name = PROFILE.source_name(TIMESTAMP)
+                raise RejectedRequest(
+                    f"readings[{i}].{name}: not an ISO 8601 time (got {r[TIMESTAMP]!r})"
+                ) from None
+
+
 def parse_readings(data: object, max_readings: int) -> list[Reading]:
     """Validate a decoded JSON list of readings; RejectedRequest (422, or 413 when too many) otherwise."""
     if not isinstance(data, list):
@@ -114,6 +136,8 @@ def parse_readings(data: object, max_readings: int) -> list[Reading]:
         raise RejectedRequest(describe(exc)) from exc
     if _RENAMED:
         readings = [{_RENAMED.get(k, k): v for k, v in r.items()} for r in readings]
+    if HISTORY_FIELDS:
+        _check_times(readings)
     if not PROFILE.segment_column:
         readings = [{**r, SEGMENT_COLUMN: NO_SEGMENT} for r in readings]
     return readings
