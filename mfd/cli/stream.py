@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from mfd.alerts.costs import DecisionPolicy
+from mfd.errors import MfdError
 from mfd.generator.mqtt import MqttTarget
 from mfd.modeling.model_io import FailureModel
 from mfd.registry.champion import load_champion
@@ -51,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest message accepted")
     parser.add_argument(
+        "--known-machines",
+        type=Path,
+        default=env("MFD_MQTT_KNOWN_MACHINES"),
+        help="unknown-machine policy: a file of machine ids, one a line; readings of any other machine are "
+        "refused (default: every machine is accepted, as file ingestion does)",
+    )
+    parser.add_argument(
         "--status-file", type=Path, help="counters as JSON (default MFD_HOME/stream-status.json)"
     )
     parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
@@ -73,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         batch_readings=args.batch_readings,
         batch_seconds=args.batch_seconds,
         max_bytes=args.max_bytes,
+        known_machines=known_machines(args.known_machines),
         status_file=args.status_file or home / STATUS_FILE,
     )
     consumer = StreamConsumer(config, engine, champion)
@@ -88,6 +97,17 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def known_machines(path: Path | str | None) -> frozenset[str] | None:
+    """The machine ids listed in `path` (one a line, blank lines and # comments left out), or None."""
+    if not path:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise MfdError(f"known-machines file {path}: {exc.strerror}") from exc
+    return frozenset(s for line in lines if (s := line.split("#", 1)[0].strip()))
 
 
 def _announce(consumer: StreamConsumer, config: StreamConfig, stop: threading.Event) -> None:

@@ -1,9 +1,12 @@
 """The MQTT consumer behind `mfd stream`: a persistent session (clean_session=False, QoS 1) subscribed to the
 root of the reading tree, micro-batches of at most `batch_readings` readings or `batch_seconds` after the
-first message, each stored and scored in one transaction (`mfd.streaming.store`) and only then
-acknowledged (paho's manual_ack). A crash before the acknowledgement makes the broker deliver the batch's
-messages again, and the keys make that redelivery write nothing twice; a database outage holds the batch
-(retried with backoff) while the broker and paho's thread keep receiving."""
+first message, each checked as one frame (`mfd.streaming.payloads`), stored and scored in one transaction
+(`mfd.streaming.store`), taken into the alarms (`mfd.alarms.update_alarms`, as the `alarms` asset does
+after a prediction batch) and only then acknowledged (paho's manual_ack). A crash before the
+acknowledgement makes the broker deliver the batch's messages again: the keys make that redelivery write
+nothing twice, and the alarms take the redelivered readings' stored predictions (each machine skips what
+it took before). A database outage holds the batch (retried with backoff) while the broker and paho's
+thread keep receiving."""
 
 from __future__ import annotations
 
@@ -17,17 +20,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from paho.mqtt.client import Client, MQTTMessage
 from sqlalchemy.engine import Engine
 from threadpoolctl import threadpool_limits
 
+from mfd.alarms import update_alarms
 from mfd.alerts.costs import DecisionPolicy
 from mfd.errors import MfdError
 from mfd.generator.mqtt import MqttTarget, mqtt_client
 from mfd.modeling.model_io import FailureModel
-from mfd.streaming.payloads import DEFAULT_MAX_BYTES, parse_message
+from mfd.streaming.payloads import DEFAULT_MAX_BYTES, parse_batch
 from mfd.streaming.store import Written, warm_up, write_micro_batch
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TREE = "plant/+/readings"
 RETRY_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError)
 Champion = Callable[[], tuple[FailureModel, DecisionPolicy]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class StreamConfig:
     status_file: Path | None = None  # the counters as JSON, rewritten every `report_seconds`
     report_seconds: float = 5.0
     reload_seconds: float = 60.0  # how often the champion alias is looked up again
+    known_machines: frozenset[str] | None = None  # when given, readings of any other machine are refused
 
 
 def subscription(tree: str) -> str:
@@ -68,6 +75,7 @@ class Status:
     readings: int = 0  # stored (new)
     scored: int = 0
     failures: int = 0
+    alarms_opened: int = 0
     rejected: int = 0
     batches: int = 0
     retries: int = 0
@@ -163,30 +171,50 @@ class StreamConsumer:
         return batch
 
     def _commit(self, batch: list[tuple[float, MQTTMessage]], stop: threading.Event) -> Written | None:
-        """Parse, store and score the batch, retrying while the database is unreachable."""
-        now = datetime.now(UTC)
-        rows, rejections = [], []
-        for _, message in batch:
-            parsed = parse_message(
-                message.topic, message.payload, self.config.tree, now, self.config.max_bytes
-            )
-            rows += parsed.readings
-            rejections += parsed.rejections
+        """Parse, store, score and take into the alarms the batch, retrying while the database is
+        unreachable; None when stopped first."""
+        parsed = parse_batch(
+            [(message.topic, message.payload) for _, message in batch],
+            self.config.tree,
+            datetime.now(UTC),
+            self.config.max_bytes,
+            known_machines=self.config.known_machines,
+        )
         self._reload_champion()
         self.status.pending = len(batch) + self.inbox.qsize()
+        model, policy = self._model, self._policy
+        written = self._retrying(
+            lambda: write_micro_batch(self.engine, model, policy, parsed.readings, parsed.rejections), stop
+        )
+        if written is None:
+            return None
+        thresholds = {k: float(v) for k, v in policy.thresholds.items() if k != "all"}
+        alarms = self._retrying(  # a batch run opening a machine's first alarm at once: a key conflict
+            lambda: update_alarms(self.engine, written.scored_readings, thresholds=thresholds or None),
+            stop,
+            (*RETRY_ERRORS, sa.exc.IntegrityError),
+        )
+        if alarms is None:
+            return None
+        self.status.alarms_opened += alarms.opened
+        self._counted(batch, written)
+        return written
+
+    def _retrying(
+        self, step: Callable[[], T], stop: threading.Event, errors: tuple[type[Exception], ...] = RETRY_ERRORS
+    ) -> T | None:
+        """`step()`, again with backoff (0.5 s doubling to 5 s) while it fails with `errors` (the database
+        unreachable)."""
         delay = 0.5
         while True:
             try:
-                written = write_micro_batch(self.engine, self._model, self._policy, rows, rejections)
-                break
-            except RETRY_ERRORS as exc:
+                return step()
+            except errors as exc:
                 self.status.retries += 1
                 log.warning("readings database unreachable (%s); retrying in %.1f s", str(exc)[:200], delay)
                 if stop.wait(delay):
                     return None
                 delay = min(delay * 2, 5.0)
-        self._counted(batch, written)
-        return written
 
     def _counted(self, batch: list[tuple[float, MQTTMessage]], written: Written) -> None:
         s = self.status

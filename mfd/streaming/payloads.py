@@ -2,10 +2,13 @@
 
 A message on the reading tree (e.g. `plant/+/readings`) carries one reading (a JSON object) or a list of
 them, keyed by the profile's source names: the machine key (or the topic's `+` level when left out), the
-timestamp (ISO 8601), the segment attribute and the sensors. The segment and sensors are checked by the
-`/predict` request model (`mfd.serving.readings.parse_readings`, built from THE rule table), the machine
-key and the timestamp by their rules in `mfd.validation.READING_RULES`. A bad message or reading becomes a
-rejection (reason, topic, raw payload); the good readings of a list are kept."""
+timestamp (ISO 8601), the segment attribute and the sensors. A micro-batch's readings are checked together
+(`parse_batch`): one frame, the rule table's ranges, categories and timestamp window as column masks. A
+reading those masks refuse is checked alone (`parse_reading`: the segment and sensors by the `/predict`
+request model, `mfd.serving.readings.parse_readings`, built from THE rule table; the machine key and the
+timestamp by their rules in `mfd.validation.READING_RULES`), which either finds it acceptable after all
+or says why not. A bad message or reading becomes a rejection (reason, topic, raw payload); the good
+readings of a list are kept. A machine outside `known_machines` (when given) is refused."""
 
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mfd.schema import PROFILE
-from mfd.serving.readings import RejectedRequest, parse_readings
+from mfd.profiles import NO_SEGMENT
+from mfd.schema import PROFILE, SEGMENT_COLUMN, SENSOR_COLUMNS
+from mfd.serving.readings import READING_FIELDS, RejectedRequest, parse_readings
 from mfd.validation import READING_RULES
 
 MACHINE_FIELD = PROFILE.source_name("machine_id")
@@ -28,6 +34,9 @@ TIME_FIELD = PROFILE.source_name("timestamp")
 DEFAULT_MAX_BYTES = 256 * 1024  # a message this large is refused whole
 DEFAULT_MAX_READINGS = 1000  # readings in one message
 PAYLOAD_CHARS = 4096  # of a refused payload kept in rejected_readings
+READING_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", SEGMENT_COLUMN, *SENSOR_COLUMNS, "source")
+_SOURCE = {PROFILE.source_name(c): c for c in READING_FIELDS}  # payload field -> canonical column
+_FIELDS = frozenset(_SOURCE) | {TIME_FIELD}  # a reading's fields besides the (optional) machine key
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,9 @@ class Rejection:
 
 @dataclass
 class Parsed:
-    """What a message held: readings (canonical names, plus `source`) and rejections."""
+    """What a micro-batch held: its readings (`READING_COLUMNS`) and rejections."""
 
-    readings: list[dict[str, Any]] = field(default_factory=list)
+    readings: pd.DataFrame
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -69,13 +78,16 @@ def _tree_pattern(tree: str) -> re.Pattern[str]:
     return re.compile("/".join(parts).replace("/.*", "(?:/.*)?") + r"\Z")
 
 
+@functools.lru_cache(maxsize=65536)
 def in_tree(tree: str, topic: str) -> bool:
-    """Whether `topic` matches the topic filter `tree` (MQTT wildcards `+` and `#`)."""
+    """Whether `topic` matches the topic filter `tree` (MQTT wildcards `+` and `#`); remembered per topic
+    (a fleet publishes on the same few thousand topics)."""
     return _tree_pattern(tree).match(topic) is not None
 
 
+@functools.lru_cache(maxsize=65536)
 def topic_machine(tree: str, topic: str) -> str | None:
-    """The topic level at the tree's single `+` (the machine), or None."""
+    """The topic level at the tree's single `+` (the machine), or None; remembered per topic."""
     match = _tree_pattern(tree).match(topic)
     return match.group(1) if match is not None and tree.split("/").count("+") == 1 else None
 
@@ -144,44 +156,135 @@ def _listed(data: object) -> list[object] | str:
     return data if data else "wrong shape: an empty list"
 
 
-def parse_message(
-    topic: str,
-    payload: bytes,
+def _items(topic: str, payload: bytes, tree: str, max_bytes: int, max_readings: int) -> list[object] | str:
+    """The decoded readings of one message, or why the whole message is refused."""
+    if len(payload) > max_bytes:
+        return f"oversized: {len(payload):,} bytes, the limit is {max_bytes:,}"
+    if not in_tree(tree, topic):
+        return f"topic {topic!r} is outside the reading tree {tree!r}"
+    try:
+        items = _listed(json.loads(payload))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"not JSON: {exc}"
+    if isinstance(items, list) and len(items) > max_readings:
+        return f"{len(items):,} readings in one message; the limit is {max_readings:,}"
+    return items
+
+
+@dataclass
+class _Item:
+    """One decoded reading and where it came from."""
+
+    value: object
+    topic: str
+    payload: bytes
+    index: int | None  # its place in a list, None for a message of one reading
+    machine_in_topic: str | None
+
+
+def _machine_ok(item: dict[str, Any], from_topic: str | None, limit: int) -> str | None:
+    """The machine id of a reading with exactly the expected fields and an acceptable key, else None."""
+    keys = item.keys()
+    if keys == _FIELDS:
+        machine = from_topic
+    elif len(keys) == len(_FIELDS) + 1 and MACHINE_FIELD in keys and keys - {MACHINE_FIELD} == _FIELDS:
+        machine = item[MACHINE_FIELD]
+        if from_topic is not None and machine != from_topic:
+            return None
+    else:
+        return None
+    return machine if type(machine) is str and 0 < len(machine) <= limit else None
+
+
+def _numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values as floats, whether each is a JSON number: int or float, not bool) of one sensor column."""
+    if column.dtype.kind in "if":
+        return column.to_numpy("float64"), np.ones(len(column), dtype=bool)
+    number = column.map(lambda v: type(v) in (int, float)).to_numpy(dtype=bool)
+    return pd.to_numeric(column.where(number), errors="coerce").to_numpy("float64"), number
+
+
+def _checked(
+    items: list[_Item], window: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The readings in `READING_COLUMNS` and which of them pass every rule (checked as columns)."""
+    limit = READING_RULES["machine_id"].max_length or 64
+    machines = [
+        _machine_ok(i.value, i.machine_in_topic, limit) if isinstance(i.value, dict) else None for i in items
+    ]
+    ok = np.array([m is not None for m in machines], dtype=bool)
+    raw = pd.DataFrame.from_records(
+        [i.value if m is not None else {} for i, m in zip(items, machines, strict=True)]
+    )
+    raw = raw.reindex(columns=[TIME_FIELD, *_SOURCE])
+    text = raw[TIME_FIELD].map(lambda v: type(v) is str).to_numpy(dtype=bool)
+    stamps = pd.to_datetime(raw[TIME_FIELD].where(text), utc=True, errors="coerce", format="ISO8601")
+    ok &= (
+        text & stamps.notna().to_numpy() & (stamps >= window[0]).to_numpy() & (stamps <= window[1]).to_numpy()
+    )
+    out = {"machine_id": machines, "timestamp": stamps}
+    for source, column in _SOURCE.items():
+        rule = READING_RULES[column]
+        if rule.kind == "category":
+            ok &= raw[source].isin(rule.allowed).to_numpy()
+            out[column] = raw[source]
+            continue
+        values, number = _numbers(raw[source])
+        with np.errstate(invalid="ignore"):
+            ok &= number & np.isfinite(values) & (values >= rule.range.low) & (values <= rule.range.high)
+        out[column] = values
+    if not PROFILE.segment_column:
+        out[SEGMENT_COLUMN] = NO_SEGMENT
+    out["source"] = [f"mqtt:{i.topic}" for i in items]
+    return pd.DataFrame(out, columns=list(READING_COLUMNS)), ok
+
+
+def _refusal(item: _Item, reason: str, listed: bool) -> Rejection:
+    raw = json.dumps(item.value, default=str).encode() if listed else item.payload
+    text = f"readings[{item.index}]: {reason}" if listed else reason
+    return Rejection(message_key(item.topic, item.payload, item.index), item.topic, text, payload_text(raw))
+
+
+def parse_batch(
+    messages: Sequence[tuple[str, bytes]],
     tree: str,
     now: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_readings: int = DEFAULT_MAX_READINGS,
+    known_machines: frozenset[str] | None = None,
 ) -> Parsed:
-    """The readings of one message on `topic` and its rejections (see the module docstring)."""
-    out = Parsed()
-
-    def refuse(reason: str, index: int | None = None, raw: bytes = payload) -> None:
-        out.rejections.append(Rejection(message_key(topic, payload, index), topic, reason, payload_text(raw)))
-
-    if len(payload) > max_bytes:
-        refuse(f"oversized: {len(payload):,} bytes, the limit is {max_bytes:,}")
-        return out
-    if not in_tree(tree, topic):
-        refuse(f"topic {topic!r} is outside the reading tree {tree!r}")
-        return out
-    try:
-        items = _listed(json.loads(payload))
-    except (ValueError, UnicodeDecodeError) as exc:
-        refuse(f"not JSON: {exc}")
-        return out
-    if isinstance(items, str):
-        refuse(items)
-        return out
-    if len(items) > max_readings:
-        refuse(f"{len(items):,} readings in one message; the limit is {max_readings:,}")
-        return out
+    """The readings of a micro-batch's (topic, payload) messages and its rejections (module docstring)."""
+    rejections, items = [], []
+    for topic, payload in messages:
+        decoded = _items(topic, payload, tree, max_bytes, max_readings)
+        if isinstance(decoded, str):
+            rejections.append(
+                Rejection(message_key(topic, payload, None), topic, decoded, payload_text(payload))
+            )
+            continue
+        machine = topic_machine(tree, topic)
+        listed = len(decoded) > 1
+        items += [_Item(v, topic, payload, i if listed else None, machine) for i, v in enumerate(decoded)]
     window = _window(now)
-    machine_in_topic = topic_machine(tree, topic)
-    for index, item in enumerate(items):
-        parsed = parse_reading(item, machine_in_topic, window)
+    if not items:
+        return Parsed(pd.DataFrame(columns=list(READING_COLUMNS)), rejections)
+    frame, ok = _checked(items, window)
+    frame["item"] = np.arange(len(items))
+    kept, late = [frame[ok]], []
+    for at in np.flatnonzero(~ok):  # refused by a mask: checked alone, for the reason (or a pass after all)
+        item = items[at]
+        parsed = parse_reading(item.value, item.machine_in_topic, window)
         if isinstance(parsed, str):
-            raw = json.dumps(item, default=str).encode() if len(items) > 1 else payload
-            refuse(f"readings[{index}]: {parsed}" if len(items) > 1 else parsed, index, raw)
+            rejections.append(_refusal(item, parsed, item.index is not None))
         else:
-            out.readings.append({**parsed, "source": f"mqtt:{topic}"})
-    return out
+            late.append({**parsed, "source": f"mqtt:{item.topic}", "item": at})
+    if late:
+        kept.append(pd.DataFrame(late, columns=frame.columns).astype(frame.dtypes.to_dict()))
+    frame = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+    if known_machines is not None:
+        unknown = ~frame["machine_id"].isin(known_machines)
+        for at, machine in zip(frame.loc[unknown, "item"], frame.loc[unknown, "machine_id"], strict=True):
+            reason = f"unknown machine {machine!r} (not among the {len(known_machines):,} known machines)"
+            rejections.append(_refusal(items[at], reason, items[at].index is not None))
+        frame = frame[~unknown]
+    return Parsed(frame[list(READING_COLUMNS)].reset_index(drop=True), rejections)

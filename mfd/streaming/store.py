@@ -2,13 +2,20 @@
 writer; a key stored before is skipped), the champion's predictions of those of them not scored yet, their
 failure events and alerts (as batch detection writes them: `mfd.detection.batches`, `mfd.alerts.outbox`)
 and the rejections. A redelivered message finds its readings and predictions stored and writes nothing
-twice: every row is keyed ((timestamp, machine_id), reading_id, message_key) and skipped on conflict."""
+twice: every row is keyed ((timestamp, machine_id), reading_id, message_key) and skipped on conflict.
+
+The batch is scored before the transaction (`mfd.detection.batches.score_readings`, batch detection's
+step) and its failures explained on a worker thread beside the COPY. On PostgreSQL the readings' ids are
+drawn from the table's sequence first and sent with them, so when every key is new (the live case) the
+ids of what to predict are known without reading anything back; only a batch with a stored key (a
+redelivery) looks its keys up. `Written.scored` is every reading of the batch with its stored prediction
+(new or from an earlier delivery): what the alarms take after the commit (`mfd.alarms`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,64 +24,63 @@ from sqlalchemy.engine import Engine
 
 from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy
-from mfd.detection.batches import EXPLAIN_LIMIT, explain_events
+from mfd.detection.batches import explain_events, score_readings
 from mfd.modeling.model_io import FailureModel
 from mfd.schema import KEY_COLUMNS, MACHINE_TYPES, SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
 from mfd.storage.pause import pause_point
 from mfd.storage.tables import failure_events, predictions, readings, rejected_readings
-from mfd.streaming.payloads import Rejection
+from mfd.streaming.payloads import READING_COLUMNS, Rejection
 from mfd.validation import READING_RULES
 
-READING_COLUMNS: tuple[str, ...] = ("machine_id", "timestamp", SEGMENT_COLUMN, *SENSOR_COLUMNS, "source")
 _REJECTED = ("message_key", "topic", "reason", "payload")
+SCORED_COLUMNS = ("reading_id", "machine_id", "machine_type", "timestamp", "probability", "label")
 
 
 @dataclass(frozen=True)
 class Written:
-    """What one micro-batch's transaction wrote."""
+    """What one micro-batch's transaction wrote, and the batch's scored readings (`SCORED_COLUMNS`)."""
 
     readings: int  # new readings (a redelivered one is not new)
     scored: int  # new predictions
     failures: int
     rejected: int  # new rejections
+    scored_readings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCORED_COLUMNS))
 
 
-def readings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The readings as a frame in the table's columns, one per key (the first of a repeated key)."""
-    frame = pd.DataFrame.from_records(rows, columns=list(READING_COLUMNS))
+def readings_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The readings in the table's columns, one per key (the first of a repeated key)."""
+    frame = frame[list(READING_COLUMNS)].copy()
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame = frame.astype({c: "float64" for c in SENSOR_COLUMNS})
     return frame.drop_duplicates(list(KEY_COLUMNS)).reset_index(drop=True)
 
 
-def _unscored_ids(conn: sa.Connection, frame: pd.DataFrame) -> pd.DataFrame:
-    """(machine_id, timestamp, id) of the stored readings with the frame's keys that have no prediction:
-    one range scan of the (timestamp, machine_id) key over the batch's time span (a live batch spans
-    seconds), narrowed to the batch's machines and joined to the frame's keys here (a tuple IN list of a
-    thousand keys cost PostgreSQL ~1 s)."""
+def _allocate_ids(conn: sa.Connection, count: int) -> np.ndarray | None:
+    """`count` new reading ids from the table's sequence (PostgreSQL), None elsewhere."""
+    if conn.dialect.name != "postgresql" or not count:
+        return None
+    sql = sa.text("SELECT nextval(pg_get_serial_sequence('readings', 'id')) FROM generate_series(1, :n)")
+    return np.fromiter(conn.execute(sql, {"n": count}).scalars(), dtype=np.int64, count=count)
+
+
+def _stored(conn: sa.Connection, frame: pd.DataFrame) -> pd.DataFrame:
+    """id, key and stored prediction (probability, label; NaN where none) of the stored readings with the
+    frame's keys: one range scan of the (timestamp, machine_id) key over the batch's time span, narrowed to
+    its machines and joined to its keys here (a tuple IN list of a thousand keys cost PostgreSQL ~1 s)."""
+    r, p = readings.c, predictions.c
     query = (
-        sa.select(readings.c.id, readings.c.machine_id, readings.c.timestamp)
-        .where(readings.c.timestamp.between(frame["timestamp"].min(), frame["timestamp"].max()))
-        .where(readings.c.machine_id.in_(sorted(set(frame["machine_id"]))))
-        .where(~sa.exists().where(predictions.c.reading_id == readings.c.id))
+        sa.select(r.id, r.machine_id, r.timestamp, p.probability, p.label)
+        .select_from(readings.outerjoin(predictions, p.reading_id == r.id))
+        .where(r.timestamp.between(frame["timestamp"].min(), frame["timestamp"].max()))
+        .where(r.machine_id.in_(sorted(set(frame["machine_id"]))))
     )
-    found = pd.DataFrame(conn.execute(query).all(), columns=["id", "machine_id", "timestamp"])
+    found = pd.DataFrame(
+        conn.execute(query).all(), columns=["id", "machine_id", "timestamp", "probability", "label"]
+    )
     found["timestamp"] = pd.to_datetime(found["timestamp"], utc=True)
-    return found.merge(frame[list(KEY_COLUMNS)], on=list(KEY_COLUMNS))
-
-
-def _events(
-    model: FailureModel, failed: pd.DataFrame, probability: np.ndarray, threshold: np.ndarray
-) -> pd.DataFrame:
-    events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
-        probability=probability,
-        threshold=threshold,
-        model_name=model.name,
-        model_version=model.version,
-    )
-    return events.join(explain_events(model, failed, probability, EXPLAIN_LIMIT)).rename(
-        columns={"id": "reading_id"}
+    return found.astype({"probability": "float64", "label": "float64"}).merge(
+        frame[list(KEY_COLUMNS)], on=list(KEY_COLUMNS)
     )
 
 
@@ -88,60 +94,99 @@ def warm_up(model: FailureModel) -> None:
 
 def score(model: FailureModel, policy: DecisionPolicy, frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the champion's `probability`, the `threshold` of each reading's machine type and
-    `label`; one model call (rows already validated by `mfd.streaming.payloads`)."""
-    probability = model.probability_of_valid(frame)
-    threshold = policy.threshold_for(frame[SEGMENT_COLUMN])
-    return frame.assign(probability=probability, threshold=threshold, label=(probability >= threshold))
+    `label`: batch detection's scoring step on rows already validated (`mfd.streaming.payloads`)."""
+    probability, threshold, label = score_readings(model, policy, frame)
+    return frame.assign(probability=probability, threshold=threshold, label=label)
+
+
+def _write_readings(conn: sa.Connection, scored: pd.DataFrame) -> tuple[int, pd.DataFrame]:
+    """Insert the readings; (how many were new, the batch with `id` and the stored `probability`/`label`
+    of readings scored before (NaN for those to predict now)."""
+    ids = _allocate_ids(conn, len(scored))
+    columns = READING_COLUMNS if ids is None else ("id", *READING_COLUMNS)
+    frame = scored if ids is None else scored.assign(id=ids)
+    new = BulkWriter(conn, readings, columns, conflict=KEY_COLUMNS).write_frame(frame)
+    if ids is not None and new == len(frame):  # every key new: nothing stored before, nothing scored
+        return new, frame.assign(stored_probability=np.nan, stored_label=np.nan)
+    stored = _stored(conn, scored).rename(
+        columns={"probability": "stored_probability", "label": "stored_label"}
+    )
+    # every key is stored now (new or before); the batch's index is kept for its explanations
+    return new, scored.reset_index().merge(stored, on=list(KEY_COLUMNS)).set_index("index")
+
+
+def _write_events(conn: sa.Connection, model: FailureModel, failed: pd.DataFrame, now: datetime) -> int:
+    by = {"model_name": model.name, "model_version": model.version}
+    events = failed.rename(columns={"id": "reading_id"}).assign(**by)
+    written = BulkWriter(
+        conn,
+        failure_events,
+        ("reading_id", "machine_id", "timestamp", "probability", "top_features"),
+        conflict=("reading_id",),
+        constants={**by, "detected_at": now},
+    ).write_frame(events)
+    outbox.enqueue(conn, events, now)
+    return written
+
+
+def _write_rejections(conn: sa.Connection, rejections: list[Rejection], now: datetime) -> int:
+    if not rejections:
+        return 0
+    table = pd.DataFrame(
+        [(r.key, r.topic, r.reason, r.payload) for r in rejections], columns=list(_REJECTED)
+    ).drop_duplicates("message_key")
+    return BulkWriter(
+        conn, rejected_readings, _REJECTED, conflict=("message_key",), constants={"received_at": now}
+    ).write_frame(table)
 
 
 def write_micro_batch(
     engine: Engine,
     model: FailureModel,
     policy: DecisionPolicy,
-    rows: list[dict[str, Any]],
+    rows: pd.DataFrame,
     rejections: list[Rejection],
 ) -> Written:
     """Store and score one micro-batch in one transaction (see the module docstring). Call it under
     `threadpool_limits(1)`, as the consumer does: OpenMP threads on a busy host cost ~1 s a batch."""
     now = datetime.now(UTC)
-    frame = readings_frame(rows)
-    scored = score(model, policy, frame) if len(frame) else frame
-    by = {"model_name": model.name, "model_version": model.version}
-    new_readings = new_scores = failures = rejected = 0
-    with engine.begin() as conn:
-        if len(frame):
-            new_readings = BulkWriter(conn, readings, READING_COLUMNS, conflict=KEY_COLUMNS).write_frame(
-                frame
-            )
-            todo = _unscored_ids(conn, frame).merge(scored, on=["machine_id", "timestamp"])
-            if len(todo):
+    scored = score(model, policy, readings_frame(rows))
+    alarm = scored["label"].to_numpy(dtype=bool)
+    new_readings = new_scores = failures = 0
+    out = pd.DataFrame(columns=SCORED_COLUMNS)
+    with ThreadPoolExecutor(1, thread_name_prefix="mfd-stream-explain") as pool:
+        explained = pool.submit(explain_events, model, scored[alarm], scored["probability"].to_numpy()[alarm])
+        with engine.begin() as conn:
+            if len(scored):
+                new_readings, batch = _write_readings(conn, scored)
+                todo = batch[batch["stored_probability"].isna()]
                 new_scores = BulkWriter(
                     conn,
                     predictions,
                     ("reading_id", "probability", "label"),
                     conflict=("reading_id",),
-                    constants={**by, "scored_at": now},
+                    constants={"model_name": model.name, "model_version": model.version, "scored_at": now},
                 ).write_frame(todo.rename(columns={"id": "reading_id"}).astype({"label": "int8"}))
-                failed = todo[todo["label"]].reset_index(drop=True)
+                failed = todo[todo["label"]].join(explained.result(), how="inner")
                 if len(failed):
-                    events = _events(
-                        model, failed, failed["probability"].to_numpy(), failed["threshold"].to_numpy()
-                    )
-                    failures = BulkWriter(
-                        conn,
-                        failure_events,
-                        ("reading_id", "machine_id", "timestamp", "probability", "top_features"),
-                        conflict=("reading_id",),
-                        constants={**by, "detected_at": now},
-                    ).write_frame(events)
-                    outbox.enqueue(conn, events, now)
-        if rejections:
-            table = pd.DataFrame(
-                [(r.key, r.topic, r.reason, r.payload) for r in rejections], columns=list(_REJECTED)
-            ).drop_duplicates("message_key")
-            rejected = BulkWriter(
-                conn, rejected_readings, _REJECTED, conflict=("message_key",), constants={"received_at": now}
-            ).write_frame(table)
-        pause_point("stream-write")  # written, not committed
+                    failures = _write_events(conn, model, failed, now)
+                out = _scored_readings(batch)
+            rejected = _write_rejections(conn, rejections, now)
+            pause_point("stream-write")  # written, not committed
     pause_point("stream-commit")  # committed, not acknowledged
-    return Written(new_readings, new_scores, failures, rejected)
+    return Written(new_readings, new_scores, failures, rejected, out)
+
+
+def _scored_readings(batch: pd.DataFrame) -> pd.DataFrame:
+    """Every reading of the batch with its prediction: the new one, or the one stored before."""
+    earlier = batch["stored_probability"].notna()
+    return pd.DataFrame(
+        {
+            "reading_id": batch["id"].astype("int64"),
+            "machine_id": batch["machine_id"],
+            "machine_type": batch[SEGMENT_COLUMN],
+            "timestamp": batch["timestamp"],
+            "probability": np.where(earlier, batch["stored_probability"], batch["probability"]),
+            "label": np.where(earlier, batch["stored_label"], batch["label"]).astype("int8"),
+        }
+    ).sort_values("reading_id", ignore_index=True)
