@@ -1,0 +1,135 @@
+"""main_job's steps on the dagster-celery executor for real: Debian's redis-server as the broker, two workers
+in their own directories, the run orchestrated from a third; they share only PostgreSQL, the bucket, MLflow
+and the broker (tests/scale/celery_helpers.py). Which worker ran each step is read from the event log."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from celery_helpers import (
+    STEPS,
+    Cluster,
+    celery_config,
+    cluster_env,
+    finish,
+    generate_readings,
+    materializations,
+    step_workers,
+    two_workers,
+    wait_for,
+)
+from conftest import unique
+
+from mfd.services import MlflowServer, Postgres, S3Server
+from mfd.services.redis import Redis, redis_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+ROWS = 20_000
+# Longer than any step of STEPS takes on a loaded 2-core host, so no live step is handed out twice; also how
+# long the killed worker's step waits before the other worker takes it.
+VISIBILITY_TIMEOUT_S = 150
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Redis]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: Postgres,
+    s3: S3Server,
+    mlflow: MlflowServer,
+    redis: Redis,
+) -> Cluster:
+    cluster = cluster_env(tmp_path_factory.mktemp("celery"), postgres, s3, mlflow, redis, unique("celery"))
+    assert generate_readings(cluster, ROWS) == ROWS
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def config(cluster: Cluster) -> Path:
+    return celery_config(cluster.root / "celery.yaml", VISIBILITY_TIMEOUT_S)
+
+
+def model_versions(cluster: Cluster, mlflow: MlflowServer) -> int:
+    from mlflow import MlflowClient
+
+    name = cluster.env["MFD_MODEL_NAME"]
+    return len(MlflowClient(mlflow.tracking_uri).search_model_versions(f"name='{name}'"))
+
+
+def assert_exact_counts(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Each step materialized its asset once, and the rows add up from the stored readings on."""
+    found = materializations(instance, run_id)
+    assert {key: len(found.get(key, [])) for key in STEPS} == dict.fromkeys(STEPS, 1)
+    training, cleaned, holdout = found["training_set"][0], found["cleaned_set"][0], found["holdout"][0]
+    assert training["rows"] == ROWS
+    assert cleaned["rows_before"] == ROWS
+    assert cleaned["rows_after"] == ROWS - cleaned["rows_removed"]
+    assert holdout["training_set_rows"] == ROWS
+    assert holdout["dagster/row_count"] == round(ROWS * 0.2)
+
+
+def test_celery_steps_of_one_run_land_on_both_workers(
+    cluster: Cluster, config: Path, mlflow: MlflowServer
+) -> None:
+    with two_workers(cluster, config):
+        versions = model_versions(cluster, mlflow)
+        run_id, success, out = finish(cluster.start_run("main_job"))
+    assert success, out[-4000:]
+    instance = cluster.instance()
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+    ran = step_workers(instance, run_id)
+    taken = Counter(step for step, _ in ran)
+    assert set(STEPS) <= set(taken) and set(taken.values()) == {1}, ran  # every step taken once
+    assert {worker.split("@")[0] for _, worker in ran} == {"w1", "w2"}, ran
+    assert_exact_counts(instance, run_id)
+    assert model_versions(cluster, mlflow) == versions + 1
+
+
+def test_celery_worker_killed_mid_step_is_retried_on_the_other(
+    cluster: Cluster, config: Path, mlflow: MlflowServer
+) -> None:
+    instance = cluster.instance()
+    with two_workers(cluster, config) as workers:
+        versions = model_versions(cluster, mlflow)
+        before = {r.run_id for r in instance.get_runs()}
+        proc = cluster.start_run("main_job")
+        run_id = wait_for(
+            lambda: next((r.run_id for r in instance.get_runs() if r.run_id not in before), None),
+            "the run",
+            300,
+        )
+        # candidate_model is the longest step: kill whichever worker took it while it trains.
+        holder = wait_for(
+            lambda: next((w for s, w in step_workers(instance, run_id) if s == "candidate_model"), None),
+            "a worker taking candidate_model",
+            600,
+        )
+        victim = next(w for w in workers if holder.startswith(f"{w.name}@"))
+        victim.kill()
+        successes = {e.step_key for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+        assert "candidate_model" not in successes, "candidate_model finished before the kill: not mid-step"
+        run_id_out, success, out = finish(proc, timeout=1200)
+    assert run_id_out == run_id
+    assert success, out[-4000:]
+    ran = step_workers(instance, run_id)
+    attempts = [w.split("@")[0] for s, w in ran if s == "candidate_model"]
+    survivor = next(w.name for w in workers if w is not victim)
+    assert attempts == [victim.name, survivor], ran  # taken by the victim, retried on the other
+    taken = Counter(s for s, _ in ran)
+    assert set(STEPS) <= set(taken) and taken - Counter(taken.keys()) == Counter({"candidate_model": 1}), ran
+    successes = Counter(
+        e.step_key for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    )
+    assert successes == Counter(taken.keys())  # every step, the retried one too, succeeded once
+    assert_exact_counts(instance, run_id)
+    assert model_versions(cluster, mlflow) == versions + 1
