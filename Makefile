@@ -8,6 +8,8 @@ PYTHON ?= python3
 DAGSTER_PORT ?= 3000
 BENTO_PORT ?= 3001
 MLFLOW_PORT ?= 5000
+CONSOLE_PORT ?= 3002
+MQTT_PORT ?= 1883
 # The plant profile (MFD_PROFILE; docs/profiles.md): `make run PROFILE=cmapss`. The default profile keeps
 # its embedded state in .mfd/, any other in .mfd/profiles/<name>/ (a store holds one profile's readings).
 PROFILE ?= ai4i
@@ -21,7 +23,7 @@ export DAGSTER_HOME := $(STATE)/dagster
 # The embedded stack keeps its BentoML store (models, bentos) beside its other state, not in ~/bentoml.
 run dev: export BENTOML_HOME := $(STATE)/bentoml
 
-.PHONY: help run test test-docs install deps dev lint bench clean stack stop
+.PHONY: help run test test-docs install deps dev lint bench clean stack stop celery
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-z -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,14 +74,18 @@ test: install deps ## ruff, import contracts and the whole test suite (real Post
 test-docs: install deps ## run every README/docs command verbatim in a copy of the checkout, then make run + make dev (~55 min)
 	$(BIN)/pytest -q -s -p no:cacheprovider -m docs_walk tests/docs
 
-# The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance) and the MLflow UI over
-# the embedded store, side by side; Ctrl-C stops both.
-dev: install $(DAGSTER_HOME)/dagster.yaml ## Dagster UI on :3000 and MLflow UI on :5000 over .mfd/
+# The Dagster UI (reading the root dagster.yaml: the same .mfd/dagster instance), the MLflow UI, the
+# maintenance console and (with Debian's mosquitto) an MQTT broker with `mfd stream` (mfd/services/dev.py)
+# over the embedded store, side by side; Ctrl-C stops all of them.
+dev: install $(DAGSTER_HOME)/dagster.yaml ## Dagster UI :3000, MLflow UI :5000, console :3002, MQTT + mfd stream :1883, over .mfd/
 	@mkdir -p $(STATE)/mlartifacts
 	@setsid $(BIN)/mlflow server --backend-store-uri sqlite:///$(STATE)/mlflow.db \
 		--default-artifact-root $(STATE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		>$(STATE)/mlflow-ui.log 2>&1 & mlflow=$$!; \
-	trap 'kill -TERM -- -$$mlflow 2>/dev/null; wait $$mlflow 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	setsid $(BIN)/python -m mfd.services.dev --state $(STATE) --console-port $(CONSOLE_PORT) \
+		--mqtt-port $(MQTT_PORT) & side=$$!; \
+	trap 'kill -TERM -- -$$mlflow -$$side 2>/dev/null; wait $$mlflow $$side 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
 	echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT) (log $(STATE)/mlflow-ui.log)"; \
 	echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)"; \
 	env -u DAGSTER_HOME $(BIN)/dagster dev -h 127.0.0.1 -p $(DAGSTER_PORT)
@@ -92,9 +98,15 @@ bench: install deps ## every bench/*.py (needs wrk for bench/serve.py)
 	for script in bench/*.py; do $(BIN)/python $$script; done
 
 # The production stack on one machine (deploy/Procfile under honcho; docs/operating.md): PostgreSQL, S3,
-# MLflow, the Dagster webserver and daemon, and bentoml serve of the champion, state under .mfd/stack/.
+# mosquitto, MLflow, the Dagster webserver and daemon, the console, Prometheus, and bentoml serve of the
+# champion and mfd stream once there is one; state under .mfd/stack/.
 stack: install deps ## start the production stack on 127.0.0.1 (or resume it), print its URLs
 	$(BIN)/python -m mfd.services.stack up
+
+# main_job with the dagster-celery executor (deploy/celery) over the running stack's PostgreSQL, S3 and MLflow:
+# a redis-server broker and two Celery workers, each in its own directory under .mfd/celery/, then stopped.
+celery: install deps ## run main_job on two Celery workers over the running stack (make stack first)
+	eval "$$($(BIN)/python -m mfd.services.stack env)" && $(BIN)/python -m mfd.services.celery_workers main_job
 
 stop: ## stop what make stack started (its data stays in .mfd/stack/)
 	$(BIN)/python -m mfd.services.stack down

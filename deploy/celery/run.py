@@ -36,6 +36,11 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(job, instance, run_config=run_config, asset_selection=selection)
+        for record in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            event = record.dagster_event
+            if event is not None and "in celery worker" in (event.message or ""):
+                worker = event.engine_event_data.metadata.get("Celery worker")
+                print(f"step {event.step_key}: celery worker {getattr(worker, 'value', worker)}", flush=True)
     print(
         f"run_id={result.run_id} success={result.success} seconds={time.monotonic() - started:.1f}",
         flush=True,

@@ -101,3 +101,57 @@ def celery_workers(
             worker.start()
             workers.append(worker)
         yield workers
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_on_workers(job: str, root: Path, extra: list[str]) -> int:
+    """`make celery`: a Redis broker and two workers under `root`, then `deploy/celery/run.py job` from
+    `root/orchestrator`, all with this process's environment (the running stack's: `make stack`)."""
+    from mfd.services.redis import redis_server
+
+    instance_yaml = REPO / "deploy" / "dagster" / "dagster.yaml"
+    config = REPO / "deploy" / "celery" / "celery.yaml"
+    missing = [name for name in ("MFD_DAGSTER_PG_HOST", "MFD_DATABASE_URL") if not os.environ.get(name)]
+    if missing:
+        raise MfdError(
+            f"{', '.join(missing)} unset: start the stack (make stack) or set the production variables"
+        )
+    with redis_server() as redis:
+        env = {
+            "MFD_CELERY_BROKER_URL": redis.url(0),
+            "MFD_CELERY_BACKEND_URL": redis.url(1),
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO / "deploy" / "dagster"), os.environ.get("PYTHONPATH")])
+            ),
+        }
+        with celery_workers(root, ["w1", "w2"], config, instance_yaml, env) as workers:
+            print(f"broker {redis.url(0)}; workers {', '.join(str(w.log) for w in workers)}", flush=True)
+            where = root / "orchestrator"
+            where.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, str(REPO / "deploy" / "celery" / "run.py"), job, *extra]
+            return subprocess.run(
+                command, cwd=where, env=machine_env(where, instance_yaml, env), check=False
+            ).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m mfd.services.celery_workers JOB [run.py options]: run JOB on two Celery workers."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print(
+            "usage: python -m mfd.services.celery_workers JOB [--select a,b] [--config run.yaml]",
+            file=sys.stderr,
+        )
+        return 2
+    root = Path(os.environ.get("MFD_CELERY_HOME") or REPO / ".mfd" / "celery")
+    try:
+        return run_on_workers(args[0], root, args[1:])
+    except MfdError as exc:
+        print(f"mfd celery: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
