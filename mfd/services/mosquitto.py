@@ -116,6 +116,7 @@ def broker_dir(root: Path, port: int, username: str, password: str, log: str | N
     root.mkdir(parents=True, exist_ok=True)
     passwords = root / "passwords"
     write_password_file(passwords, username, password)
+    os.chmod(passwords, 0o600)
     config = root / "mosquitto.conf"
     config.write_text(broker_config(root, port, passwords, log))
     if os.geteuid() == 0:

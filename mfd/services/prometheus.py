@@ -65,4 +65,5 @@ def command(config: Path, data: Path, listen: str) -> list[str]:
         f"--config.file={config}",
         f"--storage.tsdb.path={data}",
         f"--web.listen-address={listen}",
+        "--log.level=warn",  # its start-up notes would fill the stack's log
     ]

@@ -6,7 +6,6 @@ outcome is stored as a maintenance record. Screenshots go to the test's tmp_path
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from browser import chromium_page
 
 from mfd.alarms import update_alarms
 from mfd.console.sample import SampleFleet, seed_fleet
@@ -26,18 +26,6 @@ from mfd.storage.tables import alarms, maintenance_records
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root on a closed network: no sandbox, and no background connections Chromium would retry.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "browser-key"
 WAIT_MS = 60_000
 
@@ -88,15 +76,8 @@ def console(store: tuple[str, sa.Engine], tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make deps` installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # a fresh temp profile
-        try:
-            yield browser.new_page(viewport={"width": 1500, "height": 1100})
-        finally:
-            browser.close()
+    with chromium_page() as opened:
+        yield opened
 
 
 def _risks(page: object) -> list[float]:

@@ -5,42 +5,23 @@ output folder (pytest's tmp_path)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import chromium_page
 from stack_helpers import Pipeline, RunningStack
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root on a closed network: no sandbox, and no background connections Chromium would retry.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GROUPS = ("ingestion", "preparation", "augmentation", "quality", "training", "serving", "detection")
 WAIT_MS = 120_000  # a busy 2-core machine lays out the graph slowly
 
 
 @pytest.fixture
 def page() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make deps` installs it"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)  # a fresh temp profile
-        try:
-            yield browser.new_page(viewport={"width": 1600, "height": 1200})
-        finally:
-            browser.close()
+    with chromium_page(1600, 1200) as opened:
+        yield opened
 
 
 def _open(page: object, running: RunningStack, path: str) -> None:
