@@ -12,9 +12,10 @@ from mfd.alarms.model import (
     SNOOZED,
     AlarmConflict,
     AlarmNotFound,
+    AlarmUpdate,
     InvalidAction,
 )
-from mfd.alarms.opening import AlarmUpdate, read_scored, update_alarms
+from mfd.alarms.opening import read_scored, update_alarms
 
 __all__ = [
     "ACKNOWLEDGED",

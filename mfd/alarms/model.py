@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,18 @@ OUTCOMES: tuple[str, ...] = (FAILURE_CONFIRMED, NO_FAULT_FOUND, MAINTENANCE_DONE
 SEVERITY_NAMES: dict[int, str] = {3: "critical", 2: "high", 1: "warning"}
 DEFAULT_DEBOUNCE = 3  # consecutive readings past the threshold that open an alarm
 SYSTEM = "mfd"  # the actor of transitions nobody clicked
+
+
+@dataclass
+class AlarmUpdate:
+    """What one `update_alarms` call did."""
+
+    readings: int = 0
+    skipped: int = 0  # already taken (a re-run)
+    crossings: int = 0
+    opened: int = 0
+    bumped: int = 0
+    machines: int = 0
 
 
 def ensure_tables(engine: Engine) -> None:

@@ -1,5 +1,5 @@
 """The `alarms` asset in a Dagster run after a prediction_batches materialization (its range and thresholds
-taken from that run's metadata), on the SQLite twin; a re-run takes nothing twice."""
+taken from that run's metadata), on the SQLite twin; a re-run reads and takes nothing twice."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_alarms_take_the_runs_prediction_batch(tmp_path: Path) -> None:
     first_run, second_run = run(), run()
     assert (first_run["first_id"], first_run["last_id"], first_run["readings"]) == (first, last, 60)
     assert first_run["opened"] > 0 and first_run["machines"] == 10
-    assert second_run["skipped_already_taken"] == 60 and second_run["opened"] == second_run["bumped"] == 0
+    # The re-run's read leaves out readings machine_risk took already: nothing to take, nothing changes.
+    assert second_run["readings"] == 0 and second_run["opened"] == second_run["bumped"] == 0
     with store.engine.connect() as conn:
         stored = conn.execute(sa.select(alarms_table.c.machine_id, alarms_table.c.threshold)).all()
     assert len(stored) == first_run["opened"] and {t for _, t in stored} == {0.5}

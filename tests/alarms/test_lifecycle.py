@@ -3,9 +3,11 @@ idempotent re-runs, the lifecycle's conflicts, escalation once, resolution as a 
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -161,3 +163,58 @@ def test_snooze_needs_a_future_time_and_wakes(engine: sa.Engine) -> None:
     assert wake_snoozed(engine, now + timedelta(minutes=31)) == 1
     (alarm,) = rows(engine, alarms)
     assert (alarm["state"], alarm["count"]) == ("open", 5)
+
+
+def _reference(frame: pd.DataFrame, debounce: int) -> tuple[dict, dict]:
+    """The lifecycle's opening rules reading by reading, per machine: (alarms by machine: count, first and
+    last reading id; streaks by machine)."""
+    found: dict[str, dict] = {}
+    streak: dict[str, int] = {}
+    start: dict[str, int] = {}
+    for row in frame.sort_values("reading_id").itertuples():
+        m, crossed = row.machine_id, row.label == 1
+        streak[m] = streak.get(m, 0) + 1 if crossed else 0
+        if crossed and streak[m] == 1:
+            start[m] = row.reading_id
+        if m in found and crossed:
+            found[m]["count"] += 1
+            found[m]["last"] = row.reading_id
+        elif m not in found and streak[m] >= debounce:
+            found[m] = {"count": streak[m], "first": start[m], "last": row.reading_id}
+    return found, streak
+
+
+def test_interleaved_machines_in_random_batches_match_the_reading_by_reading_rules(engine: sa.Engine) -> None:
+    rng = np.random.default_rng(7)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "reading_id": np.arange(1, n + 1),
+            "machine_id": rng.choice([f"M-{i}" for i in range(8)], n),
+            "machine_type": "L",
+            "timestamp": pd.date_range(T0, periods=n, freq="1min"),
+            "probability": rng.random(n),
+        }
+    )
+    frame["label"] = (frame["probability"] >= 0.35).astype(int)
+    cuts = np.sort(rng.choice(np.arange(1, n), 12, replace=False))
+    previous = 0
+    for cut in [*cuts.tolist(), n]:
+        # each batch shuffled, and re-sending the previous batch's last 20 readings (taken once)
+        batch = frame.iloc[max(previous - 20, 0) : cut].sample(frac=1.0, random_state=int(cut))
+        update_alarms(engine, batch, debounce=4, now=T0)
+        previous = cut
+    expected, streaks = _reference(frame, debounce=4)
+    stored = {a["machine_id"]: a for a in rows(engine, alarms)}
+    assert {m: (a["count"], a["first_reading_id"], a["last_reading_id"]) for m, a in stored.items()} == {
+        m: (e["count"], e["first"], e["last"]) for m, e in expected.items()
+    }
+    risk = {r["machine_id"]: r for r in rows(engine, machine_risk)}
+    assert {m: r["streak"] for m, r in risk.items()} == streaks
+    last = frame.groupby("machine_id")["reading_id"].max().to_dict()
+    assert {m: r["last_reading_id"] for m, r in risk.items()} == last
+    peaks = frame[frame["label"] == 1].groupby("machine_id")["probability"].max()
+    assert all(a["peak_risk"] <= peaks[m] + 1e-12 for m, a in stored.items())
+    assert all(
+        len(json.loads(r["trend"])) == min(60, (frame["machine_id"] == m).sum()) for m, r in risk.items()
+    )
