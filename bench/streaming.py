@@ -4,8 +4,13 @@
     for --ceiling-seconds, publish -> receive latency per reading at a subscriber.
 (b) The stream: the same fleet at the same rate for --seconds into `mfd stream` (a child process, persistent
     session, manual ack): publish -> prediction stored latency per reading, "stored" meaning visible to a
-    reader (the bench polls the predictions every 0.1 s, so figures carry up to ~0.1 s of polling).
-Printed: p50/p95/max of both, and the stream's p95 over the broker's (target: stream p95 <= 2 s).
+    reader (the bench polls the predictions every 0.1 s, so figures carry up to ~0.1 s of polling), and
+    the consumer's CPU seconds per thread (--profile: cProfile of its main thread into a file).
+(c) The file path, after the stream stopped: --files CSV files of --file-readings readings dropped into
+    incoming/ every --file-every s while `dagster-daemon` runs the product's sensors and jobs (the production
+    dagster.yaml, as bench/detection.py's freshness): drop -> prediction stored per reading.
+Printed: p50/p95/max of each, the stream's p95 over the broker's (target: stream p95 <= 2 s) and the file
+path's p95 over the stream's.
 Issue 27 asks for 2,000 readings/s (200 machines x 10 Hz) for 5 minutes: the defaults.
 """
 
@@ -30,19 +35,24 @@ import pandas as pd
 import sqlalchemy as sa
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mfd.generator import generate_readings
+from mfd.generator import generate_readings, readings_csv
 from mfd.generator.mqtt import MqttPublisher, MqttTarget, mqtt_client, reading_payloads
 from mfd.modeling.model_io import CHAMPION, log_failure_model
 from mfd.modeling.pipeline import build_pipeline
 from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.schema import LABEL_COLUMN, PROFILE
-from mfd.services import postgres_server
+from mfd.services import Postgres, postgres_server
 from mfd.services.mosquitto import Mosquitto, mosquitto_server
+from mfd.services.processes import stop_process_group
 from mfd.settings import Settings
 from mfd.storage import readings as store
 from mfd.storage.tracking import connect, experiment_id
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "streaming")]
+from detection import instance_yaml, processes_of_instance  # noqa: E402 - bench/detection.py's daemon helpers
+from streaming_helpers import child_env  # noqa: E402 - the stream tests' child environment
+
 MODEL_NAME = "bench-streaming"
 Key = tuple[str, int]  # machine, timestamp in microseconds (what the database keeps)
 Message = tuple[str, bytes, Key]
@@ -119,16 +129,15 @@ def ceiling(broker: Mosquitto, messages: list[Message], rate: float) -> list[flo
     return [received[k] - t for k, t in sent.items() if k in received]
 
 
-def start_stream(broker: Mosquitto, settings: Settings, database_url: str, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MFD_")} | {
-        "MFD_DATABASE_URL": database_url,
-        "MFD_MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "MFD_MODEL_NAME": MODEL_NAME,
-        "MFD_HOME": str(settings.home),
-        "MFD_MQTT_PASSWORD": broker.password,
-    }
+def start_stream(
+    broker: Mosquitto, settings: Settings, database_url: str, log: Path, profile: Path | None = None
+) -> subprocess.Popen:
+    env = child_env(database_url, settings.tracking_uri, MODEL_NAME, settings.home)
+    env["MFD_MQTT_PASSWORD"] = broker.password
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     command = [
         sys.executable,
+        *profiler,
         "-m",
         "mfd.cli.main",
         "stream",
@@ -169,13 +178,28 @@ def stored_times(engine: sa.Engine, expected: int, stop_after: float) -> dict[Ke
     return seen
 
 
+def thread_cpu(pid: int) -> str:
+    """CPU seconds of each thread of `pid` (the main thread first), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: (int(t.name) != pid, int(t.name))):
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / ticks)
+    return ", ".join(f"{s:.1f}" for s in out if s >= 0.1)
+
+
 def stream(
-    broker: Mosquitto, settings: Settings, database_url: str, messages: list[Message], rate: float
+    broker: Mosquitto,
+    settings: Settings,
+    database_url: str,
+    messages: list[Message],
+    rate: float,
+    profile: Path | None = None,
 ) -> list[float]:
     """(b): publish -> prediction stored through `mfd stream`."""
     engine = store.create_engine(database_url)
     store.ensure_tables(engine)
-    proc = start_stream(broker, settings, database_url, settings.home / "stream.log")
+    proc = start_stream(broker, settings, database_url, settings.home / "stream.log", profile)
     target = MqttTarget(broker.url, broker.username, broker.password)
     result: dict[str, dict[Key, float]] = {}
     watcher = threading.Thread(
@@ -184,11 +208,102 @@ def stream(
     watcher.start()
     sent = publish_paced(target, messages, rate)
     watcher.join()
+    print(f"  mfd stream's CPU seconds by thread (main first): {thread_cpu(proc.pid)}")
     proc.send_signal(signal.SIGTERM)
     print(f"  {proc.stdout.read().strip()}")
     proc.wait(60)
     seen = result["seen"]
     return [seen[k] - t for k, t in sent.items() if k in seen]
+
+
+def scored_keys(engine: sa.Engine) -> dict[Key, float]:
+    """Every scored reading's key with the time of this look (the file path's readings are few)."""
+    query = "SELECT r.machine_id, r.timestamp FROM predictions p JOIN readings r ON r.id = p.reading_id"
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(query)).all()
+    now = time.time()
+    return {key_of(machine, stamp): now for machine, stamp in rows}
+
+
+def drop_file(incoming: Path, name: str, frame: pd.DataFrame) -> None:
+    """A CSV of `frame`'s readings (no labels) into incoming/, written aside and renamed in whole."""
+    columns = ["machine_id", "timestamp", "machine_type", *PROFILE.sensor_columns]
+    staged = incoming.parent / f".{name}"
+    staged.write_bytes(readings_csv(frame[columns], PROFILE))
+    os.replace(staged, incoming / name)
+
+
+def daemon_env(pg: Postgres, settings: Settings, database_url: str, dagster_home: Path) -> dict[str, str]:
+    dagster_db = pg.create_database("dagster")
+    return child_env(database_url, settings.tracking_uri, MODEL_NAME, settings.home) | {
+        "DAGSTER_HOME": str(dagster_home),
+        "MFD_DAGSTER_PG_HOST": pg.host,
+        "MFD_DAGSTER_PG_PORT": str(pg.port),
+        "MFD_DAGSTER_PG_USER": pg.user,
+        "MFD_DAGSTER_PG_PASSWORD": "",
+        "MFD_DAGSTER_PG_DB": dagster_db.rsplit("/", 1)[1],
+    }
+
+
+def file_path(pg: Postgres, settings: Settings, files: int, every: float, per_file: int) -> list[float]:
+    """(c): CSV files dropped into incoming/ every `every` s while `dagster-daemon` runs the product's
+    sensors (incoming_files_sensor -> ingestion run -> prediction_sensor -> prediction run): drop ->
+    prediction stored latency per reading. A first file warms the daemon up and is not counted."""
+    url = pg.create_database("files")
+    engine = store.create_engine(url)
+    store.ensure_tables(engine)
+    dagster_home = settings.home / "dagster"
+    instance_yaml(dagster_home)
+    incoming = settings.objects_dir / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    log = (settings.home / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO,
+        env=daemon_env(pg, settings, url, dagster_home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    machines = max(1, min(200, per_file))
+    frames = [
+        generate_readings(
+            machines, per_file, 10 + i, datetime.now(UTC).replace(microsecond=0), interval_s=1.0
+        )
+        for i in range(files + 1)
+    ]
+    dropped: dict[Key, float] = {}
+    try:
+        drop_file(incoming, "warm-up.csv", frames[0])
+        started, warm = (
+            time.time(),
+            {key_of(m, t) for m, t in zip(frames[0]["machine_id"], frames[0]["timestamp"], strict=True)},
+        )
+        while not warm <= scored_keys(engine).keys():
+            if daemon.poll() is not None or time.time() - started > 600:
+                raise SystemExit(f"warm-up file not scored within 600 s; see {settings.home / 'daemon.log'}")
+            time.sleep(1)
+        print(f"  warm-up file scored {time.time() - started:.0f} s after the daemon started")
+        seen: dict[Key, float] = {}
+        for i, frame in enumerate(frames[1:]):
+            at = time.time()
+            drop_file(incoming, f"readings-{i:03d}.csv", frame)
+            dropped |= {
+                key_of(m, t): at for m, t in zip(frame["machine_id"], frame["timestamp"], strict=True)
+            }
+            while time.time() < at + every:
+                seen = scored_keys(engine) | seen
+                time.sleep(0.5)
+        deadline = time.time() + 300
+        while not dropped.keys() <= seen.keys() and time.time() < deadline:
+            seen = scored_keys(engine) | seen
+            time.sleep(0.5)
+    finally:
+        stop_process_group(daemon, signal.SIGINT, timeout=60)
+        log.close()
+        for process in processes_of_instance(dagster_home):
+            os.kill(int(process.split()[0]), signal.SIGKILL)
+    return [seen[k] - t for k, t in dropped.items() if k in seen]
 
 
 def main() -> None:
@@ -198,6 +313,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="readings per second (default 2,000)")
     parser.add_argument("--machines", type=int, default=200, help="machines (default 200: 10 Hz each)")
     parser.add_argument("--seconds", type=float, default=300, help="the stream's duration (default 300)")
+    parser.add_argument("--profile", type=Path, help="cProfile the consumer's main thread into this file")
+    parser.add_argument("--files", type=int, default=12, help="(c) files dropped into incoming/ (0: skip)")
+    parser.add_argument("--file-every", type=float, default=10, help="(c) seconds between files")
+    parser.add_argument("--file-readings", type=int, default=2000, help="(c) readings per file")
     parser.add_argument("--ceiling-seconds", type=float, default=30, help="the broker-alone run (default 30)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mfd-bench-streaming-"))
@@ -213,7 +332,9 @@ def main() -> None:
                 f"(a) broker alone, publish -> receive, {len(alone):,} readings at {args.rate:,.0f}/s: {percentiles(alone)}"
             )
             messages = fleet_messages(args.machines, args.rate, args.seconds, 2)
-            streamed = stream(broker, settings, pg.create_database("stream"), messages, args.rate)
+            streamed = stream(
+                broker, settings, pg.create_database("stream"), messages, args.rate, args.profile
+            )
             print(
                 f"(b) mfd stream, publish -> prediction stored, {len(streamed):,} of {len(messages):,} readings at "
                 f"{args.rate:,.0f}/s for {args.seconds:g} s: {percentiles(streamed)}"
@@ -221,6 +342,16 @@ def main() -> None:
             ratio = np.percentile(streamed, 95) / np.percentile(alone, 95)
             verdict = "met" if np.percentile(streamed, 95) <= 2.0 else "NOT met"
             print(f"p95 stream / p95 broker alone: {ratio:,.1f}x; target p95 <= 2 s: {verdict}")
+            if args.files > 0:
+                filed = file_path(pg, settings, args.files, args.file_every, args.file_readings)
+                print(
+                    f"(c) file path (incoming/ CSV -> incoming_files_sensor -> ingestion run -> prediction_sensor "
+                    f"-> prediction run, dagster-daemon), drop -> prediction stored, {len(filed):,} readings in "
+                    f"{args.files} files of {args.file_readings:,} every {args.file_every:g} s: {percentiles(filed)}"
+                )
+                print(
+                    f"p95 file path / p95 stream: {np.percentile(filed, 95) / np.percentile(streamed, 95):,.1f}x"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -181,14 +181,15 @@ class StreamProcess:
         return self.proc.wait(60)
 
 
-def child_env(database_url: str, tracking: Tracking) -> dict[str, str]:
-    """The environment of an `mfd stream` child: no MFD_* of the caller, this test's database and champion."""
+def child_env(database_url: str, tracking_uri: str, model_name: str, home: Path) -> dict[str, str]:
+    """The environment of an `mfd stream` child (a test's or bench/streaming.py's): no MFD_* of the caller,
+    the given database, registry, champion's name and MFD_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MFD_")}
     return env | {
         "MFD_DATABASE_URL": database_url,
-        "MFD_MLFLOW_TRACKING_URI": tracking.tracking_uri,
-        "MFD_MODEL_NAME": tracking.model_name,
-        "MFD_HOME": str(tracking.local_home),
+        "MFD_MLFLOW_TRACKING_URI": tracking_uri,
+        "MFD_MODEL_NAME": model_name,
+        "MFD_HOME": str(home),
     }
 
 

@@ -68,9 +68,13 @@ def test_mqtt_bad_payloads_are_rejected_with_reasons_and_the_consumer_keeps_goin
         "other machine": ("plant/another/readings", json.dumps(good).encode()),
         "oversized": (tree, json.dumps([good] * 400).encode()),
         "invalid utf-8": (tree, b"\xff\xfe\x00{"),
+        "unknown machine": ("plant/M-9999/readings", json.dumps(_reading(machine_id="M-9999")).encode()),
     }
     mixed = [_reading(timestamp="2026-12-07T10:00:00Z"), _reading(rotational_speed_rpm=-5.0)]
-    with consuming(mosquitto, engine, champion, "bad-payloads", max_bytes=20_000) as consumer:
+    known = frozenset({machine})  # the unknown-machine policy: only this machine's readings are taken
+    with consuming(
+        mosquitto, engine, champion, "bad-payloads", max_bytes=20_000, known_machines=known
+    ) as consumer:
         publisher = MqttPublisher(target(mosquitto), PROFILE)
         for topic, payload in bad.values():
             publisher.publish(topic, payload)
@@ -97,6 +101,7 @@ def test_mqtt_bad_payloads_are_rejected_with_reasons_and_the_consumer_keeps_goin
         "differs from the topic's machine 'another'",
         "oversized:",
         "readings[1]: rotational_speed_rpm: Input should be greater than or equal to 0",
+        "unknown machine 'M-9999' (not among the 1 known machines)",
     ):
         assert expected in text, f"{expected!r} not among the reasons:\n{text}"
     assert "not json {" in payloads
@@ -138,7 +143,7 @@ def test_mqtt_exactly_once_when_the_consumer_is_killed_mid_batch(
     SIGKILL in the middle of a batch's COPY (nothing of it committed): every reading once, each scored once."""
     engine = _engine(pg_url)
     readings = fleet(20, 600, seed=11)
-    env = child_env(pg_url, champion)
+    env = child_env(pg_url, champion.tracking_uri, champion.model_name, champion.local_home)
     committed = StreamProcess(mosquitto, env, "killed", pause_at="stream-commit")
     wait_for(lambda: committed.said("subscribed to plant/#"), "the first consumer to subscribe", 120)
     publish(mosquitto, readings.iloc[:300])
