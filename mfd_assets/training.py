@@ -15,12 +15,13 @@ from mfd.modeling.experiment import (
     LoggedCandidate,
     calibration_figure,
     confusion_figure,
+    lead_figure,
     log_candidate,
     pr_curve_figure,
     shift_figure,
 )
 from mfd.modeling.families import FAMILY_CHOICES
-from mfd.modeling.holdout import holdout_split, without_holdout
+from mfd.modeling.holdout import holdout_split, honest_training_rows, time_honest, without_holdout
 from mfd.modeling.metrics import METRICS
 from mfd.modeling.model_io import CHAMPION, load_version
 from mfd.modeling.robust import OBJECTIVES, Robustness
@@ -45,7 +46,7 @@ from mfd.preparation.labels import LABELLED_READINGS_TAG, label_window
 from mfd.preparation.training_set import DEFAULT_LABEL_WINDOW
 from mfd.registry.replay import Replay, logged_model, replay_figure, replay_models
 from mfd.registry.shadow_evidence import BLOCK, ON_INSUFFICIENT, ShadowGate
-from mfd.schema import LABEL_COLUMN
+from mfd.schema import LABEL_COLUMN, PROFILE
 from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import ReadingsStore, Tracking
@@ -259,8 +260,10 @@ def _training_set_rows(context: dg.AssetExecutionContext) -> str:
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def holdout(config: HoldoutConfig, training_set: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    """The shared holdout: a seeded, label-stratified share of training_set's real rows, chosen by reading
-    id. Augmentation, the quality panel and the candidate model never train on these rows; all score on them."""
+    """The shared holdout: a seeded share of training_set's real rows, chosen by reading id: label-stratified
+    for snapshot data, time-honest (whole machines, or each machine's latest readings with a gap of one
+    horizon) where machines run to failure. Augmentation, the quality panel and the candidate model never
+    train on these rows; all score on them."""
     rows = holdout_split(training_set, config.fraction, config.seed).holdout
     failures = int(rows[LABEL_COLUMN].astype("int64").sum())
     return dg.Output(
@@ -271,6 +274,8 @@ def holdout(config: HoldoutConfig, training_set: pd.DataFrame) -> dg.Output[pd.D
                 "failures": failures,
                 "training_set_rows": len(training_set),
                 "fraction": config.fraction,
+                "split": "time-honest (by machine and time)" if time_honest(rows) else "random (stratified)",
+                "machines": int(rows["machine_id"].nunique()) if "machine_id" in rows.columns else 0,
                 "seed": config.seed,
             }
         ),
@@ -289,7 +294,12 @@ def candidate_model(
     of cleaned_set without the holdout rows, its threshold chosen on the validation folds, scored on the
     shared holdout, logged to MLflow, all within time_budget_s (budget vs spent per phase in metadata)."""
     spent = Spent(config.time_budget_s)
-    train = without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
+    # Time-honest where machines run to failure: no reading of a holdout machine within a horizon before it.
+    train = (
+        honest_training_rows(cleaned_set, holdout, PROFILE.horizon)
+        if time_honest(holdout)
+        else without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
+    )
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
     robustness = config.robustness()
     candidate = train_candidate(
@@ -330,6 +340,8 @@ def candidate_model(
             "confusion_matrix": png_markdown(confusion_figure(candidate), "confusion matrix"),
             "pr_curve": png_markdown(pr_curve_figure(candidate), "PR curve"),
         }
+        if len(candidate.lead):
+            plots["risk_over_time"] = png_markdown(lead_figure(candidate), "risk over time and alarms")
     context.log.info("candidate_model %s", spent.line())
     return dg.Output(
         logged,
@@ -345,6 +357,10 @@ def candidate_model(
                 "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
                 "holdout_scores": table_metadata(scored),
                 "cv_by_family": table_metadata(candidate.families),
+                "selected_by": candidate.selected_by,
+                **({"lead_time_by_family": table_metadata(candidate.lead)} if len(candidate.lead) else {}),
+                **{f"holdout_{k}": v for k, v in candidate.lead_scores.items()},
+                **{f"holdout_{k}": v for k, v in candidate.rul_scores.items()},
                 **{
                     f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
                     for shift in candidate.shifted["shift"].unique()

@@ -76,6 +76,8 @@ class Tracking(dg.ConfigurableResource):
             cost_matrix=cost_matrix,
             shadow_gate=shadow_gate,
             engine=engine,
+            # The clean holdout with machine and time: lead time and RUL of challenger and champion.
+            lead_holdout=getattr(logged.candidate, "holdout", None),
         )
 
     def promote_challenger(self, engine: Engine, gate: ShadowGate) -> Decision:

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from mfd.features import FEATURE_COLUMNS, feature_array
+from mfd.features import FEATURE_COLUMNS, WINDOW_COLUMNS, feature_array
 from mfd.modeling.budget import NO_DEADLINE, Deadline
 from mfd.modeling.shifts import NoiseLevels
 from mfd.modeling.tree_predictor import FlatTreeClassifier
@@ -28,6 +28,9 @@ def readings_of(x: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame(x[:, : len(SENSOR_COLUMNS)], columns=list(SENSOR_COLUMNS))
     types = np.array(MACHINE_TYPES, dtype=object)[np.argmax(x[:, _TYPE_AT], axis=1)]
     frame["machine_type"] = np.where(np.isnan(x[:, _TYPE_AT]).any(axis=1), None, types)
+    if WINDOW_COLUMNS:  # the machine-window features ride along unchanged (the noise is on the sensors)
+        windows = pd.DataFrame(x[:, x.shape[1] - len(WINDOW_COLUMNS) :], columns=list(WINDOW_COLUMNS))
+        frame = pd.concat([frame, windows], axis=1)
     return frame
 
 

@@ -5,7 +5,7 @@ on the shifted holdouts (`mfd.modeling.shifts`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,22 @@ from threadpoolctl import threadpool_limits
 from mfd.errors import MfdError
 from mfd.modeling.budget import NO_DEADLINE, Deadline, OutOfTime, Spent
 from mfd.modeling.calibration import CALIBRATIONS, CalibratedModel, brier
+from mfd.modeling.early_warning import (
+    KEYS,
+    budget_threshold,
+    figures,
+    has_keys,
+    lead_of,
+    rank_by_lead,
+    table,
+)
 from mfd.modeling.families import FAMILIES, check_family
-from mfd.modeling.holdout import assert_disjoint, holdout_split
+from mfd.modeling.holdout import assert_disjoint, holdout_split, time_honest
+from mfd.modeling.lead_time import LeadTime, failures_from_labels, hours_to_failure
 from mfd.modeling.metrics import latency, scores
-from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
+from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, ReadingFeatures
 from mfd.modeling.robust import Robustness
+from mfd.modeling.rul import RulHead, attach, fit_rul_head, rul_errors
 from mfd.modeling.shifts import (
     CrossSource,
     ShiftConfig,
@@ -30,7 +41,8 @@ from mfd.modeling.shifts import (
 )
 from mfd.modeling.training_data import labelled, trainability_problem
 from mfd.modeling.tuning import Tuned, fit_pipeline, prepare_folds, refit, tune_families
-from mfd.schema import LABEL_COLUMN
+from mfd.profiles import MACHINE
+from mfd.schema import LABEL_COLUMN, PROFILE
 
 # Of the time budget, the share the tuning race may spend at most; the rest refits, calibrates and scores
 # the shifted holdouts.
@@ -72,6 +84,12 @@ class Candidate:
     shifts: ShiftConfig = field(default_factory=ShiftConfig)
     budget: dict[str, float] = field(default_factory=dict)
     spent: Spent = field(default_factory=lambda: Spent(None))
+    # Early warning: lead-time figures on the holdout's machines per family (rows) and of the candidate
+    # (`lead_*`), how `auto` chose ("lead time" or the CV objective), and the RUL head's holdout figures.
+    lead: pd.DataFrame = field(default_factory=pd.DataFrame)
+    lead_scores: dict[str, float] = field(default_factory=dict)
+    selected_by: str = "cv objective"
+    rul_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def holdout_proba(self) -> np.ndarray:
@@ -158,6 +176,57 @@ def _rows_of(
     return [{"family": tuned.family, "shift": name, **s} for name, s in out.items()]
 
 
+def _keys(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Machine and time of `frame`'s labelled rows, in `labelled`'s row order; None without them."""
+    if not has_keys(frame) or LABEL_COLUMN not in frame.columns:
+        return None
+    return frame.loc[frame[LABEL_COLUMN].notna(), list(KEYS)].reset_index(drop=True)
+
+
+def _by_lead(results: list[Tuned], tuning: pd.DataFrame) -> tuple[list[Tuned], str]:
+    """`results` ranked by the lead time of their out-of-fold predictions (families that ran every fold;
+    the others keep their places after them), where machines run to failure and rows have times."""
+    if not PROFILE.run_to_failure or not has_keys(tuning):
+        return results, "cv objective"
+    complete = [r for r in results if r.eligible and np.isfinite(r.oof).all()]
+    if len(complete) < 2:
+        return results, "cv objective"
+    leads = {r.family: lead_of(tuning, r.oof, r.threshold) for r in complete}
+    order = rank_by_lead(leads, {r.family: r.objective for r in complete})
+    ranked = sorted(complete, key=lambda r: order.index(r.family))
+    return ranked + [r for r in results if r not in complete], "lead time (out-of-fold)"
+
+
+def _rul_head(final_features: Any, tuning: pd.DataFrame, seed: int) -> RulHead | None:
+    """The RUL head on the tuning rows, where the profile runs machines to failure and caps RUL."""
+    if not (PROFILE.run_to_failure and PROFILE.rul_cap is not None and has_keys(tuning)):
+        return None
+    hours = hours_to_failure(tuning, failures_from_labels(tuning, LABEL_COLUMN, PROFILE.horizon))
+    inputs = tuning[list(MODEL_INPUT_COLUMNS)]
+    return fit_rul_head(final_features, inputs, hours, PROFILE.rul_cap, seed=seed)
+
+
+def rul_scores(head: RulHead | None, held: pd.DataFrame) -> dict[str, float]:
+    """The RUL head's errors on the holdout (`rul_errors`); empty without a head or machine and time."""
+    if head is None or not has_keys(held):
+        return {}
+    return rul_errors(held, head.predict(held[list(MODEL_INPUT_COLUMNS)]))
+
+
+def _leads(
+    best: Tuned, final_proba: np.ndarray, threshold: float, others: list[tuple[Tuned, Pipeline | None]], held
+) -> dict[str, LeadTime]:
+    """Lead time on the holdout's machines: the candidate, and every other family fit on the tuning rows."""
+    if not has_keys(held):
+        return {}
+    out = {best.family: lead_of(held, final_proba, threshold)}
+    for tuned, pipeline in others:
+        if pipeline is not None:
+            proba = pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
+            out[tuned.family] = lead_of(held, proba, tuned.threshold)
+    return out
+
+
 def train_candidate(
     df: pd.DataFrame,
     *,
@@ -204,7 +273,12 @@ def train_candidate(
         elif "id" in df.columns and "id" in holdout.columns:
             assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
         tuning, held = labelled(df), labelled(holdout)
-        prepared = prepare_folds(tuning, folds, seed, robustness)
+        train_keys, held_keys = _keys(df), _keys(holdout)
+        # Machine and time ride along (never model inputs): grouped folds, lead time, the RUL target.
+        tuning = tuning if train_keys is None else pd.concat([tuning, train_keys], axis=1)
+        held = held if held_keys is None else pd.concat([held, held_keys], axis=1)
+        groups = tuning[MACHINE].astype(str).to_numpy() if time_honest(tuning) else None
+        prepared = prepare_folds(tuning, folds, seed, robustness, groups)
     with spent.phase("tuning"), threadpool_limits(1):  # the racing threads' limits nest inside this one
         results = tune_families(
             family,
@@ -221,6 +295,7 @@ def train_candidate(
             reserve_fits=REFIT_FOLDS,
         )
     tuned_s = spent.total_s
+    results, selected_by = _by_lead(results, tuning) if family == "auto" else (results, "cv objective")
     pool = (candidates or tuple(FAMILIES)) if family == "auto" else (family,)
     skipped = tuple(f for f in pool if f not in {r.family for r in results})
     best, others = results[0], [r for r in results[1:] if r.eligible]
@@ -242,8 +317,11 @@ def train_candidate(
         refitted = pool_.submit(
             refit, best, tuning, prepared, seed=seed, robustness=robustness, calibration=calibration
         )
+        head = pool_.submit(_rul_head, ReadingFeatures(), tuning, seed)
         futures = [pool_.submit(_fit_after_race, j, tuning, shifts.cross, seed, robustness) for j in jobs]
         final = refitted.result()
+        threshold = budget_threshold(tuning, final.oof, final.threshold)
+        final = replace(final, pipeline=attach(final.pipeline, head.result()), threshold=threshold)
         fitted = {(j.tuned.family, j.source): f.result() for j, f in zip(jobs, futures, strict=True)}
         y_held = held[LABEL_COLUMN].to_numpy()
         proba = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
@@ -260,6 +338,11 @@ def train_candidate(
             cross_fits = {s: fitted[(tuned.family, s)] for s in sources if fitted[(tuned.family, s)]}
             shifted += _rows_of(tuned, pipeline, threshold, cross_fits, held, shifts)
     cut = sum(f is None for f in fitted.values())
+    with spent.phase("lead_time"):
+        leads = _leads(
+            best, proba, final.threshold, [(r, fitted[(r.family, "tuning")]) for r in others], held
+        )
+        rul = rul_scores(head.result(), held)
     with spent.phase("latency"):
         measured = latency(final.pipeline, pd.concat([tuning, held], ignore_index=True))
     return Candidate(
@@ -292,4 +375,8 @@ def train_candidate(
             "fits_cut_by_budget": float(cut),
         },
         spent=spent,
+        lead=table(leads) if leads else pd.DataFrame(),
+        lead_scores=figures(leads[best.family]) if leads else {},
+        selected_by=selected_by,
+        rul_scores=rul,
     )

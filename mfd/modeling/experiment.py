@@ -16,6 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from mfd.modeling.calibration import reliability_figure
 from mfd.modeling.candidate import Candidate
+from mfd.modeling.early_warning import risk_figure
 from mfd.modeling.metrics import METRICS, confusion
 from mfd.modeling.model_io import log_failure_model
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS
@@ -88,6 +89,11 @@ def calibration_figure(candidate: Candidate) -> Figure:
     return reliability_figure(y, curves)
 
 
+def lead_figure(candidate: Candidate) -> Figure:
+    """Risk over time of a few failing holdout machines, with the candidate's alarms."""
+    return risk_figure(candidate.holdout, candidate.holdout_proba, candidate.threshold)
+
+
 def shift_metrics(candidate: Candidate) -> dict[str, float]:
     """The chosen family's scores on each shifted holdout, flat: `shift_noisy_pr_auc`, ..."""
     rows = candidate.shifted[candidate.shifted["family"] == candidate.family]
@@ -104,6 +110,8 @@ def metrics(candidate: Candidate) -> dict[str, float]:
     return {
         **{f"cv_{k}": v for k, v in candidate.cv.items()},
         **{f"holdout_{k}": v for k, v in candidate.holdout_scores.items()},
+        **{f"holdout_{k}": v for k, v in candidate.lead_scores.items()},
+        **{f"holdout_{k}": v for k, v in candidate.rul_scores.items()},
         **shift_metrics(candidate),
         **{k: v for k, v in candidate.calibration.items() if k.startswith("holdout_brier")},
         **candidate.latency,
@@ -120,6 +128,11 @@ def run_params(candidate: Candidate) -> dict[str, object]:
     return {
         **candidate.robustness.record(),
         "calibration": candidate.calibration.get("method", "none"),
+        "selected_by": candidate.selected_by,
+        "lead_hours": PROFILE.warning_lead / pd.Timedelta(hours=1),
+        "debounce": PROFILE.debounce,
+        "probability_floor": PROFILE.probability_floor,
+        "false_alarm_budget": PROFILE.false_alarm_budget,
         **{f"shift_{k}": v for k, v in candidate.shifts.record().items()},
     }
 
@@ -172,6 +185,11 @@ def log_candidate(
             mlflow.log_figure(fig, f"plots/{label}.png")
             plt.close(fig)
         mlflow.log_text(table_markdown(candidate.families), "cv_by_family.md")
+        if len(candidate.lead):
+            mlflow.log_text(table_markdown(candidate.lead), "lead_time_by_family.md")
+            fig = lead_figure(candidate)
+            mlflow.log_figure(fig, "plots/risk_over_time.png")
+            plt.close(fig)
         for shift in candidate.shifted["shift"].unique():
             name = shift.replace("->", "_to_")
             mlflow.log_text(table_markdown(candidate.shift_table(shift)), f"holdouts/{name}.md")

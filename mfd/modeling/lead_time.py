@@ -164,3 +164,36 @@ def lead_time(
         censored_alarms=tally.censored_alarms,
         healthy_days=tally.healthy / DAY,
     )
+
+
+def failures_from_labels(frame: pd.DataFrame, label: str, horizon: pd.Timedelta) -> pd.DataFrame:
+    """Failure records (machine_id, timestamp) read off labelled readings: per machine, each run of
+    failure-labelled readings with gaps of at most `horizon` is one failure, at its last reading (with horizon
+    labels the run ends at the failure; with AI4I's labels the failing reading is the run)."""
+    positive = frame.loc[frame[label].fillna(0).astype("int64") == 1, [MACHINE, TIMESTAMP]]
+    if positive.empty:
+        return pd.DataFrame({MACHINE: pd.Series(dtype=object), TIMESTAMP: pd.Series(dtype="datetime64[ns]")})
+    positive = positive.assign(**{TIMESTAMP: _naive(positive[TIMESTAMP])}).sort_values([MACHINE, TIMESTAMP])
+    machine = positive[MACHINE].astype(str).to_numpy()
+    times = positive[TIMESTAMP].to_numpy()
+    last = np.ones(len(times), dtype=bool)
+    last[:-1] = (machine[1:] != machine[:-1]) | ((times[1:] - times[:-1]) > horizon.to_timedelta64())
+    return pd.DataFrame({MACHINE: positive[MACHINE].to_numpy()[last], TIMESTAMP: times[last]})
+
+
+def hours_to_failure(frame: pd.DataFrame, failures: pd.DataFrame) -> np.ndarray:
+    """Per reading of `frame` (row order kept): hours to its machine's next failure at or after it; NaN when
+    none follows (the future is unknown: no RUL target)."""
+    out = np.full(len(frame), np.nan)
+    if not len(frame) or not len(failures):
+        return out
+    times = _naive(frame[TIMESTAMP]).to_numpy()
+    machines = frame[MACHINE].astype(str).to_numpy()
+    failed = failures.assign(**{TIMESTAMP: _naive(failures[TIMESTAMP])})
+    for machine, group in failed.groupby(failed[MACHINE].astype(str), sort=False):
+        rows = np.flatnonzero(machines == machine)
+        at = np.sort(group[TIMESTAMP].to_numpy())
+        nxt = np.searchsorted(at, times[rows], side="left")
+        known = nxt < len(at)
+        out[rows[known]] = (at[nxt[known]] - times[rows[known]]) / np.timedelta64(1, "h")
+    return out

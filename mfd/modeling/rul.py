@@ -17,6 +17,9 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 
+from mfd.modeling.lead_time import failures_from_labels, hours_to_failure
+from mfd.schema import LABEL_COLUMN, PROFILE
+
 RUL_ATTR = "mfd_rul_head"
 HOUR = pd.Timedelta(hours=1)
 
@@ -38,6 +41,23 @@ class RulHead:
 def capped_target(hours_to_failure: pd.Series | np.ndarray, cap: pd.Timedelta) -> np.ndarray:
     """Hours to failure capped at `cap` (NaN stays NaN: censored)."""
     return np.minimum(np.asarray(hours_to_failure, dtype="float64"), cap / HOUR)
+
+
+def rul_errors(frame: pd.DataFrame, estimate: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE in hours of `estimate` (per reading of `frame`: machine_id, timestamp, label) against the
+    hours to each reading's next failure (read off the labels) capped at the profile's `rul_cap`, over the
+    readings a failure follows; empty when none does."""
+    hours = hours_to_failure(frame, failures_from_labels(frame, LABEL_COLUMN, PROFILE.horizon))
+    known = np.isfinite(hours)
+    if not known.any():
+        return {}
+    cap = PROFILE.rul_cap / HOUR if PROFILE.rul_cap is not None else np.inf
+    error = np.asarray(estimate, dtype="float64")[known] - np.minimum(hours[known], cap)
+    return {
+        "rul_rmse_hours": float(np.sqrt(np.mean(error**2))),
+        "rul_mae_hours": float(np.mean(np.abs(error))),
+        "rul_rows": float(known.sum()),
+    }
 
 
 def default_regressor(seed: int = 0) -> BaseEstimator:

@@ -33,7 +33,7 @@ import optuna
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -107,15 +107,22 @@ class Folds:
     splits: list[Fold]
 
 
-def prepare_folds(df: pd.DataFrame, folds: int, seed: int, robustness: Robustness) -> Folds:
+def prepare_folds(
+    df: pd.DataFrame, folds: int, seed: int, robustness: Robustness, groups: np.ndarray | None = None
+) -> Folds:
     """Stratified `folds`-fold splits of the labelled rows of `df`: the (jittered) training inputs, the
-    clean and the noisy validation inputs of each."""
+    clean and the noisy validation inputs of each. With `groups` (one machine id per labelled row: the
+    time-honest evaluation of machines run to failure) no machine is in a fold's training and validation
+    rows both (StratifiedGroupKFold)."""
     data = labelled(df)
     y = data[LABEL_COLUMN].to_numpy()
-    splits = []
-    for k, (train, valid) in enumerate(
+    splitter = (
         StratifiedKFold(folds, shuffle=True, random_state=seed).split(data, y)
-    ):
+        if groups is None
+        else StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(data, y, groups)
+    )
+    splits = []
+    for k, (train, valid) in enumerate(splitter):
         fit_rows = robustness.jittered(data.iloc[train], seed=seed * 100 + k)
         splits.append(
             Fold(

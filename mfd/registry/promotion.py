@@ -14,6 +14,12 @@ holdout win is not enough while the evidence is against the challenger, and too 
 the promotion (the version stays `challenger` and shadows; `promote_challenger` decides later) or leaves
 the decision to the holdout. Each version records its holdout verdict (`gate_holdout_verdict` against
 `gate_champion`, whose scores are `gate_champion_score_*`) and the shadow verdict (`gate_shadow_verdict`).
+
+Early warning: given the holdout's readings with their machine and time (`lead_holdout`), every version is
+also scored on lead time (`lead_*`: share of failures warned at least the profile's lead ahead, median lead,
+false alarms per machine-day, precision per alarm, at its operating threshold) and, with a RUL head, on
+remaining useful life (`rul_rmse_hours`). A challenger that warns a smaller share of failures than the
+champion, or raises more false alarms per machine-day, is refused whatever its `metric` (`lead_verdict`).
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from mfd.alerts.costs import (
     thresholds_json,
 )
 from mfd.errors import MfdError
+from mfd.modeling.early_warning import figures, has_keys, lead_of
 from mfd.modeling.metrics import METRICS, scores
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
+from mfd.modeling.rul import rul_errors
 from mfd.registry.model_card import CardInputs, attach_card, build_card
 from mfd.registry.shadow_evidence import BLOCK, ShadowGate, ShadowVerdict, shadow_verdict
 from mfd.schema import LABEL_COLUMN
@@ -62,6 +70,9 @@ GATE_METRIC_TAG = "gate_metric"
 GATE_MARGIN_TAG = "gate_margin"
 CHAMPION_SCORE_PREFIX = "gate_champion_score_"
 SHADOW_VERDICT_TAG = "gate_shadow_verdict"
+SHARE_WARNED, FALSE_ALARMS = "lead_share_warned", "lead_false_alarms_per_machine_day"
+# Differences in the lead-time figures smaller than this are ties (float noise).
+LEAD_TOLERANCE = 1e-9
 
 
 def _now() -> str:
@@ -129,7 +140,12 @@ class Evaluation:
 
 
 def _evaluate(
-    client: MlflowClient, name: str, version: str, holdout: pd.DataFrame, matrix: CostMatrix | None
+    client: MlflowClient,
+    name: str,
+    version: str,
+    holdout: pd.DataFrame,
+    matrix: CostMatrix | None,
+    lead_holdout: pd.DataFrame | None = None,
 ) -> Evaluation:
     model = load_model_version(client, name, version)
     thresholds = parse_thresholds(client.get_model_version(name, version).tags.get(THRESHOLDS_TAG))
@@ -140,7 +156,41 @@ def _evaluate(
         types = holdout["machine_type"].astype(str).to_numpy()
         alarm = proba >= threshold_array(types, thresholds, model.threshold)
         result[EXPECTED_COST] = decision_cost(y, alarm, types, matrix) / max(len(y), 1)
+    if lead_holdout is not None and len(lead_holdout) and has_keys(lead_holdout):
+        result |= figures(lead_of(lead_holdout, model.probability(lead_holdout), model.threshold))
+        estimate = model.estimate_rul(lead_holdout)
+        if estimate is not None:
+            result |= rul_errors(lead_holdout, estimate)
     return Evaluation(result, proba, model.threshold, thresholds)
+
+
+def lead_verdict(challenger: dict[str, float], champion: dict[str, float]) -> tuple[bool, str]:
+    """Whether the challenger is no worse than the champion on lead time: at least the champion's share of
+    failures warned ahead, at no more false alarms per machine-day. Passes when either has no figures
+    (no machine and time in the holdout, or no failure in it)."""
+    keys = (SHARE_WARNED, FALSE_ALARMS)
+    if not all(np.isfinite(d.get(k, np.nan)) for d in (challenger, champion) for k in keys):
+        return True, "no lead-time figures to compare"
+    figures_ = (
+        f"warned {challenger[SHARE_WARNED]:.3f} vs {champion[SHARE_WARNED]:.3f}, false alarms per "
+        f"machine-day {challenger[FALSE_ALARMS]:.4f} vs {champion[FALSE_ALARMS]:.4f}"
+    )
+    if challenger[SHARE_WARNED] < champion[SHARE_WARNED] - LEAD_TOLERANCE:
+        return False, f"champion kept: the challenger warns fewer failures in time ({figures_})"
+    if challenger[FALSE_ALARMS] > champion[FALSE_ALARMS] + LEAD_TOLERANCE:
+        return False, f"champion kept: the challenger raises more false alarms ({figures_})"
+    return True, f"lead time no worse ({figures_})"
+
+
+def _gate(
+    metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
+) -> tuple[bool, str]:
+    """The holdout verdict: the `metric` margin, and lead time no worse (`lead_verdict`)."""
+    on_metric = _verdict(metric, margin, challenger, champion)
+    on_lead = lead_verdict(challenger, champion)
+    if not on_lead[0]:
+        return False, f"{on_lead[1]}; {on_metric[1]}"
+    return on_metric[0], f"{on_metric[1]}; {on_lead[1]}"
 
 
 def evaluate_version(
@@ -280,10 +330,13 @@ def promote_candidate(
     cost_matrix: CostMatrix | None = None,
     shadow_gate: ShadowGate | None = None,
     engine: Engine | None = None,
+    lead_holdout: pd.DataFrame | None = None,
 ) -> Decision:
     """Register `model_uri` as a new version, evaluate it and the champion on the same `holdout`, and move
-    `champion` only when the challenger wins on `metric` by at least `margin` (and, with `shadow_gate`,
-    its shadow evidence in `engine` passes or, too little of it, the gate falls back to the holdout).
+    `champion` only when the challenger wins on `metric` by at least `margin` and, with `lead_holdout`
+    (holdout readings with machine and time), warns no later and no more falsely (`lead_verdict`) (and, with
+    `shadow_gate`, its shadow evidence in `engine` passes or, too little of it, the gate falls back to the
+    holdout).
 
     `validation` (out-of-fold predictions: `y`, `proba`, `machine_type`) gives the version its cost-optimal
     threshold per machine type under `cost_matrix` (None: the default matrix). Every version gets a model
@@ -303,7 +356,7 @@ def promote_candidate(
     mv: ModelVersion = register_logged_model(model_uri, name, threshold=threshold, tags=version_tags)
     version = str(mv.version)
     try:
-        evaluation = _evaluate(client, name, version, holdout, matrix)
+        evaluation = _evaluate(client, name, version, holdout, matrix, lead_holdout)
     except Exception as exc:
         client.set_model_version_tag(name, version, EVALUATION_TAG, "failed")
         attach_card(
@@ -329,8 +382,8 @@ def promote_candidate(
         reason = f"first champion ({status.problem})" if status.problem else "first champion: none existed"
         _set_champion(client, name, version, None, reason)
     else:
-        champion_scores = evaluate_version(client, name, status.version, holdout, matrix)
-        on_holdout = _verdict(metric, margin, challenger_scores, champion_scores)
+        champion_scores = _evaluate(client, name, status.version, holdout, matrix, lead_holdout).scores
+        on_holdout = _gate(metric, margin, challenger_scores, champion_scores)
         if shadow_gate is not None and engine is not None:
             verdict = shadow_verdict(engine, version, shadow_gate)
         _record_gate(
