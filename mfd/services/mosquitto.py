@@ -33,7 +33,7 @@ def mosquitto_binary(name: str) -> str:
 
 def broker_config(root: Path, port: int, passwords: Path, log: str | None = None) -> str:
     """mosquitto.conf: one listener on 127.0.0.1:`port`, persistence under `root`, password file; the log
-    to `root`/mosquitto.log unless `log` names another destination (`stdout` under a supervisor)."""
+    to `root`/mosquitto.log unless `log` names another destination (`stderr` under a supervisor)."""
     return "\n".join(
         [
             f"listener {port} 127.0.0.1",

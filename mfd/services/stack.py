@@ -451,9 +451,10 @@ def _wait_for_champion(stack: Stack) -> None:
 
 
 def _broker(stack: Stack) -> None:
-    """The broker's password file (the stack's account) and config under .mfd/stack/mqtt; log to stdout."""
+    """The broker's password file (the stack's account) and config under .mfd/stack/mqtt; its log to stderr
+    (unbuffered, unlike its stdout), so into the stack's log as it happens."""
     password = stack.secrets()["mqtt_password"]
-    mosquitto.broker_dir(stack.root / "mqtt", stack.ports.mqtt, MQTT_USER, password, log="stdout")
+    mosquitto.broker_dir(stack.root / "mqtt", stack.ports.mqtt, MQTT_USER, password, log="stderr")
 
 
 def _prometheus_config(stack: Stack) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from browser import chromium_page
+from browser import acknowledge_then_resolve, chromium_page, machine_risks
 
 from mfd.alarms import update_alarms
 from mfd.console.sample import SampleFleet, seed_fleet
@@ -80,16 +80,12 @@ def page() -> Iterator[object]:
         yield opened
 
 
-def _risks(page: object) -> list[float]:
-    return [float(r) for r in page.locator("tr.machine").evaluate_all("rs => rs.map(r => r.dataset.risk)")]
-
-
 def test_console_in_a_browser(
     page: object, console: str, store: tuple[str, sa.Engine], tmp_path: Path
 ) -> None:
     _, engine = store
     page.goto(console, wait_until="load", timeout=WAIT_MS)
-    risks = _risks(page)
+    risks = machine_risks(page)
     assert len(risks) == 15 and risks == sorted(risks, reverse=True)
     page.screenshot(path=str(tmp_path / "1-fleet.png"), full_page=True)
 
@@ -118,20 +114,7 @@ def test_console_in_a_browser(
             .scalars()
             .first()
         )
-    row = page.locator(f'tr.alarm[data-alarm="{alarm}"]')
-    page.fill("#actor", "ana")
-    page.fill("#api-key", KEY)
-    row.locator('button[data-action="acknowledge"]').click()
-    page.locator(f'tr.alarm[data-alarm="{alarm}"][data-state="acknowledged"]').wait_for(timeout=WAIT_MS)
-    page.screenshot(path=str(tmp_path / "2-acknowledged.png"), full_page=True)
-
-    row.locator("select").select_option("no_fault_found")
-    row.locator('button[data-action="resolve"]').click()
-    page.wait_for_function(
-        f"document.getElementById('message').textContent === 'alarm {alarm}: resolved'", timeout=WAIT_MS
-    )
-    page.locator(f'tr.alarm[data-alarm="{alarm}"]').wait_for(state="detached", timeout=WAIT_MS)
-    page.screenshot(path=str(tmp_path / "3-resolved.png"), full_page=True)
+    acknowledge_then_resolve(page, alarm, KEY, tmp_path, WAIT_MS)
 
     with engine.connect() as conn:
         record = conn.execute(
