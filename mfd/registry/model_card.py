@@ -18,7 +18,7 @@ from sklearn.metrics import brier_score_loss
 from mfd.alerts.costs import CostMatrix, ThresholdChoice
 from mfd.modeling.metrics import scores
 from mfd.plots import table_markdown
-from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES
+from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES, PROFILE
 
 CARD_ARTIFACT = "model_card.md"
 CARD_TAG = "model_card"
@@ -34,7 +34,8 @@ LIMITATIONS = (
     "it carry that label noise.",
     "AI4I's failure rules are exact thresholds on the sensors; a plant whose sensors are noisier or whose "
     "limits differ will see lower scores than the clean holdout's (see the shifted holdouts, if any).",
-    "One reading per prediction: no sequence context, so the late-alarm cost is only counted where readings "
+    "One reading per prediction: sequence context only through the profile's machine-window features (none "
+    "for snapshot data), so the late-alarm cost and the lead-time figures are only counted where readings "
     "of one machine form a series.",
 )
 
@@ -52,6 +53,7 @@ class CardInputs:
     choices: Mapping[str, ThresholdChoice] = field(default_factory=dict)
     cost_matrix: CostMatrix | None = None
     decision: str = ""
+    early_warning: Mapping[str, float] = field(default_factory=dict)  # the version's lead_* and rul_* scores
 
 
 def calibration_table(y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
@@ -114,6 +116,24 @@ def _costs_table(inputs: CardInputs) -> str:
     return table_markdown(pd.DataFrame.from_dict(rows, orient="index"))
 
 
+def _early_warning(inputs: CardInputs) -> list[str]:
+    """The lead-time and RUL figures on the holdout's machines, with the settings they were measured at."""
+    figures = {k: v for k, v in inputs.early_warning.items() if k.startswith(("lead_", "rul_"))}
+    if not figures:
+        return ["No machine and time in the holdout: no lead-time figures (snapshot readings)."]
+    lead = PROFILE.warning_lead / pd.Timedelta(hours=1)
+    floor = PROFILE.probability_floor
+    budget = PROFILE.false_alarm_budget
+    return [
+        f"Holdout machines in time order, at the operating threshold {max(inputs.threshold, floor):.4f} (probability"
+        f" floor {floor:g}; false-alarm budget {'none' if budget is None else f'{budget:g} per machine-day'}), "
+        f"horizon {PROFILE.horizon}, an alarm after {PROFILE.debounce} reading(s) in a row above it; a failure "
+        f"is warned when an alarm comes at least {lead:g} h before it. RUL errors in hours against the target "
+        "capped at the profile's `rul_cap`.",
+        table_markdown(pd.Series(figures, name="value").sort_index().to_frame()),
+    ]
+
+
 def build_card(inputs: CardInputs, client: MlflowClient | None = None, run_id: str | None = None) -> str:
     """The card as markdown."""
     tags, params, metrics = _run_facts(client, run_id) if client is not None else ({}, {}, {})
@@ -145,6 +165,9 @@ def build_card(inputs: CardInputs, client: MlflowClient | None = None, run_id: s
         f"- Brier score {brier_score_loss(y, inputs.proba):.4f}; expected calibration error "
         f"{expected_calibration_error(y, inputs.proba):.4f}",
         table_markdown(calibration_table(y, inputs.proba)),
+        "",
+        "## Early warning (holdout machines)",
+        *_early_warning(inputs),
         "",
         "## Costs and thresholds",
         _costs_table(inputs),

@@ -402,6 +402,7 @@ def promote_candidate(
         choices=choices,
         cost_matrix=matrix,
         decision=reason,
+        early_warning=challenger_scores,
     )
     card = build_card(inputs, client, mv.run_id)
     attach_card(client, name, version, mv.run_id, card)

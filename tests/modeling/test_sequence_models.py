@@ -255,3 +255,23 @@ def test_asset_says_why_when_the_training_set_has_no_machine_series(mlflow: Mlfl
     metadata = _materialize(tracking, add_physics(load_ai4i().head(1000)), SequenceModelsConfig())
     assert metadata["trained"] is False and metadata["machines"] == 0
     assert "no per-machine series" in metadata["reason"]
+
+
+def test_machines_run_to_failure_split_by_machine_with_both_classes_in_every_part() -> None:
+    """Lives that end in failure (failures only at the end): split in time, the early segments hold one
+    class only (the old 'train windows hold one class only'); split by machine, every part has both, no
+    machine is in two parts, and the test windows carry their machine and time for lead time."""
+    df = _fleet(machines=10, rows=120, seed=4)
+    ordered = df.sort_values(["machine_id", "timestamp"])
+    position = ordered.groupby("machine_id").cumcount(ascending=False)
+    df.loc[ordered.index, LABEL_COLUMN] = (position < 15).astype("int8").to_numpy()  # the last 15 readings
+    _, in_time = split_windows(df, window=WINDOW, by_machine=False)
+    assert "hold one class only" in (in_time.problem() or "")
+    _, whole = split_windows(df, window=WINDOW, by_machine=True)
+    assert whole.problem() is None
+    parts = {name: set(w.machine) for name, w in whole.parts().items()}
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["validation"])
+    assert (len(parts["test"]), len(parts["validation"]), len(parts["train"])) == (2, 2, 6)
+    assert len(whole.test_rows) == len(whole.test)
+    assert (whole.test_rows["machine_id"].to_numpy() == whole.test.machine).all()
+    assert (whole.test_rows[LABEL_COLUMN].to_numpy() == whole.test.y).all()

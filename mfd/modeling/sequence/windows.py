@@ -3,7 +3,9 @@ reading with a training window.
 
 Each machine's labelled readings, ordered by timestamp, are cut into three consecutive segments (train,
 validation, test) and windows are built inside a segment only: a window never crosses machines nor
-segments. A window of length W ending at reading t holds the features of readings t-W+1..t; its label is
+segments. Where machines run to failure (the profile's `run_to_failure`: failures only at the end of each
+life, so a machine's early segments hold one class only) whole machines go to one part each instead
+(seeded), so every part has lives ending in failures. A window of length W ending at reading t holds the features of readings t-W+1..t; its label is
 a failure at t or at one of the next `horizon` readings of the same segment (horizon 0: the last reading's
 own label, what the tabular model predicts). Rows without a per-machine series (a machine with fewer
 readings than a window needs, e.g. AI4I, where every product id is one reading) are left out and counted.
@@ -18,7 +20,8 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mfd.features import FEATURE_COLUMNS, feature_array
-from mfd.schema import LABEL_COLUMN
+from mfd.profiles import MACHINE, TIMESTAMP
+from mfd.schema import LABEL_COLUMN, PROFILE
 
 PARTS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -58,6 +61,8 @@ class WindowSplit:
     machines: int
     rows_used: int
     rows_left_out: int
+    # Per test window: its machine, the time of its last reading and its label (lead time is measured on it).
+    test_rows: pd.DataFrame | None = None
 
     def parts(self) -> dict[str, Windows]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -129,6 +134,17 @@ def _windows(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], window
     )
 
 
+def _machine_parts(machines: list[str], validation_fraction: float, test_fraction: float, seed: int) -> dict:
+    """Machine -> part: a seeded `test_fraction` and `validation_fraction` of the machines (one each at least
+    when there are three or more), the rest train."""
+    order = np.random.default_rng(seed).permutation(len(machines))
+    n = len(machines)
+    test = max(1, round(n * test_fraction)) if n >= 3 else 0
+    validation = max(1, round(n * validation_fraction)) if n >= 3 else 0
+    parts = ["test"] * test + ["validation"] * validation + ["train"] * (n - test - validation)
+    return {machines[i]: part for i, part in zip(order, parts, strict=True)}
+
+
 def split_windows(
     df: pd.DataFrame,
     *,
@@ -137,11 +153,14 @@ def split_windows(
     horizon: int = 0,
     validation_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    by_machine: bool | None = None,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, WindowSplit]:
     """The ordered series frame (`machine_series`) and its windows, split in time per machine: the first
     readings train, the next `validation_fraction` validate, the last `test_fraction` test. Training
     windows start every `stride` readings; validation and test windows end at every reading, as a
-    deployed model would score them."""
+    deployed model would score them. `by_machine` (default: the profile runs machines to failure) puts
+    whole machines in one part each (seeded with `seed`)."""
     if window < 2 or stride < 1 or horizon < 0:
         raise ValueError(f"need window >= 2, stride >= 1, horizon >= 0; got {window}, {stride}, {horizon}")
     if not (0 < validation_fraction and 0 < test_fraction and validation_fraction + test_fraction < 1):
@@ -152,16 +171,27 @@ def split_windows(
     collected: dict[str, list] = {part: [] for part in PARTS}
     machines = rows_used = 0
     bounds = series.groupby("machine_id", sort=False).indices
+    whole = PROFILE.run_to_failure if by_machine is None else by_machine
+    owner = (
+        _machine_parts([str(m) for m in bounds], validation_fraction, test_fraction, seed) if whole else {}
+    )
     for machine, rows in bounds.items():
         start, n = int(rows[0]), len(rows)
         cuts = [0, int(n * (1 - validation_fraction - test_fraction)), int(n * (1 - test_fraction)), n]
-        if min(b - a for a, b in zip(cuts, cuts[1:], strict=False)) < window + horizon:
+        segments = list(zip(PARTS, cuts, cuts[1:], strict=False))
+        if whole:
+            segments = [(owner[str(machine)], 0, n)]
+        if min(b - a for _, a, b in segments) < window + horizon:
             continue
         machines, rows_used = machines + 1, rows_used + n
-        for part, a, b in zip(PARTS, cuts, cuts[1:], strict=False):
+        for part, a, b in segments:
             step = stride if part == "train" else 1
             first, x, y = _segment_windows(features, labels, start + a, start + b, window, step, horizon)
             collected[part].append((first, x, y, str(machine)))
+    test = _windows(collected["test"], window)
+    test_rows = (
+        series.iloc[test.last][[MACHINE, TIMESTAMP]].reset_index(drop=True).assign(**{LABEL_COLUMN: test.y})
+    )
     split = WindowSplit(
         *(_windows(collected[part], window) for part in PARTS),
         window=window,
@@ -169,5 +199,6 @@ def split_windows(
         machines=machines,
         rows_used=rows_used,
         rows_left_out=int(df[LABEL_COLUMN].notna().sum()) - rows_used,
+        test_rows=test_rows,
     )
     return series, split
