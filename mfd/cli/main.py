@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mfd.cli.stream",
         "consume readings from an MQTT broker: validate, store and score each micro-batch",
     ),
+    "partitions": (
+        "mfd.cli.partitions",
+        "readings partitioned by month: sync, list, archive old months to Parquet in the bucket, restore",
+    ),
 }
 
 
