@@ -186,15 +186,14 @@ def measure(running: RunningStack, args: argparse.Namespace) -> dict[str, object
     }
 
 
-def started(root: Path) -> RunningStack:
-    """`python -m mfd.services.stack up` in `root` on free ports (the e2e tests' way)."""
+def prepared(root: Path) -> RunningStack:
+    """The stack of `root` on free ports (the e2e tests' way), not started yet."""
     stack = Stack(root, _free_ports(), MODEL)
     env = {key: value for key, value in os.environ.items() if key != "MFD_API_KEYS"}
     env.update(stack.env())
     env["MFD_RETRAIN_NEW_LABELS"] = "1000000000"  # no retraining on the generated labels mid-bench
     running = RunningStack(stack, env, "", root / "operator")
     running.workdir.mkdir()
-    running.up_output = running.stack_cli("up")
     return running
 
 
@@ -209,9 +208,9 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mfd-bench-backlog-"))
     os.chmod(root, 0o755)  # PostgreSQL runs as the `postgres` user and walks into it
-    running = None
+    running = prepared(root)
     try:
-        running = started(root)
+        running.up_output = running.stack_cli("up")  # `down` below even when `up` fails half-way
         print(f"champion v{register_champion(running)}", flush=True)
         running.wait(lambda: idle(running), "no run in progress after the champion", 900)
         figures = measure(running, args)

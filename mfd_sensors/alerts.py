@@ -1,7 +1,8 @@
 """`alert_delivery_sensor`: a delivery pass (`alert_deliveries`) whenever the outbox holds due alerts and
 webhooks are configured, one pass at a time, apart from detection. With no webhook configured, each tick
-drops the pending alerts (they have nowhere to go; their events stay in `failure_events`) and the daemon's
-log says so once."""
+drops the pending alerts (they have nowhere to go; their events stay in `failure_events`); the daemon's log
+says so once, and so does the UI: the first such tick starts one delivery run, whose `alert_deliveries`
+metadata says no webhook is configured and how many alerts it dropped."""
 
 from __future__ import annotations
 
@@ -34,14 +35,22 @@ alert_delivery_job = dg.define_asset_job(
 )
 def alert_delivery_sensor(
     context: dg.SensorEvaluationContext, readings_store: ReadingsStore, alert_webhooks: AlertWebhooks
-) -> dg.RunRequest | dg.SkipReason:
+) -> dg.RunRequest | dg.SensorResult | dg.SkipReason:
     if not alert_webhooks.targets():
-        dropped = drop_undeliverable(readings_store.engine)
-        if context.cursor != NO_TARGET:  # said once in the daemon's log, until a webhook is set
+        if context.cursor != NO_TARGET:  # said once, until a webhook is set: in the daemon's log, and in the
+            # UI as alert_deliveries' metadata by one delivery run (it drops what is pending and says so)
             context.log.warning(
                 f"{NO_TARGET_REASON}: alerts are not kept in the outbox (events stay in failure_events)"
             )
-            context.update_cursor(NO_TARGET)
+            return dg.SensorResult(
+                run_requests=[
+                    dg.RunRequest(
+                        run_key=f"{NO_TARGET}-{datetime.now(UTC):%Y%m%dT%H%M%S}", tags={"mfd/no_target": "1"}
+                    )
+                ],
+                cursor=NO_TARGET,
+            )
+        dropped = drop_undeliverable(readings_store.engine)
         return dg.SkipReason(f"{NO_TARGET_REASON}: {dropped} pending alert(s) dropped from the outbox")
     if context.cursor == NO_TARGET:
         context.update_cursor("")

@@ -1,6 +1,13 @@
-"""The alert outbox: one row per failure event, written in the transaction that writes the event (so an
-event never exists without its alert, nor an alert without its event), and delivered to the webhooks at
-least once by `deliver_due`, outside detection.
+"""The alert outbox: one row per failure *episode* of a machine, written in the transaction that writes the
+events (so an event never exists without its episode's alert), and delivered to the webhooks at least once
+by `deliver_due`, outside detection.
+
+Episodes: a machine's failure events less than EPISODE_GAP apart are one episode, one outbox row and one
+message, carrying the episode's count, first and last seen, and peak probability (`episode` in the payload).
+Events of a later batch join the machine's latest episode when they lie within EPISODE_GAP of it: a pending
+row's message grows before it is sent; a delivered row's record keeps counting, and nothing is sent again.
+A re-run of a batch folds nothing twice (events at or below the episode's highest reading id, inside its
+time span, are counted already). One 2.85M-row file had made 334,144 rows, one per flagged reading.
 
 Delivery: due `pending` rows in reading-time order, each in its own short transaction (PostgreSQL: locked
 with SKIP LOCKED, so two deliverers never post one row at once). A row is `suppressed` when another alert
@@ -29,13 +36,20 @@ PENDING, DELIVERED, SUPPRESSED, WITHDRAWN = "pending", "delivered", "suppressed"
 BACKOFF_BASE_S = 5.0
 BACKOFF_CAP_S = 600.0
 _ENQUEUED = ("idempotency_key", "reading_id", "machine_id", "timestamp", "payload")
+NO_TARGET = "no webhook configured (MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS)"
+# A machine's events closer than this are one episode (the default dedup window, MFD_ALERT_DEDUP_WINDOW_S).
+EPISODE_GAP = timedelta(minutes=15)
 
 Post = Callable[[Target, dict[str, Any], str, float], None]
 
 
+KEY_PREFIX = "mfd-failure-event-"
+
+
 def idempotency_key(reading_id: int) -> str:
-    """One key per failure event (per reading): a re-run, or another model flagging it again, is no new alert."""
-    return f"mfd-failure-event-{int(reading_id)}"
+    """The key of an episode's alert: its first event's (per reading), so a re-run, or another model flagging
+    it again, is no new alert."""
+    return f"{KEY_PREFIX}{int(reading_id)}"
 
 
 def backoff(attempts: int) -> timedelta:
@@ -65,21 +79,157 @@ def alert_payload(event: dict[str, Any]) -> str:
     )
 
 
+@dataclass
+class Episode:
+    """A machine's run of failure events: what its outbox row says (`episode` in the payload)."""
+
+    first_seen: pd.Timestamp
+    last_seen: pd.Timestamp
+    count: int
+    peak_probability: float
+    peak_reading_id: int
+    last_reading_id: int  # the highest reading id folded in (a re-run folds nothing twice)
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> Episode:
+        """The episode of `events` (one machine, non-empty)."""
+        peak = events.loc[events["probability"].idxmax()]
+        return cls(
+            events["timestamp"].min(),
+            events["timestamp"].max(),
+            len(events),
+            float(peak["probability"]),
+            int(peak["reading_id"]),
+            int(events["reading_id"].max()),
+        )
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Episode:
+        """From a stored alert; an alert written before episodes is an episode of its one event."""
+        ep = payload.get("episode") or {
+            "first_seen": payload["timestamp"],
+            "last_seen": payload["timestamp"],
+            "count": 1,
+            "peak_probability": payload["probability"],
+            "peak_reading_id": payload["reading_id"],
+            "last_reading_id": payload["reading_id"],
+        }
+        return cls(
+            pd.Timestamp(ep["first_seen"]),
+            pd.Timestamp(ep["last_seen"]),
+            int(ep["count"]),
+            float(ep["peak_probability"]),
+            int(ep["peak_reading_id"]),
+            int(ep["last_reading_id"]),
+        )
+
+    def near(self, events: pd.DataFrame) -> bool:
+        """Whether `events` (one machine) lie within EPISODE_GAP of this episode."""
+        ts = events["timestamp"]
+        return ts.min() <= self.last_seen + EPISODE_GAP and ts.max() >= self.first_seen - EPISODE_GAP
+
+    def fold(self, events: pd.DataFrame) -> Episode:
+        """This episode with the events not counted yet (above its last reading id, or outside its span)."""
+        ts = events["timestamp"]
+        new = events[
+            (events["reading_id"] > self.last_reading_id) | (ts < self.first_seen) | (ts > self.last_seen)
+        ]
+        if new.empty:
+            return self
+        more = Episode.of(new)
+        peak = more if more.peak_probability > self.peak_probability else self
+        return Episode(
+            min(self.first_seen, more.first_seen),
+            max(self.last_seen, more.last_seen),
+            self.count + more.count,
+            peak.peak_probability,
+            peak.peak_reading_id,
+            max(self.last_reading_id, more.last_reading_id),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "peak_probability": round(self.peak_probability, 6),
+            "peak_reading_id": self.peak_reading_id,
+            "last_reading_id": self.last_reading_id,
+        }
+
+
+def split_episodes(events: pd.DataFrame) -> list[pd.DataFrame]:
+    """One machine's events in time order, cut where two lie more than EPISODE_GAP apart."""
+    ordered = events.sort_values(["timestamp", "reading_id"])
+    cuts = (ordered["timestamp"].diff() > EPISODE_GAP).cumsum().to_numpy()
+    return [part for _, part in ordered.groupby(cuts, sort=True)]
+
+
+def _latest_episodes(conn: sa.Connection, machines: list[str]) -> dict[str, sa.RowMapping]:
+    """The latest failure alert (not withdrawn) of each machine: its open episode, if it is near."""
+    t = alert_outbox.c
+    latest: dict[str, sa.RowMapping] = {}
+    for at in range(0, len(machines), 500):
+        rank = sa.func.row_number().over(
+            partition_by=t.machine_id, order_by=(t.timestamp.desc(), t.id.desc())
+        )
+        inner = (
+            sa.select(t.id, t.machine_id, t.payload, rank.label("rank"))
+            .where(
+                t.machine_id.in_(machines[at : at + 500]),
+                t.idempotency_key.like(f"{KEY_PREFIX}%"),
+                t.status != WITHDRAWN,
+            )
+            .subquery()
+        )
+        for row in conn.execute(sa.select(inner).where(inner.c.rank == 1)).mappings():
+            latest[row["machine_id"]] = row
+    return latest
+
+
 def enqueue(conn: sa.Connection, events: pd.DataFrame, now: datetime) -> int:
-    """Add the alerts of `events` (columns of `alert_payload`) on `conn`'s transaction; an event already
-    in the outbox keeps its row (same idempotency key). Returns the rows added."""
+    """Add the alerts of `events` (columns of `alert_payload`) on `conn`'s transaction, one per episode of a
+    machine (module docstring): events near a machine's latest episode update its row; the others start
+    new episodes, keyed by their first event (a re-run adds nothing). Returns the rows added."""
     if events.empty:
         return 0
+    events = events.assign(timestamp=pd.to_datetime(events["timestamp"], utc=True))
+    events["machine_id"] = events["machine_id"].astype(str)
+    latest = _latest_episodes(conn, sorted(events["machine_id"].unique()))
+    new: list[dict[str, Any]] = []
+    for machine, group in events.groupby("machine_id", sort=True):
+        row = latest.get(machine)
+        for part in split_episodes(group):
+            open_ = Episode.from_payload(json.loads(row["payload"])) if row is not None else None
+            if open_ is not None and open_.near(part):
+                grown = open_.fold(part)
+                if grown != open_:
+                    payload = {**json.loads(row["payload"]), "episode": grown.as_json()}
+                    conn.execute(
+                        alert_outbox.update()
+                        .where(alert_outbox.c.id == row["id"])
+                        .values(payload=json.dumps(payload))
+                    )
+                    row = {**row, "payload": json.dumps(payload)}
+                continue
+            first = part.iloc[0].to_dict()
+            payload = json.dumps({**json.loads(alert_payload(first)), "episode": Episode.of(part).as_json()})
+            new.append({**first, "payload": payload})
+            row = None  # a later part of this batch is past this one's gap: a new episode too
+    return _insert(conn, pd.DataFrame(new), now) if new else 0
+
+
+def _insert(conn: sa.Connection, first_events: pd.DataFrame, now: datetime) -> int:
+    """The rows of new episodes (each its first event's key, reading and time)."""
     rows = pd.DataFrame(
         {
-            "idempotency_key": [idempotency_key(i) for i in events["reading_id"]],
-            "reading_id": events["reading_id"].astype("int64").to_numpy(),
-            "machine_id": events["machine_id"].astype(str).to_numpy(),
-            "timestamp": pd.to_datetime(events["timestamp"], utc=True).to_numpy(),
-            "payload": [alert_payload(e) for e in events.to_dict("records")],
+            "idempotency_key": [idempotency_key(i) for i in first_events["reading_id"]],
+            "reading_id": first_events["reading_id"].astype("int64").to_numpy(),
+            "machine_id": first_events["machine_id"].astype(str).to_numpy(),
+            "timestamp": pd.to_datetime(first_events["timestamp"], utc=True),
+            "payload": first_events["payload"].to_numpy(),
         }
     )
-    rows["timestamp"] = pd.to_datetime(rows["timestamp"], utc=True)
     writer = BulkWriter(
         conn,
         alert_outbox,
@@ -97,17 +247,15 @@ def enqueue(conn: sa.Connection, events: pd.DataFrame, now: datetime) -> int:
 
 
 def withdraw(conn: sa.Connection, first_id: int, last_id: int) -> None:
-    """Alerts not yet delivered whose event is gone (a re-run no longer predicts it) are withdrawn."""
-    event = sa.select(failure_events.c.reading_id).where(
-        failure_events.c.reading_id == alert_outbox.c.reading_id
+    """Alerts not yet delivered whose episode lost its events (a re-run no longer predicts them) are
+    withdrawn: no event of the machine is left in the batch's range from the episode's start on."""
+    t, e = alert_outbox.c, failure_events.c
+    left = sa.select(e.reading_id).where(
+        e.machine_id == t.machine_id, e.reading_id.between(first_id, last_id), e.timestamp >= t.timestamp
     )
     conn.execute(
         alert_outbox.update()
-        .where(
-            alert_outbox.c.status == PENDING,
-            alert_outbox.c.reading_id.between(first_id, last_id),
-            ~sa.exists(event),
-        )
+        .where(t.status == PENDING, t.reading_id.between(first_id, last_id), ~sa.exists(left))
         .values(status=WITHDRAWN)
     )
 
@@ -177,8 +325,9 @@ def deliver_due(
     now = now or datetime.now(UTC)
     report, broken = DeliveryReport(), {}
     if not targets:
+        dropped = drop_undeliverable(engine)
         report.errors.append(
-            "no webhook configured (MFD_WEBHOOK_URLS, MFD_SLACK_WEBHOOK_URLS): alerts stay pending"
+            f"{NO_TARGET}: {dropped} pending alert(s) dropped, alerts are not kept in the outbox"
         )
         return report
     for row_id in due_ids(engine, now, limit):

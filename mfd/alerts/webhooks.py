@@ -75,6 +75,12 @@ def slack_body(alert: dict[str, Any]) -> dict[str, Any]:
         f"at {alert['timestamp']}: probability {alert['probability']:.3f} >= threshold {alert['threshold']:.3f} "
         f"({alert['model_name']} v{alert['model_version']})"
     )
+    episode = alert.get("episode")
+    if episode:  # one message per episode of the machine (mfd.alerts.outbox)
+        text += (
+            f"; {episode['count']} reading(s) past the threshold from {episode['first_seen']} to "
+            f"{episode['last_seen']}, peak {episode['peak_probability']:.3f}"
+        )
     details = [
         f"*Top SHAP features*: {features or 'none'}",
         f"*Nearest physics rule*: {rule.get('rule', '-')} ({'fires' if rule.get('fires') else 'not firing'}, "

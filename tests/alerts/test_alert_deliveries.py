@@ -40,6 +40,22 @@ def test_the_asset_delivers_due_alerts_and_reports_them(tmp_path: Path) -> None:
     assert len(receiver.received) == 6  # JSON and Slack, each alert once
 
 
+def test_with_no_webhook_the_asset_drops_pending_alerts_and_says_so(tmp_path: Path) -> None:
+    """The run alert_delivery_sensor starts once when no webhook is set: the UI's metadata says why the
+    outbox holds nothing."""
+    store = ReadingsStore(url=f"sqlite:///{tmp_path / 'readings.db'}")
+    ensure_alert_tables(store.engine)
+    with store.engine.begin() as conn:
+        outbox.enqueue(conn, events(1, 2), datetime.now(UTC))
+    result = dg.materialize(
+        [alert_deliveries], resources={"readings_store": store, "alert_webhooks": AlertWebhooks()}
+    )
+    (materialization,) = result.asset_materializations_for_node("alert_deliveries")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert "no webhook configured" in meta["summary"] and "2 pending alert(s) dropped" in meta["summary"]
+    assert meta["outbox_by_status"] == {} and meta["pending"] == 0
+
+
 def test_a_slack_url_never_shows_in_the_code_location(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -102,29 +102,70 @@ def test_a_receiver_down_mid_stream_gets_every_alert_once_it_is_back(engine, rec
     assert sorted(body["reading_id"] for _, body in back.received) == list(range(5, 16))
 
 
-def test_repeats_of_a_machine_within_the_window_are_suppressed(engine, receiver: Receiver) -> None:
-    # one machine at 08:00, 08:05, 08:10 (within 15 min of the first), 08:20 (a new alert), another machine
-    frame = pd.concat(
-        [
-            events(1, 4, machine="A", step=timedelta(minutes=5)).assign(
-                timestamp=lambda f: [T0 + timedelta(minutes=m) for m in (0, 5, 10, 20)]
-            ),
-            events(5, 1, machine="B"),
-        ]
-    )
-    enqueue(engine, frame)
-    report = outbox.deliver_due(engine, [Target(receiver.url)], window=WINDOW, now=T0)
-    assert (report.delivered, report.suppressed) == (3, 2)
-    rows = statuses(engine).set_index("reading_id")
-    assert rows["status"].to_dict() == {
-        1: "delivered",
-        2: "suppressed",
-        3: "suppressed",
-        4: "delivered",
-        5: "delivered",
+def _episodes(engine: sa.Engine) -> dict[int, dict]:
+    rows = statuses(engine)
+    return {
+        int(r.reading_id): json.loads(r.payload)["episode"] | {"status": r.status} for r in rows.itertuples()
     }
-    assert rows.loc[2, "duplicate_of"] == rows.loc[1, "id"] == rows.loc[3, "duplicate_of"]
-    assert sorted(b["reading_id"] for _, b in receiver.received) == [1, 4, 5]
+
+
+def test_a_machines_events_are_one_episode_and_one_message(engine, receiver: Receiver) -> None:
+    # machine A at 08:00, 08:05, 08:10, 08:20 (each within 15 min of the last), again at 09:00; machine B once
+    a = events(1, 5, machine="A").assign(
+        timestamp=[T0 + timedelta(minutes=m) for m in (0, 5, 10, 20, 60)],
+        probability=[0.5, 0.9, 0.7, 0.6, 0.8],
+    )
+    assert enqueue(engine, pd.concat([a, events(6, 1, machine="B")])) == 3
+    episodes = _episodes(engine)
+    assert sorted(episodes) == [1, 5, 6]
+    assert episodes[1]["count"] == 4 and episodes[1]["peak_probability"] == 0.9
+    assert episodes[1]["peak_reading_id"] == 2 and episodes[1]["last_reading_id"] == 4
+    assert (episodes[1]["first_seen"], episodes[1]["last_seen"]) == (
+        T0.isoformat(),
+        (T0 + timedelta(minutes=20)).isoformat(),
+    )
+    assert episodes[5]["count"] == episodes[6]["count"] == 1
+    report = outbox.deliver_due(engine, [Target(receiver.url)], window=WINDOW, now=T0)
+    assert (report.delivered, report.suppressed) == (3, 0)
+    bodies = {b["reading_id"]: b for _, b in receiver.received}
+    assert sorted(bodies) == [1, 5, 6] and bodies[1]["episode"]["count"] == 4
+
+
+def test_a_later_batch_grows_the_open_episode_and_a_rerun_counts_nothing_twice(
+    engine, receiver: Receiver
+) -> None:
+    first = events(1, 3, machine="A")  # 08:00, 08:01, 08:02
+    assert enqueue(engine, first) == 1
+    assert enqueue(engine, first) == 0 and _episodes(engine)[1]["count"] == 3  # a re-run: the same episode
+    later = events(4, 2, machine="A").assign(timestamp=[T0 + timedelta(minutes=m) for m in (10, 12)])
+    assert enqueue(engine, later) == 0  # pending: its message grows before it is sent
+    assert _episodes(engine)[1]["count"] == 5
+    target = Target(receiver.url)
+    assert outbox.deliver_due(engine, [target], window=WINDOW, now=T0).delivered == 1
+    [(_, body)] = receiver.received
+    assert (
+        body["episode"]["count"] == 5
+        and body["episode"]["last_seen"] == (T0 + timedelta(minutes=12)).isoformat()
+    )
+    # After delivery the record keeps counting and nothing is sent again.
+    more = events(6, 2, machine="A").assign(timestamp=[T0 + timedelta(minutes=m) for m in (20, 25)])
+    assert enqueue(engine, more) == 0 and enqueue(engine, more) == 0
+    assert _episodes(engine)[1]["count"] == 7
+    assert _episodes(engine)[1]["status"] == "delivered"
+    again = outbox.deliver_due(engine, [target], window=WINDOW, now=T0 + timedelta(hours=1))
+    assert (again.delivered, again.suppressed, len(receiver.received)) == (0, 0, 1)
+    # Past the gap: a new episode, a new message.
+    late = events(8, 1, machine="A").assign(timestamp=[T0 + timedelta(minutes=45)])
+    assert enqueue(engine, late) == 1
+    assert outbox.deliver_due(engine, [target], window=WINDOW, now=T0 + timedelta(hours=1)).delivered == 1
+
+
+def test_a_flood_of_events_is_one_row_per_machine_episode(engine) -> None:
+    flood = pd.concat(
+        events(1 + m * 2_000, 2_000, machine=f"M-{m}", step=timedelta(seconds=10)) for m in range(5)
+    )
+    assert enqueue(engine, flood) == 5
+    assert len(statuses(engine)) == 5 and {e["count"] for e in _episodes(engine).values()} == {2_000}
 
 
 def test_generic_json_and_slack_bodies_carry_the_explanation(engine, receiver: Receiver) -> None:
@@ -136,6 +177,7 @@ def test_generic_json_and_slack_bodies_carry_the_explanation(engine, receiver: R
     assert generic["top_features"][0]["feature"] == "torque_nm" and generic["nearest_rule"]["rule"] == "power"
     assert generic["threshold"] == 0.3 and generic["machine_type"] == "L"
     assert "Predicted failure on machine M-1" in slack["text"]
+    assert "1 reading(s) past the threshold from 2026-01-05T08:00:00+00:00" in slack["text"]
     assert "torque_nm +1.200" in slack["blocks"][1]["text"]["text"]
 
 
@@ -191,11 +233,12 @@ def test_unreachable_webhook_and_bad_urls() -> None:
     ]
 
 
-def test_without_targets_alerts_stay_pending(engine) -> None:
+def test_without_targets_pending_alerts_are_dropped_and_it_says_so(engine) -> None:
     enqueue(engine, events(1, 2))
     report = outbox.deliver_due(engine, [], window=WINDOW, now=T0)
     assert report.delivered == 0 and "no webhook configured" in report.line()
-    assert outbox.outbox_status(engine) == {"pending": 2}
+    assert "2 pending alert(s) dropped" in report.line()
+    assert outbox.outbox_status(engine) == {}
 
 
 def test_without_targets_pending_alerts_are_dropped_and_delivered_ones_kept(

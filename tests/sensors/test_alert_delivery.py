@@ -35,16 +35,20 @@ def _event(reading_id: int) -> pd.DataFrame:
     )
 
 
-def _tick(url: str, webhooks: str) -> dg.RunRequest | dg.SkipReason:
+def _tick(
+    url: str, webhooks: str, cursor: str | None = None
+) -> tuple[dg.RunRequest | dg.SensorResult | dg.SkipReason, str | None]:
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance,
+            cursor=cursor,
             resources={
                 "readings_store": ReadingsStore(url=url),
                 "alert_webhooks": AlertWebhooks(webhook_urls=webhooks),
             },
         )
-        return alert_delivery_sensor(context)
+        result = alert_delivery_sensor(context)
+        return result, result.cursor if isinstance(result, dg.SensorResult) else context.cursor
 
 
 def test_a_due_alert_with_a_webhook_starts_one_delivery_run(tmp_path: Path) -> None:
@@ -53,13 +57,21 @@ def test_a_due_alert_with_a_webhook_starts_one_delivery_run(tmp_path: Path) -> N
     ensure_alert_tables(engine)
     hook = "http://127.0.0.1:9/alerts"
 
-    assert "no alert due" in _tick(url, hook).skip_message
+    assert "no alert due" in _tick(url, hook)[0].skip_message
     with engine.begin() as conn:
         outbox.enqueue(conn, _event(7), datetime.now(UTC) - timedelta(seconds=1))
-    skipped = _tick(url, "").skip_message
+    # No webhook: the first tick says so once, with one delivery run (its asset metadata says it in the UI).
+    first, cursor = _tick(url, "")
+    [request] = first.run_requests
+    assert request.run_key.startswith("no-target-") and cursor == "no-target"
+    again, cursor = _tick(url, "", cursor)
+    skipped = again.skip_message
     assert "no webhook configured" in skipped and "1 pending alert(s) dropped" in skipped
     assert outbox.outbox_status(engine) == {}  # nowhere to go: the outbox does not accumulate
     with engine.begin() as conn:
         outbox.enqueue(conn, _event(8), datetime.now(UTC) - timedelta(seconds=1))
-    request = _tick(url, hook)
-    assert isinstance(request, dg.RunRequest) and request.tags["mfd/first_due_alert"]
+    assert "1 pending alert(s) dropped" in _tick(url, "", cursor)[0].skip_message
+    with engine.begin() as conn:
+        outbox.enqueue(conn, _event(9), datetime.now(UTC) - timedelta(seconds=1))
+    request, cursor = _tick(url, hook, cursor)
+    assert isinstance(request, dg.RunRequest) and request.tags["mfd/first_due_alert"] and cursor == ""
