@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -153,8 +154,8 @@ def measure(engine: sa.Engine) -> None:
         page_ms = timed(lambda: http.get("/").raise_for_status(), LOADS)
         size = len(http.get("/").content)
         changed_ms = []
-        for batch_id in (20_000_000, 20_020_000, 20_040_000):  # new readings of every machine, then a load
-            update_alarms(engine, alarm_batch(batch_id))
+        for load in range(LOADS):  # each load right after a batch with a new reading of every machine
+            update_alarms(engine, alarm_batch(20_000_000 + load * MACHINES, per=1))
             before = len(server_ms)
             http.get("/").raise_for_status()
             changed_ms.append(server_ms[before])
@@ -183,17 +184,21 @@ def measure(engine: sa.Engine) -> None:
     print(f"first page ({MACHINES:,} machines, {ALARMS:,} alarms, {size / 1024:.0f} kB HTML), {LOADS} loads:")
     print(f"  first load after start (every row rendered): server time {cold_ms:.1f} ms")
     print(
-        "  loads right after a batch of new readings for every machine (every fleet row rendered again): "
-        + ", ".join(f"{ms:.1f}" for ms in changed_ms)
-        + " ms"
-    )
-    print(
-        f"  server time p95 {page_server:.1f} ms (median {statistics.median(server_ms):.1f}); round trip p95 {p95(page_ms):.1f} ms"
+        f"  server time p95 {page_server:.1f} ms (median {statistics.median(server_ms[:LOADS]):.1f}); round trip p95 {p95(page_ms):.1f} ms"
     )
     print(
         f"  baseline (the page's two SELECTs, rows fetched) p95 {p95(base_ms):.1f} ms -> page/baseline {page_server / p95(base_ms):.1f}x"
     )
-    print(f"  target <= {PAGE_TARGET_MS:.0f} ms: {'met' if page_server <= PAGE_TARGET_MS else 'NOT met'}")
+    changed = p95(changed_ms)
+    print(
+        f"  {LOADS} loads each right after a batch with a new reading of every machine (every fleet row, "
+        f"every bumped alarm rendered again): server time p95 {changed:.1f} ms (median "
+        f"{statistics.median(changed_ms):.1f}) -> {changed / p95(base_ms):.1f}x the baseline"
+    )
+    print(
+        f"  target <= {PAGE_TARGET_MS:.0f} ms: unchanged loads {'met' if page_server <= PAGE_TARGET_MS else 'NOT met'}, "
+        f"loads after a batch {'met' if changed <= PAGE_TARGET_MS else 'NOT met'}"
+    )
     print(
         f"acknowledge round trip, {LOADS} distinct alarms: p95 {p95(ack_ms):.1f} ms (median {statistics.median(ack_ms):.1f})"
     )
@@ -310,6 +315,8 @@ def main() -> None:
                 f"update_alarms over {len(batch):,} scored readings of {MACHINES:,} machines: {took:.2f} s, "
                 f"{len(batch) / took:,.0f} readings/s ({report.opened} opened, {report.bumped} bumped)"
             )
+        with tempfile.TemporaryDirectory() as directory:
+            detection_share(pg, rows=100_000, machines=100, batches=4, directory=Path(directory))
 
 
 if __name__ == "__main__":

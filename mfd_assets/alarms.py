@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from mfd.alarms import escalate_due, read_scored, update_alarms, wake_snoozed
+from mfd.alarms.model import DEFAULT_DEBOUNCE
 from mfd_assets.metadata import rounded
 from mfd_resources import ReadingsStore
 
@@ -16,7 +17,11 @@ GROUP = "detection"
 
 
 class AlarmsConfig(dg.Config):
-    debounce: int = Field(3, description="Consecutive readings past the threshold that open an alarm.", ge=1)
+    debounce: int | None = Field(
+        None,
+        description="Consecutive readings past the threshold that open an alarm (default: the profile's).",
+        ge=1,
+    )
     escalate_after_minutes: float = Field(
         30.0, description="An open alarm unacknowledged this long escalates once (a webhook alert).", gt=0
     )
@@ -59,7 +64,8 @@ def alarms(
     engine = readings_store.engine
     scored = read_scored(engine, first_id, last_id)
     known = {k: float(v) for k, v in thresholds.items() if k != "all"}
-    report = update_alarms(engine, scored, debounce=config.debounce, thresholds=known or None)
+    debounce = config.debounce or DEFAULT_DEBOUNCE
+    report = update_alarms(engine, scored, debounce=debounce, thresholds=known or None)
     woke = wake_snoozed(engine)
     escalated = escalate_due(engine, timedelta(minutes=config.escalate_after_minutes))
     return dg.MaterializeResult(

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mfd.errors import MfdError
+from mfd.schema import PROFILE
 from mfd.storage.tables import alarm_transitions, ensure_alarm_tables, ensure_alert_tables
 
 _READY: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -26,7 +27,9 @@ FAILURE_CONFIRMED, NO_FAULT_FOUND, MAINTENANCE_DONE = (
 )
 OUTCOMES: tuple[str, ...] = (FAILURE_CONFIRMED, NO_FAULT_FOUND, MAINTENANCE_DONE)
 SEVERITY_NAMES: dict[int, str] = {3: "critical", 2: "high", 1: "warning"}
-DEFAULT_DEBOUNCE = 3  # consecutive readings past the threshold that open an alarm
+# Consecutive readings past the threshold that open an alarm: the profile's early-warning `debounce`, as
+# the model card and the early-warning figures count alarms.
+DEFAULT_DEBOUNCE = PROFILE.debounce
 SYSTEM = "mfd"  # the actor of transitions nobody clicked
 
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
-
 from mfd.alarms.model import OUTCOMES, SEVERITY_NAMES
 from mfd.console.data import Figures
 
@@ -19,19 +17,20 @@ DASH = "—"
 
 
 def sparkline(points: list[list[float]], threshold: float | None, width: int = 140, height: int = 28) -> str:
-    """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed."""
+    """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed. Plain
+    Python: a fleet of 1,000 machines draws all its sparklines again after every detection batch."""
     if not len(points):
         return f'<svg class="spark" width="{width}" height="{height}"></svg>'
-    shown = np.asarray(points, dtype=float)
-    step = max(1, -(-len(shown) // max(width // 4, 2)))
-    shown = shown[::-1][::step][::-1]  # every step-th point, keeping the newest
-    t, v = shown[:, 0] - shown[0, 0], shown[:, 1]
-    xs = np.rint(t * ((width - 2) / (t[-1] or 1.0))).astype(int) + 1
-    ys = np.rint(height - 2 - np.clip(v, 0.0, 1.0) * (height - 4)).astype(int)
-    coords = " ".join(f"{x},{y}" for x, y in zip(xs.tolist(), ys.tolist(), strict=True))
+    step = max(1, -(-len(points) // max(width // 4, 2)))
+    shown = points[::-1][::step][::-1]  # every step-th point, keeping the newest
+    t0 = shown[0][0]
+    sx, sy, base = (width - 2) / ((shown[-1][0] - t0) or 1.0), height - 4, height - 2
+    coords = " ".join(
+        f"{round((t - t0) * sx) + 1},{round(base - min(max(v, 0.0), 1.0) * sy)}" for t, v in shown
+    )
     line = ""
     if threshold is not None:
-        y_thr = round(height - 2 - min(max(threshold, 0.0), 1.0) * (height - 4))
+        y_thr = round(base - min(max(threshold, 0.0), 1.0) * sy)
         line = f'<line x1="0" x2="{width}" y1="{y_thr}" y2="{y_thr}" class="thr"/>'
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -62,6 +61,7 @@ class Caches:
     sparks: RowCache = field(default_factory=RowCache)
     fleet: RowCache = field(default_factory=RowCache)
     alarms: RowCache = field(default_factory=RowCache)
+    why: RowCache = field(default_factory=RowCache)  # an alarm's "why" changes only at a new peak
 
 
 def spark_key(machine: dict[str, Any]) -> tuple:
@@ -115,10 +115,11 @@ def _actions(alarm: dict[str, Any]) -> str:
     )
 
 
-def _alarm_row(a: dict[str, Any]) -> str:
+def _alarm_row(a: dict[str, Any], caches: Caches) -> str:
     sev = SEVERITY_NAMES.get(int(a["severity"]), str(a["severity"]))
     state = a["state"] + (f" until {a['snoozed_until']:%H:%M} UTC" if a["snoozed_until"] else "")
     who = f" by {html.escape(a['acknowledged_by'])}" if a["acknowledged_by"] else ""
+    why = caches.why.get((a["top_features"], a["nearest_rule"]), lambda: _why(a))
     return (
         f'<tr class="alarm sev-{sev}" data-alarm="{a["id"]}" data-machine="{html.escape(a["machine_id"])}" '
         f'data-state="{a["state"]}">'
@@ -126,7 +127,7 @@ def _alarm_row(a: dict[str, Any]) -> str:
         f'<td><a href="alarms/{a["id"]}" title="risk around the alarm">{html.escape(a["machine_id"])}</a></td>'
         f'<td class="state">{state}{who}{" · escalated" if a["escalated_at"] else ""}</td>'
         f"<td>{a['count']}</td><td>{a['peak_risk']:.2f}</td><td>{when(a['opened_at'])}</td>"
-        f'<td class="why">{_why(a)}</td><td class="actions">{_actions(a)}</td></tr>'
+        f'<td class="why">{why}</td><td class="actions">{_actions(a)}</td></tr>'
     )
 
 
@@ -134,11 +135,13 @@ def alarm_rows(alarms: list[dict[str, Any]], caches: Caches) -> str:
     """The unresolved alarms' rows; each rendered again only when the alarm changed (updated_at)."""
     if not alarms:
         return '<tr><td colspan="8" class="empty">no unresolved alarms</td></tr>'
-    return "".join(caches.alarms.get((a["id"], a["updated_at"]), lambda a=a: _alarm_row(a)) for a in alarms)
+    return "".join(
+        caches.alarms.get((a["id"], a["updated_at"]), lambda a=a: _alarm_row(a, caches)) for a in alarms
+    )
 
 
 def _fleet_row(m: dict[str, Any], trend: str | None, caches: Caches) -> str:
-    rul = DASH if m["rul_estimate"] is None else f"{m['rul_estimate']:.1f} h"
+    rul = DASH if m["rul_estimate"] is None else f"{m['rul_estimate']:.1f} h"  # the profile's unit: hours
     status = "stale" if m["stale"] else (m["alarm_state"] or "ok")
     threshold = DASH if m["threshold"] is None else f"{m['threshold']:.2f}"
     spark = caches.sparks.get(spark_key(m), lambda: sparkline(json.loads(trend or "[]"), m["threshold"]))
@@ -146,7 +149,7 @@ def _fleet_row(m: dict[str, Any], trend: str | None, caches: Caches) -> str:
         f'<tr class="machine {"stale" if m["stale"] else ""}" data-machine="{html.escape(m["machine_id"])}" '
         f'data-risk="{m["risk"]:.4f}"><td>{html.escape(m["machine_id"])}</td>'
         f"<td>{html.escape(m['machine_type'] or DASH)}</td><td class='risk'>{m['risk']:.2f}</td>"
-        f"<td>{threshold}</td><td>{spark}</td><td>{rul}</td>"
+        f"<td class='rul'>{rul}</td><td>{threshold}</td><td>{spark}</td>"
         f'<td class="status">{status}</td><td>{when(m["last_timestamp"])}</td></tr>'
     )
 
@@ -237,7 +240,7 @@ def page(title: str, fragments: dict[str, str], poll_s: float) -> str:
 <h2>Alarms</h2><table id="alarms"><thead><tr><th>severity</th><th>machine</th><th>state</th><th>count</th>
 <th>peak risk</th><th>opened</th><th>why</th><th>actions</th></tr></thead>
 <tbody id="alarm-rows">{fragments["alarms"]}</tbody></table>
-<h2>Fleet by risk</h2><table id="fleet"><thead><tr><th>machine</th><th>type</th><th>risk</th><th>threshold</th>
-<th>trend</th><th>time to failure</th><th>status</th><th>last reading</th></tr></thead>
+<h2>Fleet by risk</h2><table id="fleet"><thead><tr><th>machine</th><th>type</th><th>risk</th>
+<th>time to failure</th><th>threshold</th><th>trend</th><th>status</th><th>last reading</th></tr></thead>
 <tbody id="fleet-rows">{fragments["fleet"]}</tbody></table>
 <script>{SCRIPT}</script></body></html>"""
