@@ -190,7 +190,7 @@ def test_resume_after_a_crash_mid_run_fails_and_retries_the_runs_caught_every_re
     )
 
 
-BACKLOG = 400_000
+BACKLOG = 1_000_000  # two backlog runs of 500,000: the small file's runs pass the second
 
 
 def _insert_backlog(running: RunningStack, rows: int) -> int:
@@ -225,10 +225,11 @@ def _insert_backlog(running: RunningStack, rows: int) -> int:
 def test_a_small_file_is_not_starved_behind_a_backlog(
     running_stack: RunningStack, pipeline: Pipeline
 ) -> None:
-    """A backlog of 400,000 readings is scored in backlog-sized runs in their own lane; a 1,500-row file
-    dropped while they run is scored before the backlog is through. The backlog is written straight into
-    `readings` (as `mfd generate --sink database` does): copies of the stored readings, weeks back, in one
-    transaction; ingesting a 400,000-row file first would add minutes to the suite and test nothing more."""
+    """A backlog of 1,000,000 readings is scored in runs sized to it (more than 20,000 readings each) in
+    their own lane, one at a time; a 1,500-row file dropped while they run is scored before the backlog is
+    through. The backlog is written straight into `readings` (as `mfd generate --sink database` does):
+    copies of the stored readings, weeks back, in one transaction; ingesting a file that large first would
+    add minutes to the suite and test nothing more."""
     running = running_stack
     first_big = running.scalar("SELECT max(id) FROM readings") + 1
     big = _insert_backlog(running, BACKLOG)
@@ -272,6 +273,9 @@ def test_a_small_file_is_not_starved_behind_a_backlog(
         f"{small_s:.1f} s after its upload, {waiting:,} backlog readings still unscored then"
     )
     assert waiting > 0, "the small file was scored only after the whole backlog"
+    assert max(int(r["tags"]["mfd/rows"]) for r in backlog_runs) > 20_000, (
+        "the backlog was scored in runs of MFD_PREDICTION_BATCH_ROWS (20,000), not sized to it"
+    )
     assert running.scalar("SELECT count(DISTINCT reading_id) FROM predictions") == running.scalar(
         "SELECT count(*) FROM readings"
     )
