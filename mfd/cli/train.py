@@ -83,6 +83,12 @@ def train(args: argparse.Namespace) -> int:
         f"{candidate.family} on the holdout: "
         + ", ".join(f"{k} {v:.4f}" for k, v in candidate.holdout_scores.items())
     )
+    early = {**candidate.lead_scores, **candidate.rul_scores}
+    if early:
+        print(
+            f"early warning on the holdout machines (selected by {candidate.selected_by}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in early.items())
+        )
     print(
         f"latency: {candidate.latency['latency_row_ms']:.3f} ms/row (batch of one), "
         f"{candidate.latency['latency_10k_ms']:.1f} ms per 10k rows; trained in {candidate.seconds:.1f} s"
@@ -98,6 +104,7 @@ def train(args: argparse.Namespace) -> int:
             metric=args.metric,
             margin=args.margin,
             tags={"mlflow_run_id": logged.run_id},
+            lead_holdout=candidate.holdout,
         )
         print(f"registered {settings.model_name} version {decision.challenger}: {decision.reason}")
     return 0
