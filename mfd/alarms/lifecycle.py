@@ -34,7 +34,7 @@ from mfd.alarms.model import (
     record,
 )
 from mfd.alerts.outbox import PENDING
-from mfd.schema import FAILURE_OUTCOMES, NO_FAULT
+from mfd.schema import FAILURE_OUTCOMES, NO_FAULT, PROFILE
 from mfd.storage.tables import (
     alarms,
     alert_outbox,
@@ -105,22 +105,45 @@ def snooze(
         return _row(conn, alarm_id)
 
 
+MAX_RECORDS = 48  # no-fault records of one alarm (one per horizon it covered), at most
+
+
+def record_times(first_seen: datetime, last_seen: datetime, horizon: timedelta) -> list[datetime]:
+    """Times of no-fault records whose labelling windows ([T - horizon, T], the default label window)
+    together cover the alarm's readings from first_seen to last_seen: T = last_seen, last_seen - horizon,
+    ... (at most MAX_RECORDS, the newest kept)."""
+    times = [last_seen]
+    while times[-1] - horizon > first_seen and len(times) < MAX_RECORDS:
+        times.append(times[-1] - horizon)
+    return times
+
+
 def _record_outcome(conn: sa.Connection, alarm: dict[str, Any], outcome: str, mode: str | None) -> str | None:
-    """The resolution as a maintenance record (work order `alarm-<id>` at the alarm's last crossing):
-    a confirmed failure labels the readings before it failures, no fault found labels them healthy;
-    maintenance done writes none (the alarm was neither right nor wrong). Returns the record's outcome."""
+    """The resolution as maintenance records, so labels flow into retraining: a confirmed failure is one
+    record (work order `alarm-<id>`) at the alarm's last crossing, labelling the readings within the
+    horizon before it failures; no fault found labels every reading the alarm covered healthy (one record
+    per horizon from its last crossing back to its first: `alarm-<id>`, `alarm-<id>-2`, ...); maintenance
+    done writes none (the alarm was neither right nor wrong). Returns the records' outcome."""
     if outcome == MAINTENANCE_DONE:
         return None
-    label = (mode or GENERIC_FAILURE) if outcome == FAILURE_CONFIRMED else NO_FAULT
-    conn.execute(
-        maintenance_records.insert().values(
-            work_order_id=f"alarm-{alarm['id']}",
-            machine_id=alarm["machine_id"],
-            timestamp=aware(alarm["last_seen"]),
-            outcome=label,
-            source=f"alarm {alarm['id']} resolved by {alarm['resolved_by']}",
-        )
-    )
+    last_seen = aware(alarm["last_seen"])
+    if outcome == FAILURE_CONFIRMED:
+        label, times = mode or GENERIC_FAILURE, [last_seen]
+    else:
+        label = NO_FAULT
+        times = record_times(aware(alarm["first_seen"]), last_seen, PROFILE.horizon.to_pytimedelta())
+    source = f"alarm {alarm['id']} resolved by {alarm['resolved_by']}"
+    rows = [
+        {
+            "work_order_id": f"alarm-{alarm['id']}" + (f"-{k + 1}" if k else ""),
+            "machine_id": alarm["machine_id"],
+            "timestamp": at,
+            "outcome": label,
+            "source": source,
+        }
+        for k, at in enumerate(times)
+    ]
+    conn.execute(maintenance_records.insert(), rows)
     return label
 
 

@@ -25,6 +25,7 @@ from mfd.alarms import (
     update_alarms,
     wake_snoozed,
 )
+from mfd.schema import PROFILE
 from mfd.storage.readings import create_engine, ensure_tables
 from mfd.storage.tables import alarm_transitions, alarms, alert_outbox, machine_risk, maintenance_records
 
@@ -218,3 +219,25 @@ def test_interleaved_machines_in_random_batches_match_the_reading_by_reading_rul
     assert all(
         len(json.loads(r["trend"])) == min(60, (frame["machine_id"] == m).sum()) for m, r in risk.items()
     )
+
+
+def test_no_fault_found_labels_every_reading_the_alarm_covered_healthy(engine: sa.Engine) -> None:
+    horizon = PROFILE.horizon.to_pytimedelta()  # the default label window: a record labels [T - it, T]
+    batch = scored("M-1", [1] * 6, 1).assign(timestamp=[T0 + k * horizon / 2 for k in range(6)])
+    update_alarms(engine, batch, debounce=3, now=T0)
+    (alarm,) = rows(engine, alarms)
+    resolve(engine, alarm["id"], "ana", "no_fault_found")
+    records = rows(engine, maintenance_records)
+    assert {r["outcome"] for r in records} == {"no_fault"}
+    assert sorted(r["work_order_id"] for r in records) == ["alarm-1", "alarm-1-2", "alarm-1-3"]
+    ends = [r["timestamp"].replace(tzinfo=UTC) for r in records]
+    for t in batch["timestamp"]:  # every reading the alarm covered lies in some record's window
+        assert any(end - horizon <= t.to_pydatetime() <= end for end in ends), t
+
+
+def test_time_to_failure_is_kept_per_machine(engine: sa.Engine) -> None:
+    update_alarms(engine, scored("M-1", [0, 0], 1).assign(rul_estimate=[40.0, 12.5]), now=T0)
+    update_alarms(engine, scored("M-2", [0], 3).assign(rul_estimate=[float("nan")]), now=T0)
+    update_alarms(engine, scored("M-1", [0], 4), now=T0)  # a frame without estimates keeps the last one
+    risk = {r["machine_id"]: r["rul_estimate"] for r in rows(engine, machine_risk)}
+    assert risk == {"M-1": 12.5, "M-2": None}

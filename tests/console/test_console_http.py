@@ -17,7 +17,7 @@ from mfd.console.sample import SampleFleet, seed_fleet
 from mfd.profiles.physics import plant_physics
 from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.readings import create_engine, ensure_tables
-from mfd.storage.tables import alarm_transitions, alarms, maintenance_records
+from mfd.storage.tables import alarm_transitions, alarms, machine_risk, maintenance_records
 
 KEY = "console-test-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -101,3 +101,16 @@ def test_page_lists_machines_by_risk_and_metrics_speak_prometheus(console: tuple
     }
     assert 'mfd_alarms_open{state="open"}' in metrics.text and "mfd_machines 12" in metrics.text
     assert set(live) == {"summary", "alarms", "fleet", "generated_at"} and "data-alarm" in live["alarms"]
+
+
+def test_fleet_shows_time_to_failure_next_to_risk(console: tuple[str, sa.Engine]) -> None:
+    url, engine = console
+    with engine.begin() as conn:
+        conn.execute(
+            machine_risk.update().where(machine_risk.c.machine_id == "M0003").values(rul_estimate=12.5)
+        )
+    with httpx.Client(base_url=url, timeout=30) as http:
+        fleet = http.get("/api/fragments").json()["fleet"]
+    rows = {part.split('"')[0]: part for part in fleet.split('data-machine="')[1:]}
+    assert "<td class='risk'>" in rows["M0003"] and "<td class='rul'>12.5 h</td>" in rows["M0003"]
+    assert all("<td class='rul'>—</td>" in row for machine, row in rows.items() if machine != "M0003")
