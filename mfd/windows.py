@@ -142,29 +142,41 @@ def _lag_sums(
     return out
 
 
+# Rows per pass of `_lag_sums`: its arrays (rows x sensors) stay in the CPU's cache across the lags, ~3x
+# faster than one pass over 100k rows, which streams every lag through memory.
+CHUNK = 2048
+
+
 def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout) -> np.ndarray:
-    """The features of the sorted rows, one column per `spec.columns`."""
+    """The features of the sorted rows, one column per `spec.columns`, computed in chunks of CHUNK rows,
+    each with the `max(windows) - 1` rows before it as context (a row's numbers do not depend on the chunk)."""
     x = frame[list(spec.sensors)].to_numpy(dtype=np.float64)[layout.order]
-    position = layout.position
-    sums = _lag_sums(x, position, spec)
-    mean = {}
-    for w in sorted({*spec.windows, spec.baseline}):
-        m = np.minimum(position + 1, w).astype(np.float64)[:, None]
-        mean[w] = x + sums[w][0] / m
-    head = layout.start + np.minimum(position, spec.baseline - 1)
-    baseline = mean[spec.baseline][head]
-    flat = np.empty((len(x), len(spec.columns)))
+    position, n = layout.position, len(x)
+    reach = max(*spec.windows, spec.baseline) - 1
+    flat = np.empty((n, len(spec.columns)))
     flat[:, -1] = position + 1
-    out = flat[:, :-1].reshape(len(x), len(spec.sensors), len(spec.windows), len(STATS))  # a view
-    for i, w in enumerate(spec.windows):
-        s, q, k_sum = sums[w]
-        m = np.minimum(position + 1, w).astype(np.float64)[:, None]
-        shift = s / m
-        out[:, :, i, 0] = mean[w]
-        out[:, :, i, 1] = np.sqrt(np.maximum(q / m - shift * shift, 0.0))
-        spread = m * (m * m - 1) / 12.0
-        out[:, :, i, 2] = ((m - 1) / 2.0 * s - k_sum) / np.where(spread > 0, spread, 1.0)
-        out[:, :, i, 3] = mean[w] - baseline
+    out = flat[:, :-1].reshape(n, len(spec.sensors), len(spec.windows), len(STATS))  # a view
+    early = np.empty_like(x) if spec.baseline not in spec.windows else None
+    for lo in range(0, n, CHUNK):
+        hi, context = min(n, lo + CHUNK), max(0, lo - reach)
+        sums = _lag_sums(x[context:hi], position[context:hi], spec)
+        cut, rows = lo - context, slice(lo, hi)
+        for i, w in enumerate(spec.windows):
+            s, q, k_sum = (a[cut:] for a in sums[w])
+            m = np.minimum(position[rows] + 1, w).astype(np.float64)[:, None]
+            shift = s / m
+            out[rows, :, i, 0] = x[rows] + shift
+            out[rows, :, i, 1] = np.sqrt(np.maximum(q / m - shift * shift, 0.0))
+            spread = m * (m * m - 1) / 12.0
+            out[rows, :, i, 2] = ((m - 1) / 2.0 * s - k_sum) / np.where(spread > 0, spread, 1.0)
+        if early is not None:
+            m = np.minimum(position[rows] + 1, spec.baseline).astype(np.float64)[:, None]
+            early[rows] = x[rows] + sums[spec.baseline][0][cut:] / m
+    head = layout.start + np.minimum(position, spec.baseline - 1)
+    means = out[:, :, spec.windows.index(spec.baseline), 0] if early is None else early
+    baseline = means[head]
+    for i in range(len(spec.windows)):
+        out[:, :, i, 3] = out[:, :, i, 0] - baseline
     return flat
 
 
@@ -210,7 +222,9 @@ class WindowState:
         """Readings kept for later batches."""
         return len(self._held)
 
-    def update(self, batch: pd.DataFrame, resets: pd.DataFrame | None = None) -> pd.DataFrame:
+    def update(
+        self, batch: pd.DataFrame, resets: pd.DataFrame | None = None, hold: bool = True
+    ) -> pd.DataFrame:
         if batch.empty:
             return window_features(batch, self.spec, resets)
         machines = batch[MACHINE].astype(str)
@@ -221,7 +235,8 @@ class WindowState:
         layout = self._true_positions(both, _layout(both, resets), len(context))
         features = np.empty((len(both), len(self.spec.columns)))
         features[layout.order] = _compute(both, self.spec, layout)
-        self._hold(both, layout, mine)
+        if hold:  # False: a one-off state (detection reads what it needs from the store every batch)
+            self._hold(both, layout, mine)
         return pd.DataFrame(features[len(context) :], index=batch.index, columns=list(self.spec.columns))
 
     def _true_positions(self, both: pd.DataFrame, layout: _Layout, held: int) -> _Layout:

@@ -120,5 +120,5 @@ def with_window_features(engine: Engine, batch: pd.DataFrame, first_id: int) -> 
     columns = [MACHINE, TIMESTAMP, *WINDOW_SPEC.sensors]
     history, before = read_history(engine, batch, first_id, resets, ["id", *columns])
     state = WindowState.from_history(WINDOW_SPEC, history[columns], before)
-    features = state.update(batch[columns], resets)
+    features = state.update(batch[columns], resets, hold=False)
     return pd.concat([batch, features], axis=1)

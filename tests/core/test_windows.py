@@ -100,3 +100,19 @@ def test_the_incremental_form_equals_the_batch_form(values: list, sizes: list, r
             at += size
     pd.testing.assert_frame_equal(pd.concat(parts), expected, check_exact=True)
     assert state.held <= 3 * (SPEC.baseline + SPEC.history)
+
+
+@settings(max_examples=20, deadline=None)
+@given(histories, st.integers(1, 9))
+def test_chunks_give_the_same_numbers(values: list, chunk: int) -> None:
+    import mfd.windows as windows
+
+    frame = fleet(values)
+    whole = windows.CHUNK
+    assert len(frame) < whole  # the default: one chunk for these frames
+    expected = window_features(frame, SPEC)
+    windows.CHUNK = chunk
+    try:
+        pd.testing.assert_frame_equal(window_features(frame, SPEC), expected, check_exact=True)
+    finally:
+        windows.CHUNK = whole
