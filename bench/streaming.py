@@ -281,7 +281,8 @@ def file_path(pg: Postgres, settings: Settings, files: int, every: float, per_fi
         )
         while not warm <= scored_keys(engine).keys():
             if daemon.poll() is not None or time.time() - started > 600:
-                raise SystemExit(f"warm-up file not scored within 600 s; see {settings.home / 'daemon.log'}")
+                tail = (settings.home / "daemon.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"warm-up file not scored within 600 s; the daemon's log ends:\n{tail}")
             time.sleep(1)
         print(f"  warm-up file scored {time.time() - started:.0f} s after the daemon started")
         seen: dict[Key, float] = {}

@@ -60,8 +60,8 @@ def _allocate_ids(conn: sa.Connection, count: int) -> np.ndarray | None:
     """`count` new reading ids from the table's sequence (PostgreSQL), None elsewhere."""
     if conn.dialect.name != "postgresql" or not count:
         return None
-    sql = sa.text("SELECT nextval(pg_get_serial_sequence('readings', 'id')) FROM generate_series(1, :n)")
-    return np.fromiter(conn.execute(sql, {"n": count}).scalars(), dtype=np.int64, count=count)
+    sql = "SELECT array_agg(nextval(pg_get_serial_sequence('readings', 'id'))) FROM generate_series(1, :n)"
+    return np.array(conn.execute(sa.text(sql), {"n": count}).scalar_one(), dtype=np.int64)  # one row
 
 
 def _stored(conn: sa.Connection, frame: pd.DataFrame) -> pd.DataFrame:
