@@ -6,6 +6,7 @@ field for a snooze not in the future or a resolve without an outcome."""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,13 +115,12 @@ def _action_endpoint(engine: Engine, config: ConsoleConfig, action: str) -> Call
 
 
 def _alarm_page(engine: Engine, alarm_id: int) -> str | None:
-    alarms = [a for a in data.alarm_list(engine) if a["id"] == alarm_id]
-    points = data.alarm_risk(engine, alarm_id)
-    if not points and not alarms:
+    alarm, points = data.alarm_risk(engine, alarm_id)
+    if alarm is None:
         return None
-    threshold = alarms[0]["threshold"] if alarms else None
-    plot = render.sparkline(points, threshold, width=720, height=200)
-    return f"<!doctype html><title>alarm {alarm_id}</title><h1>alarm {alarm_id}: risk around it</h1>{plot}"
+    plot = render.sparkline(points, alarm["threshold"], width=720, height=200)
+    title = f"alarm {alarm_id} ({html.escape(alarm['machine_id'])}, {alarm['state']})"
+    return f"<!doctype html><title>{title}</title><h1>{title}: risk around it</h1>{plot}"
 
 
 def create_app(engine: Engine, config: ConsoleConfig | None = None) -> Starlette:

@@ -83,16 +83,18 @@ def alarm_list(engine: Engine, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]
     return rows
 
 
-def alarm_risk(engine: Engine, alarm_id: int, margin: timedelta = timedelta(hours=1)) -> list[list[float]]:
-    """The alarm's machine's risk from `margin` before its first crossing to `margin` after its last:
-    [[epoch seconds, risk], ...] (at most 2,000 points)."""
+def alarm_risk(
+    engine: Engine, alarm_id: int, margin: timedelta = timedelta(hours=1)
+) -> tuple[dict[str, Any] | None, list[list[float]]]:
+    """The alarm (None when there is no such id) and its machine's risk from `margin` before its first
+    crossing to `margin` after its last: [[epoch seconds, risk], ...] (at most 2,000 points)."""
     a, r, p = alarms.c, readings.c, predictions.c
     with engine.connect() as conn:
         alarm = conn.execute(
-            sa.select(a.machine_id, a.first_seen, a.last_seen).where(a.id == alarm_id)
+            sa.select(a.machine_id, a.first_seen, a.last_seen, a.threshold, a.state).where(a.id == alarm_id)
         ).first()
         if alarm is None:
-            return []
+            return None, []
         query = (
             sa.select(r.timestamp, p.probability)
             .select_from(readings.join(predictions, p.reading_id == r.id))
@@ -103,7 +105,8 @@ def alarm_risk(engine: Engine, alarm_id: int, margin: timedelta = timedelta(hour
             .order_by(r.timestamp)
             .limit(2000)
         )
-        return [[aware(t).timestamp(), float(v)] for t, v in conn.execute(query)]
+        points = [[aware(t).timestamp(), float(v)] for t, v in conn.execute(query)]
+    return dict(alarm._mapping), points
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,15 @@ def test_fleet_shows_time_to_failure_next_to_risk(console: tuple[str, sa.Engine]
     rows = {part.split('"')[0]: part for part in fleet.split('data-machine="')[1:]}
     assert "<td class='risk'>" in rows["M0003"] and "<td class='rul'>12.5 h</td>" in rows["M0003"]
     assert all("<td class='rul'>—</td>" in row for machine, row in rows.items() if machine != "M0003")
+
+
+def test_an_alarms_risk_plot_around_it(console: tuple[str, sa.Engine]) -> None:
+    url, engine = console
+    alarm = worst_alarm(engine)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        plot = http.get(f"/alarms/{alarm}")
+        missing = http.get("/alarms/987654")
+    assert plot.status_code == 200 and f"alarm {alarm} (" in plot.text
+    points = plot.text.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 8  # the machine's 8 scored readings lie within the hour around the alarm
+    assert 'class="thr"' in plot.text and missing.status_code == 404
