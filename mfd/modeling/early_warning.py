@@ -35,6 +35,9 @@ LEAD_FIGURES: tuple[str, ...] = (
     "precision_per_alarm",
     "failures",
 )
+SHARE_WARNED, FALSE_ALARMS = "lead_share_warned", "lead_false_alarms_per_machine_day"
+# Differences in the lead-time figures smaller than this are ties (float noise).
+LEAD_TOLERANCE = 1e-9
 # Thresholds tried when the false-alarm budget raises the operating threshold.
 _BUDGET_GRID = 60
 
@@ -145,3 +148,21 @@ def risk_figure(frame: pd.DataFrame, proba: np.ndarray, threshold: float, machin
     fig.suptitle("Risk over time (holdout machines that failed)", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def lead_verdict(challenger: dict[str, float], champion: dict[str, float]) -> tuple[bool, str]:
+    """Whether the challenger is no worse than the champion on lead time: at least the champion's share of
+    failures warned ahead, at no more false alarms per machine-day. Passes when either has no figures
+    (no machine and time in the holdout, or no failure in it)."""
+    keys = (SHARE_WARNED, FALSE_ALARMS)
+    if not all(np.isfinite(d.get(k, np.nan)) for d in (challenger, champion) for k in keys):
+        return True, "no lead-time figures to compare"
+    figures_ = (
+        f"warned {challenger[SHARE_WARNED]:.3f} vs {champion[SHARE_WARNED]:.3f}, false alarms per "
+        f"machine-day {challenger[FALSE_ALARMS]:.4f} vs {champion[FALSE_ALARMS]:.4f}"
+    )
+    if challenger[SHARE_WARNED] < champion[SHARE_WARNED] - LEAD_TOLERANCE:
+        return False, f"champion kept: the challenger warns fewer failures in time ({figures_})"
+    if challenger[FALSE_ALARMS] > champion[FALSE_ALARMS] + LEAD_TOLERANCE:
+        return False, f"champion kept: the challenger raises more false alarms ({figures_})"
+    return True, f"lead time no worse ({figures_})"

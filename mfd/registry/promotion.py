@@ -46,7 +46,7 @@ from mfd.alerts.costs import (
     thresholds_json,
 )
 from mfd.errors import MfdError
-from mfd.modeling.early_warning import figures, has_keys, lead_of
+from mfd.modeling.early_warning import figures, has_keys, lead_of, lead_verdict
 from mfd.modeling.metrics import METRICS, scores
 from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
 from mfd.modeling.rul import rul_errors
@@ -70,9 +70,6 @@ GATE_METRIC_TAG = "gate_metric"
 GATE_MARGIN_TAG = "gate_margin"
 CHAMPION_SCORE_PREFIX = "gate_champion_score_"
 SHADOW_VERDICT_TAG = "gate_shadow_verdict"
-SHARE_WARNED, FALSE_ALARMS = "lead_share_warned", "lead_false_alarms_per_machine_day"
-# Differences in the lead-time figures smaller than this are ties (float noise).
-LEAD_TOLERANCE = 1e-9
 
 
 def _now() -> str:
@@ -162,24 +159,6 @@ def _evaluate(
         if estimate is not None:
             result |= rul_errors(lead_holdout, estimate)
     return Evaluation(result, proba, model.threshold, thresholds)
-
-
-def lead_verdict(challenger: dict[str, float], champion: dict[str, float]) -> tuple[bool, str]:
-    """Whether the challenger is no worse than the champion on lead time: at least the champion's share of
-    failures warned ahead, at no more false alarms per machine-day. Passes when either has no figures
-    (no machine and time in the holdout, or no failure in it)."""
-    keys = (SHARE_WARNED, FALSE_ALARMS)
-    if not all(np.isfinite(d.get(k, np.nan)) for d in (challenger, champion) for k in keys):
-        return True, "no lead-time figures to compare"
-    figures_ = (
-        f"warned {challenger[SHARE_WARNED]:.3f} vs {champion[SHARE_WARNED]:.3f}, false alarms per "
-        f"machine-day {challenger[FALSE_ALARMS]:.4f} vs {champion[FALSE_ALARMS]:.4f}"
-    )
-    if challenger[SHARE_WARNED] < champion[SHARE_WARNED] - LEAD_TOLERANCE:
-        return False, f"champion kept: the challenger warns fewer failures in time ({figures_})"
-    if challenger[FALSE_ALARMS] > champion[FALSE_ALARMS] + LEAD_TOLERANCE:
-        return False, f"champion kept: the challenger raises more false alarms ({figures_})"
-    return True, f"lead time no worse ({figures_})"
 
 
 def _gate(

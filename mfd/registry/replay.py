@@ -9,6 +9,10 @@ Definitions (one `horizon`, by default the label window):
   is from the earliest such alert to the failure;
 - a *false alarm* is an alert that is not within `horizon` before a labelled failure of its machine;
 - *alerts per machine-day*: alerts over the (machine, UTC day) pairs that have readings.
+
+Beside them, the early-warning figures of `mfd.modeling.early_warning` at each model's operating threshold
+(the profile's horizon, lead and debounce): `lead_share_warned` and `lead_false_alarms_per_machine_day`;
+`not_worse` also requires the challenger to warn no smaller share in time at no more false alarms.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sqlalchemy.engine import Engine
 
+from mfd.modeling.early_warning import FALSE_ALARMS, SHARE_WARNED, figures, lead_of, lead_verdict
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
@@ -47,6 +52,7 @@ FIGURES: tuple[str, ...] = (
     "median_lead_min",
     "false_alarms",
 )
+LEAD_FIGURES: tuple[str, ...] = (SHARE_WARNED, FALSE_ALARMS)
 
 
 def read_recent_days(engine: Engine, days: float) -> pd.DataFrame:
@@ -164,9 +170,10 @@ class Replay:
             f"caught {a['caught']:.0f} vs {b['caught']:.0f} of {b['failures']:.0f}, "
             f"false alarms {a['false_alarms']:.0f} vs {b['false_alarms']:.0f} over {self.readings} readings"
         )
-        if a["caught"] >= b["caught"] and a["false_alarms"] <= b["false_alarms"]:
-            return True, f"replay not worse: {figures}"
-        return False, f"replay worse: {figures}"
+        lead = lead_verdict(*(row.to_dict() for row in (a, b)))
+        if a["caught"] >= b["caught"] and a["false_alarms"] <= b["false_alarms"] and lead[0]:
+            return True, f"replay not worse: {figures}; {lead[1]}"
+        return False, f"replay worse: {figures}; {lead[1]}"
 
 
 def replay_models(
@@ -190,9 +197,10 @@ def replay_models(
         # typed columns from the store: MLflow's per-value schema checks would only cost time here
         probability = model.probability_of_valid(frame, scoring_threads())
         alert = probability >= model.threshold
-        rows[name] = replay_figures(frame, alert, horizon)
+        lead = figures(lead_of(frame, probability, model.threshold))
+        rows[name] = replay_figures(frame, alert, horizon) | {k: lead[k] for k in LEAD_FIGURES}
         seconds[name] = time.perf_counter() - start
-    table = pd.DataFrame.from_dict(rows, orient="index")[list(FIGURES)]
+    table = pd.DataFrame.from_dict(rows, orient="index")[[*FIGURES, *LEAD_FIGURES]]
     return Replay(table, len(frame), days, horizon, seconds)
 
 

@@ -10,10 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mfd.modeling.early_warning import figures, lead_of
 from mfd.modeling.model_io import CHAMPION, load_version
 from mfd.preparation.labels import read_maintenance
 from mfd.profiles.ai4i_reference import load_ai4i
-from mfd.registry.replay import labelled_failures, replay_figure, replay_figures, replay_models
+from mfd.registry.replay import (
+    FIGURES,
+    LEAD_FIGURES,
+    labelled_failures,
+    replay_figure,
+    replay_figures,
+    replay_models,
+)
 from mfd.storage import readings as store
 from mfd.storage.tables import maintenance_records
 from mfd_assets.training import (
@@ -122,8 +130,12 @@ def test_replay_reads_the_last_days_with_maintenance_labels(
     labels[in_window] = 1
     expected = replay_figures(recent.assign(machine_failure=labels), alert, 2 * HOUR)
     assert expected["caught"] >= 1 and expected["median_lead_min"] >= 0
-    assert replay.table.loc["champion"].to_dict() == pytest.approx(expected, nan_ok=True)
-    assert replay.table.loc["again"].to_dict() == pytest.approx(expected, nan_ok=True)
+    assert replay.table.loc["champion", list(FIGURES)].to_dict() == pytest.approx(expected, nan_ok=True)
+    assert replay.table.loc["again", list(FIGURES)].to_dict() == pytest.approx(expected, nan_ok=True)
+    # the early-warning figures at the operating threshold, the same for the same model
+    lead = figures(lead_of(recent.assign(machine_failure=labels), model.probability(recent), model.threshold))
+    for key in LEAD_FIGURES:
+        assert replay.table.loc["champion", key] == pytest.approx(lead[key], nan_ok=True), key
     assert replay.not_worse("again", "champion")[0]
     assert len(read_maintenance(readings.engine)) == 1
     assert replay_figure(replay).axes and store.count_readings(readings.engine) == 2000
