@@ -23,6 +23,8 @@ from mfd.schema import FAILURE_MODE_COLUMNS, LABEL_COLUMN, MACHINE_TYPES, PROFIL
 CARD_ARTIFACT = "model_card.md"
 CARD_TAG = "model_card"
 CALIBRATION_BINS = 10
+# MLflow's registry keeps a version description in a 5,000-character column (PostgreSQL refuses longer).
+DESCRIPTION_LIMIT = 5000
 # Run metrics that are scores on a shifted holdout (noisy sensors, another source, label noise).
 _SHIFTED_MARKERS = ("noisy", "shift", "cross", "label_noise")
 
@@ -184,9 +186,19 @@ def build_card(inputs: CardInputs, client: MlflowClient | None = None, run_id: s
     return "\n".join(lines)
 
 
+def description(card: str, run_id: str | None, version: str) -> str:
+    """`card`, or its beginning and where the whole card is when it is longer than the registry holds."""
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    where = f"runs:/{run_id}/model_card/v{version}/{CARD_ARTIFACT}" if run_id else "the version's run"
+    note = f"\n\n(cut at {DESCRIPTION_LIMIT:,} characters: the whole card is {where})\n"
+    return card[: DESCRIPTION_LIMIT - len(note)] + note
+
+
 def attach_card(client: MlflowClient, name: str, version: str, run_id: str | None, card: str) -> None:
-    """The card as the version's description, tag `model_card`, and (with a run) artifact `model_card.md`."""
-    client.update_model_version(name, version, description=card)
+    """The card as the version's description (cut to what the registry holds, DESCRIPTION_LIMIT, pointing at
+    the artifact), tag `model_card`, and (with a run) artifact `model_card.md` in full."""
+    client.update_model_version(name, version, description=description(card, run_id, version))
     if run_id:
         client.log_text(run_id, card, f"model_card/v{version}/{CARD_ARTIFACT}")
         client.set_model_version_tag(
