@@ -178,14 +178,21 @@ def stored_times(engine: sa.Engine, expected: int, stop_after: float) -> dict[Ke
     return seen
 
 
-def thread_cpu(pid: int) -> str:
-    """CPU seconds of each thread of `pid` (the main thread first), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = []
-    for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: (int(t.name) != pid, int(t.name))):
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of `pid`, by thread id, from /proc."""
+    ticks, out = os.sysconf("SC_CLK_TCK"), {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
         fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        out.append((int(fields[11]) + int(fields[12])) / ticks)
-    return ", ".join(f"{s:.1f}" for s in out if s >= 0.1)
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def cpu_since(pid: int, before: dict[int, float]) -> str:
+    """Each thread's CPU seconds since `before` (the main thread first, then by amount; >= 0.1 s)."""
+    now = thread_cpu(pid)
+    spent = {t: s - before.get(t, 0.0) for t, s in now.items()}
+    order = sorted(spent, key=lambda t: (t != pid, -spent[t]))
+    return ", ".join(f"{spent[t]:.1f}" for t in order if spent[t] >= 0.1)
 
 
 def stream(
@@ -200,6 +207,7 @@ def stream(
     engine = store.create_engine(database_url)
     store.ensure_tables(engine)
     proc = start_stream(broker, settings, database_url, settings.home / "stream.log", profile)
+    subscribed = thread_cpu(proc.pid)  # start-up (imports, the champion, SHAP) left out
     target = MqttTarget(broker.url, broker.username, broker.password)
     result: dict[str, dict[Key, float]] = {}
     watcher = threading.Thread(
@@ -208,7 +216,9 @@ def stream(
     watcher.start()
     sent = publish_paced(target, messages, rate)
     watcher.join()
-    print(f"  mfd stream's CPU seconds by thread (main first): {thread_cpu(proc.pid)}")
+    print(
+        f"  mfd stream's CPU seconds by thread since it subscribed (main first): {cpu_since(proc.pid, subscribed)}"
+    )
     proc.send_signal(signal.SIGTERM)
     print(f"  {proc.stdout.read().strip()}")
     proc.wait(60)
@@ -237,6 +247,10 @@ def daemon_env(pg: Postgres, settings: Settings, database_url: str, dagster_home
     dagster_db = pg.create_database("dagster")
     return child_env(database_url, settings.tracking_uri, MODEL_NAME, settings.home) | {
         "DAGSTER_HOME": str(dagster_home),
+        # deploy/dagster/stack_run_launcher.py, the production instance's run launcher (as `make stack`)
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO / "deploy" / "dagster"), os.environ.get("PYTHONPATH")])
+        ),
         "MFD_DAGSTER_PG_HOST": pg.host,
         "MFD_DAGSTER_PG_PORT": str(pg.port),
         "MFD_DAGSTER_PG_USER": pg.user,

@@ -161,6 +161,11 @@ def test_mqtt_exactly_once_when_the_consumer_is_killed_mid_batch(
         wait_for(lambda: counts(engine)["predictions"] == 600, "every reading scored", 120)
     assert counts(engine) == {"readings": 600, "keys": 600, "predictions": 600, "unscored": 0, "rejected": 0}
     assert stored_keys(engine) == keys_of(readings)
+    # the alarms took every machine's readings up to its last, the batch committed before the kill included
+    with engine.connect() as conn:
+        taken = conn.execute(sa.text("SELECT machine_id, last_reading_id FROM machine_risk")).all()
+        last = conn.execute(sa.text("SELECT machine_id, max(id) FROM readings GROUP BY machine_id")).all()
+    assert sorted(taken) == sorted(last) and len(taken) == 20
 
 
 def _publish_paced(broker: Mosquitto, frame: pd.DataFrame, per_tick: int, tick: float) -> threading.Thread:
