@@ -36,20 +36,38 @@ class ConsoleConfig:
     title: str = f"mfd console · {PROFILE.name}"
 
 
+def _tables(
+    engine: Engine, config: ConsoleConfig, caches: render.Caches, now: datetime, key: tuple
+) -> dict[str, str]:
+    """The alarm and fleet tables: as last rendered while the store's version and the number of stale
+    machines (which grows with time alone) are unchanged, else read and rendered (unchanged rows from
+    `caches`)."""
+    last = caches.tables
+    if last is not None and last[0] == key:
+        return last[1]
+    machines = data.fleet(engine, now, config.stale_after)
+    alarms = data.alarm_list(engine)
+    missing = render.missing_sparklines(machines, caches)
+    trends = data.trends(engine, missing) if missing else {}
+    tables = {
+        "alarms": render.alarm_rows(alarms, caches),
+        "fleet": render.fleet_rows(machines, trends, caches),
+    }
+    caches.tables = (key, tables)
+    return tables
+
+
 def fragments(
     engine: Engine, config: ConsoleConfig, caches: render.Caches, now: datetime | None = None
 ) -> dict[str, str]:
-    """The page's live parts as HTML, rendered from one read of the store (unchanged rows from `caches`)."""
+    """The page's live parts as HTML: the summary from this moment's figures, the tables re-rendered only
+    when what they show changed."""
     now = now or datetime.now(UTC)
-    machines = data.fleet(engine, now, config.stale_after)
-    alarms = data.alarm_list(engine)
     figures = data.figures(engine, now, config.stale_after)
-    missing = render.missing_sparklines(machines, caches)
-    trends = data.trends(engine, missing) if missing else {}
+    key = (*data.version(engine), figures.machines_stale)
     return {
         "summary": render.summary(figures, config.stale_after, now),
-        "alarms": render.alarm_rows(alarms, caches),
-        "fleet": render.fleet_rows(machines, trends, caches),
+        **_tables(engine, config, caches, now, key),
         "generated_at": now.isoformat(),
     }
 

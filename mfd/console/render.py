@@ -62,6 +62,9 @@ class Caches:
     fleet: RowCache = field(default_factory=RowCache)
     alarms: RowCache = field(default_factory=RowCache)
     why: RowCache = field(default_factory=RowCache)  # an alarm's "why" changes only at a new peak
+    # (store version, {"alarms": ..., "fleet": ...}): the tables as last rendered, reused while the
+    # store's version (`mfd.console.data.version`) is unchanged; one tuple, replaced whole
+    tables: tuple[tuple, dict[str, str]] | None = None
 
 
 def spark_key(machine: dict[str, Any]) -> tuple:

@@ -8,16 +8,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from served import serving
 
-from mfd.console.app import ConsoleConfig, create_app
+from mfd.alarms import update_alarms
+from mfd.console.app import ConsoleConfig, create_app, fragments
+from mfd.console.render import Caches
 from mfd.console.sample import SampleFleet, seed_fleet
 from mfd.profiles.physics import plant_physics
 from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.readings import create_engine, ensure_tables
-from mfd.storage.tables import alarm_transitions, alarms, machine_risk, maintenance_records
+from mfd.storage.tables import alarm_transitions, alarms, machine_risk, maintenance_records, readings
 
 KEY = "console-test-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -126,3 +129,45 @@ def test_an_alarms_risk_plot_around_it(console: tuple[str, sa.Engine]) -> None:
     points = plot.text.split('<polyline points="')[1].split('"')[0].split()
     assert len(points) == 8  # the machine's 8 scored readings lie within the hour around the alarm
     assert 'class="thr"' in plot.text and missing.status_code == 404
+
+
+def test_tables_follow_the_store_between_loads(console: tuple[str, sa.Engine]) -> None:
+    url, engine = console
+    with httpx.Client(base_url=url, timeout=30) as http:
+        before = http.get("/api/fragments").json()
+        lowest = before["fleet"].split('data-machine="')[-1].split('"')[0]
+        with engine.connect() as conn:
+            last = conn.execute(sa.select(sa.func.max(readings.c.id))).scalar_one()
+        newest = pd.DataFrame(  # the least risky machine's next reading, far past everyone's risk
+            {
+                "reading_id": [last + 1],
+                "machine_id": [lowest],
+                "timestamp": [datetime.now(UTC)],
+                "probability": [0.999],
+                "label": [1],
+            }
+        )
+        update_alarms(engine, newest, debounce=1)
+        moved = http.get("/api/fragments").json()["fleet"]
+        alarm = worst_alarm(engine)
+        http.post(f"/alarms/{alarm}/acknowledge", json={"actor": "ana"}, headers=AUTH).raise_for_status()
+        acknowledged = http.get("/api/fragments").json()["alarms"]
+    assert (
+        moved.split('data-machine="')[1].split('"')[0] == lowest != before["fleet"].split('data-machine="')[1]
+    )
+    assert f'data-alarm="{alarm}"' in acknowledged
+    assert (
+        acknowledged.split(f'data-alarm="{alarm}"')[1].split(">")[0].count('data-state="acknowledged"') == 1
+    )
+
+
+def test_a_machine_going_silent_shows_stale_without_a_write(readings_url: str) -> None:
+    engine = create_engine(readings_url)
+    ensure_tables(engine)
+    end = datetime.now(UTC)
+    seed_fleet(engine, SampleFleet(machines=4, readings_per_machine=3), end=end)
+    config, caches = ConsoleConfig(stale_after=timedelta(minutes=10)), Caches()
+    fresh = fragments(engine, config, caches, now=end + timedelta(minutes=1))
+    silent = fragments(engine, config, caches, now=end + timedelta(minutes=11))
+    assert 'class="machine stale"' not in fresh["fleet"] and fresh["fleet"].count("stale") == 0
+    assert silent["fleet"].count('class="machine stale"') == 4
