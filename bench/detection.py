@@ -10,6 +10,13 @@
     batch scored by the champion alone into a second database with the same readings.
 (d) Replay (--replay-rows N): the last days of N stored readings re-scored by challenger and champion with
     the replay figures (target: 1,000,000 readings <= 30 s).
+(e) Window features (--windows-rows N): C-MAPSS profile (24 sensors), readings of 100 machines from the
+    generic generator (no maintenance records); a
+    first batch of N readings scored, then the timed batch of the next N, which reads its machines' history
+    (first baseline and last max(window)-1 readings of each life) and stores probability and rul_estimate:
+    readings/s with the profile's windows (5/15/30: 289 window features) beside the same profile without
+    windows, each in a process of its own (the profile is per process), in the same run as (a)
+    (target >= 50,000 readings/s with windows).
 """
 
 from __future__ import annotations
@@ -360,6 +367,69 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
     )
 
 
+def windows_child(pg_url: str, rows: int, home: Path) -> None:
+    """(e), in a process of its own profile: store 2 x `rows` readings, register a HistGradientBoosting
+    trained on the first `rows` (a ~1 % label made from one sensor: the bench times scoring, not quality),
+    score the first `rows` as one batch, then time the next `rows`. Prints one JSON line."""
+    from mfd.features import WINDOW_COLUMNS, add_windows
+    from mfd.generator.generic import generate_generic
+    from mfd.schema import PROFILE, SENSOR_COLUMNS
+
+    settings = Settings(home=home)
+    engine = store.create_engine(pg_url)
+    store.ensure_tables(engine)
+    ensure_detection_tables(engine)
+    store.insert_readings(engine, generate_generic(machines=100, rows=2 * rows, seed=4).readings)
+    ids = store.read_readings(engine)["id"].to_numpy()
+    train = add_windows(read_batch(engine, int(ids[0]), int(ids[rows - 1])))
+    label = (train[SENSOR_COLUMNS[5]] > train[SENSOR_COLUMNS[5]].quantile(0.99)).astype(int)  # ~1 % alarms
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=100, random_state=0)).fit(train, label)
+    client = connect(settings.tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id(client, "bench", settings.artifacts_dir.as_uri())):
+        _, version = log_failure_model(pipeline, train, registered_name=MODEL_NAME, threshold=0.5)
+    model = load_model_version(client, MODEL_NAME, version.version)
+    score_batch(engine, model, int(ids[0]), int(ids[rows - 1]))
+    t0 = time.perf_counter()
+    result = score_batch(engine, model, int(ids[rows]), int(ids[-1]))
+    elapsed = time.perf_counter() - t0
+    out = {
+        "profile": PROFILE.name,
+        "window_features": len(WINDOW_COLUMNS),
+        "scored": result.rows_scored,
+        "seconds": elapsed,
+        "steps": {k: round(v, 3) for k, v in result.seconds.items()},
+    }
+    print(json.dumps(out))
+
+
+def windows_throughput(pg: Postgres, rows: int, root: Path) -> None:
+    """(e): the C-MAPSS profile with and without its windows, each in a child process."""
+    plain = root / "cmapss-no-windows.yaml"
+    text = (REPO / "mfd" / "profiles" / "cmapss.yaml").read_text()
+    plain.write_text("\n".join(line for line in text.splitlines() if not line.startswith("windows:")) + "\n")
+    print(f"(e) window features: C-MAPSS profile, {rows:,} readings scored after {rows:,} (100 machines)")
+    rates = {}
+    for name, profile in (("with windows", "cmapss"), ("without windows", str(plain))):
+        env = dict(os.environ, MFD_PROFILE=profile, MFD_HOME=str(root / name.replace(" ", "-")))
+        url = pg.create_database(name.replace(" ", "_"))
+        args = [sys.executable, __file__, "--windows-child", url, "--windows-rows", str(rows)]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO)
+        if done.returncode:
+            raise SystemExit(f"(e) {name} failed:\n{done.stderr[-3000:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        rates[name] = out["scored"] / out["seconds"]
+        steps = ", ".join(f"{k} {v:.2f}s" for k, v in out["steps"].items())
+        print(
+            f"  {name} ({out['window_features']} window features): {out['scored']:,} scored and stored in "
+            f"{out['seconds']:.2f}s = {rates[name]:,.0f} readings/s ({steps})"
+        )
+    rate = rates["with windows"]
+    print(
+        f"  ratio with / without windows: {rate / rates['without windows']:.2f}; target >= 50,000 readings/s "
+        f"with windows: {'met' if rate >= 50_000 else 'NOT met'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -370,13 +440,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20, help="(b) readings written per second")
     parser.add_argument("--shadow-rows", type=int, default=0, help="run (c) on this many readings")
     parser.add_argument("--replay-rows", type=int, default=0, help="run (d) on this many readings")
+    parser.add_argument("--windows-rows", type=int, default=0, help="run (e) on this many readings")
+    parser.add_argument("--windows-child", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-throughput", action="store_true", help="skip (a)")
     args = parser.parse_args()
+    if args.windows_child:
+        windows_child(args.windows_child, args.windows_rows, Path(os.environ["MFD_HOME"]))
+        return
     root = Path(tempfile.mkdtemp(prefix="mfd-bench-detection-"))
     settings = Settings(home=root / "home")
     try:
         with postgres_server() as pg:
-            register_champion(settings)
-            throughput(pg.create_database("throughput"), settings, args.rows, args.http_rows)
+            if not args.skip_throughput:
+                register_champion(settings)
+                throughput(pg.create_database("throughput"), settings, args.rows, args.http_rows)
+            if args.windows_rows > 0:
+                windows_throughput(pg, args.windows_rows, root)
             if args.freshness_minutes > 0:
                 freshness(pg, settings, args.freshness_minutes, args.rate)
             if args.shadow_rows > 0:
