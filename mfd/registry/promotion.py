@@ -18,8 +18,9 @@ the decision to the holdout. Each version records its holdout verdict (`gate_hol
 Early warning: given the holdout's readings with their machine and time (`lead_holdout`), every version is
 also scored on lead time (`lead_*`: share of failures warned at least the profile's lead ahead, median lead,
 false alarms per machine-day, precision per alarm, at its operating threshold) and, with a RUL head, on
-remaining useful life (`rul_rmse_hours`). A challenger that warns a smaller share of failures than the
-champion, or raises more false alarms per machine-day, is refused whatever its `metric` (`lead_verdict`).
+remaining useful life (`rul_rmse_hours`). Where machines run to failure, a challenger that warns a smaller
+share of failures than the champion, or raises more false alarms per machine-day, is refused whatever its
+`metric` (`lead_verdict`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, regi
 from mfd.modeling.rul import rul_errors
 from mfd.registry.model_card import CardInputs, attach_card, build_card
 from mfd.registry.shadow_evidence import BLOCK, ShadowGate, ShadowVerdict, shadow_verdict
-from mfd.schema import LABEL_COLUMN
+from mfd.schema import LABEL_COLUMN, PROFILE
 
 HISTORY_TAG = "champion_history"
 CHAMPION_TAG = "champion_version"
@@ -164,8 +165,12 @@ def _evaluate(
 def _gate(
     metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
 ) -> tuple[bool, str]:
-    """The holdout verdict: the `metric` margin, and lead time no worse (`lead_verdict`)."""
+    """The holdout verdict: the `metric` margin, and, where machines run to failure, lead time no worse
+    (`lead_verdict`). Snapshot data (AI4I) reports its lead-time figures but its gate stays the metric: its
+    labels sit on the failing reading, so no model can warn ahead of it."""
     on_metric = _verdict(metric, margin, challenger, champion)
+    if not PROFILE.run_to_failure:
+        return on_metric
     on_lead = lead_verdict(challenger, champion)
     if not on_lead[0]:
         return False, f"{on_lead[1]}; {on_metric[1]}"

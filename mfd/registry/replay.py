@@ -12,7 +12,8 @@ Definitions (one `horizon`, by default the label window):
 
 Beside them, the early-warning figures of `mfd.modeling.early_warning` at each model's operating threshold
 (the profile's horizon, lead and debounce): `lead_share_warned` and `lead_false_alarms_per_machine_day`;
-`not_worse` also requires the challenger to warn no smaller share in time at no more false alarms.
+where machines run to failure, `not_worse` also requires the challenger to warn no smaller share in time at
+no more false alarms.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from mfd.modeling.early_warning import FALSE_ALARMS, SHARE_WARNED, figures, lead
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
-from mfd.schema import LABEL_COLUMN, SENSOR_COLUMNS
+from mfd.schema import LABEL_COLUMN, PROFILE, SENSOR_COLUMNS
 from mfd.storage.tables import readings
 
 REPLAY_COLUMNS: tuple[str, ...] = (
@@ -170,7 +171,11 @@ class Replay:
             f"caught {a['caught']:.0f} vs {b['caught']:.0f} of {b['failures']:.0f}, "
             f"false alarms {a['false_alarms']:.0f} vs {b['false_alarms']:.0f} over {self.readings} readings"
         )
-        lead = lead_verdict(*(row.to_dict() for row in (a, b)))
+        lead = (
+            lead_verdict(*(row.to_dict() for row in (a, b)))
+            if PROFILE.run_to_failure
+            else (True, "lead time reported, not compared (snapshot labels)")
+        )
         if a["caught"] >= b["caught"] and a["false_alarms"] <= b["false_alarms"] and lead[0]:
             return True, f"replay not worse: {figures}; {lead[1]}"
         return False, f"replay worse: {figures}; {lead[1]}"
