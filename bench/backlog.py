@@ -215,6 +215,8 @@ def main() -> None:
         running.wait(lambda: idle(running), "no run in progress after the champion", 900)
         figures = measure(running, args)
         print(json.dumps(figures, indent=1), flush=True)
+        # A run's alarms step follows its predictions: the last backlog run is still STARTED when they are in.
+        running.wait(lambda: idle(running), "the backlog's runs finished", 900)
         profile = prediction_profile(running, int(figures["first_id"]), int(figures["last_id"]))
         print("prediction runs over the backlog (largest first):")
         for row in profile:
@@ -233,12 +235,11 @@ def main() -> None:
             f"{figures['small_upload_to_scored_s']} s (target 60 s); load {os.getloadavg()[0]:.1f}"
         )
     finally:
-        if running is not None:
-            subprocess.run(
-                [sys.executable, "-m", "mfd.services.stack", "down"], env=running.env, cwd=REPO, timeout=300
-            )
-            if running.stack.log.exists():
-                shutil.copy(running.stack.log, Path(tempfile.gettempdir()) / "bench-backlog-stack.log")
+        subprocess.run(
+            [sys.executable, "-m", "mfd.services.stack", "down"], env=running.env, cwd=REPO, timeout=300
+        )
+        if running.stack.log.exists():
+            shutil.copy(running.stack.log, Path(tempfile.gettempdir()) / "bench-backlog-stack.log")
         shutil.rmtree(root, ignore_errors=True)
 
 
