@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -79,6 +80,12 @@ def alert_payload(event: dict[str, Any]) -> str:
     )
 
 
+def _utc(value: Any) -> pd.Timestamp:
+    """A stored time as an aware UTC timestamp (a naive one is UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+
+
 @dataclass
 class Episode:
     """A machine's run of failure events: what its outbox row says (`episode` in the payload)."""
@@ -93,7 +100,7 @@ class Episode:
     @classmethod
     def of(cls, events: pd.DataFrame) -> Episode:
         """The episode of `events` (one machine, non-empty)."""
-        peak = events.loc[events["probability"].idxmax()]
+        peak = events.iloc[int(np.argmax(events["probability"].to_numpy()))]  # by position: any index
         return cls(
             events["timestamp"].min(),
             events["timestamp"].max(),
@@ -115,8 +122,8 @@ class Episode:
             "last_reading_id": payload["reading_id"],
         }
         return cls(
-            pd.Timestamp(ep["first_seen"]),
-            pd.Timestamp(ep["last_seen"]),
+            _utc(ep["first_seen"]),
+            _utc(ep["last_seen"]),
             int(ep["count"]),
             float(ep["peak_probability"]),
             int(ep["peak_reading_id"]),
