@@ -17,6 +17,7 @@ import pandas as pd
 from mfd.alarms.model import AlarmUpdate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # the trend's layout: [[t,risk],[t,risk],...]
 
 
 def as_datetime(ns: int) -> datetime:
@@ -200,19 +201,23 @@ def _bump(batch: Batch, r: _Runs, g: int, alarm: Any, crossings: int) -> dict[st
 def _trend_parts(batch: Batch, r: _Runs, points: int) -> list[str]:
     """Per group, its last `points` readings as JSON pairs joined by commas ("[t,risk],...")."""
     tail = np.flatnonzero(np.arange(len(batch.code)) >= r.ends[r.group] - points)
-    seconds = (batch.ns[tail] // 10**9).tolist()
-    risks = np.round(batch.probability[tail], 4).tolist()
-    pairs = [f"[{t},{p!r}]" for t, p in zip(seconds, risks, strict=True)]
+    pairs = list(
+        zip((batch.ns[tail] // 10**9).tolist(), np.round(batch.probability[tail], 4).tolist(), strict=True)
+    )
     bounds = np.searchsorted(tail, r.starts).tolist() + [len(tail)]
-    return [",".join(pairs[bounds[g] : bounds[g + 1]]) for g in range(len(r.starts))]
+    return [_COMPACT.encode(pairs[bounds[g] : bounds[g + 1]])[1:-1] for g in range(len(r.starts))]
 
 
 def _trend(prior: Any, new: str, added: int, points: int) -> str:
-    if prior is None or added >= points:
+    """The stored trend's last `points - added` points followed by the `added` new ones (a compact trend
+    is cut as text; one stored in another JSON layout is parsed)."""
+    text = prior["trend"] if prior is not None and added < points else None
+    if not text or len(text) <= 2:
         return f"[{new}]"
-    kept = json.loads(prior["trend"])[-(points - added) :] if prior["trend"] else []
-    old = json.dumps(kept, separators=(",", ":"))[1:-1]
-    return f"[{old},{new}]" if old else f"[{new}]"
+    if " " in text:  # not written by _trend_parts: parse it
+        text = _COMPACT.encode(json.loads(text))
+    kept = text[2:-2].split("],[")[-(points - added) :]
+    return f"[[{'],['.join(kept)}],{new}]"
 
 
 def _floats_or_none(values: np.ndarray | None, rows: np.ndarray) -> list[float | None]:
