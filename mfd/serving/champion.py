@@ -14,12 +14,14 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
+from sqlalchemy.engine import Engine
 
 from mfd.alerts.costs import DecisionPolicy
 from mfd.alerts.explanations import explainer_for, top_features
@@ -28,8 +30,8 @@ from mfd.errors import MfdError
 from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.registry.champion import LoadedChampion, load_champion, open_private, private_dir
-from mfd.serving.history import request_frame
-from mfd.serving.readings import Explained, Prediction, Reading
+from mfd.serving.history import latest_reading, request_frame
+from mfd.serving.readings import Explained, Prediction, Reading, RejectedRequest
 from mfd.storage import tracking
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,14 @@ class ServedModel:
         window features over the request's readings of each machine (`mfd.serving.history`)."""
         # From the records directly: half the time of a dict of per-column lists (0.24 vs 0.44 ms per 1,000).
         return self.predict_frame(request_frame(readings))
+
+    def predict_machine(self, engine: Engine, machine: str) -> list[Prediction]:
+        """`predict` of the machine's latest stored reading, its window features over the stored history
+        before it (`mfd.serving.history.latest_reading`); RejectedRequest (404) when it has no reading."""
+        frame = latest_reading(engine, machine)
+        if frame.empty:
+            raise RejectedRequest(f"machine {machine!r} has no stored reading", HTTPStatus.NOT_FOUND)
+        return self.predict_frame(frame)
 
     def predict_frame(self, frame: pd.DataFrame) -> list[Prediction]:
         """`predict` of readings already holding the model's input columns (a stored reading's too)."""

@@ -112,6 +112,7 @@ def main(path: str) -> None:
     ]
     out["predict_list"] = differences(pd.concat(sent, ignore_index=True), reference)
     out["predict_machine"] = differences(latest_reading(engine, "m1"), reference)
+    out["unknown_machine_rows"] = len(latest_reading(engine, "nobody"))
     out["columns"] = len(WINDOW_COLUMNS)
     print(json.dumps(out))
 

@@ -31,5 +31,6 @@ def test_training_detection_and_predict_compute_the_same_window_features(tmp_pat
     assert out["detection"] == [210, 0.0]  # batches of 37, 50, 1, 60 and the rest, history from the store
     assert out["predict_list"] == [100, 0.0]  # m2's whole history and m1's life after its record, as lists
     assert out["predict_machine"] == [1, 0.0]  # m1's latest reading looked up by its id
+    assert out["unknown_machine_rows"] == 0  # /predict_machine answers 404 for it
     rows, difference = out["detection_without_history"]
     assert rows > 0 and difference > 1.0, "the last batch alone should differ: the test could not fail"
