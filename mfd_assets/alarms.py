@@ -73,6 +73,7 @@ def alarms(
             {
                 "first_id": first_id,
                 "last_id": last_id,
+                "debounce": debounce,
                 "readings": report.readings,
                 "skipped_already_taken": report.skipped,
                 "crossings": report.crossings,
