@@ -18,7 +18,8 @@ from mfd.modeling.holdout import honest_training_rows, time_honest_ids
 from mfd.modeling.lead_time import failures_from_labels, hours_to_failure
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.rul import attach, attached, fit_rul_head, rul_errors
-from mfd.profiles import MACHINE, TIMESTAMP
+from mfd.profiles import MACHINE, TIMESTAMP, load
+from mfd.registry import promotion
 from mfd.registry.promotion import lead_verdict
 from mfd.schema import LABEL_COLUMN, PROFILE
 
@@ -161,3 +162,20 @@ def test_the_gate_refuses_more_false_alarms_at_the_same_recall(gate_fleet: pd.Da
     assert not passed and "more false alarms" in reason, reason
     # without machine and time (snapshot holdouts) there is nothing to compare: the metric decides
     assert lead_verdict({}, champion) == (True, "no lead-time figures to compare")
+
+
+def test_the_gate_weighs_lead_time_only_where_machines_run_to_failure(
+    gate_fleet: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The challenger wins on PR AUC but warns later: snapshot data (AI4I) promotes it on the metric; a
+    profile whose machines run to failure (cmapss) refuses it, naming both figures."""
+    champion = figures(lead_of(gate_fleet, scores(gate_fleet, pd.Timedelta(minutes=100)), 0.5))
+    later = figures(lead_of(gate_fleet, scores(gate_fleet, pd.Timedelta(minutes=30)), 0.5))
+    champion, later = champion | {"pr_auc": 0.80}, later | {"pr_auc": 0.90}
+    assert promotion._gate("pr_auc", 0.005, later, champion)[0]
+    monkeypatch.setattr(promotion, "PROFILE", load("cmapss"))
+    passed, reason = promotion._gate("pr_auc", 0.005, later, champion)
+    assert not passed, reason
+    assert reason.startswith(
+        "champion kept: the challenger warns fewer failures in time (warned 0.000 vs 1.000"
+    )
