@@ -698,7 +698,12 @@ def _wait_ready(check: Callable[[], bool], what: str, timeout: float, log: Path)
         raise failure[0]
 
 
-def up(stack: Stack, timeout: float = 180.0) -> int:
+# Eleven services start at once on two cores: resuming after a crash at load ~25 took ~260 s until the
+# champion was served (MLflow's start alone ~160 s), past the 180 s this was with seven.
+UP_TIMEOUT_S = 300.0
+
+
+def up(stack: Stack, timeout: float = UP_TIMEOUT_S) -> int:
     """Start the stack (or find it running), wait until every service answers, print the URLs."""
     started = time.monotonic()
     if _supervisor_pid(stack) is None:
@@ -739,7 +744,7 @@ def up(stack: Stack, timeout: float = 180.0) -> int:
     champion = stack.champion_version()
     for entry in SERVICE_TABLE if champion is not None else ():
         if entry.after_champion:
-            left = max(60.0, timeout - (time.monotonic() - started))
+            left = max(120.0, timeout - (time.monotonic() - started))
             _wait_ready(ready(entry.name), f"stack {entry.name}", left, stack.log)
     print(f"mfd stack up and healthy in {time.monotonic() - started:.1f} s (state in {stack.root})")
     for name, url in stack.urls().items():
