@@ -241,3 +241,13 @@ def test_time_to_failure_is_kept_per_machine(engine: sa.Engine) -> None:
     update_alarms(engine, scored("M-1", [0], 4), now=T0)  # a frame without estimates keeps the last one
     risk = {r["machine_id"]: r["rul_estimate"] for r in rows(engine, machine_risk)}
     assert risk == {"M-1": 12.5, "M-2": None}
+
+
+def test_in_the_callers_transaction_alarms_commit_and_roll_back_with_it(engine: sa.Engine) -> None:
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        update_alarms(engine, scored("M-1", [1] * 3, 1), debounce=3, now=T0, conn=conn)
+        raise RuntimeError("the caller's write failed after the alarms' update")
+    assert rows(engine, alarms) == [] and rows(engine, machine_risk) == []
+    with engine.begin() as conn:
+        report = update_alarms(engine, scored("M-1", [1] * 3, 1), debounce=3, now=T0, conn=conn)
+    assert report.opened == 1 and [a["count"] for a in rows(engine, alarms)] == [3]
