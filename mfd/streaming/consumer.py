@@ -32,6 +32,7 @@ from mfd.alerts.costs import DecisionPolicy
 from mfd.errors import MfdError
 from mfd.generator.mqtt import MqttTarget, mqtt_client
 from mfd.modeling.model_io import FailureModel
+from mfd.storage.tables import ensure_detection_tables
 from mfd.streaming.payloads import DEFAULT_MAX_BYTES, parse_batch
 from mfd.streaming.store import Written, warm_up, write_micro_batch
 
@@ -101,6 +102,7 @@ class StreamConsumer:
         self.inbox: queue.Queue[tuple[float, MQTTMessage]] = queue.Queue()
         self.subscribed = threading.Event()
         self.status = Status()
+        ensure_detection_tables(engine)  # predictions and failure_events, with rul_estimate
         self._model, self._policy = champion()
         self.status.model_version = self._model.version
         with threadpool_limits(1):

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy
 from mfd.detection.batches import explain_events, score_readings
+from mfd.detection.history import with_window_features
 from mfd.modeling.model_io import FailureModel
 from mfd.schema import KEY_COLUMNS, MACHINE_TYPES, SEGMENT_COLUMN, SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
@@ -34,6 +35,7 @@ from mfd.streaming.payloads import READING_COLUMNS, Rejection
 from mfd.validation import READING_RULES
 
 _REJECTED = ("message_key", "topic", "reason", "payload")
+EVERY_STORED_READING = np.iinfo(np.int64).max  # the window history: every stored reading before the batch
 SCORED_COLUMNS = ("reading_id", "machine_id", "machine_type", "timestamp", "probability", "label")
 
 
@@ -92,11 +94,16 @@ def warm_up(model: FailureModel) -> None:
     explain_events(model, frame, np.array([1.0]), 1)
 
 
-def score(model: FailureModel, policy: DecisionPolicy, frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the champion's `probability`, the `threshold` of each reading's machine type and
-    `label`: batch detection's scoring step on rows already validated (`mfd.streaming.payloads`)."""
-    probability, threshold, label = score_readings(model, policy, frame)
-    return frame.assign(probability=probability, threshold=threshold, label=label)
+def score(engine: Engine, model: FailureModel, policy: DecisionPolicy, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the champion's `probability`, the `threshold` of each reading's machine type, `label`
+    and, for a model with a RUL head, `rul_estimate`: batch detection's steps on rows already validated
+    (`mfd.streaming.payloads`), the profile's window features first (over each machine's stored readings
+    before the batch, `mfd.detection.history`; none where the profile declares no windows)."""
+    valid = with_window_features(engine, frame, EVERY_STORED_READING)
+    probability, threshold, label = score_readings(model, policy, valid)
+    rul = model.estimate_rul(valid) if len(valid) else None
+    out = valid.assign(probability=probability, threshold=threshold, label=label)
+    return out if rul is None else out.assign(rul_estimate=np.asarray(rul, dtype="float64"))
 
 
 def _write_readings(conn: sa.Connection, scored: pd.DataFrame) -> tuple[int, pd.DataFrame]:
@@ -115,13 +122,15 @@ def _write_readings(conn: sa.Connection, scored: pd.DataFrame) -> tuple[int, pd.
     return new, scored.reset_index().merge(stored, on=list(KEY_COLUMNS)).set_index("index")
 
 
-def _write_events(conn: sa.Connection, model: FailureModel, failed: pd.DataFrame, now: datetime) -> int:
+def _write_events(
+    conn: sa.Connection, model: FailureModel, failed: pd.DataFrame, now: datetime, rul: tuple[str, ...]
+) -> int:
     by = {"model_name": model.name, "model_version": model.version}
     events = failed.rename(columns={"id": "reading_id"}).assign(**by)
     written = BulkWriter(
         conn,
         failure_events,
-        ("reading_id", "machine_id", "timestamp", "probability", "top_features"),
+        ("reading_id", "machine_id", "timestamp", "probability", "top_features", *rul),
         conflict=("reading_id",),
         constants={**by, "detected_at": now},
     ).write_frame(events)
@@ -150,7 +159,8 @@ def write_micro_batch(
     """Store and score one micro-batch in one transaction (see the module docstring). Call it under
     `threadpool_limits(1)`, as the consumer does: OpenMP threads on a busy host cost ~1 s a batch."""
     now = datetime.now(UTC)
-    scored = score(model, policy, readings_frame(rows))
+    scored = score(engine, model, policy, readings_frame(rows))
+    rul = ("rul_estimate",) if "rul_estimate" in scored else ()
     alarm = scored["label"].to_numpy(dtype=bool)
     new_readings = new_scores = failures = 0
     out = pd.DataFrame(columns=SCORED_COLUMNS)
@@ -163,13 +173,13 @@ def write_micro_batch(
                 new_scores = BulkWriter(
                     conn,
                     predictions,
-                    ("reading_id", "probability", "label"),
+                    ("reading_id", "probability", "label", *rul),
                     conflict=("reading_id",),
                     constants={"model_name": model.name, "model_version": model.version, "scored_at": now},
                 ).write_frame(todo.rename(columns={"id": "reading_id"}).astype({"label": "int8"}))
                 failed = todo[todo["label"]].join(explained.result(), how="inner")
                 if len(failed):
-                    failures = _write_events(conn, model, failed, now)
+                    failures = _write_events(conn, model, failed, now, rul)
                 out = _scored_readings(batch)
             rejected = _write_rejections(conn, rejections, now)
             pause_point("stream-write")  # written, not committed
@@ -178,9 +188,10 @@ def write_micro_batch(
 
 
 def _scored_readings(batch: pd.DataFrame) -> pd.DataFrame:
-    """Every reading of the batch with its prediction: the new one, or the one stored before."""
+    """Every reading of the batch with its prediction: the new one, or the one stored before (whose
+    `rul_estimate`, where the model has a RUL head, is not read back: NaN)."""
     earlier = batch["stored_probability"].notna()
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "reading_id": batch["id"].astype("int64"),
             "machine_id": batch["machine_id"],
@@ -189,4 +200,7 @@ def _scored_readings(batch: pd.DataFrame) -> pd.DataFrame:
             "probability": np.where(earlier, batch["stored_probability"], batch["probability"]),
             "label": np.where(earlier, batch["stored_label"], batch["label"]).astype("int8"),
         }
-    ).sort_values("reading_id", ignore_index=True)
+    )
+    if "rul_estimate" in batch:
+        out["rul_estimate"] = np.where(earlier, np.nan, batch["rul_estimate"])
+    return out.sort_values("reading_id", ignore_index=True)
