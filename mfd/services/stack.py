@@ -698,8 +698,8 @@ def _wait_ready(check: Callable[[], bool], what: str, timeout: float, log: Path)
         raise failure[0]
 
 
-# Eleven services start at once on two cores: resuming after a crash at load ~25 took ~260 s until the
-# champion was served (MLflow's start alone ~160 s), past the 180 s this was with seven.
+# Eleven services start at once on two cores: resuming after a crash at load ~25 took 200-260 s until the
+# champion was served (MLflow's start alone ~160 s), near the 180 s this was with seven.
 UP_TIMEOUT_S = 300.0
 
 
