@@ -89,7 +89,11 @@ def record_tree(slot: Slot, pid: int) -> None:
     members = _tree(pid) + _tree(os.getpid())[1:]
     seen = {stamp for p in members if (stamp := _stamp(p)) and alive(*stamp)}
     still = {entry for entry in _recorded(slot) if alive(*entry)}
-    slot.tree_file.write_text(json.dumps(sorted(seen | still)))
+    # Written aside then renamed: `make stop` reads it while the supervisor rewrites it every 2 s (a read of
+    # the truncated file failed `down` with JSONDecodeError in the e2e teardown).
+    partial = slot.tree_file.with_suffix(".tree.partial")
+    partial.write_text(json.dumps(sorted(seen | still)))
+    os.replace(partial, slot.tree_file)
 
 
 def reap(keep: int | None = None) -> None:
