@@ -237,6 +237,24 @@ WALK: tuple[Step, ...] = (
             "make stop",
         )
     ),
+    # docs/operating.md "Celery workers", "Retention": the stack's instance, bucket and broker (tests/scale runs them)
+    *(
+        Step(command, how="skip", why=STACK)
+        for command in (
+            "export MFD_CELERY_BROKER_URL=redis://redis:6379/0 MFD_CELERY_BACKEND_URL=redis://redis:6379/1",
+            "export DAGSTER_HOME=/srv/dagster",
+            "dagster-celery worker start -A dagster_celery.app -y deploy/celery/celery.yaml -n w1 -- --pool=solo",
+            "python deploy/celery/run.py main_job",
+            "DAGSTER_HOME=.mfd/stack/dagster python deploy/dagster/prune_runs.py --dry-run",
+            "DAGSTER_HOME=.mfd/stack/dagster python deploy/dagster/prune_runs.py --days 90 --failed-days 365",
+            "mfd partitions sync",
+            "mfd partitions list",
+            "mfd partitions archive --keep-months 13",
+            "mfd partitions archive --month 2026-01",
+            "mfd partitions restore --month 2026-01",
+        )
+    ),
+    Step(".venv/bin/python bench/streaming.py", how="skip", why=BENCH),
     # last: its malformed files make every later `mfd ingest` exit 1 (as documented)
     Step(".venv/bin/mfd generate --sink files --rows 20000 --bad-rate 0.05"),
 )
