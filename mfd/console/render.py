@@ -202,7 +202,10 @@ async function refresh() {
     const r = await fetch('api/fragments', {cache: 'no-store'});
     if (!r.ok) return;
     const f = await r.json();
+    const chosen = {};  // a technician's chosen outcomes survive the poll that redraws the rows
+    for (const s of document.querySelectorAll('select[id^="outcome-"]')) if (s.value) chosen[s.id] = s.value;
     $('summary').innerHTML = f.summary; $('alarm-rows').innerHTML = f.alarms; $('fleet-rows').innerHTML = f.fleet;
+    for (const [id, value] of Object.entries(chosen)) { const s = $(id); if (s) s.value = value; }
     document.body.dataset.updated = f.generated_at; ages();
   } catch (e) { /* the next poll tries again */ }
 }
