@@ -51,7 +51,8 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
     assert set(packages) <= set(declared)
     names = {p.split(">")[0].split("=")[0].split("<")[0] for p in packages}
     # shap for /explain; matplotlib because the calibrated model's module draws its reliability plot;
-    # threadpoolctl because scoring holds each chunk's thread to one OpenMP thread
+    # threadpoolctl because scoring holds each chunk's thread to one OpenMP thread; sqlalchemy, psycopg and
+    # pyarrow because /predict_machine reads a machine's stored history from the readings store
     assert names == {
         "bentoml",
         "mlflow",
@@ -62,6 +63,9 @@ def test_packages_are_pyprojects_pins_for_what_the_service_imports() -> None:
         "shap",
         "matplotlib",
         "threadpoolctl",
+        "sqlalchemy",
+        "psycopg[binary]",
+        "pyarrow",
     }
 
 
