@@ -74,7 +74,8 @@ def test_latest_materialization_shows_its_table_and_plot(
     assert numbers and all(len(c.replace(".", "").lstrip("0")) <= 4 for c in numbers), cells
     _dismiss(page)
     page.locator("tr", has_text="confusion_matrix").first.get_by_text("Show Markdown").click()
-    dialog = page.get_by_role("dialog").last
+    # the dialog holding the plot (a first-visit dialog may open late beside it)
+    dialog = page.get_by_role("dialog").filter(has=page.locator("img[src^='data:image/png']")).last
     plot = dialog.locator("img[src^='data:image/png']").first
     plot.wait_for(timeout=WAIT_MS)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
