@@ -1,21 +1,23 @@
-"""Detection: prediction batches scored by the champion every 30 seconds (and by the challenger, in the
-same pass, into shadow predictions), their alerts delivered to the webhooks, and drift of recent readings."""
+"""Detection: prediction batches scored by the champion as prediction_sensor requests them (a tick every
+5 s), and by the challenger in the same pass into shadow predictions; their alerts delivered to the
+webhooks, and drift of recent readings."""
 
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from mfd.alerts.outbox import deliver_due, outbox_status
-from mfd.detection.batches import score_batch
-from mfd.detection.coverage import unscored_readings
+from mfd.detection.batches import BatchResult, score_batch
+from mfd.detection.coverage import Unscored, unscored_readings
 from mfd.detection.drift import drift_figure, drift_table, read_recent, reference_for_drift
 from mfd.detection.shadow import Challenger, load_challenger
 from mfd.plots import png_markdown, table_markdown
-from mfd.registry.champion import NoChampion, load_champion
+from mfd.registry.champion import LoadedChampion, NoChampion, load_champion
 from mfd_assets.metadata import rounded
 from mfd_assets.metadata import table as table_metadata
 from mfd_resources import AlertWebhooks, ReadingsStore, Tracking
@@ -86,22 +88,8 @@ def prediction_batches(
     if config.first_id > config.last_id:
         raise dg.Failure(f"first_id {config.first_id} > last_id {config.last_id}", allow_retries=False)
     start = time.perf_counter()
-    try:
-        champion = load_champion(
-            tracking.tracking_uri, tracking.model_name, tracking.client, tracking.local_home
-        )
-    except NoChampion as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from exc
-    if champion.fallback:
-        context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
-    service_down = tracking.service_down()
-    scored_by = f"in-process (service at {tracking.service_url} down)" if service_down else "in-process"
-    if service_down:
-        context.log.warning(
-            "the champion's service at %s does not answer (%s): detection goes on in-process",
-            tracking.service_url,
-            service_down,
-        )
+    champion = _champion(context, tracking)
+    scored_by = _scored_by(context, tracking)
     challenger = None if champion.fallback else _challenger(context, tracking)  # fallback: registry down
     result = score_batch(
         readings_store.engine,
@@ -117,62 +105,10 @@ def prediction_batches(
         timedelta(minutes=config.unscored_after_minutes),
         timedelta(hours=config.unscored_lookback_hours),
     )
-    invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
-    invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
     yield dg.MaterializeResult(
         asset_key="prediction_batches",
-        metadata=rounded(
-            {
-                "first_id": config.first_id,
-                "last_id": config.last_id,
-                "rows_read": result.rows_read,
-                "rows_scored": result.rows_scored,
-                "failures": result.failures,
-                "invalid_rows": result.invalid_rows,
-                "model": f"{result.model_name} v{result.model_version}",
-                "model_version": result.model_version,
-                "model_source": champion.source,
-                "registry_fallback": champion.fallback,
-                "registry_error": champion.registry_error or "",
-                "scored_by": scored_by,
-                "latency_s": dg.MetadataValue.float(round(latency, 3)),
-                "rows_per_s": dg.MetadataValue.float(
-                    round(result.rows_scored / latency, 1) if latency else 0.0
-                ),
-                "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
-                "thresholds_by_machine_type": dg.MetadataValue.json(
-                    result.thresholds or {"all": champion.model.threshold}
-                ),
-                **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
-                "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
-                "failure_events": table_metadata(result.events.head(20)),
-            }
-        ),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="valid_readings",
-                passed=invalid_share <= config.max_invalid_share,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "invalid_rows": result.invalid_rows,
-                    "invalid_share": dg.MetadataValue.float(round(invalid_share, 6)),
-                    "by_reason": table_metadata(invalid),
-                    "first_invalid_ids": dg.MetadataValue.json(result.invalid_ids[:20]),
-                },
-            ),
-            dg.AssetCheckResult(
-                check_name="every_reading_scored",
-                passed=unscored.count == 0,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"{unscored.count} valid readings from {unscored.since:%Y-%m-%d %H:%M} to "
-                f"{unscored.until:%Y-%m-%d %H:%M} UTC have no prediction",
-                metadata={
-                    "unscored_readings": unscored.count,
-                    "first_unscored_ids": dg.MetadataValue.json(unscored.first_ids),
-                    "older_than_minutes": config.unscored_after_minutes,
-                },
-            ),
-        ],
+        metadata=_batch_metadata(config, result, champion, scored_by, latency),
+        check_results=[_valid_readings(config, result), _every_reading_scored(config, unscored)],
     )
     if result.shadow is not None and result.shadow.error:
         context.log.warning(
@@ -181,18 +117,120 @@ def prediction_batches(
             result.shadow.error,
         )
     elif result.shadow is not None:
-        yield dg.MaterializeResult(
-            asset_key="shadow_predictions",
-            metadata={
-                "model": f"{result.shadow.model_name} v{result.shadow.model_version}",
-                "model_version": result.shadow.model_version,
-                "first_id": config.first_id,
-                "last_id": config.last_id,
-                "rows_scored": result.shadow.rows_scored,
-                "alerts": result.shadow.alerts,
-                "score_s": dg.MetadataValue.float(round(result.seconds.get("shadow", 0.0), 3)),
-            },
+        yield _shadow_result(config, result)
+
+
+def _champion(context: dg.AssetExecutionContext, tracking: Tracking) -> LoadedChampion:
+    """The champion from the registry, or its local copy when the registry fails (logged); a Failure
+    without retries when there is none."""
+    try:
+        champion = load_champion(
+            tracking.tracking_uri, tracking.model_name, tracking.client, tracking.local_home
         )
+    except NoChampion as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    if champion.fallback:
+        context.log.warning("registry failed (%s): scoring with the local copy", champion.registry_error)
+    return champion
+
+
+def _scored_by(context: dg.AssetExecutionContext, tracking: Tracking) -> str:
+    """Where the batch is scored: in-process, and whether the champion's service is down (logged)."""
+    service_down = tracking.service_down()
+    if not service_down:
+        return "in-process"
+    context.log.warning(
+        "the champion's service at %s does not answer (%s): detection goes on in-process",
+        tracking.service_url,
+        service_down,
+    )
+    return f"in-process (service at {tracking.service_url} down)"
+
+
+def _batch_metadata(
+    config: PredictionBatchConfig,
+    result: BatchResult,
+    champion: LoadedChampion,
+    scored_by: str,
+    latency: float,
+) -> dict[str, Any]:
+    """prediction_batches' metadata: the range, the counts, the model and where it came from, the speed,
+    the thresholds and expected costs, the first failure events."""
+    return rounded(
+        {
+            "first_id": config.first_id,
+            "last_id": config.last_id,
+            "rows_read": result.rows_read,
+            "rows_scored": result.rows_scored,
+            "failures": result.failures,
+            "invalid_rows": result.invalid_rows,
+            "model": f"{result.model_name} v{result.model_version}",
+            "model_version": result.model_version,
+            "model_source": champion.source,
+            "registry_fallback": champion.fallback,
+            "registry_error": champion.registry_error or "",
+            "scored_by": scored_by,
+            "latency_s": dg.MetadataValue.float(round(latency, 3)),
+            "rows_per_s": dg.MetadataValue.float(round(result.rows_scored / latency, 1) if latency else 0.0),
+            "seconds_by_step": dg.MetadataValue.json({k: round(v, 4) for k, v in result.seconds.items()}),
+            "thresholds_by_machine_type": dg.MetadataValue.json(
+                result.thresholds or {"all": champion.model.threshold}
+            ),
+            **{name: dg.MetadataValue.float(round(value, 2)) for name, value in result.costs.items()},
+            "expected_costs": dg.MetadataValue.md(_cost_table(result.costs)),
+            "failure_events": table_metadata(result.events.head(20)),
+        }
+    )
+
+
+def _valid_readings(config: PredictionBatchConfig, result: BatchResult) -> dg.AssetCheckResult:
+    """Warns when the batch's share of invalid readings passes max_invalid_share."""
+    invalid_share = result.invalid_rows / result.rows_read if result.rows_read else 0.0
+    invalid = pd.Series(result.invalid, name="readings").rename_axis("reason").to_frame()
+    return dg.AssetCheckResult(
+        check_name="valid_readings",
+        passed=invalid_share <= config.max_invalid_share,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "invalid_rows": result.invalid_rows,
+            "invalid_share": dg.MetadataValue.float(round(invalid_share, 6)),
+            "by_reason": table_metadata(invalid),
+            "first_invalid_ids": dg.MetadataValue.json(result.invalid_ids[:20]),
+        },
+    )
+
+
+def _every_reading_scored(config: PredictionBatchConfig, unscored: Unscored) -> dg.AssetCheckResult:
+    """Fails when valid readings older than unscored_after_minutes have no prediction."""
+    return dg.AssetCheckResult(
+        check_name="every_reading_scored",
+        passed=unscored.count == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{unscored.count} valid readings from {unscored.since:%Y-%m-%d %H:%M} to "
+        f"{unscored.until:%Y-%m-%d %H:%M} UTC have no prediction",
+        metadata={
+            "unscored_readings": unscored.count,
+            "first_unscored_ids": dg.MetadataValue.json(unscored.first_ids),
+            "older_than_minutes": config.unscored_after_minutes,
+        },
+    )
+
+
+def _shadow_result(config: PredictionBatchConfig, result: BatchResult) -> dg.MaterializeResult:
+    """shadow_predictions of the batch: the challenger's version, the range, what it scored and alerted."""
+    shadow = result.shadow
+    return dg.MaterializeResult(
+        asset_key="shadow_predictions",
+        metadata={
+            "model": f"{shadow.model_name} v{shadow.model_version}",
+            "model_version": shadow.model_version,
+            "first_id": config.first_id,
+            "last_id": config.last_id,
+            "rows_scored": shadow.rows_scored,
+            "alerts": shadow.alerts,
+            "score_s": dg.MetadataValue.float(round(result.seconds.get("shadow", 0.0), 3)),
+        },
+    )
 
 
 def _challenger(context: dg.AssetExecutionContext, tracking: Tracking) -> Challenger | None:

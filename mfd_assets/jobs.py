@@ -1,12 +1,13 @@
-"""Jobs over the asset graph."""
+"""Every job of the code location: asset jobs over the graph, and the two op jobs that move the champion
+alias (their ops live with the training assets)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from mfd_assets.training import promote_challenger, rollback_champion
+from mfd_assets.training import move_champion_back, promote_shadowed_challenger
 
-# Detection runs every 30 s: one process per run, no subprocess per step (the location default too).
+# Detection runs every few seconds: one process per run, no subprocess per step (the location default too).
 prediction_job = dg.define_asset_job(
     "prediction_job",
     selection=dg.AssetSelection.assets("prediction_batches", "shadow_predictions", "alarms"),
@@ -54,7 +55,39 @@ main_job = dg.define_asset_job(
     description="Prepare, augment, score the classifier panel, train, promote and package the champion.",
 )
 
-JOBS: list[dg.UnresolvedAssetJobDefinition] = [
+# Requested by the sensors of mfd_sensors.
+retraining_job = dg.define_asset_job(
+    "retraining_job",
+    selection=dg.AssetSelection.assets(
+        "training_set", "cleaned_set", "holdout", "candidate_model", "champion_model"
+    ),
+    description="training_job on a fresh training set (readings and maintenance labels as they are now): "
+    "requested by retraining_sensor, tagged mfd/trigger=drift|labels|schedule.",
+)
+maintenance_job = dg.define_asset_job(
+    "maintenance_job",
+    selection=dg.AssetSelection.assets("maintenance_records"),
+    description="Check and store the maintenance records waiting under incoming/maintenance/.",
+)
+alert_delivery_job = dg.define_asset_job(
+    "alert_delivery_job",
+    selection=dg.AssetSelection.assets("alert_deliveries"),
+    executor_def=dg.in_process_executor,
+    description="Post the due failure alerts of the outbox to the configured webhooks.",
+)
+
+
+@dg.job(description="Promote the shadowed challenger if its shadow evidence passes the shadow gate.")
+def promote_challenger() -> None:
+    promote_shadowed_challenger()
+
+
+@dg.job(description="Roll the champion back to the previous champion version in the MLflow registry.")
+def rollback_champion() -> None:
+    move_champion_back()
+
+
+JOBS: list[dg.UnresolvedAssetJobDefinition | dg.JobDefinition] = [
     prediction_job,
     drift_job,
     observe_readings_job,

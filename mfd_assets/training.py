@@ -9,7 +9,7 @@ from pydantic import Field
 from mfd.alerts.costs import parse_cost_matrix
 from mfd.modeling.budget import Deadline, Spent
 from mfd.modeling.calibration import CALIBRATIONS
-from mfd.modeling.candidate import train_candidate
+from mfd.modeling.candidate import Candidate, train_candidate
 from mfd.modeling.experiment import (
     LOG_RESERVE_S,
     LoggedCandidate,
@@ -59,6 +59,58 @@ class HoldoutConfig(dg.Config):
     seed: int = Field(0, description="Seed of the stratified split (by reading id).")
 
 
+class JitterConfig(dg.Config):
+    """Noise-jittered copies of the training rows in every fit (`mfd.modeling.robust`)."""
+
+    copies: int = Field(
+        0,
+        description="Noise-jittered copies of the training rows added to every fit of every family (0: none; "
+        "the `blend` family jitters its robust half itself).",
+    )
+    scale: float = Field(1.0, description="Jitter noise as a multiple of the measurement-noise levels.")
+
+
+class NoiseConfig(dg.Config):
+    """The measurement noise of the noisy holdout (and of the robust objective's noisy folds)."""
+
+    scale: float = Field(1.0, description="Measurement noise as a multiple of the plant profile's levels.")
+    levels: dict[str, float] = Field(
+        default_factory=dict,
+        description="Noise sd per sensor, overriding the profile's level (sensor name -> sd).",
+    )
+    seed: int = Field(
+        NoiseLevels.seed, description="Seed of the noisy holdout (folds and jitter derive from it)."
+    )
+
+    def noise_levels(self) -> NoiseLevels:
+        """The profile's noise levels, scaled, with the per-sensor overrides."""
+        base = NoiseLevels.of(self.seed, **self.levels)
+        return NoiseLevels(tuple((c, sd * self.scale) for c, sd in base.levels), self.seed)
+
+
+class LabelNoiseConfig(dg.Config):
+    """The label-noise holdout: labels flipped near the plant's failure-rule thresholds."""
+
+    band: float = Field(LabelNoise.band, description="Relative distance to a failure threshold.")
+    flip: float = Field(LabelNoise.flip, description="Share of the near-threshold rows flipped.")
+    seed: int = Field(LabelNoise.seed, description="Seed of the flips.")
+
+
+class CrossSourceConfig(dg.Config):
+    """The cross-source holdouts: AI4I -> a generated fleet and back."""
+
+    enabled: bool = Field(True, description="Score AI4I -> generated fleet and fleet -> AI4I.")
+    machines: int = Field(CrossSource.machines, description="Cross-source fleet: machines.")
+    rows: int = Field(CrossSource.rows, description="Cross-source fleet: readings.")
+    seed: int = Field(CrossSource.seed, description="Cross-source fleet: generator seed.")
+
+    def cross_source(self) -> CrossSource | None:
+        """The cross-source shift; None when off or where the profile has no AI4I counterpart."""
+        if not (self.enabled and cross_source_applies()):
+            return None
+        return CrossSource(self.machines, self.rows, self.seed)
+
+
 class CandidateModelConfig(dg.Config):
     family: str = Field("auto", description=f"Model family: one of {', '.join(FAMILY_CHOICES)}.")
     folds: int = Field(5, description="Stratified k-fold CV folds per optuna trial.")
@@ -69,63 +121,46 @@ class CandidateModelConfig(dg.Config):
         description=f"Selection objective, one of {', '.join(OBJECTIVES)}: `robust` = mean PR AUC on the clean "
         "and the noisy validation folds (trials, family, threshold); `clean` = clean PR AUC only (the old one).",
     )
-    jitter_copies: int = Field(
-        0,
-        description="Noise-jittered copies of the training rows added to every fit of every family (0: none; "
-        "the `blend` family jitters its robust half itself).",
-    )
-    jitter_scale: float = Field(
-        1.0, description="Jitter noise as a multiple of the measurement-noise levels."
-    )
     calibration: str = Field(
         "sigmoid", description=f"Probability calibration on the validation folds: {', '.join(CALIBRATIONS)}."
     )
     time_budget_s: float = Field(
         60.0, description="Wall-time budget of the whole candidate (tuning race gets 60 % of it)."
     )
-    noise_scale: float = Field(
-        1.0,
-        description="Measurement noise of the noisy holdout, as a multiple of the plant profile's levels.",
-    )
-    noise_levels: dict[str, float] = Field(
-        default_factory=dict,
-        description="Noise sd per sensor, overriding the profile's level (sensor name -> sd).",
-    )
-    noise_seed: int = Field(
-        NoiseLevels.seed, description="Seed of the noisy holdout (folds and jitter derive from it)."
-    )
-    label_band: float = Field(
-        LabelNoise.band, description="Label noise: relative distance to a failure threshold."
-    )
-    label_flip: float = Field(
-        LabelNoise.flip, description="Label noise: share of the near-threshold rows flipped."
-    )
-    label_seed: int = Field(LabelNoise.seed, description="Label noise: seed.")
-    cross_source: bool = Field(True, description="Score AI4I -> generated fleet and fleet -> AI4I.")
-    cross_machines: int = Field(CrossSource.machines, description="Cross-source fleet: machines.")
-    cross_rows: int = Field(CrossSource.rows, description="Cross-source fleet: readings.")
-    cross_seed: int = Field(CrossSource.seed, description="Cross-source fleet: generator seed.")
+    jitter: JitterConfig = Field(JitterConfig(), description="Jittered copies of the training rows.")
+    noise: NoiseConfig = Field(NoiseConfig(), description="Measurement noise of the noisy holdout.")
+    label_noise: LabelNoiseConfig = Field(LabelNoiseConfig(), description="The label-noise holdout.")
+    cross_source: CrossSourceConfig = Field(CrossSourceConfig(), description="The cross-source holdouts.")
 
     def robustness(self) -> Robustness:
         return Robustness(
             objective=self.objective,
-            noise=self.noise(),
-            jitter_copies=self.jitter_copies,
-            jitter_scale=self.jitter_scale,
+            noise=self.noise.noise_levels(),
+            jitter_copies=self.jitter.copies,
+            jitter_scale=self.jitter.scale,
         )
-
-    def noise(self) -> NoiseLevels:
-        """The profile's noise levels, scaled, with the per-sensor overrides."""
-        base = NoiseLevels.of(self.noise_seed, **self.noise_levels)
-        return NoiseLevels(tuple((c, sd * self.noise_scale) for c, sd in base.levels), self.noise_seed)
 
     def shifts(self, noise: NoiseLevels) -> ShiftConfig:
-        cross = (
-            CrossSource(self.cross_machines, self.cross_rows, self.cross_seed)
-            if self.cross_source and cross_source_applies()
-            else None
-        )
-        return ShiftConfig(noise, LabelNoise(self.label_band, self.label_flip, self.label_seed), cross)
+        label = LabelNoise(self.label_noise.band, self.label_noise.flip, self.label_noise.seed)
+        return ShiftConfig(noise, label, self.cross_source.cross_source())
+
+    def params(self) -> dict[str, object]:
+        """The settings as the flat MLflow params every candidate run has logged."""
+        n, label, cross = self.noise, self.label_noise, self.cross_source
+        return self.model_dump(exclude={"jitter", "noise", "label_noise", "cross_source"}) | {
+            "jitter_copies": self.jitter.copies,
+            "jitter_scale": self.jitter.scale,
+            "noise_scale": n.scale,
+            "noise_levels": n.levels,
+            "noise_seed": n.seed,
+            "label_band": label.band,
+            "label_flip": label.flip,
+            "label_seed": label.seed,
+            "cross_source": cross.enabled,
+            "cross_machines": cross.machines,
+            "cross_rows": cross.rows,
+            "cross_seed": cross.seed,
+        }
 
 
 class SequenceModelsConfig(dg.Config):
@@ -282,6 +317,68 @@ def holdout(config: HoldoutConfig, training_set: pd.DataFrame) -> dg.Output[pd.D
     )
 
 
+def _training_rows(cleaned_set: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """cleaned_set without the holdout rows; time-honest where machines run to failure: no reading of a
+    holdout machine within a horizon before it."""
+    if time_honest(holdout):
+        return honest_training_rows(cleaned_set, holdout, PROFILE.horizon)
+    return without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
+
+
+def _candidate_tags(context: dg.AssetExecutionContext, version: str) -> dict[str, str]:
+    """The candidate run's tags: this run, the runs of its inputs, the labels it counted, its data."""
+    return {
+        "dagster_run_id": context.run_id,
+        "training_set": "cleaned_set",
+        "training_set_run_id": _source_run(context, "cleaned_set"),
+        "holdout_run_id": _source_run(context, "holdout"),
+        LABELLED_READINGS_TAG: _training_set_rows(context),
+        "training_set_version": version,
+    }
+
+
+def _candidate_plots(candidate: Candidate) -> dict[str, str]:
+    """The candidate's plots as markdown images, by metadata key."""
+    plots = {
+        "shifted_holdouts": png_markdown(shift_figure(candidate), "clean vs shifted holdouts"),
+        "reliability": png_markdown(calibration_figure(candidate), "reliability"),
+        "confusion_matrix": png_markdown(confusion_figure(candidate), "confusion matrix"),
+        "pr_curve": png_markdown(pr_curve_figure(candidate), "PR curve"),
+    }
+    if len(candidate.lead):
+        plots["risk_over_time"] = png_markdown(lead_figure(candidate), "risk over time and alarms")
+    return plots
+
+
+def _candidate_scores(candidate: Candidate) -> dict[str, object]:
+    """The candidate's scores as metadata: holdout, CV per family, lead time, RUL, shifted holdouts,
+    calibration and latency."""
+    scored = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
+    lead = {"lead_time_by_family": table_metadata(candidate.lead)} if len(candidate.lead) else {}
+    return {
+        "family": candidate.family,
+        "threshold": candidate.threshold,
+        "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
+        "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
+        "holdout_scores": table_metadata(scored),
+        "cv_by_family": table_metadata(candidate.families),
+        "selected_by": candidate.selected_by,
+        **lead,
+        **{f"holdout_{k}": v for k, v in candidate.lead_scores.items()},
+        **{f"holdout_{k}": v for k, v in candidate.rul_scores.items()},
+        **{
+            f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
+            for shift in candidate.shifted["shift"].unique()
+        },
+        "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
+        "holdout_brier": candidate.calibration["holdout_brier"],
+        "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
+        "latency_row_ms": candidate.latency["latency_row_ms"],
+        "latency_10k_ms": candidate.latency["latency_10k_ms"],
+        "train_seconds": candidate.seconds,
+    }
+
+
 @dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"})
 def candidate_model(
     context: dg.AssetExecutionContext,
@@ -294,12 +391,7 @@ def candidate_model(
     of cleaned_set without the holdout rows, its threshold chosen on the validation folds, scored on the
     shared holdout, logged to MLflow, all within time_budget_s (budget vs spent per phase in metadata)."""
     spent = Spent(config.time_budget_s)
-    # Time-honest where machines run to failure: no reading of a holdout machine within a horizon before it.
-    train = (
-        honest_training_rows(cleaned_set, holdout, PROFILE.horizon)
-        if time_honest(holdout)
-        else without_holdout(cleaned_set, frozenset(int(i) for i in holdout["id"]))
-    )
+    train = _training_rows(cleaned_set, holdout)
     experiment_id = tracking.experiment_id()  # fail fast, before training, when MLflow is unreachable
     robustness = config.robustness()
     candidate = train_candidate(
@@ -321,27 +413,12 @@ def candidate_model(
         logged = log_candidate(
             candidate,
             experiment_id=experiment_id,
-            settings=config.model_dump(),
-            tags={
-                "dagster_run_id": context.run_id,
-                "training_set": "cleaned_set",
-                "training_set_run_id": _source_run(context, "cleaned_set"),
-                "holdout_run_id": _source_run(context, "holdout"),
-                LABELLED_READINGS_TAG: _training_set_rows(context),
-                "training_set_version": version,
-            },
+            settings=config.params(),
+            tags=_candidate_tags(context, version),
         )
     context.log.info("candidate %s logged in MLflow run %s", candidate.family, logged.run_id)
-    scored = pd.DataFrame([candidate.holdout_scores], index=[f"{candidate.family} (holdout)"])
     with spent.phase("plots"):
-        plots = {
-            "shifted_holdouts": png_markdown(shift_figure(candidate), "clean vs shifted holdouts"),
-            "reliability": png_markdown(calibration_figure(candidate), "reliability"),
-            "confusion_matrix": png_markdown(confusion_figure(candidate), "confusion matrix"),
-            "pr_curve": png_markdown(pr_curve_figure(candidate), "PR curve"),
-        }
-        if len(candidate.lead):
-            plots["risk_over_time"] = png_markdown(lead_figure(candidate), "risk over time and alarms")
+        plots = _candidate_plots(candidate)
     context.log.info("candidate_model %s", spent.line())
     return dg.Output(
         logged,
@@ -351,28 +428,9 @@ def candidate_model(
                 **spent.record(),
                 "budget": table_metadata(spent.table()),
                 "mlflow_run": dg.MetadataValue.url(tracking.run_url(experiment_id, logged.run_id)),
-                "family": candidate.family,
-                "threshold": candidate.threshold,
-                "holdout_pr_auc": candidate.holdout_scores["pr_auc"],
-                "holdout_roc_auc": candidate.holdout_scores["roc_auc"],
-                "holdout_scores": table_metadata(scored),
-                "cv_by_family": table_metadata(candidate.families),
-                "selected_by": candidate.selected_by,
-                **({"lead_time_by_family": table_metadata(candidate.lead)} if len(candidate.lead) else {}),
-                **{f"holdout_{k}": v for k, v in candidate.lead_scores.items()},
-                **{f"holdout_{k}": v for k, v in candidate.rul_scores.items()},
-                **{
-                    f"holdout_{shift.replace('->', '_to_')}": table_metadata(candidate.shift_table(shift))
-                    for shift in candidate.shifted["shift"].unique()
-                },
-                "shift_settings": dg.MetadataValue.json(candidate.shifts.record()),
+                **_candidate_scores(candidate),
                 "objective": config.objective,
                 "calibration": config.calibration,
-                "holdout_brier": candidate.calibration["holdout_brier"],
-                "holdout_brier_uncalibrated": candidate.calibration["holdout_brier_uncalibrated"],
-                "latency_row_ms": candidate.latency["latency_row_ms"],
-                "latency_10k_ms": candidate.latency["latency_10k_ms"],
-                "train_seconds": candidate.seconds,
                 "training_set_version": version,
             }
         ),
@@ -476,8 +534,8 @@ def champion_model(
     decision = tracking.promote(
         candidate_model,
         metric=config.metric,
-        # A worse replay keeps the champion: an unreachable margin still registers and evaluates the version.
-        margin=float("inf") if blocked else config.margin,
+        margin=config.margin,
+        keep_champion=verdict[1] if blocked else None,  # a worse replay keeps the champion
         tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
         cost_matrix=parse_cost_matrix(config.cost_matrix),
         shadow_gate=config.gate(),
@@ -562,11 +620,6 @@ def promote_shadowed_challenger(
     )
 
 
-@dg.job(description="Promote the shadowed challenger if its shadow evidence passes the shadow gate.")
-def promote_challenger() -> None:
-    promote_shadowed_challenger()
-
-
 @dg.op(description="Move the `champion` alias back to the previous champion version.")
 def move_champion_back(context: dg.OpExecutionContext, tracking: Tracking) -> str:
     result = tracking.rollback()
@@ -577,8 +630,3 @@ def move_champion_back(context: dg.OpExecutionContext, tracking: Tracking) -> st
         f" (skipped deleted {', '.join(result.skipped)})" if result.skipped else "",
     )
     return result.to_version
-
-
-@dg.job(description="Roll the champion back to the previous champion version in the MLflow registry.")
-def rollback_champion() -> None:
-    move_champion_back()

@@ -11,19 +11,13 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from mfd.alerts.outbox import drop_undeliverable, due_ids
+from mfd_assets.jobs import alert_delivery_job
 from mfd_resources import ReadingsStore
 from mfd_resources.alerts import AlertWebhooks
-from mfd_sensors.incoming import IN_PROGRESS
+from mfd_sensors.runs import run_in_progress
 
 NO_TARGET = "no-target"
 NO_TARGET_REASON = "no webhook configured (MFD_WEBHOOK_URLS or MFD_SLACK_WEBHOOK_URLS)"
-
-alert_delivery_job = dg.define_asset_job(
-    "alert_delivery_job",
-    selection=dg.AssetSelection.assets("alert_deliveries"),
-    executor_def=dg.in_process_executor,
-    description="Post the due failure alerts of the outbox to the configured webhooks.",
-)
 
 
 @dg.sensor(
@@ -54,11 +48,9 @@ def alert_delivery_sensor(
         return dg.SkipReason(f"{NO_TARGET_REASON}: {dropped} pending alert(s) dropped from the outbox")
     if context.cursor == NO_TARGET:
         context.update_cursor("")
-    running = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=alert_delivery_job.name, statuses=list(IN_PROGRESS)), limit=1
-    )
-    if running:
-        return dg.SkipReason(f"delivery run {running[0].run_id} still in progress")
+    running = run_in_progress(context.instance, alert_delivery_job.name)
+    if running is not None:
+        return dg.SkipReason(f"delivery run {running.run_id} still in progress")
     due = due_ids(readings_store.engine, datetime.now(UTC), limit=1)
     if not due:
         return dg.SkipReason("no alert due")

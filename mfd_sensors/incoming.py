@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster import DagsterRunStatus
 
 from mfd.ingestion.incoming import (
     MAX_ATTEMPTS,
@@ -26,6 +25,7 @@ from mfd.storage.objects import ObjectInfo
 from mfd_assets.ingestion import incoming_files, peripheral_files
 from mfd_assets.jobs import ingest_peripheral_job, ingest_readings_job
 from mfd_resources import ObjectStore
+from mfd_sensors.runs import IN_PROGRESS
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: there are two, READINGS and PERIPHERAL
@@ -36,12 +36,6 @@ class Route:
     job: dg.UnresolvedAssetJobDefinition
 
 
-IN_PROGRESS = (
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-)
 MAX_REPORTED = 10  # files out of attempts logged by name each tick (the skip message counts them all)
 # A file waits for this tick after its upload: 5 s (one listing of incoming/) keeps the stack's reading ->
 # prediction p95 under 40 s (docs/operating.md).

@@ -9,13 +9,8 @@ import dagster as dg
 
 from mfd.ingestion.incoming import version
 from mfd.ingestion.maintenance import MAINTENANCE_PREFIX
+from mfd_assets.jobs import maintenance_job
 from mfd_resources import ObjectStore
-
-maintenance_job = dg.define_asset_job(
-    "maintenance_job",
-    selection=dg.AssetSelection.assets("maintenance_records"),
-    description="Check and store the maintenance records waiting under incoming/maintenance/.",
-)
 
 
 @dg.sensor(

@@ -10,7 +10,7 @@ import dagster as dg
 
 from mfd.registry.promotion import awaiting_shadow_verdict
 from mfd.registry.shadow_evidence import ShadowGate, shadowed_readings
-from mfd_assets.training import promote_challenger
+from mfd_assets.jobs import promote_challenger
 from mfd_resources import ReadingsStore, Tracking
 from mfd_sensors.retraining import TRIGGER_TAG
 

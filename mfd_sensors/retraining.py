@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster import DagsterRunStatus
 from mlflow.exceptions import MlflowException
 
 from mfd.modeling.model_io import CHAMPION
@@ -31,27 +30,14 @@ from mfd.preparation.labels import LABELLED_READINGS_TAG, count_labelled, label_
 from mfd.preparation.training_set import DEFAULT_LABEL_WINDOW
 from mfd.settings import Settings
 from mfd.storage.tables import run_failures
+from mfd_assets.jobs import retraining_job
 from mfd_resources import ReadingsStore, Tracking
+from mfd_sensors.runs import run_in_progress
 
 TRIGGER_TAG = "mfd/trigger"
 TRIGGERS = ("drift", "labels", "schedule")  # in the order that names a run started by several
 FAILED_RETRAIN_TAG = "last_failed_retrain"  # on the registered model: the run id and why it failed
 DRIFT_CHECK = dg.AssetCheckKey(dg.AssetKey("drift_report"), "drift_within_thresholds")
-IN_PROGRESS = (
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-)
-
-retraining_job = dg.define_asset_job(
-    "retraining_job",
-    selection=dg.AssetSelection.assets(
-        "training_set", "cleaned_set", "holdout", "candidate_model", "champion_model"
-    ),
-    description="training_job on a fresh training set (readings and maintenance labels as they are now): "
-    "requested by retraining_sensor, tagged mfd/trigger=drift|labels|schedule.",
-)
 
 
 @dataclass(frozen=True)
@@ -124,8 +110,7 @@ def champion_labelled_readings(tracking: Tracking) -> int:
 
 
 def _retraining_in_progress(instance: dg.DagsterInstance) -> bool:
-    runs = instance.get_runs(dg.RunsFilter(job_name=retraining_job.name, statuses=list(IN_PROGRESS)), limit=1)
-    return bool(runs)
+    return run_in_progress(instance, retraining_job.name) is not None
 
 
 def build_retraining_sensor(policy: RetrainPolicy, name: str = "retraining_sensor") -> dg.SensorDefinition:

@@ -7,7 +7,8 @@ from one process with `deploy/celery/run.py`; the broker and result backend come
 MFD_CELERY_BROKER_URL / MFD_CELERY_BACKEND_URL (e.g. redis://redis:6379/0 and /1), the rest of the Celery
 settings from celery.yaml (MFD_CELERY_CONFIG: another copy of it), which the workers read too.
 
-prediction_job keeps its in-process executor: a 30-second batch is one step, not worth a task hop.
+prediction_job keeps its in-process executor: a detection batch (one every few seconds) is one step, not worth
+a task hop.
 """
 
 import os

@@ -40,7 +40,7 @@ from mfd.modeling.shifts import (
     shifted_scores,
 )
 from mfd.modeling.training_data import labelled, trainability_problem
-from mfd.modeling.tuning import Tuned, fit_pipeline, prepare_folds, refit, tune_families
+from mfd.modeling.tuning import Final, Folds, Tuned, fit_pipeline, prepare_folds, refit, tune_families
 from mfd.profiles import MACHINE
 from mfd.schema import LABEL_COLUMN, PROFILE
 
@@ -227,6 +227,158 @@ def _leads(
     return out
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What `train_candidate` was asked for, in one place for its steps."""
+
+    family: str
+    folds: int
+    trials: int
+    seed: int
+    metric: str
+    robustness: Robustness
+    calibration: str
+    shifts: ShiftConfig
+    candidates: tuple[str, ...] | None
+
+    @property
+    def pool(self) -> tuple[str, ...]:
+        """The families the candidate is chosen from."""
+        return (self.candidates or tuple(FAMILIES)) if self.family == "auto" else (self.family,)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The cross-source training sources (none without a cross-source shift)."""
+        return () if self.shifts.cross is None else ("ai4i", "fleet")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The tuning rows and the holdout's labelled rows (machine and time riding along where the frames have
+    them), and the tuning rows' prepared folds."""
+
+    tuning: pd.DataFrame
+    held: pd.DataFrame
+    prepared: Folds
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """The tuned families, the candidate's first, how they were ranked, and the ones never reached."""
+
+    results: list[Tuned]
+    selected_by: str
+    skipped: tuple[str, ...]
+
+    @property
+    def best(self) -> Tuned:
+        return self.results[0]
+
+    @property
+    def others(self) -> list[Tuned]:
+        """The other families that may be scored (ran two folds or more)."""
+        return [r for r in self.results[1:] if r.eligible]
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """After the race: the winner refit (RUL head attached, threshold on the budget), the other fits by
+    (family, source) (None: cut by the deadline), and the holdout's scores."""
+
+    final: Final
+    head: RulHead | None
+    fitted: dict[tuple[str, str], Pipeline | None]
+    proba: np.ndarray
+    raw: np.ndarray
+    shifted: list[dict[str, Any]]
+
+
+def _rows(df: pd.DataFrame, holdout: pd.DataFrame | None, holdout_fraction: float, the: _Settings) -> _Rows:
+    """The labelled tuning and holdout rows (the holdout split off `df` when none is given; MfdError when a
+    reading is in both) and the tuning rows' folds, grouped by machine where the split is time-honest."""
+    if holdout is None:
+        df, holdout = _split_off_holdout(df, holdout_fraction, the.seed)
+    elif "id" in df.columns and "id" in holdout.columns:
+        assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
+    tuning, held = labelled(df), labelled(holdout)
+    train_keys, held_keys = _keys(df), _keys(holdout)
+    # Machine and time ride along (never model inputs): grouped folds, lead time, the RUL target.
+    tuning = tuning if train_keys is None else pd.concat([tuning, train_keys], axis=1)
+    held = held if held_keys is None else pd.concat([held, held_keys], axis=1)
+    groups = tuning[MACHINE].astype(str).to_numpy() if time_honest(tuning) else None
+    return _Rows(tuning, held, prepare_folds(tuning, the.folds, the.seed, the.robustness, groups))
+
+
+def _race(rows: _Rows, the: _Settings, end: Deadline, spent: Spent) -> _Ranked:
+    """The tuning race within `end` (the race itself within TUNING_SHARE of the budget), its results ranked
+    (by lead time where `auto` can tell), and the families it never reached."""
+    results = tune_families(
+        the.family,
+        rows.tuning,
+        folds=the.folds,
+        trials=the.trials,
+        seed=the.seed,
+        metric=the.metric,
+        robustness=the.robustness,
+        prepared=rows.prepared,
+        candidates=the.candidates,
+        deadline=end,
+        latest=Deadline(spent.started + TUNING_SHARE * spent.budget_s) if spent.budget_s else None,
+        reserve_fits=REFIT_FOLDS,
+    )
+    ranked, selected_by = (
+        _by_lead(results, rows.tuning) if the.family == "auto" else (results, "cv objective")
+    )
+    skipped = tuple(f for f in the.pool if f not in {r.family for r in ranked})
+    return _Ranked(ranked, selected_by, skipped)
+
+
+def _refit_and_score(ranked: _Ranked, rows: _Rows, the: _Settings, optional: Deadline) -> _Scored:
+    """The winner refit and calibrated beside its RUL head and its cross-source fits, then every other
+    family's fit on the tuning rows and its cross-source fits until `optional`; all scored on the clean and
+    shifted holdouts.
+
+    One thread per fit and prediction, two at a time: on a small, busy machine OpenMP threads mostly spin
+    against each other (docs/training.md). The latency after it is measured as the model is served, with the
+    default threads."""
+    best, others, tuning, held = ranked.best, ranked.others, rows.tuning, rows.held
+    jobs = [_FitJob(best, s, NO_DEADLINE) for s in the.sources]
+    jobs += [_FitJob(r, "tuning", optional) for r in others]
+    jobs += [_FitJob(r, s, optional) for r in others for s in the.sources]
+    with threadpool_limits(1), ThreadPoolExecutor(2) as pool:
+        refitted = pool.submit(
+            refit,
+            best,
+            tuning,
+            rows.prepared,
+            seed=the.seed,
+            robustness=the.robustness,
+            calibration=the.calibration,
+        )
+        head = pool.submit(_rul_head, ReadingFeatures(), tuning, the.seed)
+        futures = [
+            pool.submit(_fit_after_race, j, tuning, the.shifts.cross, the.seed, the.robustness) for j in jobs
+        ]
+        final = refitted.result()
+        threshold = budget_threshold(tuning, final.oof, final.threshold)
+        final = replace(final, pipeline=attach(final.pipeline, head.result()), threshold=threshold)
+        fitted = {(j.tuned.family, j.source): f.result() for j, f in zip(jobs, futures, strict=True)}
+        proba = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
+        model = final.pipeline.steps[-1][1]
+        raw = (
+            model.model.predict_proba(final.pipeline.steps[0][1].transform(held))[:, 1]
+            if isinstance(model, CalibratedModel)
+            else proba
+        )
+        shifted = []
+        for tuned in [best, *others]:
+            pipeline = final.pipeline if tuned is best else fitted[(tuned.family, "tuning")]
+            threshold = final.threshold if tuned is best else tuned.threshold
+            cross_fits = {s: fitted[(tuned.family, s)] for s in the.sources if fitted[(tuned.family, s)]}
+            shifted += _rows_of(tuned, pipeline, threshold, cross_fits, held, the.shifts)
+    return _Scored(final, head.result(), fitted, proba, raw, shifted)
+
+
 def train_candidate(
     df: pd.DataFrame,
     *,
@@ -263,120 +415,78 @@ def train_candidate(
         raise MfdError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
     robustness = robustness or Robustness()
     shifts = shifts or ShiftConfig(noise=robustness.noise)
+    the = _Settings(family, folds, trials, seed, metric, robustness, calibration, shifts, candidates)
     problem = trainability_problem(df if holdout is None else pd.concat([df, holdout]), folds)
     if problem:
         raise MfdError(f"cannot train on this training set: {problem}")
     end = spent.deadline.earlier(reserve_s)
     with spent.phase("folds"):
-        if holdout is None:
-            df, holdout = _split_off_holdout(df, holdout_fraction, seed)
-        elif "id" in df.columns and "id" in holdout.columns:
-            assert_disjoint(df, frozenset(int(i) for i in holdout["id"]), "the training rows")
-        tuning, held = labelled(df), labelled(holdout)
-        train_keys, held_keys = _keys(df), _keys(holdout)
-        # Machine and time ride along (never model inputs): grouped folds, lead time, the RUL target.
-        tuning = tuning if train_keys is None else pd.concat([tuning, train_keys], axis=1)
-        held = held if held_keys is None else pd.concat([held, held_keys], axis=1)
-        groups = tuning[MACHINE].astype(str).to_numpy() if time_honest(tuning) else None
-        prepared = prepare_folds(tuning, folds, seed, robustness, groups)
+        rows = _rows(df, holdout, holdout_fraction, the)
     with spent.phase("tuning"), threadpool_limits(1):  # the racing threads' limits nest inside this one
-        results = tune_families(
-            family,
-            tuning,
-            folds=folds,
-            trials=trials,
-            seed=seed,
-            metric=metric,
-            robustness=robustness,
-            prepared=prepared,
-            candidates=candidates,
-            deadline=end,
-            latest=Deadline(spent.started + TUNING_SHARE * spent.budget_s) if spent.budget_s else None,
-            reserve_fits=REFIT_FOLDS,
-        )
+        ranked = _race(rows, the, end, spent)
     tuned_s = spent.total_s
-    results, selected_by = _by_lead(results, tuning) if family == "auto" else (results, "cv objective")
-    pool = (candidates or tuple(FAMILIES)) if family == "auto" else (family,)
-    skipped = tuple(f for f in pool if f not in {r.family for r in results})
-    best, others = results[0], [r for r in results[1:] if r.eligible]
-    # The winner's cross-source fits always, then every other family's fit on the tuning rows and its
-    # cross-source fits while the budget lasts (two threads, in that order; the refit runs beside them).
-    sources = () if shifts.cross is None else ("ai4i", "fleet")
-    optional = end.earlier(LATENCY_RESERVE_S)
-    jobs = [_FitJob(best, s, NO_DEADLINE) for s in sources]
-    jobs += [_FitJob(r, "tuning", optional) for r in others]
-    jobs += [_FitJob(r, s, optional) for r in others for s in sources]
-    # One thread per fit and prediction, two at a time: on a small, busy machine OpenMP threads mostly spin
-    # against each other (10,000 blend predictions took 8x the CPU with two threads at load 15). The
-    # latency below is measured as the model is served, with the default threads.
-    with (
-        spent.phase("refit_and_shifted_holdouts"),
-        threadpool_limits(1),
-        ThreadPoolExecutor(2) as pool_,
-    ):
-        refitted = pool_.submit(
-            refit, best, tuning, prepared, seed=seed, robustness=robustness, calibration=calibration
-        )
-        head = pool_.submit(_rul_head, ReadingFeatures(), tuning, seed)
-        futures = [pool_.submit(_fit_after_race, j, tuning, shifts.cross, seed, robustness) for j in jobs]
-        final = refitted.result()
-        threshold = budget_threshold(tuning, final.oof, final.threshold)
-        final = replace(final, pipeline=attach(final.pipeline, head.result()), threshold=threshold)
-        fitted = {(j.tuned.family, j.source): f.result() for j, f in zip(jobs, futures, strict=True)}
-        y_held = held[LABEL_COLUMN].to_numpy()
-        proba = final.pipeline.predict_proba(held[list(MODEL_INPUT_COLUMNS)])[:, 1]
-        model = final.pipeline.steps[-1][1]
-        raw = (
-            model.model.predict_proba(final.pipeline.steps[0][1].transform(held))[:, 1]
-            if isinstance(model, CalibratedModel)
-            else proba
-        )
-        shifted = []
-        for tuned in [best, *others]:
-            pipeline = final.pipeline if tuned is best else fitted[(tuned.family, "tuning")]
-            threshold = final.threshold if tuned is best else tuned.threshold
-            cross_fits = {s: fitted[(tuned.family, s)] for s in sources if fitted[(tuned.family, s)]}
-            shifted += _rows_of(tuned, pipeline, threshold, cross_fits, held, shifts)
-    cut = sum(f is None for f in fitted.values())
+    with spent.phase("refit_and_shifted_holdouts"):
+        scored = _refit_and_score(ranked, rows, the, end.earlier(LATENCY_RESERVE_S))
+    budget = {
+        "time_budget_s": float("nan") if time_budget_s is None else time_budget_s,
+        "tuning_s": tuned_s,
+        "fits_cut_by_budget": float(sum(f is None for f in scored.fitted.values())),
+    }
     with spent.phase("lead_time"):
-        leads = _leads(
-            best, proba, final.threshold, [(r, fitted[(r.family, "tuning")]) for r in others], held
-        )
-        rul = rul_scores(head.result(), held)
+        others = [(r, scored.fitted[(r.family, "tuning")]) for r in ranked.others]
+        leads = _leads(ranked.best, scored.proba, scored.final.threshold, others, rows.held)
+        rul = rul_scores(scored.head, rows.held)
     with spent.phase("latency"):
-        measured = latency(final.pipeline, pd.concat([tuning, held], ignore_index=True))
+        measured = latency(scored.final.pipeline, pd.concat([rows.tuning, rows.held], ignore_index=True))
+    return _candidate(
+        the, rows, ranked, scored, spent, budget=budget, leads=leads, rul=rul, measured=measured
+    )
+
+
+def _candidate(
+    the: _Settings,
+    rows: _Rows,
+    ranked: _Ranked,
+    scored: _Scored,
+    spent: Spent,
+    *,
+    budget: dict[str, float],
+    leads: dict[str, LeadTime],
+    rul: dict[str, float],
+    measured: dict[str, float],
+) -> Candidate:
+    """The Candidate of `train_candidate`'s steps."""
+    best, final, held = ranked.best, scored.final, rows.held
+    y_held = held[LABEL_COLUMN].to_numpy()
+    validation = pd.DataFrame(
+        {"y": rows.prepared.y, "proba": final.oof, "machine_type": rows.prepared.machine_type}
+    )
     return Candidate(
         family=best.family,
         params=best.params,
         threshold=final.threshold,
         pipeline=final.pipeline,
         cv=best.cv,
-        holdout_scores=scores(y_held, proba, final.threshold),
+        holdout_scores=scores(y_held, scored.proba, final.threshold),
         holdout=held,
-        families=family_table(results, skipped, spent.budget_s or 0.0),
+        families=family_table(ranked.results, ranked.skipped, spent.budget_s or 0.0),
         fit_seconds=spent.phases.get("refit_and_shifted_holdouts", 0.0),
         seconds=spent.total_s,
         latency=measured,
-        validation=pd.DataFrame({"y": prepared.y, "proba": final.oof, "machine_type": prepared.machine_type})
-        .dropna(subset=["proba"])
-        .reset_index(drop=True),
-        shifted=pd.DataFrame(shifted),
+        validation=validation.dropna(subset=["proba"]).reset_index(drop=True),
+        shifted=pd.DataFrame(scored.shifted),
         calibration={
-            "method": calibration,
-            "holdout_brier_uncalibrated": brier(y_held, raw),
-            "holdout_brier": brier(y_held, proba),
-            "holdout_proba_uncalibrated": raw,
+            "method": the.calibration,
+            "holdout_brier_uncalibrated": brier(y_held, scored.raw),
+            "holdout_brier": brier(y_held, scored.proba),
+            "holdout_proba_uncalibrated": scored.raw,
         },
-        robustness=robustness,
-        shifts=shifts,
-        budget={
-            "time_budget_s": float("nan") if time_budget_s is None else time_budget_s,
-            "tuning_s": tuned_s,
-            "fits_cut_by_budget": float(cut),
-        },
+        robustness=the.robustness,
+        shifts=the.shifts,
+        budget=budget,
         spent=spent,
         lead=table(leads) if leads else pd.DataFrame(),
         lead_scores=figures(leads[best.family]) if leads else {},
-        selected_by=selected_by,
+        selected_by=ranked.selected_by,
         rul_scores=rul,
     )

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import optuna
@@ -191,6 +191,101 @@ def _fold_metric(y: np.ndarray, proba: np.ndarray, metric: str) -> float:
     return scores(y, proba, 0.5)[metric]
 
 
+# A trial's out-of-fold predictions (clean, noisy), the folds it ran, and why it stopped ("" when it ran all).
+_Outcome = tuple[np.ndarray, np.ndarray, int, str]
+
+
+@dataclass
+class _Objective:
+    """Optuna's objective for one family: the trial's params scored fold by fold on the prepared folds,
+    each fit within the race's deadline; `outcome` keeps what every trial that ran a fold left."""
+
+    family: str
+    prepared: Folds
+    race: Race
+    robustness: Robustness
+    metric: str
+    reference: bool
+    trials: int
+    seed: int
+    outcome: dict[int, _Outcome] = field(default_factory=dict)
+
+    def _stop(self, trial: optuna.Trial, step: int, oof: np.ndarray, oof_noisy: np.ndarray) -> NoReturn:
+        """The deadline came: no more trials; the race's reference trial keeps the folds it ran."""
+        if step and self.reference:
+            self.outcome[trial.number] = (oof, oof_noisy, step, "time budget")
+        trial.study.stop()
+        raise optuna.TrialPruned()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec, y, race, family = FAMILIES[self.family], self.prepared.y, self.race, self.family
+        params = spec.space(trial)
+        oof, oof_noisy = np.full(len(y), np.nan), np.full(len(y), np.nan)
+        values: list[float] = []
+        for step, fold in enumerate(self.prepared.splits):
+            deadline, fit_started = race.fit_deadline(), time.perf_counter()
+            try:
+                deadline.check(expected_s=race.fold_s.get(family, 0.0))
+                model = fit_within(clone(spec.make(params, self.seed)), fold.train_x, fold.train_y, deadline)
+            except OutOfTime:
+                self._stop(trial, step, oof, oof_noisy)
+            race.fitted(family, time.perf_counter() - fit_started)
+            oof[fold.valid] = model.predict_proba(fold.valid_x)[:, 1]
+            oof_noisy[fold.valid] = model.predict_proba(fold.noisy_x)[:, 1]
+            yv = y[fold.valid]
+            values.append(
+                self.robustness.value(
+                    _fold_metric(yv, oof[fold.valid], self.metric),
+                    _fold_metric(yv, oof_noisy[fold.valid], self.metric),
+                )
+            )
+            mean = float(np.mean(values))
+            trial.report(mean, step)
+            if self.reference and race.trails(family, step, mean):
+                self.outcome[trial.number] = (oof, oof_noisy, step + 1, "trails")
+                raise optuna.TrialPruned()
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        self.outcome[trial.number] = (oof, oof_noisy, len(self.prepared.splits), "")
+        # One line per finished trial: `mfd train` shows them as progress, a Dagster run as log lines.
+        log.info(
+            "%s trial %d/%d: %s %.4f",
+            family,
+            trial.number + 1,
+            self.trials,
+            self.metric,
+            float(np.mean(values)),
+        )
+        return float(np.mean(values))
+
+
+def _study(family: str, trials: int, seed: int, reference: bool) -> optuna.Study:
+    """A seeded TPE study with median pruning after each fold; the family's reference params queued first
+    if `reference`, then its regularized ones (unless the reference is the only trial)."""
+    spec = FAMILIES[family]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+    if reference:
+        study.enqueue_trial(spec.reference)
+    if spec.regularized is not None and (not reference or trials > 1):
+        study.enqueue_trial(spec.regularized)
+    return study
+
+
+def _best_trial(study: optuna.Study, outcome: dict[int, _Outcome]) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial; else the race's reference trial stopped on the folds it ran; else None."""
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if completed:
+        return max(completed, key=lambda t: t.value)
+    if outcome:
+        return study.trials[next(iter(outcome))]
+    return None
+
+
 def tune(
     family: str,
     df: pd.DataFrame | None = None,
@@ -216,68 +311,15 @@ def tune(
         if df is None:
             raise MfdError("tune needs the training rows or their prepared folds")
         prepared = prepare_folds(df, folds, seed, robustness)
-    y, spec = prepared.y, FAMILIES[family]
-    outcome: dict[int, tuple[np.ndarray, np.ndarray, int, str]] = {}
-
-    def stop(trial: optuna.Trial, step: int, oof: np.ndarray, oof_noisy: np.ndarray) -> None:
-        if step and reference:  # the race's reference trial: keep the folds it ran
-            outcome[trial.number] = (oof, oof_noisy, step, "time budget")
-        trial.study.stop()  # no more trials either
-        raise optuna.TrialPruned()
-
-    def objective(trial: optuna.Trial) -> float:
-        params = spec.space(trial)
-        oof, oof_noisy = np.full(len(y), np.nan), np.full(len(y), np.nan)
-        values: list[float] = []
-        for step, fold in enumerate(prepared.splits):
-            deadline, fit_started = race.fit_deadline(), time.perf_counter()
-            try:
-                deadline.check(expected_s=race.fold_s.get(family, 0.0))
-                model = fit_within(clone(spec.make(params, seed)), fold.train_x, fold.train_y, deadline)
-            except OutOfTime:
-                stop(trial, step, oof, oof_noisy)
-            race.fitted(family, time.perf_counter() - fit_started)
-            oof[fold.valid] = model.predict_proba(fold.valid_x)[:, 1]
-            oof_noisy[fold.valid] = model.predict_proba(fold.noisy_x)[:, 1]
-            yv = y[fold.valid]
-            values.append(
-                robustness.value(
-                    _fold_metric(yv, oof[fold.valid], metric), _fold_metric(yv, oof_noisy[fold.valid], metric)
-                )
-            )
-            mean = float(np.mean(values))
-            trial.report(mean, step)
-            if reference and race.trails(family, step, mean):
-                outcome[trial.number] = (oof, oof_noisy, step + 1, "trails")
-                raise optuna.TrialPruned()
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        outcome[trial.number] = (oof, oof_noisy, len(prepared.splits), "")
-        # One line per finished trial: `mfd train` shows them as progress, a Dagster run as log lines.
-        log.info("%s trial %d/%d: %s %.4f", family, trial.number + 1, trials, metric, float(np.mean(values)))
-        return float(np.mean(values))
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )
-    if reference:
-        study.enqueue_trial(spec.reference)
-    if spec.regularized is not None and (not reference or trials > 1):
-        study.enqueue_trial(spec.regularized)
+    objective = _Objective(family, prepared, race, robustness, metric, reference, trials, seed)
+    study = _study(family, trials, seed, reference)
     # One thread per fit: on a small, busy machine OpenMP/BLAS threads mostly spin against each other.
     with threadpool_limits(1):
         study.optimize(objective, n_trials=trials)
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if completed:
-        best = max(completed, key=lambda t: t.value)
-    elif outcome:  # stopped by the race: its reference trial, on the folds it ran
-        best = study.trials[next(iter(outcome))]
-    else:
+    best = _best_trial(study, objective.outcome)
+    if best is None:
         return None
-    oof, oof_noisy, folds_run, stopped = outcome[best.number]
+    oof, oof_noisy, folds_run, stopped = objective.outcome[best.number]
     if not stopped:
         with race.lock:
             race.finished.add(family)

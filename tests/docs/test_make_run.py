@@ -1,7 +1,7 @@
 """`make run` on a fresh copy of the checkout prints its summary, and reopening the UI (`make dev`) after it
 launches no run for 2 minutes: the sensors know what `make run` did.
 
-Every sensor that `make dev` turns on evaluates inside the window: the 30 s and 60 s sensors several
+Every sensor that `make dev` turns on evaluates inside the window: the 5 s, 30 s and 60 s sensors several
 times, `retraining_sensor` (every 300 s) once, at the daemon's start, which is when a sensor with no
 shared cursor or run key would redo `make run`'s work. The test waits until each has ticked at least once
 after `make dev` started (and 2 minutes have passed), then finds no run created since, and no failed tick.

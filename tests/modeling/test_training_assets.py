@@ -16,14 +16,15 @@ from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.registry import promotion as registry
 from mfd.schema import LABEL_COLUMN
 from mfd.services import MlflowServer
+from mfd_assets.jobs import rollback_champion
 from mfd_assets.preparation import cleaned_set_trainable, training_set_trainable
 from mfd_assets.training import (
     CandidateModelConfig,
     ChampionModelConfig,
+    JitterConfig,
     candidate_model,
     champion_model,
     holdout,
-    rollback_champion,
 )
 from mfd_resources import ReadingsStore, Tracking
 
@@ -66,7 +67,9 @@ def _train(
         resources={"tracking": tracking, "readings_store": ReadingsStore(url="sqlite://")},
         run_config=dg.RunConfig(
             {
-                "candidate_model": CandidateModelConfig(family=family, folds=2, trials=1, jitter_copies=2),
+                "candidate_model": CandidateModelConfig(
+                    family=family, folds=2, trials=1, jitter=JitterConfig(copies=2)
+                ),
                 "champion_model": ChampionModelConfig(margin=margin),
             }
         ),

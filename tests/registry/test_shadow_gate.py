@@ -29,13 +29,13 @@ from mfd.registry.shadow_evidence import HOLDOUT, ShadowGate
 from mfd.schema import LABEL_COLUMN
 from mfd.services import free_port
 from mfd.storage.tables import predictions, readings, shadow_predictions
+from mfd_assets.jobs import promote_challenger
 from mfd_assets.training import (
     CandidateModelConfig,
     ChampionModelConfig,
     candidate_model,
     champion_model,
     holdout,
-    promote_challenger,
 )
 from mfd_resources import ReadingsStore, Tracking
 from mfd_sensors.promotion import build_shadow_promotion_sensor, evidence_step

@@ -36,7 +36,13 @@ STEPS = ["training_set", "cleaned_set", "machine_clusters", "holdout", "candidat
 RUN_CONFIG = {
     "ops": {
         "candidate_model": {
-            "config": {"family": "hgb", "folds": 2, "trials": 1, "cross_source": False, "time_budget_s": 60}
+            "config": {
+                "family": "hgb",
+                "folds": 2,
+                "trials": 1,
+                "cross_source": {"enabled": False},
+                "time_budget_s": 60,
+            }
         },
     }
 }

@@ -17,6 +17,7 @@ from mfd.profiles.ai4i_reference import load_ai4i
 from mfd.services import MlflowServer
 from mfd.storage.tables import run_failures
 from mfd_assets.detection import drift_report, drift_within_thresholds
+from mfd_assets.jobs import retraining_job
 from mfd_assets.preparation import (
     cleaned_set,
     training_set,
@@ -31,7 +32,6 @@ from mfd_sensors.retraining import (
     RetrainCursor,
     RetrainPolicy,
     build_retraining_sensor,
-    retraining_job,
     run_failure_sensor,
 )
 
