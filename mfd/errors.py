@@ -19,6 +19,12 @@ class ServiceUnavailable(MfdError):
     """An external service did not answer after retries."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`exc` as one line for a log or a status field: its type and the first line of its message."""
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
 def with_retries(
     fn: Callable[[], T],
     *,

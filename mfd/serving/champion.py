@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from mfd.alerts.costs import DecisionPolicy
 from mfd.alerts.explanations import explainer_for, top_features
 from mfd.alerts.rules import nearest_rules
-from mfd.errors import MfdError
+from mfd.errors import MfdError, one_line
 from mfd.modeling.model_io import CHAMPION, FailureModel
 from mfd.modeling.pipeline import MODEL_INPUT_COLUMNS, failure_probability
 from mfd.registry.champion import LoadedChampion, load_champion, open_private, private_dir
@@ -111,11 +111,6 @@ class ServedModel:
         ]
 
 
-def _one_line(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[:1]
-    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
-
-
 class Champion:
     """Holds the served model; `refresh()` follows the registry alias (thread-safe, readers never block)."""
 
@@ -153,7 +148,7 @@ class Champion:
             try:
                 loaded = load_champion(self.tracking_uri, self.model_name, self._connect, self.home)
             except Exception as exc:  # noqa: BLE001 - no champion or no copy: keep the current model
-                self.registry_error = _one_line(exc)
+                self.registry_error = one_line(exc)
                 log.warning("champion check failed, keeping the current model: %s", self.registry_error)
                 return False
             self.registry_error = loaded.registry_error
