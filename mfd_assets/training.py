@@ -534,8 +534,8 @@ def champion_model(
     decision = tracking.promote(
         candidate_model,
         metric=config.metric,
-        # A worse replay keeps the champion: an unreachable margin still registers and evaluates the version.
-        margin=float("inf") if blocked else config.margin,
+        margin=config.margin,
+        keep_champion=verdict[1] if blocked else None,  # a worse replay keeps the champion
         tags={"dagster_run_id": context.run_id, "mlflow_run_id": candidate_model.run_id},
         cost_matrix=parse_cost_matrix(config.cost_matrix),
         shadow_gate=config.gate(),

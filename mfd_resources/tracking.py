@@ -58,26 +58,22 @@ class Tracking(dg.ConfigurableResource):
         cost_matrix: CostMatrix | None = None,
         shadow_gate: ShadowGate | None = None,
         engine: Engine | None = None,
+        keep_champion: str | None = None,
     ) -> Decision:
-        """Register the logged candidate (thresholds per machine type from its validation predictions under
-        `cost_matrix`, a model card) and move `champion` to it only if it wins on the shared holdout (and,
-        with `shadow_gate`, on its shadow evidence in `engine`)."""
-        client = self.client()
-        return registry.promote_candidate(
-            client,
+        """Register the logged candidate and move `champion` to it only if it wins the gate
+        (`mfd.registry.promotion.promote_logged`, as `mfd train --register` does); `keep_champion`, a reason,
+        keeps the champion whatever the holdout says."""
+        return registry.promote_logged(
+            self.client(),
             self.model_name,
-            logged.model_uri,
-            logged.candidate.gate_holdout,  # the holdout (+ its noisy copy under the robust objective)
-            threshold=logged.candidate.threshold,
+            logged,
             metric=metric,
             margin=margin,
             tags=tags,
-            validation=getattr(logged.candidate, "validation", None),
             cost_matrix=cost_matrix,
             shadow_gate=shadow_gate,
             engine=engine,
-            # The clean holdout with machine and time: lead time and RUL of challenger and champion.
-            lead_holdout=getattr(logged.candidate, "holdout", None),
+            keep_champion=keep_champion,
         )
 
     def promote_challenger(self, engine: Engine, gate: ShadowGate) -> Decision:

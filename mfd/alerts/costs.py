@@ -254,6 +254,11 @@ def batch_costs(
     }
 
 
+# The model-version tags a DecisionPolicy is read from (written by `mfd.registry`).
+THRESHOLDS_TAG, COST_MATRIX_TAG = "thresholds", "cost_matrix"
+POLICY_TAGS: tuple[str, ...] = (THRESHOLDS_TAG, COST_MATRIX_TAG)
+
+
 @dataclass(frozen=True)
 class DecisionPolicy:
     """How a model version turns probabilities into alarms: its threshold per machine type (`default` for
@@ -267,7 +272,7 @@ class DecisionPolicy:
     def from_tags(cls, tags: Mapping[str, str], default: float) -> DecisionPolicy:
         """From a version's `thresholds` and `cost_matrix` tags (absent: one threshold, default matrix)."""
         return cls(
-            default, parse_thresholds(tags.get("thresholds")), parse_cost_matrix(tags.get("cost_matrix"))
+            default, parse_thresholds(tags.get(THRESHOLDS_TAG)), parse_cost_matrix(tags.get(COST_MATRIX_TAG))
         )
 
     def threshold_for(self, machine_type: np.ndarray | pd.Series) -> np.ndarray:

@@ -15,7 +15,7 @@ from mfd.modeling.metrics import METRICS
 from mfd.modeling.training_data import data_version
 from mfd.plots import table_markdown
 from mfd.profiles.physics import reference_readings
-from mfd.registry.promotion import promote_candidate
+from mfd.registry.promotion import promote_logged
 from mfd.schema import PROFILE
 from mfd.settings import load_settings
 from mfd.storage import readings as store
@@ -95,17 +95,7 @@ def train(args: argparse.Namespace) -> int:
     )
     print(f"MLflow run: {run_url(settings.tracking_uri, experiment_id, logged.run_id)}")
     if args.register:
-        decision = promote_candidate(
-            client,
-            settings.model_name,
-            logged.model_uri,
-            candidate.holdout,
-            threshold=candidate.threshold,
-            metric=args.metric,
-            margin=args.margin,
-            tags={"mlflow_run_id": logged.run_id},
-            lead_holdout=candidate.holdout,
-        )
+        decision = promote_logged(client, settings.model_name, logged, metric=args.metric, margin=args.margin)
         print(f"registered {settings.model_name} version {decision.challenger}: {decision.reason}")
     return 0
 

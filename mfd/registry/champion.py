@@ -34,8 +34,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mfd.alerts.costs import DecisionPolicy
-from mfd.errors import MfdError, ServiceUnavailable
+from mfd.alerts.costs import POLICY_TAGS, DecisionPolicy
+from mfd.errors import MfdError, ServiceUnavailable, one_line
 from mfd.modeling.model_io import (
     CHAMPION,
     THRESHOLD_TAG,
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 KEEP_VERSIONS = 2
 _MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-POLICY_TAGS = ("thresholds", "cost_matrix")
 _memory: dict[tuple[str, str], FailureModel] = {}
 
 Source = Literal["registry", "memory cache", "disk cache", "local copy"]
@@ -81,11 +80,6 @@ class LoadedChampion:
         return self.registry_error is not None
 
 
-def _one_line(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[:1]
-    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
-
-
 def private_dir(path: Path) -> Path:
     """`path` as a directory only this user can enter (0700), created if missing; MfdError when something
     else (a symlink, a file, another user's directory) is there."""
@@ -93,7 +87,7 @@ def private_dir(path: Path) -> Path:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(path)
     except OSError as exc:
-        st, error = None, _one_line(exc)
+        st, error = None, one_line(exc)
     else:
         error = "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a directory of this user"
     if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
@@ -224,7 +218,7 @@ def _probe(tracking_uri: str, timeout: float = 3.0) -> None:
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as exc:
-        raise ServiceUnavailable(f"model registry {tracking_uri} unreachable ({_one_line(exc)})") from exc
+        raise ServiceUnavailable(f"model registry {tracking_uri} unreachable ({one_line(exc)})") from exc
 
 
 Connect = Callable[[], MlflowClient]
@@ -282,7 +276,7 @@ def load_champion(tracking_uri: str, name: str, connect: Connect, home: Path) ->
     except (NoChampion, UntrustedModel):
         raise
     except Exception as exc:  # noqa: BLE001 - any registry or artifact-store failure falls back to the copy
-        error = _one_line(exc)
+        error = one_line(exc)
     version = copies.champion_version()
     cached = _memory.get(key)
     if version is not None and cached is not None and cached.version == version:
@@ -309,7 +303,7 @@ def champion_version(tracking_uri: str, name: str, connect: Connect, home: Path)
     except NoChampion as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - as in load_champion
-        error = _one_line(exc)
+        error = one_line(exc)
     version = copies.champion_version()
     if version is None:
         return None, f"model registry {tracking_uri} failed ({error}) and no local copy in {copies.root}"

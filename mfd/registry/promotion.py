@@ -25,7 +25,8 @@ share of failures than the champion, or raises more false alarms per machine-day
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -39,38 +40,46 @@ from mfd.alerts.costs import (
     CostMatrix,
     ThresholdChoice,
     decision_cost,
-    matrix_json,
     parse_cost_matrix,
-    parse_thresholds,
     threshold_array,
     thresholds_by_type,
-    thresholds_json,
 )
 from mfd.errors import MfdError
-from mfd.modeling.early_warning import figures, has_keys, lead_of, lead_verdict
+from mfd.modeling.early_warning import figures, has_keys, lead_of
+from mfd.modeling.early_warning import lead_verdict as lead_verdict
+from mfd.modeling.experiment import LoggedCandidate
 from mfd.modeling.metrics import METRICS, scores
-from mfd.modeling.model_io import CHALLENGER, CHAMPION, load_model_version, register_logged_model
+from mfd.modeling.model_io import (
+    CHALLENGER,
+    CHAMPION,
+    THRESHOLD_TAG,
+    load_model_version,
+    register_logged_model,
+)
 from mfd.modeling.rul import rul_errors
+from mfd.registry.gate import EXPECTED_COST, Outcome, Rule, decide, decide_shadowed, holdout_verdict
 from mfd.registry.model_card import CardInputs, attach_card, build_card
-from mfd.registry.shadow_evidence import BLOCK, ShadowGate, ShadowVerdict, shadow_verdict
+from mfd.registry.shadow_evidence import ShadowGate, ShadowVerdict, shadow_verdict
+from mfd.registry.tags import CHAMPION_SCORE_PREFIX as CHAMPION_SCORE_PREFIX
+from mfd.registry.tags import COST_MATRIX_TAG as COST_MATRIX_TAG
+from mfd.registry.tags import (
+    DEMOTED_AT_TAG,
+    EVALUATION_TAG,
+    FAILED,
+    HOLDOUT_PREFIX,
+    PASSED,
+    PROMOTED_AT_TAG,
+    ROLLED_BACK_AT_TAG,
+    ChampionRecord,
+    GateRecord,
+    VersionRecord,
+)
+from mfd.registry.tags import SHADOW_VERDICT_TAG as SHADOW_VERDICT_TAG
+from mfd.registry.tags import THRESHOLDS_TAG as THRESHOLDS_TAG
 from mfd.schema import LABEL_COLUMN, PROFILE
 
-HISTORY_TAG = "champion_history"
-CHAMPION_TAG = "champion_version"
-EVALUATION_TAG = "evaluation"
-HISTORY_LIMIT = 50
-THRESHOLDS_TAG = "thresholds"
-COST_MATRIX_TAG = "cost_matrix"
-EXPECTED_COST = "expected_cost"
+# Imported `as` themselves: re-exported for callers and tests (the tag names are spelled in `tags`).
 PROMOTION_METRICS: tuple[str, ...] = (*METRICS, EXPECTED_COST)
-# The gate's record on a version (what `promote_challenger` decides on once the version has shadowed).
-GATE_CHAMPION_TAG = "gate_champion"
-HOLDOUT_VERDICT_TAG = "gate_holdout_verdict"
-HOLDOUT_REASON_TAG = "gate_holdout_reason"
-GATE_METRIC_TAG = "gate_metric"
-GATE_MARGIN_TAG = "gate_margin"
-CHAMPION_SCORE_PREFIX = "gate_champion_score_"
-SHADOW_VERDICT_TAG = "gate_shadow_verdict"
 
 
 def _now() -> str:
@@ -85,17 +94,31 @@ def _exists(client: MlflowClient, name: str, version: str) -> bool:
     return True
 
 
-def _registered_tags(client: MlflowClient, name: str) -> dict[str, str]:
+def _champion_record(client: MlflowClient, name: str) -> ChampionRecord:
     try:
-        return dict(client.get_registered_model(name).tags)
+        return ChampionRecord.from_tags(client.get_registered_model(name).tags)
     except MlflowException:
-        return {}
+        return ChampionRecord()
+
+
+def _version_record(client: MlflowClient, name: str, version: str) -> VersionRecord:
+    return VersionRecord.from_tags(client.get_model_version(name, version).tags)
+
+
+def _record(client: MlflowClient, name: str, version: str, record: VersionRecord) -> None:
+    """Write the recorded fields of `record` as tags of `version`."""
+    for key, value in record.to_tags().items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def _record_champion(client: MlflowClient, name: str, record: ChampionRecord) -> None:
+    for key, value in record.to_tags().items():
+        client.set_registered_model_tag(name, key, value)
 
 
 def history(client: MlflowClient, name: str) -> list[str]:
     """Versions that were champion, oldest first (the current champion last)."""
-    raw = _registered_tags(client, name).get(HISTORY_TAG, "")
-    return [v for v in raw.split(",") if v]
+    return list(_champion_record(client, name).history)
 
 
 @dataclass(frozen=True)
@@ -109,7 +132,7 @@ class ChampionStatus:
 
 def champion_status(client: MlflowClient, name: str) -> ChampionStatus:
     """The champion version, checked against the recorded one; detects an alias whose version is gone."""
-    recorded = _registered_tags(client, name).get(CHAMPION_TAG)
+    recorded = _champion_record(client, name).version
     try:
         version = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
@@ -146,7 +169,7 @@ def _evaluate(
     lead_holdout: pd.DataFrame | None = None,
 ) -> Evaluation:
     model = load_model_version(client, name, version)
-    thresholds = parse_thresholds(client.get_model_version(name, version).tags.get(THRESHOLDS_TAG))
+    thresholds = _version_record(client, name, version).thresholds
     y = holdout[LABEL_COLUMN].astype("int64").to_numpy()
     proba = model.probability(holdout)
     result = scores(y, proba, model.threshold)
@@ -165,16 +188,8 @@ def _evaluate(
 def _gate(
     metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
 ) -> tuple[bool, str]:
-    """The holdout verdict: the `metric` margin, and, where machines run to failure, lead time no worse
-    (`lead_verdict`). Snapshot data (AI4I) reports its lead-time figures but its gate stays the metric: its
-    labels sit on the failing reading, so no model can warn ahead of it."""
-    on_metric = _verdict(metric, margin, challenger, champion)
-    if not PROFILE.run_to_failure:
-        return on_metric
-    on_lead = lead_verdict(challenger, champion)
-    if not on_lead[0]:
-        return False, f"{on_lead[1]}; {on_metric[1]}"
-    return on_metric[0], f"{on_metric[1]}; {on_lead[1]}"
+    """The holdout verdict under the active profile (`gate.holdout_verdict`)."""
+    return holdout_verdict(Rule(metric, margin, PROFILE.run_to_failure), challenger, champion)
 
 
 def evaluate_version(
@@ -206,6 +221,34 @@ class Decision:
     card: str = ""
     shadow: ShadowVerdict | None = None
 
+    @classmethod
+    def of(
+        cls,
+        version: str,
+        before: str | None,
+        outcome: Outcome,
+        record: VersionRecord,
+        rule: Rule,
+        card: str = "",
+    ) -> Decision:
+        """The decision on `version` (champion `before`) from the gate's `outcome` and the version's
+        `record`; `rule` gives metric and margin where the record has no gate (no champion to compare)."""
+        gate = record.gate
+        return cls(
+            promoted=outcome.promoted,
+            challenger=version,
+            champion_before=before,
+            champion_after=version if outcome.promoted else before,
+            metric=gate.metric if gate is not None else rule.metric,
+            margin=gate.margin if gate is not None else rule.margin,
+            challenger_scores=record.holdout_scores,
+            champion_scores=gate.champion_scores if gate is not None else None,
+            reason=outcome.reason,
+            thresholds=record.thresholds,
+            card=card,
+            shadow=outcome.shadow,
+        )
+
     def table(self) -> pd.DataFrame:
         """Challenger vs champion scores on the shared holdout, one row per model; with a shadow gate also
         their shadow evidence (`shadow_*` columns)."""
@@ -226,78 +269,68 @@ class Decision:
 
 def _set_champion(client: MlflowClient, name: str, version: str, previous: str | None, reason: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "promoted_at", _now())
-    client.set_model_version_tag(name, version, "promotion_reason", reason[:4000])
+    _record(client, name, version, VersionRecord(promoted_at=_now(), promotion_reason=reason))
     if previous is not None and _exists(client, name, previous):
-        client.set_model_version_tag(name, previous, "demoted_at", _now())
-    past = [v for v in history(client, name) if v != version] + [version]
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(past[-HISTORY_LIMIT:]))
-    client.set_registered_model_tag(name, CHAMPION_TAG, version)
+        _record(client, name, previous, VersionRecord(demoted_at=_now()))
+    _record_champion(client, name, _champion_record(client, name).promoted(version))
 
 
-def _verdict(
-    metric: str, margin: float, challenger: dict[str, float], champion: dict[str, float]
-) -> tuple[bool, str]:
-    # expected cost: lower is better
-    gain = (
-        champion[metric] - challenger[metric]
-        if metric == EXPECTED_COST
-        else challenger[metric] - champion[metric]
+@dataclass(frozen=True)
+class _Registered:
+    """A version just registered, with the cost matrix and threshold choices it was tagged with."""
+
+    version: ModelVersion
+    matrix: CostMatrix
+    choices: dict[str, ThresholdChoice]
+
+
+def _register(
+    model_uri: str,
+    name: str,
+    threshold: float,
+    tags: dict[str, str] | None,
+    validation: pd.DataFrame | None,
+    cost_matrix: CostMatrix | None,
+) -> _Registered:
+    """Register `model_uri` tagged with its cost matrix and the thresholds per machine type its
+    `validation` predictions give under it."""
+    matrix = cost_matrix if cost_matrix is not None else parse_cost_matrix(None)
+    choices: dict[str, ThresholdChoice] = (
+        thresholds_by_type(validation, matrix) if validation is not None and len(validation) else {}
     )
-    figures = (
-        f"{metric} {challenger[metric]:.4f} vs {champion[metric]:.4f} (gain {gain:+.4f}, margin {margin})"
+    policy = VersionRecord(thresholds={t: c.threshold for t, c in choices.items()}, cost_matrix=matrix)
+    mv = register_logged_model(
+        model_uri, name, threshold=threshold, tags={**(tags or {}), **policy.to_tags()}
     )
-    if gain > 0 and gain >= margin:
-        return True, f"challenger beats the champion: {figures}"
-    return False, f"champion kept: challenger not better by the margin: {figures}"
+    return _Registered(mv, matrix, choices)
 
 
-def _with_shadow(
-    holdout_ok: bool,
-    holdout_reason: str,
-    verdict: ShadowVerdict | None,
-    gate: ShadowGate | None,
-    version: str,
-) -> tuple[bool, str]:
-    """The holdout verdict combined with the shadow verdict of `gate` (None: the holdout alone)."""
-    if verdict is None or gate is None:
-        return holdout_ok, holdout_reason
-    if not holdout_ok:
-        return False, f"{holdout_reason}; {verdict.reason}"
-    if verdict.sufficient:
-        if verdict.passed:
-            return True, f"{holdout_reason}; {verdict.reason}"
-        return False, f"champion kept: {verdict.reason} (holdout: {holdout_reason})"
-    if gate.on_insufficient == BLOCK:
-        return False, (
-            f"champion kept: {verdict.reason}; version {version} stays challenger and shadows "
-            f"(holdout: {holdout_reason})"
-        )
-    return True, f"{holdout_reason} ({verdict.reason}: the holdout alone decides)"
-
-
-def _record_gate(
+def _evaluate_new(
     client: MlflowClient,
     name: str,
-    version: str,
-    champion: str,
-    holdout: tuple[bool, str],
-    champion_scores: dict[str, float],
-    verdict: ShadowVerdict | None,
-    metric: str,
-    margin: float,
-) -> None:
-    """The holdout verdict against `champion` (and its scores) and the shadow verdict as version tags:
-    what `promote_challenger` decides on later."""
-    client.set_model_version_tag(name, version, GATE_CHAMPION_TAG, champion)
-    client.set_model_version_tag(name, version, GATE_METRIC_TAG, metric)
-    client.set_model_version_tag(name, version, GATE_MARGIN_TAG, str(margin))
-    client.set_model_version_tag(name, version, HOLDOUT_VERDICT_TAG, "passed" if holdout[0] else "failed")
-    client.set_model_version_tag(name, version, HOLDOUT_REASON_TAG, holdout[1][:4000])
-    for key, value in champion_scores.items():
-        client.set_model_version_tag(name, version, f"{CHAMPION_SCORE_PREFIX}{key}", f"{value:.6f}")
-    if verdict is not None:
-        client.set_model_version_tag(name, version, SHADOW_VERDICT_TAG, verdict.reason[:4000])
+    registered: _Registered,
+    holdout: pd.DataFrame,
+    lead_holdout: pd.DataFrame | None,
+) -> Evaluation:
+    """Evaluate the new version and record it (`challenger` alias); a failed evaluation is recorded with a
+    card saying so, and raises."""
+    version, run_id = str(registered.version.version), registered.version.run_id
+    try:
+        evaluation = _evaluate(client, name, version, holdout, registered.matrix, lead_holdout)
+    except Exception as exc:
+        _record(client, name, version, VersionRecord(evaluation=FAILED))
+        attach_card(
+            client,
+            name,
+            version,
+            run_id,
+            f"# Model card: {name} version {version}\n\nEvaluation on the "
+            f"holdout failed ({type(exc).__name__}: {exc}); this version gets no alias.\n",
+        )
+        raise
+    _record(client, name, version, VersionRecord(evaluation=PASSED, holdout_scores=evaluation.scores))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return evaluation
 
 
 def promote_candidate(
@@ -315,12 +348,14 @@ def promote_candidate(
     shadow_gate: ShadowGate | None = None,
     engine: Engine | None = None,
     lead_holdout: pd.DataFrame | None = None,
+    keep_champion: str | None = None,
 ) -> Decision:
     """Register `model_uri` as a new version, evaluate it and the champion on the same `holdout`, and move
     `champion` only when the challenger wins on `metric` by at least `margin` and, with `lead_holdout`
     (holdout readings with machine and time), warns no later and no more falsely (`lead_verdict`) (and, with
     `shadow_gate`, its shadow evidence in `engine` passes or, too little of it, the gate falls back to the
-    holdout).
+    holdout). `keep_champion`, a reason (e.g. a worse replay), keeps an existing champion whatever the
+    holdout says; the version is still registered, evaluated and recorded as failing the gate.
 
     `validation` (out-of-fold predictions: `y`, `proba`, `machine_type`) gives the version its cost-optimal
     threshold per machine type under `cost_matrix` (None: the default matrix). Every version gets a model
@@ -330,52 +365,48 @@ def promote_candidate(
         raise MfdError(f"unknown promotion metric {metric!r}; choose one of {', '.join(PROMOTION_METRICS)}")
     if shadow_gate is not None and engine is None:
         raise MfdError("the shadow gate needs the readings database (engine) its shadow predictions are in")
-    matrix = cost_matrix if cost_matrix is not None else parse_cost_matrix(None)
-    choices: dict[str, ThresholdChoice] = (
-        thresholds_by_type(validation, matrix) if validation is not None and len(validation) else {}
-    )
-    version_tags = {**(tags or {}), COST_MATRIX_TAG: matrix_json(matrix)}
-    if choices:
-        version_tags[THRESHOLDS_TAG] = thresholds_json(choices)
-    mv: ModelVersion = register_logged_model(model_uri, name, threshold=threshold, tags=version_tags)
-    version = str(mv.version)
-    try:
-        evaluation = _evaluate(client, name, version, holdout, matrix, lead_holdout)
-    except Exception as exc:
-        client.set_model_version_tag(name, version, EVALUATION_TAG, "failed")
-        attach_card(
-            client,
-            name,
-            version,
-            mv.run_id,
-            f"# Model card: {name} version {version}\n\nEvaluation on the "
-            f"holdout failed ({type(exc).__name__}: {exc}); this version gets no alias.\n",
-        )
-        raise
-    challenger_scores = evaluation.scores
-    client.set_model_version_tag(name, version, EVALUATION_TAG, "passed")
-    for key, value in challenger_scores.items():
-        client.set_model_version_tag(name, version, f"holdout_{key}", f"{value:.6f}")
-    client.set_registered_model_alias(name, CHALLENGER, version)
-
+    registered = _register(model_uri, name, threshold, tags, validation, cost_matrix)
+    version = str(registered.version.version)
+    evaluation = _evaluate_new(client, name, registered, holdout, lead_holdout)
+    rule = Rule(metric, margin, PROFILE.run_to_failure)
     status = champion_status(client, name)
-    champion_scores = None
-    verdict = None
+    record = VersionRecord(holdout_scores=evaluation.scores, thresholds=evaluation.thresholds)
     if status.version is None:
-        promoted = True
-        reason = f"first champion ({status.problem})" if status.problem else "first champion: none existed"
-        _set_champion(client, name, version, None, reason)
+        outcome = decide(version, evaluation.scores, None, rule, problem=status.problem)
     else:
-        champion_scores = _evaluate(client, name, status.version, holdout, matrix, lead_holdout).scores
-        on_holdout = _gate(metric, margin, challenger_scores, champion_scores)
+        champion = _evaluate(client, name, status.version, holdout, registered.matrix, lead_holdout).scores
+        verdict = None
         if shadow_gate is not None and engine is not None:
             verdict = shadow_verdict(engine, version, shadow_gate)
-        _record_gate(
-            client, name, version, status.version, on_holdout, champion_scores, verdict, metric, margin
+        outcome = decide(
+            version,
+            evaluation.scores,
+            champion,
+            rule,
+            keep_champion=keep_champion,
+            shadow=verdict,
+            gate=shadow_gate,
         )
-        promoted, reason = _with_shadow(*on_holdout, verdict, shadow_gate, version)
-        if promoted:
-            _set_champion(client, name, version, status.version, reason)
+        passed, reason = outcome.holdout
+        gate = GateRecord(status.version, passed, reason, metric, margin, champion_scores=champion)
+        _record(client, name, version, VersionRecord(gate=gate, shadow_reason=verdict and verdict.reason))
+        record = replace(record, gate=gate)
+    if outcome.promoted:
+        _set_champion(client, name, version, status.version, outcome.reason)
+    card = _card(client, name, registered, holdout, evaluation, outcome.reason)
+    return Decision.of(version, status.version, outcome, record, rule, card)
+
+
+def _card(
+    client: MlflowClient,
+    name: str,
+    registered: _Registered,
+    holdout: pd.DataFrame,
+    evaluation: Evaluation,
+    decision: str,
+) -> str:
+    """The new version's model card, attached to it; returned."""
+    version, run_id = str(registered.version.version), registered.version.run_id
     inputs = CardInputs(
         name=name,
         version=version,
@@ -383,39 +414,51 @@ def promote_candidate(
         proba=evaluation.proba,
         threshold=evaluation.threshold,
         thresholds=evaluation.thresholds,
-        choices=choices,
-        cost_matrix=matrix,
-        decision=reason,
-        early_warning=challenger_scores,
+        choices=registered.choices,
+        cost_matrix=registered.matrix,
+        decision=decision,
+        early_warning=evaluation.scores,
     )
-    card = build_card(inputs, client, mv.run_id)
-    attach_card(client, name, version, mv.run_id, card)
-    return Decision(
-        promoted,
-        version,
-        status.version,
-        version if promoted else status.version,
-        metric,
-        margin,
-        challenger_scores,
-        champion_scores,
-        reason,
-        thresholds=evaluation.thresholds,
-        card=card,
-        shadow=verdict,
-    )
+    card = build_card(inputs, client, run_id)
+    attach_card(client, name, version, run_id, card)
+    return card
 
 
-def _scores(tags: dict[str, str], prefix: str) -> dict[str, float]:
-    """The numeric tags starting with `prefix`, without it (e.g. `holdout_pr_auc` -> `pr_auc`)."""
-    out = {}
-    for key, value in tags.items():
-        if key.startswith(prefix):
-            try:
-                out[key[len(prefix) :]] = float(value)
-            except ValueError:
-                continue
-    return out
+def promote_logged(
+    client: MlflowClient,
+    name: str,
+    logged: LoggedCandidate,
+    *,
+    metric: str = "pr_auc",
+    margin: float = 0.005,
+    tags: dict[str, str] | None = None,
+    cost_matrix: CostMatrix | None = None,
+    shadow_gate: ShadowGate | None = None,
+    engine: Engine | None = None,
+    keep_champion: str | None = None,
+) -> Decision:
+    """THE way a trained candidate is promoted (`mfd train --register`, the `champion_model` asset):
+    `promote_candidate` on the candidate's gate holdout (the holdout, + its noisy copy under the robust
+    objective), with thresholds per machine type from its validation folds, lead time and RUL on the clean
+    holdout, and the MLflow run recorded on the version (`mlflow_run_id`, besides `tags`)."""
+    candidate = logged.candidate
+    return promote_candidate(
+        client,
+        name,
+        logged.model_uri,
+        candidate.gate_holdout,
+        threshold=candidate.threshold,
+        metric=metric,
+        margin=margin,
+        tags={"mlflow_run_id": logged.run_id, **(tags or {})},
+        # candidates pickled before validation folds existed have none
+        validation=getattr(candidate, "validation", None),
+        cost_matrix=cost_matrix,
+        shadow_gate=shadow_gate,
+        engine=engine,
+        lead_holdout=getattr(candidate, "holdout", None),
+        keep_champion=keep_champion,
+    )
 
 
 def recorded_holdout(
@@ -424,16 +467,13 @@ def recorded_holdout(
     """The holdout scores recorded for the challenger and the champion (one row each), and which holdout:
     the challenger's gate record when it was compared with this champion (one holdout for both), else each
     version's own registration holdout."""
-    tags = dict(client.get_model_version(name, challenger).tags)
-    if tags.get(GATE_CHAMPION_TAG) == champion:
-        theirs, note = (
-            _scores(tags, CHAMPION_SCORE_PREFIX),
-            "the challenger's, both scored at its registration",
-        )
+    record = _version_record(client, name, challenger)
+    if record.gate is not None and record.gate.champion == champion:
+        theirs, note = record.gate.champion_scores, "the challenger's, both scored at its registration"
     else:
-        theirs = _scores(dict(client.get_model_version(name, champion).tags), "holdout_")
+        theirs = _version_record(client, name, champion).holdout_scores
         note = "each version's own, at its registration"
-    rows = [_scores(tags, "holdout_"), theirs]
+    rows = [record.holdout_scores, theirs]
     return pd.DataFrame(rows, index=[f"challenger v{challenger}", f"champion v{champion}"]), note
 
 
@@ -445,8 +485,8 @@ def awaiting_shadow_verdict(client: MlflowClient, name: str) -> str | None:
         champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
-    tags = client.get_model_version(name, version).tags
-    passed = tags.get(HOLDOUT_VERDICT_TAG) == "passed" and tags.get(GATE_CHAMPION_TAG) == champion
+    gate = _version_record(client, name, version).gate
+    passed = gate is not None and gate.passed and gate.champion == champion
     return version if version != champion and passed else None
 
 
@@ -466,41 +506,13 @@ def promote_challenger(client: MlflowClient, name: str, engine: Engine, gate: Sh
         raise MfdError(f"{name!r} has no usable champion to compare with: {status.problem or 'none yet'}")
     if version == status.version:
         raise MfdError(f"the challenger of {name!r}, version {version}, already is the champion")
-    tags = dict(client.get_model_version(name, version).tags)
-    compared_with = tags.get(GATE_CHAMPION_TAG)
+    record = _version_record(client, name, version)
     verdict = shadow_verdict(engine, version, gate)
-    client.set_model_version_tag(name, version, SHADOW_VERDICT_TAG, verdict.reason[:4000])
-    if compared_with is None:
-        promoted, reason = (
-            False,
-            (f"champion kept: version {version} has no recorded holdout verdict against a champion"),
-        )
-    elif compared_with != status.version:
-        promoted, reason = (
-            False,
-            (
-                f"champion kept: version {version} was compared on the holdout with version {compared_with}, "
-                f"the champion is now version {status.version}: retrain to compare again"
-            ),
-        )
-    else:
-        holdout_ok = tags.get(HOLDOUT_VERDICT_TAG) == "passed"
-        promoted, reason = _with_shadow(holdout_ok, tags.get(HOLDOUT_REASON_TAG, ""), verdict, gate, version)
-    if promoted:
-        _set_champion(client, name, version, status.version, reason)
-    return Decision(
-        promoted,
-        version,
-        status.version,
-        version if promoted else status.version,
-        tags.get(GATE_METRIC_TAG, ""),
-        float(tags.get(GATE_MARGIN_TAG, "nan")),
-        _scores(tags, "holdout_"),
-        _scores(tags, CHAMPION_SCORE_PREFIX),
-        reason,
-        thresholds=parse_thresholds(tags.get(THRESHOLDS_TAG)),
-        shadow=verdict,
-    )
+    _record(client, name, version, VersionRecord(shadow_reason=verdict.reason))
+    outcome = decide_shadowed(version, status.version, record.gate, verdict, gate)
+    if outcome.promoted:
+        _set_champion(client, name, version, status.version, outcome.reason)
+    return Decision.of(version, status.version, outcome, record, Rule("", math.nan))
 
 
 @dataclass(frozen=True)
@@ -528,12 +540,11 @@ def rollback(client: MlflowClient, name: str) -> Rollback:
         )
     target = past[-1]
     client.set_registered_model_alias(name, CHAMPION, target)
-    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(past))
-    client.set_registered_model_tag(name, CHAMPION_TAG, target)
-    client.set_model_version_tag(name, target, "promoted_at", _now())
-    client.set_model_version_tag(name, target, "promotion_reason", f"rollback from version {current.version}")
+    _record_champion(client, name, ChampionRecord(tuple(past), target))
+    reason = f"rollback from version {current.version}"
+    _record(client, name, target, VersionRecord(promoted_at=_now(), promotion_reason=reason))
     if current.version is not None:
-        client.set_model_version_tag(name, current.version, "rolled_back_at", _now())
+        _record(client, name, current.version, VersionRecord(rolled_back_at=_now()))
     return Rollback(current.version, target, tuple(skipped))
 
 
@@ -556,12 +567,12 @@ def describe(client: MlflowClient, name: str) -> pd.DataFrame:
                 "version": int(mv.version),
                 "aliases": ",".join(sorted(by_version.get(str(mv.version), []))),
                 "evaluation": tags.get(EVALUATION_TAG, ""),
-                "pr_auc": tags.get("holdout_pr_auc", ""),
-                "roc_auc": tags.get("holdout_roc_auc", ""),
-                "threshold": tags.get("threshold", ""),
-                "promoted_at": tags.get("promoted_at", ""),
-                "demoted_at": tags.get("demoted_at", ""),
-                "rolled_back_at": tags.get("rolled_back_at", ""),
+                "pr_auc": tags.get(f"{HOLDOUT_PREFIX}pr_auc", ""),
+                "roc_auc": tags.get(f"{HOLDOUT_PREFIX}roc_auc", ""),
+                "threshold": tags.get(THRESHOLD_TAG, ""),
+                "promoted_at": tags.get(PROMOTED_AT_TAG, ""),
+                "demoted_at": tags.get(DEMOTED_AT_TAG, ""),
+                "rolled_back_at": tags.get(ROLLED_BACK_AT_TAG, ""),
             }
         )
     columns = [
