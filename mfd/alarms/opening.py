@@ -15,6 +15,7 @@ one machine take turns."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Engine
 from mfd.alarms.batch import Batch, Plan, plan_batch
 from mfd.alarms.model import DEFAULT_DEBOUNCE, RISK, AlarmUpdate, ensure_tables
 from mfd.alarms.writes import active_alarms, machine_states, write_bumps, write_opens, write_risk
+from mfd.alerts.costs import threshold_array
 from mfd.schema import SEGMENT_COLUMN
 from mfd.storage.tables import ensure_detection_tables, machine_risk, predictions, readings
 
@@ -100,7 +102,8 @@ def update_alarms(
     if scored.empty:
         return report
     if thresholds and "machine_type" in scored and "threshold" not in scored:
-        scored = scored.assign(threshold=scored["machine_type"].map(thresholds).astype(float))
+        # A machine type without a threshold gets none (NaN): the reading's label decides.
+        scored = scored.assign(threshold=threshold_array(scored["machine_type"], thresholds, math.nan))
     batch = Batch.of(scored)
     if conn is None:
         with engine.begin() as own:

@@ -78,18 +78,19 @@ class ServedModel:
         probabilities = failure_probability(self.pipeline.predict_proba(inputs))
         rul = self.model.estimate_rul(frame) if len(frame) else None
         ruls = [None] * len(frame) if rul is None else [float(v) for v in rul]
-        m, by_type, default = self.model, self.policy.thresholds, self.policy.default
+        m, kinds = self.model, frame["machine_type"]
+        thresholds = self.policy.threshold_for(kinds).tolist()
         return [
             {
                 "probability": p,
-                "label": int(p >= (t := by_type.get(kind, default))),
+                "label": int(p >= t),
                 "threshold": t,
                 "machine_type": kind,
                 "model_name": m.name,
                 "model_version": m.version,
                 "rul_estimate": r,
             }
-            for p, kind, r in zip(probabilities.tolist(), frame["machine_type"].tolist(), ruls, strict=True)
+            for p, t, kind, r in zip(probabilities.tolist(), thresholds, kinds.tolist(), ruls, strict=True)
         ]
 
     def explain(self, readings: list[Reading]) -> list[Explained]:
