@@ -13,7 +13,7 @@ from functools import cache
 from typing import Annotated, Any
 
 # One OpenMP thread per worker: on small adaptive batches, waking a thread team costs more than the trees
-# (HistGradientBoosting: 5 ms vs 70+ ms per call on a busy 2-core machine). Set before sklearn loads.
+# (docs/serving.md has the figures). Set before sklearn loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # MLflow's client retries a dead server for minutes by default; the service falls back to its local copy.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -91,9 +91,8 @@ status_app = Starlette(routes=[Route("/status", _status, methods=["GET"])])
 
 @bentoml.service(
     name="machine_failure",
-    # One worker per core of the 2-core target: a worker's event loop saturates one core. With bench/serve.py's
-    # load, 1 -> 2 workers: 1 reading/request 4,200-5,100 -> 7,000-9,500 req/s; 1,000 readings/request
-    # 130-160k -> 140-320k rows/s (wrk's few connections can all land on one worker); 3 workers were slower.
+    # One worker per core of the 2-core target: a worker's event loop saturates one core; three were slower
+    # (bench/serve.py; the figures are in docs/serving.md).
     workers=2,
     traffic={"timeout": 30},
     metrics={"enabled": True},
@@ -125,15 +124,14 @@ class MachineFailureService:
         self.readings = readings_store.create_engine(settings.readings_url)
         bind_apis(self, ["predict", "explain"])
         # Everything loaded so far (mlflow, sklearn, pandas, the model) lives as long as the process: keep it out
-        # of the garbage collector's full scans, which stalled requests for 100-200 ms (p99 217 ms -> 42 ms).
+        # of the garbage collector's full scans, which stalled requests (docs/serving.md).
         gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.champion.ready
 
-    # Measured on 2 cores, 1,000 readings per request (bench/serve.py's load): max_batch_size 1,000, 2,000
-    # and 4,000 were within noise (190-290k rows/s; 2,000 a little ahead on average). No 503 at
-    # max_latency_ms 100 or 1,000: the looser bound sheds load only when a worker is far behind.
+    # The batch bounds as measured with bench/serve.py's load (docs/serving.md): larger or smaller batches
+    # were within noise; the looser latency bound sheds load only when a worker is far behind.
     @bentoml.api(batchable=True, max_batch_size=2_000, max_latency_ms=1_000)
     def predict(self, readings: Readings) -> list[Prediction]:
         """Score readings: probability, label, threshold, model name and version, one per reading."""

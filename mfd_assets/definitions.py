@@ -49,7 +49,7 @@ defs = dg.Definitions(
     ],
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=JOBS,
-    # Steps of one run share a process, as in `make run`: a step subprocess costs 13-18 s to start.
+    # Steps of one run share a process, as in `make run`: a step subprocess costs seconds to start.
     executor=dg.in_process_executor,
     # Step events at INFO on the console (the CLI, make run); the event log keeps the full DEBUG stream.
     loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},

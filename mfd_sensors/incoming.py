@@ -37,8 +37,8 @@ class Route:
 
 
 MAX_REPORTED = 10  # files out of attempts logged by name each tick (the skip message counts them all)
-# A file waits for this tick after its upload: 5 s (one listing of incoming/) keeps the stack's reading ->
-# prediction p95 under 40 s (docs/operating.md).
+# A file waits for this tick after its upload (one listing of incoming/ a tick; its share of the stack's
+# reading -> prediction latency: docs/operating.md).
 INTERVAL_S = 5
 READINGS_ROUTE = Route(incoming_files, ingest_readings_job)
 PERIPHERAL_ROUTE = Route(peripheral_files, ingest_peripheral_job)

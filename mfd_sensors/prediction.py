@@ -15,8 +15,8 @@ from mfd_assets.detection import PredictionBatchConfig
 from mfd_assets.jobs import prediction_job
 from mfd_resources import ReadingsStore, Tracking
 
-# A reading waits for this tick after it is loaded: 5 s keeps the stack's reading -> prediction p95 under 40 s
-# (docs/operating.md). A tick without new readings is two max(id) queries and one runs query.
+# A reading waits for this tick after it is loaded (its share of the stack's reading -> prediction latency:
+# docs/operating.md). A tick without new readings is two max(id) queries and one runs query.
 INTERVAL_S = 5
 LANE_TAG = "mfd/lane"
 RESCUE_TAG = "mfd/again_after"  # on a run requested again for a range whose run failed for good

@@ -16,7 +16,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
-# Boosting iterations / forest trees fit between two deadline checks: ~0.1-0.3 s each on AI4I folds.
+# Boosting iterations / forest trees fit between two deadline checks (a fraction of a second on AI4I folds,
+# docs/training.md).
 BOOSTING_CHUNK = 25
 FOREST_CHUNK = 25
 

@@ -18,9 +18,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from threadpoolctl import threadpool_limits
 
-# Measured on AI4I (bench/quality_model.py, docs/training.md): the flat walk beats scikit-learn up to ~400
-# rows for the tree families' reference configurations; joblib threads for the forest pay for their ~15 ms
-# start-up only from ~8,000 rows on this 2-core machine.
+# Where the flat walk stops beating scikit-learn, and from how many rows joblib threads for the forest pay
+# for their start-up: measured on AI4I (bench/quality_model.py; the figures are in docs/training.md).
 MAX_FLAT_ROWS = 256
 MIN_THREADED_ROWS = 8_000
 # chunked_predict_proba: rows per chunk (scikit-learn's per-call cost, ~10 us per tree, stays negligible)
