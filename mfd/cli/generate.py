@@ -36,6 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is set, else a local directory). See docs/generator.md.",
     )
     parser.add_argument("--machines", type=int, default=10, help="machines in the fleet (default 10)")
+    _add_timing_options(parser)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed: same options, same readings (default 0)"
+    )
+    _add_output_options(parser)
+    parser.add_argument(
+        "--start",
+        help="time of the first reading, ISO 8601 (UTC unless a zone is given); default: the history ends "
+        "now (with --rate: it starts now and follows the clock)",
+    )
+    add_maintenance_options(parser)
+    parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _add_timing_options(parser: argparse.ArgumentParser) -> None:
+    """How many readings, how fast, how far apart."""
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
         "--rows", type=int, help=f"readings in total, all machines (default {DEFAULT_ROWS:,} without --rate)"
@@ -56,9 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile's horizon / 30 for a generic profile; with --rate: machines / rate, so timestamps follow "
         "the wall clock)",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed: same options, same readings (default 0)"
-    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Where the readings go (--sink and its options), peripheral devices, malformed rows."""
     parser.add_argument(
         "--sink",
         action="append",
@@ -90,15 +109,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of malformed rows (and extra malformed files) in the CSV files, to test validation "
         "(needs --sink files; the database gets clean rows). Default 0",
     )
-    parser.add_argument(
-        "--start",
-        help="time of the first reading, ISO 8601 (UTC unless a zone is given); default: the history ends "
-        "now (with --rate: it starts now and follows the clock)",
-    )
-    add_maintenance_options(parser)
-    parser.add_argument("--database-url", help="readings database URL (overrides MFD_DATABASE_URL)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def add_maintenance_options(parser: argparse.ArgumentParser) -> None:
