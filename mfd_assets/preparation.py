@@ -12,6 +12,7 @@ from mfd.preparation.clusters import cluster_machines, cluster_scatter
 from mfd.preparation.expectations import MAX_LABEL_RATE, MIN_FAILURES, MIN_LABEL_RATE, validate_training_set
 from mfd.preparation.labels import (
     FROM_MAINTENANCE,
+    count_censored,
     coverage_by_machine,
     coverage_by_source,
     readings_per_machine,
@@ -124,12 +125,15 @@ def training_set(
     with_peripheral = rows_with_peripheral(df)
     by_source = coverage_by_source(labelled)
     by_machine = coverage_by_machine(labelled, readings_per_machine(readings_store.engine))
+    censored = count_censored(readings_store.engine)  # unknown future: not negatives, left out
     context.log.info(
-        "training set: %d rows (%d labelled by maintenance), %d failures, %d with peripheral data",
+        "training set: %d rows (%d labelled by maintenance), %d failures, %d with peripheral data, "
+        "%d censored readings left out",
         len(df),
         int(by_source.loc[FROM_MAINTENANCE, "rows"]),
         failures,
         with_peripheral,
+        censored,
     )
     modes = df[list(FAILURE_MODE_COLUMNS)].sum().rename("rows").to_frame().rename_axis("failure mode")
     return dg.Output(
@@ -144,6 +148,7 @@ def training_set(
                 "maintenance_records": len(sources.maintenance),
                 "label_window": config.label_window,
                 "candidate_readings_unlabelled": len(sources.readings) - len(labelled),
+                "censored_readings": censored,
                 "merge_tolerance": config.merge_tolerance,
                 "label_coverage_by_source": table_metadata(by_source),
                 "label_coverage_by_machine": table_metadata(by_machine.head(MACHINES_SHOWN)),

@@ -75,6 +75,24 @@ def _before_last_record() -> sa.ColumnElement[bool]:
     return readings.c.timestamp <= last
 
 
+def count_censored(engine: Engine) -> int:
+    """Unlabelled readings whose future is unknown: after their machine's last maintenance record, or of a
+    machine without one. They are left out of the training set (neither positive nor negative)."""
+    maintenance_records.create(engine, checkfirst=True)
+    last = (
+        sa.select(sa.func.max(maintenance_records.c.timestamp))
+        .where(maintenance_records.c.machine_id == readings.c.machine_id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(sa.func.count())
+        .select_from(readings)
+        .where(readings.c[LABEL_COLUMN].is_(None), sa.or_(last.is_(None), readings.c.timestamp > last))
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar())
+
+
 def labelled_filter(maintenance: pd.DataFrame, window: pd.Timedelta) -> Iterator[sa.ColumnElement[bool]]:
     """WHERE clauses whose union is the readings a training set uses: labelled, or in a window (for a
     profile whose labels come only from records: every reading before its machine's last record)."""

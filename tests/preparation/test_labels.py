@@ -118,6 +118,8 @@ def test_maintenance_labels_reach_training_set(pg_url: str, tmp_path: Path) -> N
     assert got == {key: (label, twf) for key, (label, _, twf) in EXPECTED.items()}
     assert meta["training_set"]["labelled_by_maintenance"].value == 3
     assert meta["training_set"]["maintenance_records"].value == 2
+    # unknown future, left out: M-1 an hour after its last record, M-3 without a record
+    assert meta["training_set"]["censored_readings"].value == 2
     by_source = {r.data["source"]: r.data for r in meta["training_set"]["label_coverage_by_source"].records}
     assert (by_source["reading"]["rows"], by_source["maintenance"]["rows"]) == (2, 3)
     assert (by_source["reading"]["failures"], by_source["maintenance"]["failures"]) == (1, 2)
