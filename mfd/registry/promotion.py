@@ -298,7 +298,7 @@ def _register(
     choices: dict[str, ThresholdChoice] = (
         thresholds_by_type(validation, matrix) if validation is not None and len(validation) else {}
     )
-    policy = VersionRecord(thresholds={t: c.threshold for t, c in choices.items()}, cost_matrix=matrix)
+    policy = VersionRecord.with_policy({t: c.threshold for t, c in choices.items()}, matrix)
     mv = register_logged_model(
         model_uri, name, threshold=threshold, tags={**(tags or {}), **policy.to_tags()}
     )

@@ -110,7 +110,7 @@ class VersionRecord:
     evaluation: str | None = None  # PASSED or FAILED
     holdout_scores: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
-    cost_matrix: CostMatrix | None = None
+    cost_matrix_json: str | None = None  # as tagged: read under the profile of the reader (`cost_matrix`)
     gate: GateRecord | None = None
     shadow_reason: str | None = None
     promoted_at: str | None = None
@@ -132,18 +132,28 @@ class VersionRecord:
         tags |= _scores_tags(self.holdout_scores, HOLDOUT_PREFIX)
         if self.thresholds:
             tags[THRESHOLDS_TAG] = thresholds_json(self.thresholds)
-        if self.cost_matrix is not None:
-            tags[COST_MATRIX_TAG] = matrix_json(self.cost_matrix)
+        if self.cost_matrix_json is not None:
+            tags[COST_MATRIX_TAG] = self.cost_matrix_json
         return tags | (self.gate.to_tags() if self.gate is not None else {})
 
     @classmethod
+    def with_policy(cls, thresholds: Mapping[str, float], matrix: CostMatrix) -> VersionRecord:
+        """The decision policy a version is registered with: thresholds per machine type, cost matrix."""
+        return cls(thresholds=dict(thresholds), cost_matrix_json=matrix_json(matrix))
+
+    @property
+    def cost_matrix(self) -> CostMatrix | None:
+        """The tagged cost matrix (None: none tagged); MfdError when it does not fit the active profile."""
+        return parse_cost_matrix(self.cost_matrix_json) if self.cost_matrix_json else None
+
+    @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> VersionRecord:
-        """The record in a version's tags (other tags, e.g. the model's own, are ignored)."""
+        """The record in a version's tags (other tags, e.g. the model's own, are ignored); never raises."""
         return cls(
             evaluation=tags.get(EVALUATION_TAG),
             holdout_scores=_scores(tags, HOLDOUT_PREFIX),
             thresholds=parse_thresholds(tags.get(THRESHOLDS_TAG)),
-            cost_matrix=parse_cost_matrix(tags[COST_MATRIX_TAG]) if tags.get(COST_MATRIX_TAG) else None,
+            cost_matrix_json=tags.get(COST_MATRIX_TAG) or None,
             gate=GateRecord.from_tags(tags),
             shadow_reason=tags.get(SHADOW_VERDICT_TAG),
             promoted_at=tags.get(PROMOTED_AT_TAG),

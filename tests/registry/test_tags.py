@@ -8,6 +8,7 @@ import math
 import pytest
 
 from mfd.alerts.costs import matrix_json, parse_cost_matrix
+from mfd.errors import MfdError
 from mfd.registry.gate import Rule, decide, decide_shadowed
 from mfd.registry.tags import ChampionRecord, GateRecord, VersionRecord
 
@@ -45,6 +46,10 @@ def test_a_version_registered_before_the_gate_reads_back() -> None:
     assert record.evaluation == "passed"
     assert record.holdout_scores == {"pr_auc": 0.812345, "roc_auc": 0.97}
     assert record.thresholds == {} and record.cost_matrix is None and record.gate is None
+    assert VersionRecord.with_policy({"L": 0.3}, MATRIX).to_tags() == {
+        "thresholds": '{"L": 0.3}',
+        "cost_matrix": matrix_json(MATRIX),
+    }
     assert record.promoted_at == "2026-01-02T03:04:05+00:00" and record.demoted_at
     assert record.promotion_reason == "first champion: none existed" and record.rolled_back_at is None
     # written again, the record's own tags come back unchanged (the model's own, e.g. threshold, are not its)
@@ -76,7 +81,7 @@ def test_records_write_the_old_formats_and_read_them_back() -> None:
         evaluation="passed",
         holdout_scores={"pr_auc": 0.9, "expected_cost": 1.5},
         thresholds={"L": 0.3},
-        cost_matrix=MATRIX,
+        cost_matrix_json=matrix_json(MATRIX),
         gate=gate,
         shadow_reason="x" * 5000,
     )
@@ -127,3 +132,12 @@ def test_decide_keeps_the_champion_for_a_named_reason_and_records_the_holdout_as
 def test_a_shadowed_challenger_without_a_gate_against_todays_champion_is_refused(recorded, expected) -> None:
     outcome = decide_shadowed("3", "2", recorded, shadow=None, gate=None)
     assert not outcome.promoted and expected in outcome.reason
+
+
+def test_a_cost_matrix_of_another_profile_reads_back_and_only_fails_when_used() -> None:
+    other = '{"Z": {"missed_failure": 1, "false_stop": 1, "late_alarm": 1}}'
+    record = VersionRecord.from_tags({"cost_matrix": other, "thresholds": "not json", "gate_margin": "x"})
+    assert record.cost_matrix_json == other and record.thresholds == {} and record.gate is None
+    assert record.to_tags() == {"cost_matrix": other}
+    with pytest.raises(MfdError, match="unknown machine type"):
+        _ = record.cost_matrix
