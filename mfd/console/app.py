@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ from mfd.schema import PROFILE
 from mfd.serving.guards import key_matches
 from mfd.storage.tables import ensure_alarm_tables, ensure_detection_tables
 
+_STARTED = secrets.token_hex(4)  # the tables' tokens of this process differ from an earlier one's
+
 
 @dataclass(frozen=True)
 class ConsoleConfig:
@@ -37,37 +40,50 @@ class ConsoleConfig:
 
 
 def _tables(
-    engine: Engine, config: ConsoleConfig, caches: render.Caches, now: datetime, key: tuple
+    engine: data.Source, config: ConsoleConfig, caches: render.Caches, now: datetime, key: tuple
 ) -> dict[str, str]:
-    """The alarm and fleet tables: as last rendered while the store's version and the number of stale
-    machines (which grows with time alone) are unchanged, else read and rendered (unchanged rows from
-    `caches`)."""
+    """The alarm and fleet tables and their token: as last rendered while the store's version and the
+    number of stale machines (which grows with time alone) are unchanged, else read and rendered
+    (unchanged rows from `caches`; the fleet read brings the trends that changed, see `keep_trends`)."""
     last = caches.tables
     if last is not None and last[0] == key:
         return last[1]
-    machines = data.fleet(engine, now, config.stale_after)
+    machines = data.fleet(engine, now, config.stale_after, trends_after=caches.trends_after())
+    missing = set(render.keep_trends(machines, caches))
+    if missing:  # a last reading id that moved without passing the cursor: read those trends by key
+        read = data.trends(engine, sorted(missing))
+        caches.trends |= {name: found for name, found in read.items() if name in missing}
     alarms = data.alarm_list(engine)
-    missing = render.missing_sparklines(machines, caches)
-    trends = data.trends(engine, missing) if missing else {}
+    caches.rendered += 1
     tables = {
         "alarms": render.alarm_rows(alarms, caches),
-        "fleet": render.fleet_rows(machines, trends, caches),
+        "fleet": render.fleet_rows(machines, caches),
+        "tables": f"{_STARTED}-{caches.rendered}",
     }
     caches.tables = (key, tables)
     return tables
 
 
 def fragments(
-    engine: Engine, config: ConsoleConfig, caches: render.Caches, now: datetime | None = None
+    engine: Engine,
+    config: ConsoleConfig,
+    caches: render.Caches,
+    now: datetime | None = None,
+    shown: str | None = None,
 ) -> dict[str, str]:
     """The page's live parts as HTML: the summary from this moment's figures, the tables re-rendered only
-    when what they show changed."""
+    when what they show changed, and their token ("tables"); the tables are left out when `shown` (the
+    token of those the page shows) is theirs."""
     now = now or datetime.now(UTC)
-    figures = data.figures(engine, now, config.stale_after)
-    key = (*data.version(engine), figures.machines_stale)
+    with data.reading(engine) as conn:  # one connection for the page's reads
+        figures = data.figures(conn, now, config.stale_after)
+        key = (*data.version(conn), figures.machines_stale)
+        tables = _tables(conn, config, caches, now, key)
+    if shown == tables["tables"]:
+        tables = {"tables": tables["tables"]}
     return {
         "summary": render.summary(figures, config.stale_after, now),
-        **_tables(engine, config, caches, now, key),
+        **tables,
         "generated_at": now.isoformat(),
     }
 
@@ -152,7 +168,8 @@ def create_app(engine: Engine, config: ConsoleConfig | None = None) -> Starlette
         return HTMLResponse(render.page(config.title, parts, config.poll_s))
 
     async def live(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(fragments, engine, config, caches))
+        shown = request.query_params.get("tables")
+        return JSONResponse(await run_in_threadpool(fragments, engine, config, caches, None, shown))
 
     async def metrics(request: Request) -> Response:
         figures = await run_in_threadpool(data.figures, engine, datetime.now(UTC), config.stale_after)

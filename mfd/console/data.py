@@ -4,12 +4,14 @@ alarm's risk around it, and the figures `/metrics` exports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from mfd.alarms.model import ACTIVE, RISK, aware
 from mfd.storage.tables import alarms, machine_risk, predictions, readings
@@ -18,54 +20,82 @@ ALARM_LIMIT = 500  # unresolved alarms the page lists (the worst first)
 TRENDS_BY_KEY = 100  # above this many machines, every trend is read in one scan
 
 
-def fleet(engine: Engine, now: datetime, stale_after: timedelta) -> list[dict[str, Any]]:
+Source = Engine | Connection  # the store, or a connection of `reading` the page's reads share
+
+
+@contextmanager
+def reading(source: Source) -> Iterator[Connection]:
+    """A connection for the page's reads (`source` itself when it is one); on PostgreSQL without parallel
+    workers (SET LOCAL: this read's transaction only). Starting them costs more than these scans of a
+    thousand-odd rows, which the planner overestimates many times on tables bloated by the batches'
+    updates."""
+    if isinstance(source, Connection):
+        yield source
+        return
+    with source.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+        yield conn
+
+
+def fleet(
+    engine: Source, now: datetime, stale_after: timedelta, trends_after: int | None = None
+) -> list[dict[str, Any]]:
     """Every machine's latest risk, threshold, last reading, time to failure (None until early warning gives one),
-    whether it is stale, and its unresolved alarm's id and state; highest risk first."""
+    whether it is stale, and its unresolved alarm's id and state; highest risk first. `trend`: the trend JSON
+    of the machines whose last reading id is above `trends_after` (of all when None), else None: after a
+    detection batch the same query reads the trends that changed and only those."""
     m, a = machine_risk.c, alarms.c
-    query = (
-        sa.select(
-            m.machine_id,
-            m.machine_type,
-            m.risk,
-            m.threshold,
-            m.rul_estimate,
-            m.last_reading_id,
-            m.last_timestamp,
-            a.id.label("alarm_id"),
-            a.state.label("alarm_state"),
+    trend = m.trend if trends_after is None else sa.case((m.last_reading_id > trends_after, m.trend))
+    columns = (m.machine_type, m.risk, m.threshold, m.rul_estimate, m.last_reading_id, m.last_timestamp)
+    query = sa.select(m.machine_id, *columns, trend.label("trend")).order_by(m.risk.desc(), m.machine_id)
+    # The unresolved alarms by the state index (a few hundred rows), joined here: a join in SQL was
+    # planned as a nested loop over the machines once the batches' updates had bloated machine_risk.
+    active = sa.select(a.machine_id, a.id, a.state).where(a.state.in_(ACTIVE), a.kind == RISK)
+    with reading(engine) as conn:
+        rows = conn.execute(query).all()
+        unresolved = {name: (i, state) for name, i, state in conn.execute(active)}
+    out, none, silent_since = [], (None, None), now - stale_after
+    for name, mtype, risk, threshold, rul, last, at, trend in rows:
+        at = aware(at)
+        alarm_id, alarm_state = unresolved.get(name, none)
+        out.append(
+            {
+                "machine_id": name,
+                "machine_type": mtype,
+                "risk": risk,
+                "threshold": threshold,
+                "rul_estimate": rul,
+                "last_reading_id": last,
+                "last_timestamp": at,
+                "trend": trend,
+                "alarm_id": alarm_id,
+                "alarm_state": alarm_state,
+                "stale": at < silent_since,
+            }
         )
-        .select_from(
-            # The unresolved alarms by the state index (a few hundred rows), not all 100,000s by open_key.
-            machine_risk.outerjoin(
-                alarms, sa.and_(a.state.in_(ACTIVE), a.machine_id == m.machine_id, a.kind == RISK)
-            )
-        )
-        .order_by(m.risk.desc(), m.machine_id)
-    )
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
-    for row in rows:
-        row["last_timestamp"] = aware(row["last_timestamp"])
-        row["stale"] = now - row["last_timestamp"] > stale_after
-    return rows
+    return out
 
 
-def trends(engine: Engine, machines: list[str]) -> dict[str, str]:
-    """The trend JSON ([[epoch seconds, risk], ...]) of the given machines (of all machines when most are
-    asked for, as after a detection batch: one plain scan instead of an IN list of a thousand keys)."""
-    found: dict[str, str] = {}
-    with engine.connect() as conn:
+def trends(engine: Source, machines: list[str]) -> dict[str, tuple[int, str]]:
+    """The given machines' last reading id and trend JSON ([[epoch seconds, risk], ...]), for those whose
+    trend `fleet` did not return (a last reading id at or below the cursor: rare). Keys in IN lists of up
+    to 1,000; above `TRENDS_BY_KEY` machines one plain scan of all of them."""
+    m = machine_risk.c
+    found: dict[str, tuple[int, str]] = {}
+    with reading(engine) as conn:
         if len(machines) > TRENDS_BY_KEY:
-            return dict(conn.execute(sa.select(machine_risk.c.machine_id, machine_risk.c.trend)).all())
+            rows = conn.execute(sa.select(m.machine_id, m.last_reading_id, m.trend)).all()
+            return {name: (int(last), text) for name, last, text in rows}
         for i in range(0, len(machines), 1000):
-            query = sa.select(machine_risk.c.machine_id, machine_risk.c.trend).where(
-                machine_risk.c.machine_id.in_(machines[i : i + 1000])
+            query = sa.select(m.machine_id, m.last_reading_id, m.trend).where(
+                m.machine_id.in_(machines[i : i + 1000])
             )
-            found |= dict(conn.execute(query).all())
+            found |= {name: (int(last), text) for name, last, text in conn.execute(query)}
     return found
 
 
-def alarm_list(engine: Engine, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]:
+def alarm_list(engine: Source, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]:
     """Unresolved alarms: most severe first, then the unacknowledged, then the oldest."""
     a = alarms.c
     unacknowledged_first = sa.case((a.acknowledged_at.is_(None), 0), else_=1)
@@ -75,8 +105,8 @@ def alarm_list(engine: Engine, limit: int = ALARM_LIMIT) -> list[dict[str, Any]]
         .order_by(a.severity.desc(), unacknowledged_first, a.opened_at, a.id)
         .limit(limit)
     )
-    with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
+    with reading(engine) as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings().all()]
     for row in rows:  # top_features and nearest_rule stay JSON text: the renderer parses what it draws
         for col in ("opened_at", "first_seen", "last_seen", "acknowledged_at", "snoozed_until"):
             row[col] = aware(row[col]) if row[col] else None
@@ -109,13 +139,13 @@ def alarm_risk(
     return dict(alarm._mapping), points
 
 
-def version(engine: Engine) -> tuple:
+def version(engine: Source) -> tuple:
     """What the fleet and alarm tables show changed when this changed: machine_risk's newest update and
     its readings taken (sum of last reading ids), the unresolved alarms' number, newest update, total
     count and how many are acknowledged, snoozed or escalated. Two aggregates: ~1,000 machine rows, the
     unresolved alarms by the state index."""
     m, a = machine_risk.c, alarms.c
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         risk = conn.execute(sa.select(sa.func.max(m.updated_at), sa.func.sum(m.last_reading_id))).one()
         alarm = conn.execute(
             sa.select(
@@ -139,12 +169,12 @@ class Figures:
     machines_stale: int
 
 
-def figures(engine: Engine, now: datetime, stale_after: timedelta) -> Figures:
+def figures(engine: Source, now: datetime, stale_after: timedelta) -> Figures:
     """The metrics: unresolved alarms by state; detection lag (0 when every stored reading is scored,
     else the time since the newest prediction was written); readings whose time lies in the last minute;
     machines, and those silent longer than `stale_after`."""
     a, m, r, p = alarms.c, machine_risk.c, readings.c, predictions.c
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         by_state = dict(
             conn.execute(
                 sa.select(a.state, sa.func.count()).where(a.state.in_(ACTIVE)).group_by(a.state)

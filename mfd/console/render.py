@@ -1,5 +1,7 @@
 """The console's HTML, rendered on the server: the page shell, and the fragments (summary, alarm rows,
-fleet rows) that the page's few lines of JS fetch every few seconds and swap in. Sparklines are inline SVG."""
+fleet rows) that the page's few lines of JS fetch every few seconds and swap in. A fleet row carries its
+machine's trend as numbers (`data-trend`, the JSON machine_risk keeps) and the page's script draws the
+sparklines; the alarm page's risk plot is an SVG drawn here (`sparkline`)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ DASH = "—"
 
 
 def sparkline(points: list[list[float]], threshold: float | None, width: int = 140, height: int = 28) -> str:
-    """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed. Plain
-    Python: a fleet of 1,000 machines draws all its sparklines again after every detection batch."""
+    """An inline SVG of risk (0..1) over time (at most `width` / 4 points), the threshold dashed (the alarm
+    page's plot; the page's script draws the fleet's sparklines the same way, `SCRIPT`'s `spark`)."""
     if not len(points):
         return f'<svg class="spark" width="{width}" height="{height}"></svg>'
     step = max(1, -(-len(points) // max(width // 4, 2)))
@@ -56,31 +58,50 @@ class RowCache:
 
 @dataclass
 class Caches:
-    """One app's rendered sparklines and rows (per app: keys are only unique within one database)."""
+    """One app's trends and rendered rows (per app: keys are only unique within one database)."""
 
-    sparks: RowCache = field(default_factory=RowCache)
+    # machine -> (last reading id, trend JSON): each machine's trend as of its last reading taken; the
+    # machines of the last fleet read only (replaced whole)
+    trends: dict[str, tuple[int, str]] = field(default_factory=dict)
     fleet: RowCache = field(default_factory=RowCache)
     alarms: RowCache = field(default_factory=RowCache)
     why: RowCache = field(default_factory=RowCache)  # an alarm's "why" changes only at a new peak
-    # (store version, {"alarms": ..., "fleet": ...}): the tables as last rendered, reused while the
-    # store's version (`mfd.console.data.version`) is unchanged; one tuple, replaced whole
+    # (store version, {"alarms": ..., "fleet": ..., "tables": token}): the tables as last rendered, reused
+    # while the store's version (`mfd.console.data.version`) is unchanged; one tuple, replaced whole
     tables: tuple[tuple, dict[str, str]] | None = None
+    rendered: int = 0  # how many times the tables were rendered (the token's serial)
+
+    def trends_after(self) -> int | None:
+        """The highest last reading id whose trend is kept (None when none is): a machine whose last
+        reading id is above it has a trend not seen yet."""
+        return max((last for last, _ in self.trends.values()), default=None)
 
 
-def spark_key(machine: dict[str, Any]) -> tuple:
-    return (machine["machine_id"], machine["last_reading_id"], machine["threshold"])
-
-
-def missing_sparklines(machines: list[dict[str, Any]], caches: Caches) -> list[str]:
-    """Machines whose sparkline is not rendered for their last reading yet (their trend must be read)."""
-    return [m["machine_id"] for m in machines if spark_key(m) not in caches.sparks.rows]
+def keep_trends(machines: list[dict[str, Any]], caches: Caches) -> list[str]:
+    """Keep each machine's trend for its last reading: the one the fleet read returned (`trend`, when it
+    changed), else the kept one if still for that reading; machines gone from the fleet dropped. Returns
+    the machines whose trend is unknown (their last reading id moved without passing the cursor)."""
+    kept: dict[str, tuple[int, str]] = {}
+    missing = []
+    for m in machines:
+        name, last = m["machine_id"], m["last_reading_id"]
+        seen = caches.trends.get(name)
+        if m["trend"] is not None:
+            kept[name] = (last, m["trend"])
+        elif seen is not None and seen[0] == last:
+            kept[name] = seen
+        else:
+            missing.append(name)
+    caches.trends = kept
+    return missing
 
 
 def when(value: datetime | None) -> str:
     """A UTC time the page's script turns into "... ago" (the row's HTML stays the same as time passes)."""
     if value is None:
         return DASH
-    return f'<time datetime="{value.isoformat()}">{value:%Y-%m-%d %H:%M:%S} UTC</time>'
+    iso = value.isoformat()  # cheaper than strftime, a thousand times a render
+    return f'<time datetime="{iso}">{iso[:10]} {iso[11:19]} UTC</time>'
 
 
 def _why(alarm: dict[str, Any]) -> str:
@@ -143,30 +164,37 @@ def alarm_rows(alarms: list[dict[str, Any]], caches: Caches) -> str:
     )
 
 
-def _fleet_row(m: dict[str, Any], trend: str | None, caches: Caches) -> str:
+def _fleet_row(m: dict[str, Any], trend: str) -> str:
     rul = DASH if m["rul_estimate"] is None else f"{m['rul_estimate']:.1f} h"  # the profile's unit: hours
     status = "stale" if m["stale"] else (m["alarm_state"] or "ok")
     threshold = DASH if m["threshold"] is None else f"{m['threshold']:.2f}"
-    spark = caches.sparks.get(spark_key(m), lambda: sparkline(json.loads(trend or "[]"), m["threshold"]))
+    line = "" if m["threshold"] is None else f"{m['threshold']:.4f}"
+    if "<" in trend or "&" in trend or '"' in trend:  # never in the numbers machine_risk keeps
+        trend = html.escape(trend)
+    spark = f'<td class="trend" data-trend="{trend}" data-threshold="{line}"></td>'
     return (
         f'<tr class="machine {"stale" if m["stale"] else ""}" data-machine="{html.escape(m["machine_id"])}" '
         f'data-risk="{m["risk"]:.4f}"><td>{html.escape(m["machine_id"])}</td>'
         f"<td>{html.escape(m['machine_type'] or DASH)}</td><td class='risk'>{m['risk']:.2f}</td>"
-        f"<td class='rul'>{rul}</td><td>{threshold}</td><td>{spark}</td>"
+        f"<td class='rul'>{rul}</td><td>{threshold}</td>{spark}"
         f'<td class="status">{status}</td><td>{when(m["last_timestamp"])}</td></tr>'
     )
 
 
-def fleet_rows(machines: list[dict[str, Any]], trends: dict[str, str], caches: Caches) -> str:
-    """Every machine's row (`trends`: the trend JSON of those in `missing_sparklines`); a row is rendered
-    again only when what it shows changed."""
+def fleet_rows(machines: list[dict[str, Any]], caches: Caches) -> str:
+    """Every machine's row, its trend from `caches.trends` (see `keep_trends`); a row is rendered again
+    only when what it shows changed (its trend changes with its last reading). The cache keeps this
+    render's rows only."""
     if not machines:
         return '<tr><td colspan="8" class="empty">no scored readings yet</td></tr>'
-    out = []
+    rendered, kept = caches.fleet.rows, {}
     for m in machines:
-        key = (*spark_key(m), m["alarm_state"], m["stale"], m["rul_estimate"], m["machine_type"])
-        out.append(caches.fleet.get(key, lambda m=m: _fleet_row(m, trends.get(m["machine_id"]), caches)))
-    return "".join(out)
+        name, last = m["machine_id"], m["last_reading_id"]
+        key = (name, last, m["threshold"], m["alarm_state"], m["stale"], m["rul_estimate"], m["machine_type"])
+        row = rendered.get(key)
+        kept[key] = row if row is not None else _fleet_row(m, caches.trends.get(name, (last, "[]"))[1])
+    caches.fleet.rows = kept
+    return "".join(kept.values())
 
 
 def summary(f: Figures, stale_after: timedelta, now: datetime) -> str:
@@ -197,15 +225,37 @@ $('api-key').value = localStorage.getItem('mfd-key') || '';
 $('actor').value = localStorage.getItem('mfd-actor') || '';
 $('api-key').addEventListener('input', (e) => localStorage.setItem('mfd-key', e.target.value));
 $('actor').addEventListener('input', (e) => localStorage.setItem('mfd-actor', e.target.value));
+function spark(td, width = 140, height = 28) {
+  // a machine's risk trend ([[epoch s, risk], ...]) as an SVG: at most width/4 points (every step-th,
+  // keeping the newest), risk 0..1 bottom to top, the threshold dashed; as render.sparkline on the server
+  let points = [];
+  try { points = JSON.parse(td.dataset.trend.replace(/NaN/g, 'null')).filter((p) => p[1] !== null); } catch (e) {}
+  const step = Math.max(1, Math.ceil(points.length / Math.max(Math.floor(width / 4), 2)));
+  const shown = points.filter((_, i) => (points.length - 1 - i) % step === 0);
+  const y = (v) => Math.round(height - 2 - Math.min(Math.max(v, 0), 1) * (height - 4));
+  const t0 = shown.length ? shown[0][0] : 0;
+  const sx = (width - 2) / ((shown.length ? shown[shown.length - 1][0] - t0 : 0) || 1);
+  const coords = shown.map(([t, v]) => `${Math.round((t - t0) * sx) + 1},${y(v)}`).join(' ');
+  const thr = td.dataset.threshold;
+  const line = thr ? `<line x1="0" x2="${width}" y1="${y(Number(thr))}" y2="${y(Number(thr))}" class="thr"/>` : '';
+  td.innerHTML = `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" `
+    + `role="img" aria-label="risk trend">${line}<polyline points="${coords}"/></svg>`;
+}
+function sparks() { for (const td of $('fleet-rows').querySelectorAll('td.trend')) spark(td); }
+let tables = document.body.dataset.tables;
 async function refresh() {
   try {
-    const r = await fetch('api/fragments', {cache: 'no-store'});
+    const r = await fetch('api/fragments?tables=' + encodeURIComponent(tables), {cache: 'no-store'});
     if (!r.ok) return;
     const f = await r.json();
-    const chosen = {};  // a technician's chosen outcomes survive the poll that redraws the rows
-    for (const s of document.querySelectorAll('select[id^="outcome-"]')) if (s.value) chosen[s.id] = s.value;
-    $('summary').innerHTML = f.summary; $('alarm-rows').innerHTML = f.alarms; $('fleet-rows').innerHTML = f.fleet;
-    for (const [id, value] of Object.entries(chosen)) { const s = $(id); if (s) s.value = value; }
+    $('summary').innerHTML = f.summary;
+    if (f.fleet !== undefined) {  // the tables changed since the ones shown (else the server leaves them out)
+      const chosen = {};  // a technician's chosen outcomes survive the poll that redraws the rows
+      for (const s of document.querySelectorAll('select[id^="outcome-"]')) if (s.value) chosen[s.id] = s.value;
+      $('alarm-rows').innerHTML = f.alarms; $('fleet-rows').innerHTML = f.fleet; sparks();
+      for (const [id, value] of Object.entries(chosen)) { const s = $(id); if (s) s.value = value; }
+      tables = f.tables;
+    }
     document.body.dataset.updated = f.generated_at; ages();
   } catch (e) { /* the next poll tries again */ }
 }
@@ -231,7 +281,7 @@ function ages() {
       : s >= 60 ? `${Math.round(s / 60)} min ago` : `${Math.round(s)} s ago`;
   }
 }
-ages();
+sparks(); ages();
 setInterval(refresh, every);
 """
 
@@ -239,7 +289,8 @@ setInterval(refresh, every);
 def page(title: str, fragments: dict[str, str], poll_s: float) -> str:
     """The whole page, its tables filled with the current fragments."""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{STYLE}</style></head><body data-poll="{poll_s}" data-updated="{fragments["generated_at"]}">
+<style>{STYLE}</style></head><body data-poll="{poll_s}" data-updated="{fragments["generated_at"]}"
+data-tables="{fragments["tables"]}">
 <header><h1>{html.escape(title)}</h1><p id="summary">{fragments["summary"]}</p>
 <label>Your name <input id="actor" autocomplete="name"></label>
 <label>API key <input id="api-key" type="password" autocomplete="off"></label><span id="message"></span></header>

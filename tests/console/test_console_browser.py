@@ -74,6 +74,17 @@ def console(store: tuple[str, sa.Engine], tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def drawn(page: object) -> dict[str, int]:
+    """machine -> the number of points of the sparkline drawn in its fleet row (0 when none is drawn)."""
+    return page.locator("tr.machine").evaluate_all(
+        """rs => Object.fromEntries(rs.map(r => {
+            const line = r.querySelector('td.trend svg polyline');
+            const points = line ? line.getAttribute('points').trim().split(/\\s+/).filter(Boolean) : [];
+            return [r.dataset.machine, points.length];
+        }))"""
+    )
+
+
 @pytest.fixture
 def page() -> Iterator[object]:
     with chromium_page() as opened:
@@ -87,6 +98,8 @@ def test_console_in_a_browser(
     page.goto(console, wait_until="load", timeout=WAIT_MS)
     risks = machine_risks(page)
     assert len(risks) == 15 and risks == sorted(risks, reverse=True)
+    # The page's script drew every machine's sparkline from the trend its row carries: 10 readings each.
+    assert set(drawn(page).values()) == {10}, drawn(page)
     page.screenshot(path=str(tmp_path / "1-fleet.png"), full_page=True)
 
     # A riskier machine scored meanwhile shows up first without a reload (the page polls).
@@ -103,6 +116,8 @@ def test_console_in_a_browser(
     update_alarms(engine, new)
     page.locator('tr.machine[data-machine="Z-NEW"]').wait_for(timeout=WAIT_MS)
     assert page.locator("tr.machine").first.get_attribute("data-machine") == "Z-NEW"
+    sparklines = drawn(page)  # the swapped-in rows drawn too, the new machine's from its 3 readings
+    assert len(sparklines) == 16 and sparklines.pop("Z-NEW") == 3 and set(sparklines.values()) == {10}
 
     with engine.connect() as conn:
         alarm = int(

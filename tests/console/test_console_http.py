@@ -4,6 +4,9 @@ interface says; a resolution is stored as a maintenance record."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +37,12 @@ def console(readings_url: str) -> Iterator[tuple[str, sa.Engine]]:
     app = create_app(engine, ConsoleConfig(api_keys=(KEY,), stale_after=timedelta(minutes=10)))
     with serving(app) as url:
         yield url, engine
+
+
+def trends(fleet: str) -> dict[str, list[list[float]]]:
+    """machine -> the trend its fleet row carries ([[epoch seconds, risk], ...])."""
+    rows = re.findall(r'<tr class="machine[^"]*" data-machine="([^"]+)".*?data-trend="([^"]*)"', fleet)
+    return {html.unescape(name): json.loads(html.unescape(trend)) for name, trend in rows}
 
 
 def worst_alarm(engine: sa.Engine) -> int:
@@ -87,7 +96,9 @@ def test_page_lists_machines_by_risk_and_metrics_speak_prometheus(console: tuple
         page = http.get("/")
         metrics = http.get("/metrics")
         live = http.get("/api/fragments").json()
-    assert page.status_code == 200 and "<svg" in page.text
+    assert page.status_code == 200
+    # Each machine's trend goes as numbers (the page's script draws it): its 8 scored readings.
+    assert {len(points) for points in trends(page.text).values()} == {8}
     # The why of each alarm: its peak reading's top features and, for a profile with physics, the nearest rule.
     assert f"top features: {SENSOR_COLUMNS[0]}" in page.text
     assert ("nearest rule:" in page.text) == (plant_physics() is not None)
@@ -103,7 +114,8 @@ def test_page_lists_machines_by_risk_and_metrics_speak_prometheus(console: tuple
         "mfd_machines_stale",
     }
     assert 'mfd_alarms_open{state="open"}' in metrics.text and "mfd_machines 12" in metrics.text
-    assert set(live) == {"summary", "alarms", "fleet", "generated_at"} and "data-alarm" in live["alarms"]
+    assert set(live) == {"summary", "alarms", "fleet", "tables", "generated_at"}
+    assert "data-alarm" in live["alarms"]
 
 
 def test_fleet_shows_time_to_failure_next_to_risk(console: tuple[str, sa.Engine]) -> None:
@@ -171,3 +183,36 @@ def test_a_machine_going_silent_shows_stale_without_a_write(readings_url: str) -
     silent = fragments(engine, config, caches, now=end + timedelta(minutes=11))
     assert 'class="machine stale"' not in fresh["fleet"] and fresh["fleet"].count("stale") == 0
     assert silent["fleet"].count('class="machine stale"') == 4
+
+
+def _next_reading(engine: sa.Engine, machine: str, probability: float, at: datetime) -> None:
+    """`machine`'s next scored reading (the store's next reading id) taken by the alarms, as detection."""
+    with engine.connect() as conn:
+        last = conn.execute(sa.select(sa.func.max(machine_risk.c.last_reading_id))).scalar_one()
+    reading = {"reading_id": [last + 1], "machine_id": [machine], "timestamp": [at]}
+    update_alarms(engine, pd.DataFrame(reading | {"probability": [probability], "label": [1]}), debounce=1)
+
+
+def test_a_machines_trend_follows_its_scored_readings(console: tuple[str, sa.Engine]) -> None:
+    url, engine = console
+    at = datetime.now(UTC).replace(microsecond=0)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        before = http.get("/api/fragments").json()
+        _next_reading(engine, "M0003", 0.777, at)
+        after = http.get("/api/fragments", params={"tables": before["tables"]}).json()
+        # A trend moved without passing the cursor (a last reading id below the highest one kept): the
+        # console reads it by key rather than showing the one it kept.
+        with engine.begin() as conn:
+            conn.execute(
+                machine_risk.update()
+                .where(machine_risk.c.machine_id == "M0005")
+                .values(last_reading_id=machine_risk.c.last_reading_id - 1, trend="[[1000,0.25],[2000,0.5]]")
+            )
+        moved = http.get("/api/fragments", params={"tables": after["tables"]}).json()
+        quiet = http.get("/api/fragments", params={"tables": moved["tables"]}).json()
+    old, new, last = trends(before["fleet"]), trends(after["fleet"]), trends(moved["fleet"])
+    assert new["M0003"] == [*old["M0003"], [at.timestamp(), 0.777]]
+    assert {m: t for m, t in new.items() if m != "M0003"} == {m: t for m, t in old.items() if m != "M0003"}
+    assert last["M0005"] == [[1000, 0.25], [2000, 0.5]] and last["M0003"] == new["M0003"]
+    # Nothing changed since the tables the page shows: the poll leaves them out.
+    assert set(quiet) == {"summary", "tables", "generated_at"} and quiet["tables"] == moved["tables"]
