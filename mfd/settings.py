@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         return Path(os.environ.get("BENTOML_HOME") or self.home / "bentoml").absolute()
 
 
-def _one_line(error: ValidationError) -> str:
+def _first_invalid_setting(error: ValidationError) -> str:
     """The first invalid setting as `MFD_NAME=value: what is wrong`."""
     first = error.errors()[0]
     name = "MFD_" + "_".join(str(part) for part in first["loc"]).upper()
@@ -175,7 +175,7 @@ def load_settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise MfdError(_one_line(exc)) from None
+        raise MfdError(_first_invalid_setting(exc)) from None
     settings.check_deployment()
     os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
     return settings
