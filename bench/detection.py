@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
 import mlflow
 import numpy as np
@@ -251,17 +252,11 @@ def processes_of_instance(dagster_home: Path) -> list[str]:
     return found
 
 
-def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
-    url = pg.create_database("freshness")
-    dagster_db = pg.create_database("dagster")
-    engine = store.create_engine(url)
-    store.ensure_tables(engine)
-    ensure_detection_tables(engine)
-    dagster_home = settings.home / "dagster"
-    instance_yaml(dagster_home)
+def _daemon(pg: Postgres, settings: Settings, url: str, dagster_db: str, log: IO[bytes]) -> subprocess.Popen:
+    """`dagster-daemon run` on the instance under settings.home/dagster, reading `url` with the bench's model."""
     env = dict(
         os.environ,
-        DAGSTER_HOME=str(dagster_home),
+        DAGSTER_HOME=str(settings.home / "dagster"),
         MFD_HOME=str(settings.home),
         MFD_DATABASE_URL=url,
         MFD_MODEL_NAME=MODEL_NAME,
@@ -271,8 +266,7 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         MFD_DAGSTER_PG_PASSWORD="",
         MFD_DAGSTER_PG_DB=dagster_db.rsplit("/", 1)[1],
     )
-    log = (settings.home / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
+    return subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO / "workspace.yaml")],
         cwd=REPO,
         env=env,
@@ -280,62 +274,74 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    written: list[tuple[list[int], float]] = []  # (ids, commit time) per insert
-    blocks = rechunk(
-        iter_readings(machines=20, rows=None, seed=1, start=datetime.now(UTC), interval_s=1.0),
-        max(1, round(rate)),
-    )
-    last_id = 0
 
-    def write_block() -> None:
-        nonlocal last_id
-        store.insert_readings(engine, next(blocks))
+
+class _Writer:
+    """Blocks of `rate` readings (one per second of the stream) written into `engine`; (ids, commit time)
+    per block."""
+
+    def __init__(self, engine: sa.Engine, rate: float) -> None:
+        self.engine, self.written, self.last_id = engine, [], 0
+        self.blocks = rechunk(
+            iter_readings(machines=20, rows=None, seed=1, start=datetime.now(UTC), interval_s=1.0),
+            max(1, round(rate)),
+        )
+
+    def write_block(self) -> None:
+        store.insert_readings(self.engine, next(self.blocks))
         committed = time.time()
-        with engine.connect() as conn:
-            ids = conn.execute(sa.text("SELECT id FROM readings WHERE id > :a ORDER BY id"), {"a": last_id})
-            ids = ids.scalars().all()
-        written.append((ids, committed))
-        last_id = ids[-1]
+        with self.engine.connect() as conn:
+            query = sa.text("SELECT id FROM readings WHERE id > :a ORDER BY id")
+            ids = conn.execute(query, {"a": self.last_id}).scalars().all()
+        self.written.append((ids, committed))
+        self.last_id = ids[-1]
 
-    def scored_count() -> int:
-        with engine.connect() as conn:
+    def scored_count(self) -> int:
+        with self.engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
 
-    try:
-        print(f"(b) freshness: dagster-daemon pid {daemon.pid}; warming up until the first batch is scored")
-        write_block()
-        t0 = time.time()
-        while scored_count() == 0:
-            if daemon.poll() is not None or time.time() - t0 > 300:
-                raise SystemExit(f"no prediction within 300 s; see {settings.home / 'daemon.log'}")
-            time.sleep(1)
-        print(
-            f"  first batch scored {time.time() - t0:.0f}s after the daemon started; measuring {minutes} min"
-        )
-        warm = len(written)
-        end = time.time() + minutes * 60
-        while time.time() < end:
-            tick = time.time()
-            write_block()
-            time.sleep(max(0.0, 1.0 - (time.time() - tick)))
-        deadline = time.time() + 180
-        while time.time() < deadline and scored_count() < sum(len(ids) for ids, _ in written):
-            time.sleep(2)
-    finally:
-        # SIGINT to the daemon's whole group (dagster stops cleanly on it), waiting for its code server too.
-        stop_process_group(daemon, signal.SIGINT, timeout=60)
-        log.close()
-        left = processes_of_instance(dagster_home)
-        if left:
-            for process in left:
-                os.kill(int(process.split()[0]), signal.SIGKILL)
-            raise SystemExit(f"processes of the daemon's instance left after stopping it (killed): {left}")
-        print(f"  dagster-daemon stopped: no process of {dagster_home} left")
 
+def _stream(writer: _Writer, daemon: subprocess.Popen, settings: Settings, minutes: float) -> int:
+    """Write a block per second for `minutes` once the first batch is scored, then wait (<= 180 s) for the
+    rest to be scored; the number of warm-up blocks."""
+    print(f"(b) freshness: dagster-daemon pid {daemon.pid}; warming up until the first batch is scored")
+    writer.write_block()
+    t0 = time.time()
+    while writer.scored_count() == 0:
+        if daemon.poll() is not None or time.time() - t0 > 300:
+            raise SystemExit(f"no prediction within 300 s; see {settings.home / 'daemon.log'}")
+        time.sleep(1)
+    print(f"  first batch scored {time.time() - t0:.0f}s after the daemon started; measuring {minutes} min")
+    warm = len(writer.written)
+    end = time.time() + minutes * 60
+    while time.time() < end:
+        tick = time.time()
+        writer.write_block()
+        time.sleep(max(0.0, 1.0 - (time.time() - tick)))
+    deadline = time.time() + 180
+    while time.time() < deadline and writer.scored_count() < sum(len(ids) for ids, _ in writer.written):
+        time.sleep(2)
+    return warm
+
+
+def _stop_daemon(daemon: subprocess.Popen, dagster_home: Path) -> None:
+    """SIGINT to the daemon's whole group (dagster stops cleanly on it), waiting for its code server too;
+    any process of its instance left is killed and named."""
+    stop_process_group(daemon, signal.SIGINT, timeout=60)
+    left = processes_of_instance(dagster_home)
+    if left:
+        for process in left:
+            os.kill(int(process.split()[0]), signal.SIGKILL)
+        raise SystemExit(f"processes of the daemon's instance left after stopping it (killed): {left}")
+    print(f"  dagster-daemon stopped: no process of {dagster_home} left")
+
+
+def _report_lag(engine: sa.Engine, written: list, minutes: float, rate: float) -> None:
+    """p50/p95/max of (prediction stored - reading written) over the measured blocks."""
     with engine.connect() as conn:
         stored = pd.read_sql(sa.text("SELECT reading_id, scored_at FROM predictions"), conn)
     stored["scored_at"] = pd.to_datetime(stored["scored_at"], utc=True).astype("int64") / 1e9
-    written_at = pd.concat([pd.DataFrame({"reading_id": ids, "written_at": t}) for ids, t in written[warm:]])
+    written_at = pd.concat([pd.DataFrame({"reading_id": ids, "written_at": t}) for ids, t in written])
     joined = written_at.merge(stored, on="reading_id", how="left")
     lag = (joined["scored_at"] - joined["written_at"]).dropna()
     runs = joined["scored_at"].nunique()
@@ -345,12 +351,16 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
     )
     if lag.empty:
         print("  no reading was scored in the window: target p95 <= 40 s NOT met (run >= 5 minutes)")
-    else:
-        p50, p95 = np.percentile(lag, [50, 95])
-        print(
-            f"  prediction stored - reading written: p50 {p50:.1f}s  p95 {p95:.1f}s  max {lag.max():.1f}s; "
-            f"target p95 <= 40 s: {'met' if p95 <= 40 else 'NOT met'}"
-        )
+        return
+    p50, p95 = np.percentile(lag, [50, 95])
+    print(
+        f"  prediction stored - reading written: p50 {p50:.1f}s  p95 {p95:.1f}s  max {lag.max():.1f}s; "
+        f"target p95 <= 40 s: {'met' if p95 <= 40 else 'NOT met'}"
+    )
+
+
+def _report_runs(dagster_db: str) -> None:
+    """Launch and execution times of the prediction_job runs."""
     with sa.create_engine(dagster_db).connect() as conn:
         runs = pd.read_sql(
             sa.text(
@@ -365,6 +375,25 @@ def freshness(pg, settings: Settings, minutes: float, rate: float) -> None:
         f"{runs['launch'].median():.1f}s max {runs['launch'].max():.1f}s; started -> finished median "
         f"{runs['execution'].median():.1f}s max {runs['execution'].max():.1f}s"
     )
+
+
+def freshness(pg: Postgres, settings: Settings, minutes: float, rate: float) -> None:
+    """(b): readings written at `rate`/s for `minutes` while the daemon's prediction_sensor scores them."""
+    url = pg.create_database("freshness")
+    dagster_db = pg.create_database("dagster")
+    engine = store.create_engine(url)
+    store.ensure_tables(engine)
+    ensure_detection_tables(engine)
+    writer = _Writer(engine, rate)
+    instance_yaml(settings.home / "dagster")  # creates settings.home too
+    with (settings.home / "daemon.log").open("wb") as log:
+        daemon = _daemon(pg, settings, url, dagster_db, log)
+        try:
+            warm = _stream(writer, daemon, settings, minutes)
+        finally:
+            _stop_daemon(daemon, settings.home / "dagster")
+    _report_lag(engine, writer.written[warm:], minutes, rate)
+    _report_runs(dagster_db)
 
 
 def windows_child(pg_url: str, rows: int, home: Path) -> None:

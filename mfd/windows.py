@@ -147,37 +147,61 @@ def _lag_sums(
 CHUNK = 2048
 
 
-def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout) -> np.ndarray:
-    """The features of the sorted rows, one column per `spec.columns`, computed in chunks of CHUNK rows,
-    each with the `max(windows) - 1` rows before it as context (a row's numbers do not depend on the chunk)."""
+def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout, first: int = 0) -> np.ndarray:
+    """The features of the frame's rows from row `first` on, feature-major (len(spec.columns), rows - first):
+    the frame's row `first + j` in column `j` (earlier rows serve as context only). Computed over the sorted
+    rows in chunks of CHUNK, each with the `max(windows) - 1` rows before it as context (a row's numbers do
+    not depend on the chunk), each chunk written once to its rows' columns (a slice when the frame was in
+    `machine_time_order`: no reordering pass over the output)."""
     x = frame[list(spec.sensors)].to_numpy(dtype=np.float64)[layout.order]
     position, n = layout.position, len(x)
     reach = max(*spec.windows, spec.baseline) - 1
-    flat = np.empty((n, len(spec.columns)))
-    flat[:, -1] = position + 1
-    out = flat[:, :-1].reshape(n, len(spec.sensors), len(spec.windows), len(STATS))  # a view
-    early = np.empty_like(x) if spec.baseline not in spec.windows else None
+    out = np.empty((len(spec.columns), n - first))
+    early = np.empty_like(x)  # per row: the mean of its life's first `baseline` readings (of those so far)
+    head = layout.start + np.minimum(position, spec.baseline - 1)  # the row whose `early` is its baseline
     for lo in range(0, n, CHUNK):
         hi, context = min(n, lo + CHUNK), max(0, lo - reach)
         sums = _lag_sums(x[context:hi], position[context:hi], spec)
         cut, rows = lo - context, slice(lo, hi)
+        m = np.minimum(position[rows] + 1, spec.baseline).astype(np.float64)[:, None]
+        early[rows] = x[rows] + sums[spec.baseline][0][cut:] / m
+        baseline = early[head[rows]]  # head <= row: already computed
+        block = np.empty((len(spec.columns), hi - lo))
+        block[-1] = position[rows] + 1
+        grid = block[:-1].reshape(len(spec.sensors), len(spec.windows), len(STATS), hi - lo)  # a view
         for i, w in enumerate(spec.windows):
             s, q, k_sum = (a[cut:] for a in sums[w])
             m = np.minimum(position[rows] + 1, w).astype(np.float64)[:, None]
             shift = s / m
-            out[rows, :, i, 0] = x[rows] + shift
-            out[rows, :, i, 1] = np.sqrt(np.maximum(q / m - shift * shift, 0.0))
+            mean = x[rows] + shift
+            grid[:, i, 0] = mean.T
+            grid[:, i, 1] = np.sqrt(np.maximum(q / m - shift * shift, 0.0)).T
             spread = m * (m * m - 1) / 12.0
-            out[rows, :, i, 2] = ((m - 1) / 2.0 * s - k_sum) / np.where(spread > 0, spread, 1.0)
-        if early is not None:
-            m = np.minimum(position[rows] + 1, spec.baseline).astype(np.float64)[:, None]
-            early[rows] = x[rows] + sums[spec.baseline][0][cut:] / m
-    head = layout.start + np.minimum(position, spec.baseline - 1)
-    means = out[:, :, spec.windows.index(spec.baseline), 0] if early is None else early
-    baseline = means[head]
-    for i in range(len(spec.windows)):
-        out[:, :, i, 3] = out[:, :, i, 0] - baseline
-    return flat
+            grid[:, i, 2] = (((m - 1) / 2.0 * s - k_sum) / np.where(spread > 0, spread, 1.0)).T
+            grid[:, i, 3] = (mean - baseline).T
+        _place(out, block, layout.order[rows] - first)
+    return out
+
+
+def _place(out: np.ndarray, block: np.ndarray, columns: np.ndarray) -> None:
+    """out[:, columns] = block, skipping negative columns (context rows); a slice where they are consecutive."""
+    if len(columns) and columns[0] >= 0 and columns[-1] - columns[0] == len(columns) - 1:
+        if (np.diff(columns) == 1).all():
+            out[:, columns[0] : columns[-1] + 1] = block
+            return
+    keep = columns >= 0
+    out[:, columns[keep]] = block[:, keep]
+
+
+def machine_time_order(frame: pd.DataFrame) -> np.ndarray:
+    """The row order window features are computed in (machines in order of first appearance, each in time
+    order, ties in frame order): a frame taken in this order has its features written without reordering."""
+    return _layout(frame, None).order
+
+
+def _frame(features: np.ndarray, index: pd.Index, spec: WindowSpec) -> pd.DataFrame:
+    """Feature-major features as a frame (one float64 block, each column contiguous: no copy)."""
+    return pd.DataFrame(features.T, index=index, columns=list(spec.columns), copy=False)
 
 
 def window_features(
@@ -187,10 +211,7 @@ def window_features(
     its index. `resets`: maintenance records (machine_id, timestamp) after which a machine starts afresh."""
     if frame.empty:
         return pd.DataFrame(index=frame.index, columns=list(spec.columns), dtype=np.float64)
-    layout = _layout(frame, resets)
-    out = np.empty((len(frame), len(spec.columns)))
-    out[layout.order] = _compute(frame, spec, layout)
-    return pd.DataFrame(out, index=frame.index, columns=list(spec.columns))
+    return _frame(_compute(frame, spec, _layout(frame, resets)), frame.index, spec)
 
 
 class WindowState:
@@ -233,11 +254,10 @@ class WindowState:
         rows = batch[self._columns].assign(**{MACHINE: machines})
         both = pd.concat([context, rows], ignore_index=True) if len(context) else rows.reset_index(drop=True)
         layout = self._true_positions(both, _layout(both, resets), len(context))
-        features = np.empty((len(both), len(self.spec.columns)))
-        features[layout.order] = _compute(both, self.spec, layout)
+        features = _compute(both, self.spec, layout, len(context))
         if hold:  # False: a one-off state (detection reads what it needs from the store every batch)
             self._hold(both, layout, mine)
-        return pd.DataFrame(features[len(context) :], index=batch.index, columns=list(self.spec.columns))
+        return _frame(features, batch.index, self.spec)
 
     def _true_positions(self, both: pd.DataFrame, layout: _Layout, held: int) -> _Layout:
         """Positions in the held life moved past the readings no longer held (between head and tail)."""

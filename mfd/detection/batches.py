@@ -11,7 +11,6 @@ every rule hit"."""
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,12 +29,13 @@ from mfd.alerts import outbox
 from mfd.alerts.costs import DecisionPolicy, batch_costs
 from mfd.alerts.explanations import Explainer, explainer_for, top_features
 from mfd.alerts.rules import nearest_rules, rule_hits
-from mfd.detection.history import with_window_features
+from mfd.detection.history import in_window_order, with_window_features
 from mfd.detection.shadow import Challenger, ShadowResult, shadow_rows, write_shadow
 from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
 from mfd.schema import SENSOR_COLUMNS
 from mfd.storage.bulk import BulkWriter
+from mfd.storage.copy import copy_frame
 from mfd.storage.tables import (
     ensure_alert_tables,
     ensure_detection_tables,
@@ -78,61 +78,33 @@ class BatchResult:
 
 
 def read_batch(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
-    """Readings with first_id <= id <= last_id in id order (PostgreSQL: one COPY TO)."""
+    """Readings with first_id <= id <= last_id in id order (PostgreSQL: one COPY TO, `mfd.storage.copy`)."""
+    in_range = readings.c.id.between(int(first_id), int(last_id))
     if engine.dialect.name == "postgresql":
-        return _copy_out(engine, int(first_id), int(last_id))
-    query = (
-        sa.select(*(readings.c[c] for c in BATCH_COLUMNS))
-        .where(readings.c.id.between(first_id, last_id))
-        .order_by(readings.c.id)
-    )
+        return copy_frame(engine, readings, BATCH_COLUMNS, in_range, order_by=("id",))
+    query = sa.select(*(readings.c[c] for c in BATCH_COLUMNS)).where(in_range).order_by(readings.c.id)
     with engine.connect() as conn:
         df = pd.read_sql(query, conn)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     return df.astype({c: "float64" for c in SENSOR_COLUMNS})
 
 
-def _copy_out(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
-    cols = ", ".join(
-        "to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS timestamp"
-        if c == "timestamp"
-        else c
-        for c in BATCH_COLUMNS
-    )
-    sql = (
-        f"COPY (SELECT {cols} FROM readings WHERE id BETWEEN {first_id} AND {last_id} ORDER BY id) "
-        "TO STDOUT WITH (FORMAT csv, HEADER)"
-    )
-    buf = io.BytesIO()
-    with engine.connect() as conn:
-        with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
-            for block in copy:
-                buf.write(block)
-        conn.rollback()
-    buf.seek(0)
-    df = pd.read_csv(
-        buf,
-        dtype={"id": "int64", "machine_id": "string", "machine_type": "string"}
-        | {c: "float64" for c in SENSOR_COLUMNS},
-    )
-    df["timestamp"] = pd.to_datetime(df["timestamp"], format="%Y-%m-%d %H:%M:%S.%f", utc=True)
-    return df
-
-
 def invalid_reasons(df: pd.DataFrame) -> pd.Series:
     """Why each reading may not be scored (first failed rule of `mfd.validation`), NA where it is valid."""
-    reason = pd.Series(pd.NA, index=df.index, dtype="object")
-    rules = []
+    texts, failed = [], []
     for col, allowed in validation.categories(READING_RULES).items():
-        rules.append((f"{col} not {'/'.join(allowed)}", ~df[col].isin(allowed).fillna(False)))
+        texts.append(f"{col} not {'/'.join(allowed)}")
+        failed.append(~df[col].isin(allowed).fillna(False).to_numpy(dtype=bool))
     for col in SENSOR_COLUMNS:
         rng = READING_RULES[col].range
-        values = df[col]
-        rules.append((f"{col} missing", values.isna()))
-        rules.append((f"{col} out of range", values.notna() & ~values.between(rng.low, rng.high)))
-    for text, mask in rules:
-        reason = reason.mask(reason.isna() & mask.to_numpy(dtype=bool), text)
-    return reason
+        values = df[col].to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(values)
+        texts += [f"{col} missing", f"{col} out of range"]
+        failed += [missing, ~missing & ~((values >= rng.low) & (values <= rng.high))]
+    hits = np.vstack(failed)
+    reason = np.asarray(texts, dtype=object)[hits.argmax(axis=0)]
+    reason[~hits.any(axis=0)] = pd.NA
+    return pd.Series(reason, index=df.index, dtype="object")
 
 
 def explained_first(failed: pd.DataFrame, probability: np.ndarray, limit: int) -> np.ndarray:
@@ -184,6 +156,50 @@ def score_readings(
     return probability, threshold, probability >= threshold
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A batch's validated readings and what the champion made of them."""
+
+    valid: pd.DataFrame
+    probability: np.ndarray
+    threshold: np.ndarray
+    alarm: np.ndarray
+    rul: np.ndarray | None
+    costs: dict[str, float]
+
+    @classmethod
+    def of(cls, model: FailureModel, policy: DecisionPolicy, valid: pd.DataFrame) -> _Scored:
+        probability, threshold, alarm = score_readings(model, policy, valid)
+        rul = model.estimate_rul(valid) if len(valid) else None
+        hits = rule_hits(valid)
+        costs = batch_costs(probability, alarm, hits, valid["machine_type"].to_numpy(), policy.cost_matrix)
+        return cls(valid, probability, threshold, alarm, rul, costs)
+
+    def predictions(self) -> pd.DataFrame:
+        """One row per scored reading: reading_id, probability, label (and rul_estimate with a RUL head)."""
+        scored = pd.DataFrame(
+            {
+                "reading_id": self.valid["id"].to_numpy(),
+                "probability": self.probability,
+                "label": self.alarm.astype("int8"),
+            }
+        )
+        if self.rul is not None:
+            scored["rul_estimate"] = np.asarray(self.rul, dtype="float64")
+        return scored
+
+    def events(self, model: FailureModel) -> pd.DataFrame:
+        """The predicted failures (id, machine_id, timestamp, machine_type, probability, ...)."""
+        alarm = self.alarm
+        return self.valid.loc[alarm, ["id", "machine_id", "timestamp", "machine_type"]].assign(
+            probability=self.probability[alarm],
+            rul_estimate=np.nan if self.rul is None else self.rul[alarm],
+            threshold=self.threshold[alarm],
+            model_name=model.name,
+            model_version=model.version,
+        )
+
+
 def score_batch(
     engine: Engine,
     model: FailureModel,
@@ -196,8 +212,8 @@ def score_batch(
     """Read, validate, score and write the readings with first_id <= id <= last_id; `policy` gives the
     thresholds per machine type and the cost matrix (None: the model's one threshold, default costs);
     at most `explain_limit` events get SHAP values; a `challenger` also scores them into
-    `shadow_predictions`. `seconds`: read, score, shadow (the challenger's scoring) and explain (each on
-    a worker thread beside the predictions' COPY), write (the transaction, both awaited inside it)."""
+    `shadow_predictions`. `seconds`: read, windows, score, shadow (the challenger's scoring) and explain (each
+    on a worker thread beside the predictions' COPY), write (the transaction, both awaited inside it)."""
     if first_id > last_id:
         raise ValueError(f"first_id {first_id} is after last_id {last_id}")
     policy = policy or DecisionPolicy.from_tags({}, model.threshold)
@@ -207,45 +223,22 @@ def score_batch(
     df = read_batch(engine, first_id, last_id)
     t1 = time.perf_counter()
     reasons = invalid_reasons(df)
-    valid = with_window_features(engine, df[reasons.isna()].reset_index(drop=True), first_id)
+    valid = in_window_order(df[reasons.isna()]).reset_index(drop=True)
+    valid = with_window_features(engine, valid, first_id)
     t_windows = time.perf_counter()
     # No OpenMP threads: runs go side by side (max_concurrent_runs 4) and OpenMP threads across processes
     # oversubscribe the cores (3.0 s with two against 1.1 s with one for 100k readings on the shared
     # 2-core host); the rows are scored in chunks on SCORING_THREADS Python threads instead.
     with threadpool_limits(1):
-        probability, threshold, alarm = score_readings(model, policy, valid)
-        rul = model.estimate_rul(valid) if len(valid) else None
-        costs = batch_costs(
-            probability, alarm, rule_hits(valid), valid["machine_type"].to_numpy(), policy.cost_matrix
-        )
+        scored = _Scored.of(model, policy, valid)
         t2 = time.perf_counter()
-        failed = valid[alarm]
-        events = failed[["id", "machine_id", "timestamp", "machine_type"]].assign(
-            probability=probability[alarm],
-            rul_estimate=np.nan if rul is None else rul[alarm],
-            threshold=threshold[alarm],
-            model_name=model.name,
-            model_version=model.version,
+        events = scored.events(model)
+        written, explained, shadow = _explain_and_write(
+            engine, model, scored, events, (first_id, last_id), explain_limit, challenger
         )
-        scored = pd.DataFrame(
-            {"reading_id": valid["id"].to_numpy(), "probability": probability, "label": alarm.astype("int8")}
-        )
-        if rul is not None:
-            scored["rul_estimate"] = np.asarray(rul, dtype="float64")
-        # The challenger's scoring and the events' SHAP (this process's CPU) run on worker threads beside
-        # the COPY of the predictions (the server's CPU); the shadow rows and the events are written after
-        # them, in the same transaction.
-        with ThreadPoolExecutor(2, thread_name_prefix="mfd-batch") as pool:
-            explained = pool.submit(_timed, explain_events, model, failed, probability[alarm], explain_limit)
-            shadow = (
-                pool.submit(_timed, shadow_rows, challenger, valid, SCORING_THREADS) if challenger else None
-            )
-            written = write_batch(
-                engine, model, scored, events, first_id, last_id, explained, challenger, shadow
-            )
         t3 = time.perf_counter()
     explanations, explain_seconds = explained.result()
-    events = events.join(explanations)
+    shadow_seconds = {"shadow": shadow.result()[1]} if shadow is not None and not shadow.exception() else {}
     return BatchResult(
         first_id=first_id,
         last_id=last_id,
@@ -260,15 +253,47 @@ def score_batch(
             "read": t1 - t0,
             "windows": t_windows - t1,
             "score": t2 - t_windows,
-            **({"shadow": shadow.result()[1]} if shadow is not None and not shadow.exception() else {}),
+            **shadow_seconds,
             "explain": explain_seconds,
             "write": t3 - t2,
         },
-        events=events.rename(columns={"id": "reading_id"}),
-        costs=costs,
+        events=events.join(explanations).rename(columns={"id": "reading_id"}),
+        costs=scored.costs,
         thresholds={t: float(v) for t, v in policy.thresholds.items()},
         shadow=written,
     )
+
+
+_Timed = Future[tuple[pd.DataFrame, float]]
+
+
+def _explain_and_write(
+    engine: Engine,
+    model: FailureModel,
+    scored: _Scored,
+    events: pd.DataFrame,
+    ids: tuple[int, int],
+    explain_limit: int,
+    challenger: Challenger | None,
+) -> tuple[ShadowResult | None, _Timed, _Timed | None]:
+    """The challenger's scoring and the events' SHAP (this process's CPU) on worker threads beside the COPY of
+    the predictions (the server's CPU); the shadow rows and the events are written after them, in the same
+    transaction. What was written for the challenger, and both futures."""
+    alarm = scored.alarm
+    with ThreadPoolExecutor(2, thread_name_prefix="mfd-batch") as pool:
+        failed = scored.valid[alarm]
+        explained = pool.submit(
+            _timed, explain_events, model, failed, scored.probability[alarm], explain_limit
+        )
+        shadow = (
+            pool.submit(_timed, shadow_rows, challenger, scored.valid, SCORING_THREADS)
+            if challenger
+            else None
+        )
+        written = write_batch(
+            engine, model, scored.predictions(), events, *ids, explained, challenger, shadow
+        )
+    return written, explained, shadow
 
 
 def _timed(step: Callable[..., pd.DataFrame], *args: Any) -> tuple[pd.DataFrame, float]:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from mfd.features import WINDOW_SPEC, add_windows
 from mfd.profiles import MACHINE, TIMESTAMP
 from mfd.storage.tables import maintenance_records, readings
-from mfd.windows import WindowSpec, WindowState
+from mfd.windows import WindowSpec, WindowState, machine_time_order
 
 _EPOCH = datetime(1900, 1, 1, tzinfo=UTC)  # a life start before any reading
 _BOUNDS = sa.Table(
@@ -58,17 +58,16 @@ def _bounds(batch: pd.DataFrame, resets: pd.DataFrame) -> pd.DataFrame:
 
 
 def _history_query(columns: Sequence[str], spec: WindowSpec) -> sa.Select:
-    """The readings before the batch in each machine's current life, numbered from both ends, with the
-    life's count before the batch; only the first `baseline` and the last `history` of them."""
+    """The readings before the batch in each machine's current life, numbered in time order, with the life's
+    count before the batch; only the first `baseline` and the last `history` of them. The numbering sorts
+    only (id, machine, time); the columns are read for the chosen ids."""
     r, b = readings, _BOUNDS
-    ordered = (r.c.timestamp, r.c.id)
-    inner = (
+    numbered = (
         sa.select(
-            *(r.c[c] for c in columns),
-            sa.func.row_number().over(partition_by=r.c.machine_id, order_by=ordered).label("ahead"),
+            r.c.id,
             sa.func.row_number()
-            .over(partition_by=r.c.machine_id, order_by=[o.desc() for o in ordered])
-            .label("back"),
+            .over(partition_by=r.c.machine_id, order_by=(r.c.timestamp, r.c.id))
+            .label("ahead"),
             sa.func.count().over(partition_by=r.c.machine_id).label("before"),
         )
         .join(b, b.c.machine_id == r.c.machine_id)
@@ -79,7 +78,12 @@ def _history_query(columns: Sequence[str], spec: WindowSpec) -> sa.Select:
         )
         .subquery()
     )
-    return sa.select(inner).where((inner.c.ahead <= spec.baseline) | (inner.c.back <= spec.history))
+    n = numbered.c
+    return (
+        sa.select(*(r.c[c] for c in columns), n.before)
+        .join(numbered, n.id == r.c.id)
+        .where((n.ahead <= spec.baseline) | (n.ahead > n.before - spec.history))
+    )
 
 
 def read_history(
@@ -91,6 +95,8 @@ def read_history(
     spec = WINDOW_SPEC
     bounds = _bounds(batch, resets)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # the numbering's sort in memory (this transaction only)
+            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         _BOUNDS.drop(conn, checkfirst=True)
         _BOUNDS.create(conn)
         conn.execute(
@@ -106,7 +112,17 @@ def read_history(
     before = history.groupby(MACHINE)["before"].max().astype(int).to_dict() if len(history) else {}
     history[TIMESTAMP] = pd.to_datetime(history[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     history[MACHINE] = history[MACHINE].astype(str)
-    return history.drop(columns=["ahead", "back", "before"]).sort_values([MACHINE, TIMESTAMP]), before
+    return history.drop(columns=["before"]).sort_values([MACHINE, TIMESTAMP]), before
+
+
+def in_window_order(batch: pd.DataFrame) -> pd.DataFrame:
+    """`batch` in the order its window features are computed (`mfd.windows.machine_time_order`: by machine,
+    then time), so none of its ~300 feature columns is reordered; unchanged where the profile declares no
+    windows. For a caller that does not need the rows in their own order (detection: each row carries its
+    id)."""
+    if WINDOW_SPEC is None or batch.empty:
+        return batch
+    return batch.take(machine_time_order(batch))
 
 
 def with_window_features(engine: Engine, batch: pd.DataFrame, first_id: int) -> pd.DataFrame:

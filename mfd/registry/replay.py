@@ -18,7 +18,6 @@ no more false alarms.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from mfd.modeling.model_io import FailureModel
 from mfd.modeling.tree_predictor import scoring_threads
 from mfd.preparation.labels import apply_maintenance_labels, read_maintenance
 from mfd.schema import LABEL_COLUMN, PROFILE, SENSOR_COLUMNS
+from mfd.storage.copy import copy_frame
 from mfd.storage.tables import readings
 
 REPLAY_COLUMNS: tuple[str, ...] = (
@@ -71,37 +71,12 @@ def read_recent_days(engine: Engine, days: float) -> pd.DataFrame:
     since = since - pd.Timedelta(days=days)
     recent = readings.c.timestamp >= since.to_pydatetime()
     if engine.dialect.name == "postgresql":
-        return _copy_out(engine, recent)
+        return copy_frame(engine, readings, REPLAY_COLUMNS, recent)
     query = sa.select(*(readings.c[c] for c in REPLAY_COLUMNS)).where(recent)
     with engine.connect() as conn:
         df = pd.read_sql(query, conn).rename(columns=str)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     return df.astype({c: "float64" for c in SENSOR_COLUMNS})
-
-
-def _copy_out(engine: Engine, where: sa.ColumnElement[bool]) -> pd.DataFrame:
-    # Times as fixed-width UTC text: parsed with one explicit format, several times faster than ISO 8601.
-    utc = sa.func.to_char(sa.func.timezone("UTC", readings.c.timestamp), "YYYY-MM-DD HH24:MI:SS.US")
-    columns = [utc.label("timestamp") if c == "timestamp" else readings.c[c] for c in REPLAY_COLUMNS]
-    query = sa.select(*columns).where(where)
-    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-    buf = io.BytesIO()
-    with engine.connect() as conn:
-        with (
-            conn.connection.driver_connection.cursor() as cur,
-            cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)") as copy,
-        ):
-            for block in copy:
-                buf.write(block)
-        conn.rollback()
-    buf.seek(0)
-    df = pd.read_csv(
-        buf,
-        dtype={"id": "int64", "machine_id": "string", "machine_type": "string", LABEL_COLUMN: "Int8"}
-        | {c: "float64" for c in SENSOR_COLUMNS},
-    )
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="%Y-%m-%d %H:%M:%S.%f")
-    return df
 
 
 def labelled_failures(frame: pd.DataFrame, horizon: pd.Timedelta) -> pd.DataFrame:

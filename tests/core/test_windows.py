@@ -1,5 +1,6 @@
-"""Machine-window features (mfd.windows): hand-checked numbers, no window sees a later reading (property-based),
-and the incremental form returns exactly the batch form's numbers."""
+"""Machine-window features (mfd.windows): hand-checked numbers, the same numbers as a plain pandas reference
+(groupby + rolling), no window sees a later reading (property-based), and the incremental form returns exactly
+the batch form's numbers."""
 
 from __future__ import annotations
 
@@ -116,3 +117,44 @@ def test_chunks_give_the_same_numbers(values: list, chunk: int) -> None:
         pd.testing.assert_frame_equal(window_features(frame, SPEC), expected, check_exact=True)
     finally:
         windows.CHUNK = whole
+
+
+def pandas_reference(frame: pd.DataFrame, spec: WindowSpec, resets: pd.DataFrame | None) -> pd.DataFrame:
+    """The window features written the plain pandas way (groupby, rolling, np.polyfit), row by row slow."""
+    frame = frame.assign(_life=0)
+    for _, record in (resets if resets is not None else frame.iloc[:0]).iterrows():
+        later = (frame[MACHINE] == record[MACHINE]) & (frame[TIMESTAMP] > record[TIMESTAMP])
+        frame.loc[later, "_life"] += 1
+    out = pd.DataFrame(index=frame.index)
+    lives = frame.sort_values(TIMESTAMP, kind="stable").groupby([MACHINE, "_life"], sort=False)
+    for sensor in spec.sensors:
+        values = lives[sensor]
+        # the mean of the life's first `baseline` readings (of those read so far)
+        first = values.transform(
+            lambda v: v.expanding().mean().where(np.arange(len(v)) < spec.baseline).ffill()
+        )
+        for w in spec.windows:
+            rolling = values.rolling(w, min_periods=1)
+            mean = rolling.mean().reset_index(level=[0, 1], drop=True)
+            out[f"{sensor}__mean_{w}"] = mean
+            out[f"{sensor}__std_{w}"] = rolling.std(ddof=0).reset_index(level=[0, 1], drop=True)
+            slope = rolling.apply(
+                lambda v: np.polyfit(np.arange(len(v)), v, 1)[0] if len(v) > 1 else 0.0, raw=True
+            )
+            out[f"{sensor}__slope_{w}"] = slope.reset_index(level=[0, 1], drop=True)
+            out[f"{sensor}__change_{w}"] = mean - first
+    out["life_readings"] = lives.cumcount() + 1.0
+    return out[list(spec.columns)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(readings, st.booleans())
+@example([(0, float(i) ** 1.5, 7.0 - i) for i in range(12)] + [(1, 3.0, 4.0)] * 5, True)
+def test_the_features_equal_a_plain_pandas_reference(values: list, reset: bool) -> None:
+    frame = fleet(values)
+    resets = None
+    if reset:
+        resets = pd.DataFrame({MACHINE: ["m0"], TIMESTAMP: [START + pd.Timedelta(minutes=4)]})
+    got = window_features(frame, SPEC, resets)
+    expected = pandas_reference(frame, SPEC, resets)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-7, atol=1e-5)
