@@ -29,6 +29,7 @@ class CeleryWorker:
     env: dict[str, str]
     config: Path
     _proc: subprocess.Popen | None = field(default=None, repr=False)
+    _log_from: int = field(default=0, repr=False)  # where this start's lines begin (the log is appended to)
 
     @property
     def log(self) -> Path:
@@ -42,12 +43,18 @@ class CeleryWorker:
 
     def start(self, timeout: float = 180) -> None:
         """Start the worker (solo pool: the step runs in the worker process); returns once it is ready."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the worker process without waiting for it (`wait_ready`)."""
         command = [
             str(Path(sys.executable).with_name("dagster-celery")),
             *("worker", "start", "-A", "dagster_celery.app", "-y", str(self.config), "-n", self.name),
             *("--", "--pool=solo", "--without-mingle", "--without-gossip", f"--logfile={self.log}"),
         ]
         bin_dir = str(Path(sys.executable).parent)  # `dagster-celery` runs `celery` from PATH
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         self._proc = subprocess.Popen(
             command,
             cwd=self.root,
@@ -56,8 +63,13 @@ class CeleryWorker:
             stderr=open(self.root / "stderr.log", "ab"),  # noqa: SIM115 - the child holds it
             start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Return once the launched worker logs " ready."; stop it and fail with its stderr otherwise."""
+        if self._proc is None:
+            raise MfdError(f"celery worker {self.name} was not launched")
         deadline = time.monotonic() + timeout
-        while not (self.log.exists() and " ready." in self.log.read_text(errors="replace")):
+        while not (self.log.exists() and b" ready." in self.log.read_bytes()[self._log_from :]):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 status = self._proc.poll()
                 self.stop()
@@ -91,15 +103,18 @@ def machine_env(root: Path, instance_yaml: Path, env: Mapping[str, str]) -> dict
 def celery_workers(
     root: Path, names: list[str], config: Path, instance_yaml: Path, env: Mapping[str, str]
 ) -> Iterator[list[CeleryWorker]]:
-    """One started worker per name, each in `root/<name>`, stopped on exit."""
+    """One started worker per name, each in `root/<name>`, stopped on exit. They start side by side: each
+    takes seconds to import dagster and the code location."""
     with ExitStack() as stack:
         workers = []
         for name in names:
             (root / name).mkdir(parents=True, exist_ok=True)
             worker = CeleryWorker(name, root / name, machine_env(root / name, instance_yaml, env), config)
             stack.callback(worker.stop)
-            worker.start()
+            worker.launch()
             workers.append(worker)
+        for worker in workers:
+            worker.wait_ready()
         yield workers
 
 

@@ -78,13 +78,23 @@ class Cluster:
             os.environ.clear()
             os.environ.update(old)
 
-    def start_run(self, job: str, location: Path | None = None, steps: list[str] = STEPS) -> subprocess.Popen:
-        """`deploy/celery/run.py` from its own directory (the orchestrating machine)."""
+    def start_run(
+        self,
+        job: str,
+        location: Path | None = None,
+        steps: list[str] = STEPS,
+        celery_yaml: Path | None = None,
+    ) -> subprocess.Popen:
+        """`deploy/celery/run.py` from its own directory (the orchestrating machine); `celery_yaml`: the
+        executor's copy of celery.yaml (MFD_CELERY_CONFIG), the one its workers were started with."""
         config = self.root / "run_config.yaml"
         config.write_text(yaml.safe_dump(RUN_CONFIG))
         where = self.root / "orchestrator"
         where.mkdir(exist_ok=True)
         extra = ["--location", str(location)] if location else []
+        env = machine_env(where, INSTANCE_YAML, self.env)
+        if celery_yaml is not None:
+            env["MFD_CELERY_CONFIG"] = str(celery_yaml)
         return subprocess.Popen(
             [
                 sys.executable,
@@ -97,7 +107,7 @@ class Cluster:
                 *extra,
             ],
             cwd=where,
-            env=machine_env(where, INSTANCE_YAML, self.env),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -193,6 +203,20 @@ def step_workers(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, s
         worker = event.engine_event_data.metadata["Celery worker"]
         found.append((event.step_key, str(getattr(worker, "value", worker))))
     return found
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """step key -> seconds from its (last) STEP_START to its STEP_SUCCESS in the run."""
+    started: dict[str, float] = {}
+    took: dict[str, float] = {}
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    for record in instance.all_logs(run_id, of_type=kinds):
+        event = record.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.step_key in started:
+            took[event.step_key] = record.timestamp - started[event.step_key]
+    return took
 
 
 def materializations(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[dict]]:
