@@ -24,7 +24,8 @@ from mfd.services.stack import hold, release
 
 pytestmark = pytest.mark.integration
 
-# Longer than Dagster's and mfd's connection retries (~6 s): the runs in flight fail and are retried.
+# Longer than Dagster's and mfd's connection retries (~6 s): the runs in flight fail and are retried. The
+# outage itself is what the test is about (a fixed length); the wait after it is for the retried runs.
 PG_DOWN_S = 15
 IN_FLIGHT = ["STARTING", "STARTED"]
 SENSORS_QUERY = """
@@ -73,6 +74,8 @@ def test_s3_down_for_60_s_while_files_arrive(running_stack: RunningStack, pipeli
     added = generate(running, 2 * ROWS_PER_FILE, 11, "--start", _hours_ahead(4), "--interval", "1")
     running.stack_cli("hold", "s3")
     try:
+        # The outage is the test's subject, so a fixed length: a run it catches exhausts raw_readings' step
+        # retries (15 s, then 30 s) and is left to run_retries once S3 is back.
         time.sleep(60)
     finally:
         running.stack_cli("release", "s3")
@@ -111,6 +114,8 @@ def test_postgres_crash_under_running_ingestion_runs_retries_them_counts_exact(
         time.sleep(PG_DOWN_S)
     finally:
         release(running.stack, "postgres")
+    # A run whose launch failed while PostgreSQL was down stays STARTING until run monitoring's start timeout
+    # (deploy/dagster/dagster.yaml: 90 s) fails it and run_retries starts it again: most of this wait.
     running.wait(
         lambda: (
             _incoming(running) == 0
