@@ -15,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mfd.features import WINDOW_SPEC, add_windows
+from mfd.features import WINDOW_COLUMNS, WINDOW_SPEC, add_windows
 from mfd.profiles import MACHINE, TIMESTAMP
 from mfd.storage.tables import maintenance_records, readings
 from mfd.windows import WindowSpec, WindowState, machine_time_order
@@ -137,4 +137,8 @@ def with_window_features(engine: Engine, batch: pd.DataFrame, first_id: int) -> 
     history, before = read_history(engine, batch, first_id, resets, ["id", *columns])
     state = WindowState.from_history(WINDOW_SPEC, history[columns], before)
     features = state.update(batch[columns], resets, hold=False)
-    return pd.concat([batch, features], axis=1)
+    # The batch's columns inserted before the features' block, which stays as computed: pd.concat would
+    # consolidate it with the sensors into one copied block (~0.4 s of CPU per 100k readings x 289 features).
+    for at, column in enumerate(batch.columns.drop(list(WINDOW_COLUMNS), errors="ignore")):
+        features.insert(at, column, batch[column])
+    return features
