@@ -122,7 +122,14 @@ def test_prometheus_fires_on_a_stalled_detection_and_clears_after(
         "Prometheus scraping the Bento service's /metrics with the stack's key",
         timeout=120,
     )
-    assert _alerts(prometheus).get("MfdDetectionLag") != "firing"
+    # A loaded host can leave detection over a minute behind before the stall: start from a caught-up,
+    # quiet rule, so the firing below is the stall's.
+    running.wait(lambda: running.scalar(UNSCORED) == 0, "every reading scored before the stall", timeout=300)
+    running.wait(
+        lambda: _alerts(prometheus).get("MfdDetectionLag") != "firing",
+        "MfdDetectionLag quiet before the stall",
+        timeout=120,
+    )
 
     running.stack_cli("hold", "dagster-daemon")  # no sensor ticks: nothing scores the new readings
     try:
