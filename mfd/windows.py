@@ -184,13 +184,17 @@ def _compute(frame: pd.DataFrame, spec: WindowSpec, layout: _Layout, first: int 
 
 
 def _place(out: np.ndarray, block: np.ndarray, columns: np.ndarray) -> None:
-    """out[:, columns] = block, skipping negative columns (context rows); a slice where they are consecutive."""
-    if len(columns) and columns[0] >= 0 and columns[-1] - columns[0] == len(columns) - 1:
-        if (np.diff(columns) == 1).all():
-            out[:, columns[0] : columns[-1] + 1] = block
-            return
-    keep = columns >= 0
-    out[:, columns[keep]] = block[:, keep]
+    """out[:, columns] = block, skipping negative columns (context rows): one slice per run of consecutive
+    columns (a frame in `machine_time_order` has a few runs per chunk), a scatter when there are many."""
+    rows = np.flatnonzero(columns >= 0)
+    targets = columns[rows]
+    breaks = np.flatnonzero((np.diff(targets) != 1) | (np.diff(rows) != 1)) + 1
+    if len(breaks) > 16:  # rows in no particular order
+        out[:, targets] = block[:, rows]
+        return
+    for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+        if stop > start:
+            out[:, targets[start] : targets[stop - 1] + 1] = block[:, rows[start] : rows[stop - 1] + 1]
 
 
 def machine_time_order(frame: pd.DataFrame) -> np.ndarray:
