@@ -82,7 +82,8 @@ def test_latest_materialization_shows_its_table_and_plot(
     assert plot.evaluate("img => img.naturalWidth") > 100
     # The dialog opens with a scale transition: measure once the drawn width equals the laid-out one.
     page.wait_for_function(
-        "img => Math.abs(img.getBoundingClientRect().width - img.offsetWidth) < 0.5", arg=plot.element_handle()
+        "img => Math.abs(img.getBoundingClientRect().width - img.offsetWidth) < 0.5",
+        arg=plot.element_handle(),
     )
     # Rendered whole: the image inside the dialog's box, at (or scaled to) its full width, nothing to scroll.
     box, frame = plot.bounding_box(), dialog.bounding_box()
