@@ -28,6 +28,7 @@ from mfd.alarms.model import DEFAULT_DEBOUNCE, RISK, AlarmUpdate, ensure_tables
 from mfd.alarms.writes import active_alarms, machine_states, write_bumps, write_opens, write_risk
 from mfd.alerts.costs import threshold_array
 from mfd.schema import SEGMENT_COLUMN
+from mfd.storage.copy import copy_select
 from mfd.storage.tables import ensure_detection_tables, machine_risk, predictions, readings
 
 TREND_POINTS = 60  # risk points per machine kept for the sparkline
@@ -41,30 +42,28 @@ def read_scored(engine: Engine, first_id: int, last_id: int) -> pd.DataFrame:
     ensure_detection_tables(engine)
     ensure_tables(engine)
     p, r, m = predictions.c, readings.c, machine_risk.c
-    extra = [p.rul_estimate] if "rul_estimate" in p else []
-    query = (
-        sa.select(
-            p.reading_id,
-            r.machine_id,
-            r[SEGMENT_COLUMN].label("machine_type"),
-            r.timestamp,
-            p.probability,
-            p.label,
-            *extra,
-        )
-        .select_from(
-            predictions.join(readings, r.id == p.reading_id).outerjoin(
-                machine_risk, m.machine_id == r.machine_id
-            )
-        )
-        .where(
-            p.reading_id.between(first_id, last_id),
-            sa.or_(m.last_reading_id.is_(None), p.reading_id > m.last_reading_id),
-        )
-        .order_by(p.reading_id)
+    columns = {
+        "reading_id": p.reading_id,
+        "machine_id": r.machine_id,
+        "machine_type": r[SEGMENT_COLUMN],
+        "timestamp": r.timestamp,
+        "probability": p.probability,
+        "label": p.label,
+        **({"rul_estimate": p.rul_estimate} if "rul_estimate" in p else {}),
+    }
+    source = predictions.join(readings, r.id == p.reading_id).outerjoin(
+        machine_risk, m.machine_id == r.machine_id
     )
+    where = sa.and_(
+        p.reading_id.between(first_id, last_id),
+        sa.or_(m.last_reading_id.is_(None), p.reading_id > m.last_reading_id),
+    )
+    if engine.dialect.name == "postgresql":  # one COPY (`mfd.storage.copy`): a backlog batch is 500k rows
+        df = copy_select(engine, columns, source, where, [p.reading_id])
+        return df.astype({"label": "int64", "machine_id": object, "machine_type": object})
+    query = sa.select(*(c.label(n) for n, c in columns.items())).select_from(source).where(where)
     with engine.connect() as conn:
-        df = pd.read_sql(query, conn)
+        df = pd.read_sql(query.order_by(p.reading_id), conn)
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
     return df
 

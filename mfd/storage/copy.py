@@ -8,8 +8,9 @@ pandas' `string`."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -40,13 +41,25 @@ def copy_frame(
     order_by: Sequence[str] = (),
 ) -> pd.DataFrame:
     """`columns` of `table`'s rows matching `where` (in `order_by` order), read by one COPY TO (PostgreSQL)."""
+    return copy_select(engine, {c: table.c[c] for c in columns}, table, where, [table.c[c] for c in order_by])
+
+
+def copy_select(
+    engine: Engine,
+    columns: Mapping[str, sa.Column],
+    source: sa.FromClause,
+    where: sa.ColumnElement[bool],
+    order_by: Sequence[sa.ColumnElement[Any]] = (),
+) -> pd.DataFrame:
+    """One column per `columns` (output name -> table column, possibly of joined tables in `source`) of the
+    rows matching `where`, in `order_by` order, read by one COPY TO (PostgreSQL)."""
     selected = [
-        sa.func.to_char(sa.func.timezone("UTC", table.c[c]), _UTC_TEXT).label(c)
-        if isinstance(table.c[c].type, sa.DateTime)
-        else table.c[c]
-        for c in columns
+        sa.func.to_char(sa.func.timezone("UTC", column), _UTC_TEXT).label(name)
+        if isinstance(column.type, sa.DateTime)
+        else column.label(name)
+        for name, column in columns.items()
     ]
-    query = sa.select(*selected).where(where).order_by(*(table.c[c] for c in order_by))
+    query = sa.select(*selected).select_from(source).where(where).order_by(*order_by)
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     buf = io.BytesIO()
     with engine.connect() as conn:
@@ -57,20 +70,21 @@ def copy_frame(
             for block in copy:
                 buf.write(block)
         conn.rollback()
-    return parse_csv(buf.getvalue(), [table.c[c] for c in columns])
+    return parse_csv(buf.getvalue(), columns)
 
 
-def parse_csv(data: bytes, columns: Sequence[sa.Column]) -> pd.DataFrame:
-    """A COPY's CSV (with its header) as a DataFrame, one column per `columns`, typed by `arrow_type`."""
-    types = {c.name: arrow_type(c) for c in columns}
+def parse_csv(data: bytes, columns: Mapping[str, sa.Column]) -> pd.DataFrame:
+    """A COPY's CSV (with its header) as a DataFrame, one column per `columns` (name -> the table column
+    whose type it is parsed by, `arrow_type`)."""
+    types = {name: arrow_type(c) for name, c in columns.items()}
     table = pa_csv.read_csv(
         io.BytesIO(data),
         convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=True),
     )
     df = table.to_pandas(types_mapper=_PANDAS.get, coerce_temporal_nanoseconds=True)
-    for c in columns:
-        if types[c.name] == pa.timestamp("us"):
-            df[c.name] = df[c.name].dt.tz_localize("UTC")
-        elif types[c.name] == pa.int64() and c.nullable:
-            df[c.name] = df[c.name].astype("Int64")
+    for name, c in columns.items():
+        if types[name] == pa.timestamp("us"):
+            df[name] = df[name].dt.tz_localize("UTC")
+        elif types[name] == pa.int64() and c.nullable:
+            df[name] = df[name].astype("Int64")
     return df

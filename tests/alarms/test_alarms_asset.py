@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from mfd.alarms import read_scored, update_alarms
 from mfd.console.sample import SampleFleet, sample_readings, write_scores
 from mfd.storage.readings import insert_readings
 from mfd.storage.tables import alarms as alarms_table
@@ -56,3 +57,24 @@ def test_alarms_take_the_runs_prediction_batch(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         stored = conn.execute(sa.select(alarms_table.c.machine_id, alarms_table.c.threshold)).all()
     assert len(stored) == first_run["opened"] and {t for _, t in stored} == {0.5}
+
+
+def test_read_scored_reads_the_same_frame_from_sqlite_and_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL reads the batch by one COPY, SQLite by a SELECT: the same rows, values and order, before
+    and after part of the batch was taken into the alarms (machine_risk leaves those out)."""
+    read = {}
+    for name, url in (("sqlite", f"sqlite:///{tmp_path / 'readings.db'}"), ("postgresql", pg_url)):
+        store, first, last = scored_store(url)
+        whole = read_scored(store.engine, first, last)
+        update_alarms(store.engine, whole.iloc[:25], thresholds={"L": 0.5, "M": 0.5, "H": 0.5})
+        rest = read_scored(store.engine, first, last)
+        # ids and times relative to the store's first (each store was written at its own now)
+        t0 = whole["timestamp"].min()
+        read[name] = [
+            f.assign(reading_id=f["reading_id"] - first, timestamp=f["timestamp"] - t0) for f in (whole, rest)
+        ]
+    (whole, rest), (pg_whole, pg_rest) = read["sqlite"], read["postgresql"]
+    assert len(whole) == 60 and 0 < len(rest) < len(whole)
+    assert rest["reading_id"].isin(whole["reading_id"].iloc[25:]).all()
+    for ours, theirs in ((whole, pg_whole), (rest, pg_rest)):
+        pd.testing.assert_frame_equal(ours.astype({"rul_estimate": "float64"}), theirs, check_exact=True)
