@@ -1,11 +1,13 @@
-"""Alarms: after each prediction batch (the same run of prediction_job), its readings' risks taken into
-`machine_risk` and `alarms` (`mfd.alarms`), snoozes that ran out woken, and open alarms left
-unacknowledged escalated once through the alert outbox."""
+"""Alarms: after each prediction batch (the same run of prediction_job), whatever of its readings'
+risks `prediction_batches` did not take into `machine_risk` and `alarms` itself (it does, from the scored
+frame in memory, unless that failed) taken now (`mfd.alarms`), snoozes that ran out woken, and open alarms
+left unacknowledged escalated once through the alert outbox."""
 
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from mfd.alarms import escalate_due, read_scored, update_alarms, wake_snoozed
@@ -19,7 +21,8 @@ GROUP = "detection"
 class AlarmsConfig(dg.Config):
     debounce: int | None = Field(
         None,
-        description="Consecutive readings past the threshold that open an alarm (default: the profile's).",
+        description="Consecutive readings past the threshold that open an alarm (default: the profile's, "
+        "which prediction_batches uses when it takes its batch itself).",
         ge=1,
     )
     escalate_after_minutes: float = Field(
@@ -62,7 +65,9 @@ def alarms(
     else:
         raise dg.Failure("alarms runs after prediction_batches in one run, or with first_id and last_id")
     engine = readings_store.engine
-    scored = read_scored(engine, first_id, last_id)
+    # prediction_batches took its batch from memory (its metadata says so): nothing to read back
+    taken_by_detection = batch is not None and "alarm_crossings" in batch
+    scored = pd.DataFrame() if taken_by_detection else read_scored(engine, first_id, last_id)
     known = {k: float(v) for k, v in thresholds.items() if k != "all"}
     debounce = config.debounce or DEFAULT_DEBOUNCE
     report = update_alarms(engine, scored, debounce=debounce, thresholds=known or None)
@@ -74,6 +79,7 @@ def alarms(
                 "first_id": first_id,
                 "last_id": last_id,
                 "debounce": debounce,
+                "taken_by_prediction_batches": taken_by_detection,
                 "readings": report.readings,
                 "skipped_already_taken": report.skipped,
                 "crossings": report.crossings,

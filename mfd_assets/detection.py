@@ -10,12 +10,16 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
 
+from mfd.alarms import update_alarms
+from mfd.alarms.model import DEFAULT_DEBOUNCE
 from mfd.alerts.outbox import deliver_due, outbox_status
 from mfd.detection.batches import BatchResult, score_batch
 from mfd.detection.coverage import Unscored, unscored_readings
 from mfd.detection.drift import drift_figure, drift_table, read_recent, reference_for_drift
 from mfd.detection.shadow import Challenger, load_challenger
+from mfd.errors import one_line
 from mfd.plots import png_markdown, table_markdown
 from mfd.registry.champion import LoadedChampion, NoChampion, load_champion
 from mfd_assets.metadata import rounded
@@ -100,6 +104,7 @@ def prediction_batches(
         challenger=challenger,
     )
     latency = time.perf_counter() - start
+    taken = _take_into_alarms(context, readings_store, result)
     unscored = unscored_readings(
         readings_store.engine,
         timedelta(minutes=config.unscored_after_minutes),
@@ -107,7 +112,7 @@ def prediction_batches(
     )
     yield dg.MaterializeResult(
         asset_key="prediction_batches",
-        metadata=_batch_metadata(config, result, champion, scored_by, latency),
+        metadata={**_batch_metadata(config, result, champion, scored_by, latency), **taken},
         check_results=[_valid_readings(config, result), _every_reading_scored(config, unscored)],
     )
     if result.shadow is not None and result.shadow.error:
@@ -118,6 +123,27 @@ def prediction_batches(
         )
     elif result.shadow is not None:
         yield _shadow_result(config, result)
+
+
+def _take_into_alarms(
+    context: dg.AssetExecutionContext, readings_store: ReadingsStore, result: BatchResult
+) -> dict[str, Any]:
+    """The batch's scored readings into `machine_risk` and `alarms` from the frame in memory (the `alarms`
+    step after it then reads nothing back). When this fails (two runs opening one machine's first alarm at
+    once), the `alarms` step takes the batch with its retries: logged, never the batch's failure."""
+    known = {k: float(v) for k, v in result.thresholds.items() if k != "all"}
+    try:
+        report = update_alarms(
+            readings_store.engine, result.scored, debounce=DEFAULT_DEBOUNCE, thresholds=known or None
+        )
+    except SQLAlchemyError as exc:
+        context.log.warning("alarms left to the alarms step: %s", one_line(exc))
+        return {"alarms": "left to the alarms step"}
+    return {
+        "alarms_opened": report.opened,
+        "alarms_bumped": report.bumped,
+        "alarm_crossings": report.crossings,
+    }
 
 
 def _champion(context: dg.AssetExecutionContext, tracking: Tracking) -> LoadedChampion:

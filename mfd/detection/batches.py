@@ -71,6 +71,9 @@ class BatchResult:
     costs: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     shadow: ShadowResult | None = None
+    # Every scored reading as `mfd.alarms.update_alarms` takes it (reading_id, machine_id, machine_type,
+    # timestamp, probability, label, rul_estimate with a RUL head): the batch goes to the alarms unread.
+    scored: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
     def invalid_rows(self) -> int:
@@ -188,6 +191,16 @@ class _Scored:
             scored["rul_estimate"] = np.asarray(self.rul, dtype="float64")
         return scored
 
+    def for_alarms(self) -> pd.DataFrame:
+        """Every scored reading with its machine, type, time, probability and label (`BatchResult.scored`)."""
+        frame = self.valid[["id", "machine_id", "machine_type", "timestamp"]].rename(
+            columns={"id": "reading_id"}
+        )
+        frame = frame.assign(probability=self.probability, label=self.alarm.astype("int8"))
+        if self.rul is not None:
+            frame["rul_estimate"] = np.asarray(self.rul, dtype="float64")
+        return frame.reset_index(drop=True)
+
     def events(self, model: FailureModel) -> pd.DataFrame:
         """The predicted failures (id, machine_id, timestamp, machine_type, probability, ...)."""
         alarm = self.alarm
@@ -261,6 +274,7 @@ def score_batch(
         costs=scored.costs,
         thresholds={t: float(v) for t, v in policy.thresholds.items()},
         shadow=written,
+        scored=scored.for_alarms(),
     )
 
 

@@ -78,3 +78,18 @@ def test_read_scored_reads_the_same_frame_from_sqlite_and_postgresql(tmp_path: P
     assert rest["reading_id"].isin(whole["reading_id"].iloc[25:]).all()
     for ours, theirs in ((whole, pg_whole), (rest, pg_rest)):
         pd.testing.assert_frame_equal(ours.astype({"rul_estimate": "float64"}), theirs, check_exact=True)
+
+
+def test_alarms_read_nothing_back_when_prediction_batches_took_its_batch(tmp_path: Path) -> None:
+    store, first, last = scored_store(f"sqlite:///{tmp_path / 'readings.db'}")
+
+    @dg.asset(name="prediction_batches")
+    def took_its_batch() -> dg.MaterializeResult:  # as prediction_batches says after update_alarms
+        return dg.MaterializeResult(metadata={"first_id": first, "last_id": last, "alarm_crossings": 3})
+
+    result = dg.materialize([took_its_batch, alarms], resources={"readings_store": store})
+    (materialization,) = result.asset_materializations_for_node("alarms")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["taken_by_prediction_batches"] is True and meta["readings"] == 0
+    with store.engine.connect() as conn:  # this stand-in took nothing: the step did not either
+        assert conn.execute(sa.select(sa.func.count()).select_from(alarms_table)).scalar() == 0

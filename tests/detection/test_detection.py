@@ -17,6 +17,7 @@ from forwarder import Forwarder
 from mlflow import start_run
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from mfd.alarms import read_scored
 from mfd.cli.main import main
 from mfd.detection.planning import DetectionCursor
 from mfd.errors import ServiceUnavailable
@@ -159,6 +160,11 @@ def test_batch_rerun_writes_the_same_rows_once(
     assert after[1]["id"].tolist() == before[1]["id"].tolist()  # upserted in place, not re-inserted
     np.testing.assert_allclose(after[0]["probability"], before[0]["probability"])
     assert second["model_source"] == "memory cache"
+    # The batch went to the alarms from memory: the alarms step after it has nothing to read back, and
+    # the re-run's readings were taken already.
+    assert first["alarm_crossings"] == first["failures"] > 0 and first["alarms_opened"] > 0
+    assert second["alarm_crossings"] == second["alarms_opened"] == second["alarms_bumped"] == 0
+    assert read_scored(readings.engine, 1, last).empty
 
     # One event per predicted failure, matching the champion's own labels, with contributing sensors.
     model = load_version(champion.client(), champion.model_name)
