@@ -65,25 +65,25 @@ def _windows(maintenance: pd.DataFrame, window: pd.Timedelta) -> Iterator[sa.Col
         )
 
 
-def _before_last_record() -> sa.ColumnElement[bool]:
-    """Readings at or before their machine's last maintenance record (their future is known)."""
-    last = (
+def _last_record() -> sa.ScalarSelect:
+    """The time of the reading's machine's last maintenance record (NULL for a machine without one)."""
+    return (
         sa.select(sa.func.max(maintenance_records.c.timestamp))
         .where(maintenance_records.c.machine_id == readings.c.machine_id)
         .scalar_subquery()
     )
-    return readings.c.timestamp <= last
+
+
+def _before_last_record() -> sa.ColumnElement[bool]:
+    """Readings at or before their machine's last maintenance record (their future is known)."""
+    return readings.c.timestamp <= _last_record()
 
 
 def count_censored(engine: Engine) -> int:
     """Unlabelled readings whose future is unknown: after their machine's last maintenance record, or of a
     machine without one. They are left out of the training set (neither positive nor negative)."""
     maintenance_records.create(engine, checkfirst=True)
-    last = (
-        sa.select(sa.func.max(maintenance_records.c.timestamp))
-        .where(maintenance_records.c.machine_id == readings.c.machine_id)
-        .scalar_subquery()
-    )
+    last = _last_record()
     query = (
         sa.select(sa.func.count())
         .select_from(readings)
